@@ -1,0 +1,64 @@
+"""Small torch models for the built-in tasks; every model takes flat ``[batch, features]`` rows."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["MLP", "SmallCNN", "Standardize"]
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / scale`` with fixed, declared constants carried in the weights (and ONNX)."""
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.clone().float())
+        self.register_buffer("scale", scale.clone().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.scale  # [B, F]
+
+
+class MLP(nn.Module):
+    """``features -> hidden -> hidden -> classes`` with ReLU, optional input standardization."""
+
+    def __init__(
+        self,
+        num_features: int,
+        num_classes: int,
+        hidden: int = 64,
+        standardize: Standardize | None = None,
+    ) -> None:
+        super().__init__()
+        self.prep = standardize if standardize is not None else nn.Identity()
+        self.net = nn.Sequential(
+            nn.Linear(num_features, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prep(x))  # [B, F] -> [B, C]
+
+
+class SmallCNN(nn.Module):
+    """A two-convolution network over square single-channel images given as flat rows."""
+
+    def __init__(self, side: int, num_classes: int, channels: int = 16) -> None:
+        super().__init__()
+        self.side = side
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, kernel_size=3, padding=1),  # [B, C, S, S]
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # [B, 2C, S/2, S/2]
+        )
+        self.head = nn.Linear(2 * channels * (side // 2) ** 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        img = x.reshape(-1, 1, self.side, self.side)  # [B, S*S] -> [B, 1, S, S]
+        return self.head(torch.flatten(self.features(img), 1))  # [B, C]

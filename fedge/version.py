@@ -1,0 +1,38 @@
+"""The fedge version and, when running from a git checkout, its commit."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+from pathlib import Path
+
+__all__ = ["fedge_version", "git_commit"]
+
+
+def fedge_version() -> str:
+    """Return the installed distribution's version (``0+unknown`` when not installed)."""
+    try:
+        return _dist_version("fedge")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """Return the commit of the checkout fedge runs from, or ``None`` outside git."""
+    source_dir = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=source_dir,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None

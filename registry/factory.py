@@ -1,0 +1,72 @@
+"""Open a registry from its configuration (SQLite file and artifact folder by default)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedge.errors import RegistryUnavailableError
+from registry.artifacts import open_artifact_store
+from registry.service import Registry
+from registry.sql_store import SqlRegistryStore
+
+__all__ = ["RegistryConfig", "open_registry"]
+
+
+@dataclass
+class RegistryConfig:
+    """Hydra schema of the ``registry`` group.
+
+    Attributes
+    ----------
+    root : str
+        Folder for the embedded defaults: ``registry.db`` (SQLite) and ``artifacts/``.
+    database_url : str
+        A SQLAlchemy URL; empty means ``sqlite:///<root>/registry.db``. A password belongs in the
+        ``FEDGE_REGISTRY_DATABASE_URL`` environment variable, never in a config file.
+    artifact_uri : str
+        Where artifacts go; empty means ``<root>/artifacts``.
+    """
+
+    root: str = ".fedge"
+    database_url: str = ""
+    artifact_uri: str = ""
+
+    def resolved_database_url(self) -> str:
+        """The database URL after defaults and the environment are applied."""
+        env = os.environ.get("FEDGE_REGISTRY_DATABASE_URL", "")
+        if self.database_url or env:
+            return self.database_url or env
+        return f"sqlite:///{Path(self.root).expanduser().resolve() / 'registry.db'}"
+
+    def resolved_artifact_uri(self) -> str:
+        """The artifact store URI after defaults are applied."""
+        return self.artifact_uri or str(Path(self.root).expanduser().resolve() / "artifacts")
+
+
+def open_registry(config: RegistryConfig) -> Registry:
+    """Open (creating if needed) the registry ``config`` describes.
+
+    Raises
+    ------
+    RegistryUnavailableError
+        If the root folder, the database or the artifact folder cannot be created or written.
+    """
+    root = Path(config.root).expanduser()
+    if not config.database_url or not config.artifact_uri:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryUnavailableError(
+                f"cannot create the registry folder {root}: {exc.strerror}; choose a writable "
+                "location (registry.root=PATH)"
+            ) from exc
+        if not os.access(root, os.W_OK):
+            raise RegistryUnavailableError(
+                f"the registry folder {root} is not writable; choose a writable location "
+                "(registry.root=PATH)"
+            )
+    artifacts = open_artifact_store(config.resolved_artifact_uri())
+    store = SqlRegistryStore(config.resolved_database_url())
+    return Registry(store=store, artifacts=artifacts)

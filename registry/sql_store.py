@@ -1,0 +1,328 @@
+"""The SQL implementation of :class:`RegistryStore` (SQLite by default, any SQLAlchemy URL)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event, func
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from fedge.errors import ConflictError, NotFoundError, RegistryError, RegistryUnavailableError
+from registry.schemas import (
+    ArtifactRef,
+    Checkpoint,
+    CheckpointCreate,
+    ModelVersion,
+    ModelVersionCreate,
+    RunCreate,
+    RunInfo,
+    RunStatus,
+)
+from registry.store import RegistryStore
+from registry.tables import AliasRow, CheckpointRow, ModelVersionRow, RunRow, VersionArtifactRow
+
+__all__ = ["SqlRegistryStore"]
+
+log = logging.getLogger(__name__)
+
+
+class SqlRegistryStore(RegistryStore):
+    """Registry metadata in a SQL database.
+
+    Parameters
+    ----------
+    url : str
+        A SQLAlchemy URL, e.g. ``sqlite:///path/registry.db``. SQLite files run in WAL mode with
+        a busy timeout so that the coordinator and its ServerApp can write concurrently.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        is_sqlite = url.startswith("sqlite")
+        connect_args: dict[str, Any] = {"timeout": 30} if is_sqlite else {}
+        self._engine: Engine = create_engine(url, connect_args=connect_args)
+        if is_sqlite:
+            event.listen(self._engine, "connect", _sqlite_pragmas)
+        try:
+            SQLModel.metadata.create_all(
+                self._engine,
+                tables=[t.__table__ for t in (RunRow, CheckpointRow, ModelVersionRow, VersionArtifactRow, AliasRow)],  # type: ignore[attr-defined]
+            )
+        except OperationalError as exc:
+            self._engine.dispose()
+            raise RegistryUnavailableError(
+                f"cannot open the registry database {_redact(url)}: {exc.orig}; check that the "
+                "path exists and is writable"
+            ) from exc
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with Session(self._engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except IntegrityError as exc:
+                session.rollback()
+                raise ConflictError(f"the registry refused the write: {exc.orig}") from exc
+            except OperationalError as exc:
+                session.rollback()
+                raise RegistryUnavailableError(
+                    f"the registry database {_redact(self.url)} failed: {exc.orig}"
+                ) from exc
+            except SQLAlchemyError as exc:
+                session.rollback()
+                raise RegistryError(f"the registry database failed: {exc}") from exc
+            except BaseException:
+                session.rollback()
+                raise
+
+    # --- runs -------------------------------------------------------------------------------
+    def create_run(self, run: RunCreate) -> RunInfo:
+        row = RunRow(
+            run_id=run.run_id,
+            task=run.task,
+            strategy=run.strategy,
+            num_rounds=run.num_rounds,
+            status=RunStatus.PENDING,
+            config=run.config,
+            config_hash=run.config_hash,
+            reason=run.reason,
+            mode=run.mode,
+        )
+        with self._session() as s:
+            s.add(row)
+        return _run(row)
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        flower_run_id: int | None = None,
+        error: str | None = None,
+    ) -> RunInfo:
+        with self._session() as s:
+            row = _get(s, RunRow, run_id, f"run {run_id!r}")
+            if status is not None:
+                row.status = status
+                if status in RunStatus.FINISHED:
+                    row.finished_at = datetime.now(UTC)
+            if flower_run_id is not None:
+                row.flower_run_id = flower_run_id
+            if error is not None:
+                row.error = error
+            s.add(row)
+        return _run(row)
+
+    def get_run(self, run_id: str) -> RunInfo:
+        with self._session() as s:
+            return _run(_get(s, RunRow, run_id, f"run {run_id!r}"))
+
+    def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
+        with self._session() as s:
+            rows = s.exec(select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)).all()  # type: ignore[attr-defined]
+            return [_run(r) for r in rows]
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def add_checkpoint(self, checkpoint: CheckpointCreate) -> Checkpoint:
+        row = CheckpointRow(
+            run_id=checkpoint.run_id,
+            round=checkpoint.round,
+            weights_sha256=checkpoint.weights.sha256,
+            weights_size=checkpoint.weights.size,
+            metrics=dict(checkpoint.metrics),
+            lineage=dict(checkpoint.lineage),
+        )
+        with self._session() as s:
+            _get(s, RunRow, checkpoint.run_id, f"run {checkpoint.run_id!r}")
+            s.add(row)
+            s.flush()
+        return _checkpoint(row)
+
+    def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
+        with self._session() as s:
+            rows = s.exec(
+                select(CheckpointRow).where(CheckpointRow.run_id == run_id).order_by(CheckpointRow.round)  # type: ignore[arg-type]
+            ).all()
+            return [_checkpoint(r) for r in rows]
+
+    def get_checkpoint(self, checkpoint_id: int) -> Checkpoint:
+        with self._session() as s:
+            return _checkpoint(_get(s, CheckpointRow, checkpoint_id, f"checkpoint {checkpoint_id}"))
+
+    # --- versions and aliases ------------------------------------------------------------------
+    def create_version(
+        self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()
+    ) -> ModelVersion:
+        with self._session() as s:
+            if version.run_id is not None:
+                _get(s, RunRow, version.run_id, f"run {version.run_id!r}")
+            last = s.exec(
+                select(func.max(ModelVersionRow.number)).where(ModelVersionRow.name == version.name)
+            ).one()
+            row = ModelVersionRow(
+                name=version.name,
+                number=(last or 0) + 1,
+                run_id=version.run_id,
+                checkpoint_id=version.checkpoint_id,
+                metrics=dict(version.metrics),
+                lineage=dict(version.lineage),
+                model_config_json=dict(version.model_config),
+                description=version.description,
+            )
+            s.add(row)
+            s.flush()
+            assert row.id is not None
+            for art in version.artifacts:
+                s.add(
+                    VersionArtifactRow(
+                        version_id=row.id,
+                        kind=art.kind,
+                        sha256=art.sha256,
+                        size=art.size,
+                        media_type=art.media_type,
+                    )
+                )
+            for alias in aliases:
+                _move_alias(s, version.name, alias, row.id)
+            s.flush()
+            return _version(s, row)
+
+    def get_version(self, version_id: int) -> ModelVersion:
+        with self._session() as s:
+            return _version(s, _get(s, ModelVersionRow, version_id, f"model version {version_id}"))
+
+    def get_version_by_number(self, name: str, number: int) -> ModelVersion:
+        with self._session() as s:
+            row = s.exec(
+                select(ModelVersionRow).where(
+                    ModelVersionRow.name == name, ModelVersionRow.number == number
+                )
+            ).first()
+            if row is None:
+                raise NotFoundError(f"model {name!r} has no version {number}")
+            return _version(s, row)
+
+    def list_versions(self, *, name: str | None = None, limit: int = 100) -> list[ModelVersion]:
+        with self._session() as s:
+            query = select(ModelVersionRow)
+            if name is not None:
+                query = query.where(ModelVersionRow.name == name)
+            rows = s.exec(query.order_by(ModelVersionRow.id.desc()).limit(limit)).all()  # type: ignore[union-attr]
+            return [_version(s, r) for r in rows]
+
+    def set_alias(self, name: str, alias: str, version_id: int) -> ModelVersion:
+        with self._session() as s:
+            row = _get(s, ModelVersionRow, version_id, f"model version {version_id}")
+            if row.name != name:
+                raise ConflictError(
+                    f"version {version_id} belongs to model {row.name!r}, not {name!r}"
+                )
+            _move_alias(s, name, alias, version_id)
+            s.flush()
+            return _version(s, row)
+
+    def get_alias(self, name: str, alias: str) -> ModelVersion:
+        with self._session() as s:
+            row = s.get(AliasRow, (name, alias))
+            if row is None:
+                raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+            return _version(s, _get(s, ModelVersionRow, row.version_id, "aliased version"))
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before it reaches a message or a log."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def _get(session: Session, table: Any, key: Any, what: str) -> Any:
+    row = session.get(table, key)
+    if row is None:
+        raise NotFoundError(f"{what} does not exist in the registry")
+    return row
+
+
+def _move_alias(session: Session, name: str, alias: str, version_id: int) -> None:
+    row = session.get(AliasRow, (name, alias))
+    if row is None:
+        session.add(AliasRow(name=name, alias=alias, version_id=version_id))
+    else:
+        row.version_id = version_id
+        row.updated_at = datetime.now(UTC)
+        session.add(row)
+
+
+def _run(row: RunRow) -> RunInfo:
+    return RunInfo(
+        run_id=row.run_id,
+        task=row.task,
+        strategy=row.strategy,
+        num_rounds=row.num_rounds,
+        status=row.status,
+        config=dict(row.config),
+        config_hash=row.config_hash,
+        reason=row.reason,
+        mode=row.mode,
+        flower_run_id=row.flower_run_id,
+        error=row.error,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _checkpoint(row: CheckpointRow) -> Checkpoint:
+    assert row.id is not None
+    return Checkpoint(
+        id=row.id,
+        run_id=row.run_id,
+        round=row.round,
+        weights=ArtifactRef("weights", row.weights_sha256, row.weights_size, "application/safetensors"),
+        metrics=dict(row.metrics),
+        lineage=dict(row.lineage),
+        created_at=row.created_at,
+    )
+
+
+def _version(session: Session, row: ModelVersionRow) -> ModelVersion:
+    assert row.id is not None
+    arts = session.exec(
+        select(VersionArtifactRow).where(VersionArtifactRow.version_id == row.id).order_by(VersionArtifactRow.kind)  # type: ignore[arg-type]
+    ).all()
+    aliases = session.exec(
+        select(AliasRow.alias).where(AliasRow.version_id == row.id).order_by(AliasRow.alias)  # type: ignore[arg-type]
+    ).all()
+    return ModelVersion(
+        id=row.id,
+        name=row.name,
+        number=row.number,
+        run_id=row.run_id,
+        checkpoint_id=row.checkpoint_id,
+        artifacts=tuple(ArtifactRef(a.kind, a.sha256, a.size, a.media_type) for a in arts),
+        metrics=dict(row.metrics),
+        lineage=dict(row.lineage),
+        model_config=dict(row.model_config_json),
+        description=row.description,
+        aliases=tuple(aliases),
+        created_at=row.created_at,
+    )

@@ -1,0 +1,92 @@
+"""The registry store interface; implementations keep runs, checkpoints, versions and aliases."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from registry.schemas import (
+    Checkpoint,
+    CheckpointCreate,
+    ModelVersion,
+    ModelVersionCreate,
+    RunCreate,
+    RunInfo,
+)
+
+__all__ = ["RegistryStore"]
+
+
+class RegistryStore(ABC):
+    """Metadata of the registry. Every method is one transaction: it all happens or none of it.
+
+    Lookups of what does not exist raise :class:`fedge.errors.NotFoundError`; writes that clash
+    with what is stored raise :class:`fedge.errors.ConflictError`.
+    """
+
+    # --- runs -------------------------------------------------------------------------------
+    @abstractmethod
+    def create_run(self, run: RunCreate) -> RunInfo:
+        """Record a new run in status ``pending``."""
+
+    @abstractmethod
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        flower_run_id: int | None = None,
+        error: str | None = None,
+    ) -> RunInfo:
+        """Change a run's status, Flower run id or error; a finished status stamps the time."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunInfo:
+        """Return one run."""
+
+    @abstractmethod
+    def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
+        """Return the newest runs first."""
+
+    # --- checkpoints --------------------------------------------------------------------------
+    @abstractmethod
+    def add_checkpoint(self, checkpoint: CheckpointCreate) -> Checkpoint:
+        """Record a round's aggregate; one checkpoint per (run, round)."""
+
+    @abstractmethod
+    def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """Return a run's checkpoints by round."""
+
+    @abstractmethod
+    def get_checkpoint(self, checkpoint_id: int) -> Checkpoint:
+        """Return one checkpoint."""
+
+    # --- versions and aliases ------------------------------------------------------------------
+    @abstractmethod
+    def create_version(
+        self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()
+    ) -> ModelVersion:
+        """Register the next version number of ``version.name``, pointing ``aliases`` at it."""
+
+    @abstractmethod
+    def get_version(self, version_id: int) -> ModelVersion:
+        """Return one version by its global id."""
+
+    @abstractmethod
+    def get_version_by_number(self, name: str, number: int) -> ModelVersion:
+        """Return version ``number`` of model ``name``."""
+
+    @abstractmethod
+    def list_versions(self, *, name: str | None = None, limit: int = 100) -> list[ModelVersion]:
+        """Return the newest versions first, of one model or of all."""
+
+    @abstractmethod
+    def set_alias(self, name: str, alias: str, version_id: int) -> ModelVersion:
+        """Point ``name@alias`` at ``version_id`` (moving it if it pointed elsewhere)."""
+
+    @abstractmethod
+    def get_alias(self, name: str, alias: str) -> ModelVersion:
+        """Return the version ``name@alias`` points at."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,94 @@
+"""SQLModel tables of the registry (rows stay inside the SQL store)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = ["AliasRow", "CheckpointRow", "ModelVersionRow", "RunRow", "VersionArtifactRow"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunRow(SQLModel, table=True):
+    """A federated training run."""
+
+    __tablename__ = "runs"
+
+    run_id: str = Field(primary_key=True, max_length=64)
+    task: str = Field(max_length=128)
+    strategy: str = Field(max_length=128)
+    num_rounds: int
+    status: str = Field(max_length=32, index=True)
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    config_hash: str = Field(max_length=64)
+    reason: str = Field(default="operator", max_length=512)
+    mode: str = Field(default="simulation", max_length=32)
+    flower_run_id: int | None = Field(default=None, index=True)
+    error: str | None = Field(default=None)
+    created_at: datetime = Field(default_factory=_now)
+    finished_at: datetime | None = None
+
+
+class CheckpointRow(SQLModel, table=True):
+    """One round's aggregate of a run."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("run_id", "round", name="uq_checkpoint_run_round"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.run_id", index=True, max_length=64)
+    round: int
+    weights_sha256: str = Field(max_length=64)
+    weights_size: int
+    metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    lineage: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=_now)
+
+
+class ModelVersionRow(SQLModel, table=True):
+    """A registered version of a named model."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "number", name="uq_version_name_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, max_length=128)
+    number: int
+    run_id: str | None = Field(default=None, foreign_key="runs.run_id", index=True, max_length=64)
+    checkpoint_id: int | None = Field(default=None, foreign_key="checkpoints.id")
+    metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    lineage: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    model_config_json: dict[str, Any] = Field(sa_column=Column("model_config", JSON, nullable=False))
+    description: str = Field(default="")
+    created_at: datetime = Field(default_factory=_now)
+
+
+class VersionArtifactRow(SQLModel, table=True):
+    """An artifact (by digest) that belongs to a model version."""
+
+    __tablename__ = "version_artifacts"
+    __table_args__ = (UniqueConstraint("version_id", "kind", name="uq_artifact_version_kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="model_versions.id", index=True)
+    kind: str = Field(max_length=64)
+    sha256: str = Field(max_length=64)
+    size: int
+    media_type: str = Field(max_length=128)
+
+
+class AliasRow(SQLModel, table=True):
+    """A movable name (``candidate``, ``staging``, ``production``) pointing at one version."""
+
+    __tablename__ = "aliases"
+
+    name: str = Field(primary_key=True, max_length=128)
+    alias: str = Field(primary_key=True, max_length=128)
+    version_id: int = Field(foreign_key="model_versions.id")
+    updated_at: datetime = Field(default_factory=_now)
