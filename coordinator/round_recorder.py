@@ -1,0 +1,136 @@
+"""Records every round: participants and their metrics, central evaluation, and the checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Message, MetricRecord
+
+from fedge.protocol import METRICS_KEY, NUM_EXAMPLES
+from fedge.serde import state_dict_from_arrays, state_dict_to_safetensors
+from fedge.tasks import Dataset
+from fedge.tasks.training import evaluate_model, load_weights
+from registry import Checkpoint, Registry
+
+__all__ = ["RoundRecorder", "with_round_recording"]
+
+log = logging.getLogger(__name__)
+
+
+def _node_metrics(replies: Iterable[Message]) -> dict[int, dict[str, float]]:
+    out: dict[int, dict[str, float]] = {}
+    for msg in replies:
+        if msg.has_error() or METRICS_KEY not in msg.content:
+            continue
+        metrics = msg.content[METRICS_KEY]
+        out[int(msg.metadata.src_node_id)] = {
+            k: float(v) for k, v in metrics.items() if isinstance(v, int | float)
+        }
+    return out
+
+
+@dataclass
+class RoundRecorder:
+    """Collects what happens in each round and registers the round's aggregate as a checkpoint.
+
+    The strategy calls :meth:`on_train_replies` and :meth:`on_evaluate_replies` (through
+    :func:`with_round_recording`); Flower calls :meth:`evaluate_fn` last in every round, which
+    evaluates the aggregate centrally (when a held-out set exists) and writes the checkpoint.
+    """
+
+    registry: Registry
+    run_id: str
+    model: torch.nn.Module
+    base_lineage: dict[str, Any]
+    test_set: Dataset | None = None
+    train_by_round: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
+    eval_by_round: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
+    failures_by_round: dict[int, int] = field(default_factory=dict)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    central: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def on_train_replies(self, server_round: int, replies: list[Message]) -> None:
+        """Remember each replying node's sample count and training metrics."""
+        self.train_by_round[server_round] = _node_metrics(replies)
+        self.failures_by_round[server_round] = sum(1 for m in replies if m.has_error())
+
+    def on_evaluate_replies(self, server_round: int, replies: list[Message]) -> None:
+        """Remember each node's federated evaluation metrics."""
+        self.eval_by_round[server_round] = _node_metrics(replies)
+
+    def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Evaluate the aggregate centrally and, after a training round, register it."""
+        load_weights(self.model, state_dict_from_arrays(arrays))
+        metrics: dict[str, float] = {}
+        if self.test_set is not None and len(self.test_set):
+            result = evaluate_model(self.model, self.test_set)
+            metrics = {"central-loss": result.loss, "central-accuracy": result.accuracy}
+            self.central[server_round] = metrics
+        if server_round == 0:
+            return MetricRecord(metrics) if metrics else None
+        metrics.update(self._federated_summary(server_round))
+        lineage = dict(self.base_lineage)
+        train = self.train_by_round.get(server_round, {})
+        evals = self.eval_by_round.get(server_round, {})
+        lineage.update(
+            {
+                "round": server_round,
+                "parent_checkpoint_id": self.checkpoints[-1].id if self.checkpoints else None,
+                "nodes": [
+                    {
+                        "node_id": node_id,
+                        "num_examples": int(m.get(NUM_EXAMPLES, 0)),
+                        "train_metrics": {k: v for k, v in m.items() if k != NUM_EXAMPLES},
+                        "eval_metrics": {
+                            k: v for k, v in evals.get(node_id, {}).items() if k != NUM_EXAMPLES
+                        },
+                    }
+                    for node_id, m in sorted(train.items())
+                ],
+                "failed_nodes": self.failures_by_round.get(server_round, 0),
+            }
+        )
+        weights = state_dict_to_safetensors(
+            self.model.state_dict(), {"run_id": self.run_id, "round": str(server_round)}
+        )
+        checkpoint = self.registry.register_checkpoint(
+            run_id=self.run_id, round=server_round, weights=weights, metrics=metrics, lineage=lineage
+        )
+        self.checkpoints.append(checkpoint)
+        log.info("round %d: checkpoint %d %s", server_round, checkpoint.id, metrics)
+        return MetricRecord(metrics) if metrics else None
+
+    def _federated_summary(self, server_round: int) -> dict[str, float]:
+        """Sample-weighted means of the nodes' train and eval metrics for the round."""
+        out: dict[str, float] = {}
+        for per_node in (self.train_by_round.get(server_round, {}), self.eval_by_round.get(server_round, {})):
+            total = sum(m.get(NUM_EXAMPLES, 0.0) for m in per_node.values())
+            if total <= 0:
+                continue
+            keys = {k for m in per_node.values() for k in m if k != NUM_EXAMPLES}
+            for key in sorted(keys):
+                out[key] = sum(m.get(key, 0.0) * m.get(NUM_EXAMPLES, 0.0) for m in per_node.values()) / total
+        out["participants"] = float(len(self.train_by_round.get(server_round, {})))
+        return out
+
+
+def with_round_recording(strategy_cls: type, recorder: RoundRecorder) -> type:
+    """Subclass a Flower strategy so its replies reach ``recorder`` before aggregation."""
+
+    class Recording(strategy_cls):  # type: ignore[valid-type, misc]
+        def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
+            replies = list(replies)
+            recorder.on_train_replies(server_round, replies)
+            return super().aggregate_train(server_round, replies)
+
+        def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
+            replies = list(replies)
+            recorder.on_evaluate_replies(server_round, replies)
+            return super().aggregate_evaluate(server_round, replies)
+
+    Recording.__name__ = Recording.__qualname__ = strategy_cls.__name__
+    return Recording

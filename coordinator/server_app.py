@@ -1,0 +1,107 @@
+"""The fedge Flower ServerApp: runs the configured strategy and hands every aggregate to the registry."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from flwr.app import ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from coordinator.packaging import package_and_register
+from coordinator.round_recorder import RoundRecorder, with_round_recording
+from coordinator.strategies import StrategyConfig, strategy_class, strategy_kwargs
+from fedge.protocol import config_hash, decode_run_config
+from fedge.serde import state_dict_to_arrays
+from fedge.tasks import TaskConfig, get_task
+from fedge.version import fedge_version, git_commit
+from registry import RegistryConfig, RunStatus, open_registry
+
+__all__ = ["app", "run_federation"]
+
+log = logging.getLogger(__name__)
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Flower entry point: decode the fedge config and run the federation."""
+    run_federation(grid=grid, config=decode_run_config(context.run_config), flower_run_id=context.run_id)
+
+
+def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) -> None:
+    """Train for ``strategy.num_rounds`` rounds, checkpointing each, then package the result.
+
+    The final aggregate is exported to ONNX, checked for parity, and registered as a version
+    holding the ``candidate`` alias.
+    """
+    run_id = str(config["run_id"])
+    task_cfg = TaskConfig(**config["task"])
+    strategy_cfg = StrategyConfig(**config["strategy"])
+    registry = open_registry(RegistryConfig(**config["registry"]))
+    try:
+        registry.store.update_run(run_id, status=RunStatus.RUNNING, flower_run_id=flower_run_id)
+        task = get_task(task_cfg.name)
+        torch.manual_seed(int(config.get("seed", 0)))
+        torch.set_num_threads(1)
+        model = task.build_model(task_cfg)
+        _, holdout = task.split_holdout(task_cfg)
+        central = bool(config.get("central_evaluation", True))
+        lineage = {
+            "run_id": run_id,
+            "flower_run_id": flower_run_id,
+            "strategy": strategy_cfg.name,
+            "strategy_params": dict(strategy_cfg.params),
+            "config_hash": config_hash(config),
+            "task": task_cfg.name,
+            "fedge_version": fedge_version(),
+            "git_commit": git_commit(),
+            "reason": config.get("reason", "operator"),
+        }
+        recorder = RoundRecorder(
+            registry=registry,
+            run_id=run_id,
+            model=task.build_model(task_cfg),
+            base_lineage=lineage,
+            test_set=holdout if central else None,
+        )
+        cls = with_round_recording(strategy_class(strategy_cfg.name), recorder)
+        strategy = cls(**strategy_kwargs(strategy_cfg, cls))
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=state_dict_to_arrays(model.state_dict()),
+            num_rounds=strategy_cfg.num_rounds,
+            timeout=strategy_cfg.round_timeout_s,
+            train_config=ConfigRecord(
+                {"lr": task_cfg.lr, "local-epochs": task_cfg.local_epochs}
+            ),
+            evaluate_fn=recorder.evaluate_fn,
+        )
+        if not recorder.checkpoints:
+            raise RuntimeError("no round completed: no checkpoint to package")
+        final = recorder.checkpoints[-1]
+        recorder.model.load_state_dict(result.arrays.to_torch_state_dict())
+        packaged = package_and_register(
+            registry=registry,
+            task=task,
+            task_config=task_cfg,
+            model=recorder.model,
+            reference_rows=holdout.x,
+            run_id=run_id,
+            checkpoint_id=final.id,
+            metrics=dict(final.metrics),
+            lineage={**final.lineage, "checkpoint_ids": [c.id for c in recorder.checkpoints]},
+        )
+        log.info(
+            "registered %s:%d as candidate (onnx parity %.2e)",
+            packaged.version.name,
+            packaged.version.number,
+            packaged.parity.max_abs_diff,
+        )
+    except BaseException as exc:
+        registry.store.update_run(run_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        registry.close()

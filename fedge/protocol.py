@@ -1,0 +1,70 @@
+"""Names shared by the coordinator and the clients: run-config keys and message record keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from fedge.errors import ConfigError
+
+__all__ = [
+    "ARRAYS_KEY",
+    "CONFIG_KEY",
+    "EVAL_ACCURACY",
+    "EVAL_LOSS",
+    "METRICS_KEY",
+    "NUM_EXAMPLES",
+    "RUN_CONFIG_KEY",
+    "TRAIN_ACCURACY",
+    "TRAIN_LOSS",
+    "config_hash",
+    "decode_run_config",
+    "encode_run_config",
+]
+
+# Flower run-config key carrying the whole resolved fedge config as JSON.
+RUN_CONFIG_KEY = "fedge-config"
+
+# Record keys inside Flower messages (Flower's own defaults for the strategies).
+ARRAYS_KEY = "arrays"
+CONFIG_KEY = "config"
+METRICS_KEY = "metrics"
+NUM_EXAMPLES = "num-examples"
+TRAIN_LOSS = "train-loss"
+TRAIN_ACCURACY = "train-accuracy"
+EVAL_LOSS = "eval-loss"
+EVAL_ACCURACY = "eval-accuracy"
+
+
+def encode_run_config(config: Mapping[str, Any]) -> str:
+    """Serialize a resolved config to canonical JSON (sorted keys, no spaces)."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def decode_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Read the fedge config from a Flower ``context.run_config``.
+
+    Raises
+    ------
+    ConfigError
+        If the key is absent or does not hold a JSON object.
+    """
+    raw = run_config.get(RUN_CONFIG_KEY, "")
+    if not raw:
+        raise ConfigError(
+            f"the Flower run config has no {RUN_CONFIG_KEY!r}: runs must be started by fedge"
+        )
+    try:
+        value = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{RUN_CONFIG_KEY!r} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{RUN_CONFIG_KEY!r} must be a JSON object")
+    return value
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``config``."""
+    return hashlib.sha256(encode_run_config(config).encode()).hexdigest()
