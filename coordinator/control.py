@@ -62,7 +62,7 @@ class FlowerControl:
         run_config: Mapping[str, str | int | float | bool],
         *,
         num_supernodes: int | None = None,
-        client_cpus: float = 1.0,
+        client_cpus: int = 1,
         backend_cpus: int | None = None,
     ) -> int:
         """Submit the FAB with ``run_config`` overrides; return the Flower run id.

@@ -209,11 +209,15 @@ class SqlRegistryStore(RegistryStore):
                 raise NotFoundError(f"model {name!r} has no version {number}")
             return _version(s, row)
 
-    def list_versions(self, *, name: str | None = None, limit: int = 100) -> list[ModelVersion]:
+    def list_versions(
+        self, *, name: str | None = None, run_id: str | None = None, limit: int = 100
+    ) -> list[ModelVersion]:
         with self._session() as s:
             query = select(ModelVersionRow)
             if name is not None:
                 query = query.where(ModelVersionRow.name == name)
+            if run_id is not None:
+                query = query.where(ModelVersionRow.run_id == run_id)
             rows = s.exec(query.order_by(ModelVersionRow.id.desc()).limit(limit)).all()  # type: ignore[union-attr]
             return [_version(s, r) for r in rows]
 

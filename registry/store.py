@@ -76,8 +76,10 @@ class RegistryStore(ABC):
         """Return version ``number`` of model ``name``."""
 
     @abstractmethod
-    def list_versions(self, *, name: str | None = None, limit: int = 100) -> list[ModelVersion]:
-        """Return the newest versions first, of one model or of all."""
+    def list_versions(
+        self, *, name: str | None = None, run_id: str | None = None, limit: int = 100
+    ) -> list[ModelVersion]:
+        """Return the newest versions first, optionally only of one model or one run."""
 
     @abstractmethod
     def set_alias(self, name: str, alias: str, version_id: int) -> ModelVersion:

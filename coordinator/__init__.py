@@ -1,0 +1,27 @@
+"""The coordinator: Flower ServerApp and strategies, the managed SuperLink, the run lifecycle."""
+
+from coordinator.control import FlowerControl, FlowerRunState
+from coordinator.lifecycle import RunOutcome, RunProgress, SimulationBackend, execute_run
+from coordinator.strategies import (
+    STRATEGIES,
+    StrategyConfig,
+    available_strategies,
+    validate_strategy_config,
+)
+from coordinator.superlink import ManagedSuperLink, flower_env, stop_process_tree
+
+__all__ = [
+    "STRATEGIES",
+    "FlowerControl",
+    "FlowerRunState",
+    "ManagedSuperLink",
+    "RunOutcome",
+    "RunProgress",
+    "SimulationBackend",
+    "StrategyConfig",
+    "available_strategies",
+    "execute_run",
+    "flower_env",
+    "stop_process_tree",
+    "validate_strategy_config",
+]

@@ -1,0 +1,216 @@
+"""A run's lifecycle on a managed SuperLink: record -> start -> submit -> follow -> finish -> stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coordinator.control import FlowerControl, FlowerRunState
+from coordinator.flower_app import build_shim_fab
+from coordinator.superlink import ManagedSuperLink
+from fedge.errors import FederationError
+from fedge.protocol import RUN_CONFIG_KEY, config_hash, encode_run_config
+from registry import Checkpoint, ModelVersion, Registry, RunCreate, RunInfo, RunStatus
+
+__all__ = ["RunOutcome", "RunProgress", "SimulationBackend", "execute_run"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SimulationBackend:
+    """How many virtual SuperNodes to simulate and the CPUs Ray may use."""
+
+    num_supernodes: int
+    client_cpus: int = 1
+    backend_cpus: int = 2
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A snapshot while a run is followed: Flower's status and the checkpoints so far."""
+
+    run_id: str
+    flower_status: str
+    rounds_done: int
+    num_rounds: int
+    last_checkpoint: Checkpoint | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended."""
+
+    run: RunInfo
+    checkpoints: list[Checkpoint]
+    version: ModelVersion | None
+    log_path: Path
+    elapsed_s: float
+
+
+def execute_run(
+    *,
+    registry: Registry,
+    config: dict[str, Any],
+    work_dir: Path,
+    simulation: SimulationBackend,
+    timeout_s: float = 900.0,
+    on_progress: Callable[[RunProgress], None] | None = None,
+    poll_interval_s: float = 0.5,
+) -> RunOutcome:
+    """Run one federation end to end on a SuperLink started for it, and stop every process.
+
+    ``config`` is the resolved fedge config (with ``run_id``); it reaches the ServerApp and the
+    ClientApps in the Flower run config. The run's row in the registry moves through
+    ``pending -> running -> completed | failed | stopped``. On Ctrl-C the Flower run is stopped,
+    the run is marked ``stopped`` and :class:`KeyboardInterrupt` propagates.
+    """
+    run_id = str(config["run_id"])
+    started = time.monotonic()
+    run_dir = work_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "flower-run.log"
+    num_rounds = int(config["strategy"]["num_rounds"])
+    registry.store.create_run(
+        RunCreate(
+            run_id=run_id,
+            task=str(config["task"]["name"]),
+            strategy=str(config["strategy"]["name"]),
+            num_rounds=num_rounds,
+            config=config,
+            config_hash=config_hash(config),
+            reason=str(config.get("reason", "operator")),
+            mode="simulation",
+        )
+    )
+    superlink = ManagedSuperLink(run_dir / "superlink", simulation=True)
+    control: FlowerControl | None = None
+    flower_run_id: int | None = None
+    log_thread: threading.Thread | None = None
+    final_status = RunStatus.FAILED
+    error: str | None = None
+    try:
+        superlink.start()
+        control = FlowerControl(superlink.address)
+        flower_run_id = control.start_run(
+            build_shim_fab(),
+            {RUN_CONFIG_KEY: encode_run_config(config)},
+            num_supernodes=simulation.num_supernodes,
+            client_cpus=simulation.client_cpus,
+            backend_cpus=simulation.backend_cpus,
+        )
+        registry.store.update_run(run_id, flower_run_id=flower_run_id)
+        log_thread = _follow_logs(superlink.address, flower_run_id, log_path)
+        state = _wait(
+            registry=registry,
+            control=control,
+            superlink=superlink,
+            run_id=run_id,
+            flower_run_id=flower_run_id,
+            num_rounds=num_rounds,
+            started=started,
+            timeout_s=timeout_s,
+            poll_interval_s=poll_interval_s,
+            on_progress=on_progress,
+        )
+        if state.sub_status == "completed":
+            final_status = RunStatus.COMPLETED
+        elif state.sub_status == "stopped":
+            final_status = RunStatus.STOPPED
+        else:
+            error = state.details or f"Flower reported the run as {state.sub_status or 'failed'}"
+    except KeyboardInterrupt:
+        final_status, error = RunStatus.STOPPED, "interrupted by the operator"
+        if control is not None and flower_run_id is not None:
+            control.stop_run(flower_run_id)
+        raise
+    except FederationError as exc:
+        error = str(exc)
+        raise
+    finally:
+        if control is not None:
+            control.close()
+        superlink.stop()
+        if log_thread is not None:
+            log_thread.join(timeout=5)
+        versions = registry.store.list_versions(run_id=run_id, limit=1)
+        if final_status == RunStatus.COMPLETED and not versions:
+            final_status, error = RunStatus.FAILED, "the run completed without registering a version"
+        stored_error = registry.store.get_run(run_id).error
+        registry.store.update_run(run_id, status=final_status, error=None if stored_error else error)
+    run = registry.store.get_run(run_id)
+    return RunOutcome(
+        run=run,
+        checkpoints=registry.store.list_checkpoints(run_id),
+        version=versions[0] if versions else None,
+        log_path=log_path,
+        elapsed_s=time.monotonic() - started,
+    )
+
+
+def _wait(
+    *,
+    registry: Registry,
+    control: FlowerControl,
+    superlink: ManagedSuperLink,
+    run_id: str,
+    flower_run_id: int,
+    num_rounds: int,
+    started: float,
+    timeout_s: float,
+    poll_interval_s: float,
+    on_progress: Callable[[RunProgress], None] | None,
+) -> FlowerRunState:
+    deadline = started + timeout_s
+    while True:
+        state = control.run_state(flower_run_id)
+        superlink.track_children()
+        if on_progress is not None:
+            checkpoints = registry.store.list_checkpoints(run_id)
+            on_progress(
+                RunProgress(
+                    run_id=run_id,
+                    flower_status=state.status,
+                    rounds_done=len(checkpoints),
+                    num_rounds=num_rounds,
+                    last_checkpoint=checkpoints[-1] if checkpoints else None,
+                    elapsed_s=time.monotonic() - started,
+                )
+            )
+        if state.finished:
+            return state
+        if superlink.process is None or superlink.process.poll() is not None:
+            raise FederationError(f"the SuperLink died during the run; its log ends:\n{superlink.log_tail()}")
+        if time.monotonic() > deadline:
+            control.stop_run(flower_run_id)
+            raise FederationError(
+                f"run {run_id} did not finish within {timeout_s:.0f}s (simulation.timeout_s); "
+                "it was stopped"
+            )
+        time.sleep(poll_interval_s)
+
+
+def _follow_logs(address: str, flower_run_id: int, path: Path) -> threading.Thread:
+    """Copy the run's log stream to ``path`` in a daemon thread (ends with the run)."""
+
+    def copy() -> None:
+        control = FlowerControl(address)
+        try:
+            with path.open("a", encoding="utf-8") as fh:
+                for chunk in control.stream_logs(flower_run_id):
+                    fh.write(chunk)
+                    fh.flush()
+        except Exception as exc:  # the SuperLink going away ends the stream
+            log.debug("log stream of run %d ended: %s", flower_run_id, exc)
+        finally:
+            control.close()
+
+    thread = threading.Thread(target=copy, name=f"flower-logs-{flower_run_id}", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,1 @@
+"""The ``fedge`` command; services are imported lazily per command (``fedge edge`` never loads torch)."""

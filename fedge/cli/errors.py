@@ -1,0 +1,50 @@
+"""How the CLI reports a :class:`FedgeError`: one line on stderr and an exit code by error kind."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+
+from fedge.errors import ConfigError, FedgeError, RegistryUnavailableError
+
+__all__ = ["exit_code_for", "reports_errors"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exit_code_for(error: FedgeError) -> int:
+    """2 for bad configuration or input, 3 for an unusable registry, 1 for everything else."""
+    if isinstance(error, ConfigError):
+        return 2
+    if isinstance(error, RegistryUnavailableError):
+        return 3
+    return 1
+
+
+@contextmanager
+def _report() -> Iterator[None]:
+    try:
+        yield
+    except FedgeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.code
+        typer.secho(f"error [{exc.code}]: {first}", fg=typer.colors.RED, err=True)
+        rest = str(exc).splitlines()[1:]
+        if rest:
+            print("\n".join(rest), file=sys.stderr)
+        raise typer.Exit(exit_code_for(exc)) from None
+
+
+def reports_errors(func: F) -> F:
+    """Decorate a command so a :class:`FedgeError` becomes a one-line error and an exit code."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _report():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,142 @@
+"""``fedge registry list|show|runs|download``: read what the registry stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedge.cli.errors import reports_errors
+
+__all__ = ["registry_app"]
+
+registry_app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
+
+RootOpt = Annotated[
+    str, typer.Option("--root", envvar="FEDGE_REGISTRY_ROOT", help="Registry folder (SQLite + artifacts)")
+]
+UrlOpt = Annotated[
+    str,
+    typer.Option("--database-url", envvar="FEDGE_REGISTRY_DATABASE_URL", help="SQLAlchemy URL of the store"),
+]
+
+
+def _open(root: str, database_url: str):  # type: ignore[no-untyped-def]
+    from fedge.errors import RegistryUnavailableError
+    from registry import RegistryConfig, open_registry
+
+    if not database_url and not (Path(root).expanduser() / "registry.db").exists():
+        raise RegistryUnavailableError(
+            f"no registry at {root} (no registry.db): run `fedge simulate` first or pass --root"
+        )
+    return open_registry(RegistryConfig(root=root, database_url=database_url))
+
+
+@registry_app.command("list")
+@reports_errors
+def list_versions(
+    root: RootOpt = ".fedge",
+    database_url: UrlOpt = "",
+    name: Annotated[str | None, typer.Option(help="Only this model")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List model versions, newest first."""
+    registry = _open(root, database_url)
+    try:
+        versions = registry.store.list_versions(name=name)
+    finally:
+        registry.close()
+    if as_json:
+        print(json.dumps([_version_dict(v) for v in versions], indent=2, default=str))
+        return
+    table = Table(title=f"model versions in {root}")
+    for col in ("id", "version", "aliases", "run", "accuracy", "onnx parity", "created"):
+        table.add_column(col)
+    for v in versions:
+        acc = v.metrics.get("central-accuracy", v.metrics.get("eval-accuracy"))
+        parity = v.metrics.get("onnx-parity-max-abs-diff")
+        table.add_row(
+            str(v.id),
+            f"{v.name}:{v.number}",
+            ", ".join(v.aliases) or "-",
+            v.run_id or "-",
+            "-" if acc is None else f"{acc:.4f}",
+            "-" if parity is None else f"{parity:.1e}",
+            f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+        )
+    Console().print(table)
+
+
+@registry_app.command("show")
+@reports_errors
+def show_version(
+    version: Annotated[str, typer.Argument(help="ID, NAME:NUMBER or NAME@ALIAS")],
+    root: RootOpt = ".fedge",
+    database_url: UrlOpt = "",
+) -> None:
+    """Show one version: artifacts, metrics, lineage and its run's checkpoints."""
+    registry = _open(root, database_url)
+    try:
+        v = registry.resolve(version)
+        checkpoints = registry.store.list_checkpoints(v.run_id) if v.run_id else []
+        paths = {a.kind: registry.artifacts.local_path(a.sha256) for a in v.artifacts}
+    finally:
+        registry.close()
+    out = _version_dict(v)
+    out["artifact_paths"] = {k: str(p) if p else None for k, p in paths.items()}
+    out["checkpoints"] = [
+        {"id": c.id, "round": c.round, "weights_sha256": c.weights.sha256, "metrics": c.metrics}
+        for c in checkpoints
+    ]
+    print(json.dumps(out, indent=2, default=str))
+
+
+@registry_app.command("runs")
+@reports_errors
+def list_runs(root: RootOpt = ".fedge", database_url: UrlOpt = "") -> None:
+    """List runs, newest first."""
+    registry = _open(root, database_url)
+    try:
+        runs = registry.store.list_runs()
+        counts = {r.run_id: len(registry.store.list_checkpoints(r.run_id)) for r in runs}
+    finally:
+        registry.close()
+    table = Table(title=f"runs in {root}")
+    for col in ("run", "status", "task", "strategy", "rounds", "flower run", "reason", "error"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(
+            r.run_id, r.status, r.task, r.strategy, f"{counts[r.run_id]}/{r.num_rounds}",
+            str(r.flower_run_id or "-"), r.reason, (r.error or "")[:60],
+        )
+    Console().print(table)
+
+
+@registry_app.command("download")
+@reports_errors
+def download(
+    version: Annotated[str, typer.Argument(help="ID, NAME:NUMBER or NAME@ALIAS")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write")],
+    kind: Annotated[str, typer.Option(help="Artifact: onnx or weights")] = "onnx",
+    root: RootOpt = ".fedge",
+    database_url: UrlOpt = "",
+) -> None:
+    """Write a version's artifact (digest-verified) to a file."""
+    registry = _open(root, database_url)
+    try:
+        v = registry.resolve(version)
+        data = registry.read_artifact(v, kind)
+    finally:
+        registry.close()
+    out.write_bytes(data)
+    typer.echo(f"wrote {kind} of {v.name}:{v.number} ({len(data)} bytes) to {out}")
+
+
+def _version_dict(v: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    return asdict(v)  # type: ignore[call-overload, no-any-return]
