@@ -1,0 +1,1 @@
+"""Bare Flower FedAvg app (Message API) used as the baseline of benchmarks/sim_overhead.py."""

@@ -1,0 +1,163 @@
+"""One contract for every RegistryStore backend (a real SQLite file here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedge.errors import ConflictError, NotFoundError, RegistryUnavailableError
+from registry import (
+    ArtifactRef,
+    CheckpointCreate,
+    ModelVersionCreate,
+    RegistryStore,
+    RunCreate,
+    RunStatus,
+    SqlRegistryStore,
+)
+
+
+def make_run(run_id: str = "run-1", **overrides: object) -> RunCreate:
+    fields: dict[str, object] = {
+        "run_id": run_id,
+        "task": "digits",
+        "strategy": "fedavg",
+        "num_rounds": 2,
+        "config": {"task": {"name": "digits"}, "strategy": {"name": "fedavg"}},
+        "config_hash": "ab" * 32,
+    }
+    fields.update(overrides)
+    return RunCreate(**fields)  # type: ignore[arg-type]
+
+
+def make_ref(kind: str = "weights", digest: str = "0" * 64, size: int = 10) -> ArtifactRef:
+    return ArtifactRef(kind, digest, size)
+
+
+def make_version(run_id: str | None = "run-1", name: str = "digits") -> ModelVersionCreate:
+    return ModelVersionCreate(
+        name=name,
+        run_id=run_id,
+        checkpoint_id=None,
+        artifacts=(make_ref("weights", "1" * 64), make_ref("onnx", "2" * 64, 20)),
+        metrics={"central-accuracy": 0.9},
+        lineage={"nodes": [{"node_id": 1, "num_examples": 10}]},
+        model_config={"task": "digits"},
+    )
+
+
+class StoreContract:
+    """Behaviour every backend must show; subclasses provide the ``store`` fixture."""
+
+    def test_run_lifecycle_and_finish_time(self, store: RegistryStore) -> None:
+        created = store.create_run(make_run())
+        assert created.status == RunStatus.PENDING and created.finished_at is None
+
+        store.update_run("run-1", status=RunStatus.RUNNING, flower_run_id=123)
+        done = store.update_run("run-1", status=RunStatus.COMPLETED)
+
+        assert done.flower_run_id == 123
+        assert done.status == "completed" and done.finished_at is not None
+        assert store.get_run("run-1").config == make_run().config
+        assert [r.run_id for r in store.list_runs()] == ["run-1"]
+
+    def test_duplicate_run_id_is_a_conflict_and_keeps_the_original(self, store: RegistryStore) -> None:
+        store.create_run(make_run(task="digits"))
+
+        with pytest.raises(ConflictError):
+            store.create_run(make_run(task="breast_cancer"))
+
+        assert store.get_run("run-1").task == "digits"
+
+    def test_unknown_run_is_not_found(self, store: RegistryStore) -> None:
+        with pytest.raises(NotFoundError, match="run 'nope' does not exist"):
+            store.get_run("nope")
+        with pytest.raises(NotFoundError):
+            store.update_run("nope", status="failed")
+
+    def test_checkpoints_are_ordered_by_round_and_unique_per_round(self, store: RegistryStore) -> None:
+        store.create_run(make_run())
+        for rnd in (2, 1):
+            store.add_checkpoint(
+                CheckpointCreate("run-1", rnd, make_ref(digest=str(rnd) * 64), {"loss": 1.0 / rnd}, {"round": rnd})
+            )
+
+        with pytest.raises(ConflictError):
+            store.add_checkpoint(CheckpointCreate("run-1", 1, make_ref(), {}, {}))
+
+        checkpoints = store.list_checkpoints("run-1")
+        assert [c.round for c in checkpoints] == [1, 2]
+        assert checkpoints[1].weights.sha256 == "2" * 64
+        assert store.get_checkpoint(checkpoints[0].id).lineage == {"round": 1}
+
+    def test_checkpoint_of_unknown_run_is_refused(self, store: RegistryStore) -> None:
+        with pytest.raises(NotFoundError):
+            store.add_checkpoint(CheckpointCreate("ghost", 1, make_ref(), {}, {}))
+
+    def test_versions_number_per_model_and_aliases_move(self, store: RegistryStore) -> None:
+        store.create_run(make_run())
+        v1 = store.create_version(make_version(), aliases=("candidate",))
+        v2 = store.create_version(make_version(), aliases=("candidate",))
+        other = store.create_version(make_version(name="breast_cancer"))
+
+        assert (v1.number, v2.number, other.number) == (1, 2, 1)
+        assert store.get_alias("digits", "candidate").id == v2.id
+        assert store.get_version(v1.id).aliases == ()
+        assert store.get_version(v2.id).aliases == ("candidate",)
+        assert {a.kind for a in v2.artifacts} == {"weights", "onnx"}
+        assert store.get_version_by_number("digits", 1).id == v1.id
+        assert [v.id for v in store.list_versions(name="digits")] == [v2.id, v1.id]
+        assert [v.id for v in store.list_versions(run_id="run-1")][:1] == [other.id]
+
+        moved = store.set_alias("digits", "candidate", v1.id)
+        assert moved.aliases == ("candidate",)
+        assert store.get_alias("digits", "candidate").id == v1.id
+
+    def test_alias_of_another_model_is_refused(self, store: RegistryStore) -> None:
+        store.create_run(make_run())
+        v = store.create_version(make_version(name="breast_cancer"))
+
+        with pytest.raises(ConflictError, match="belongs to model 'breast_cancer'"):
+            store.set_alias("digits", "production", v.id)
+
+    def test_missing_version_and_alias_are_not_found(self, store: RegistryStore) -> None:
+        with pytest.raises(NotFoundError):
+            store.get_version(99)
+        with pytest.raises(NotFoundError, match="has no alias 'production'"):
+            store.get_alias("digits", "production")
+        with pytest.raises(NotFoundError):
+            store.get_version_by_number("digits", 5)
+
+    def test_version_for_unknown_run_writes_nothing(self, store: RegistryStore) -> None:
+        with pytest.raises(NotFoundError):
+            store.create_version(make_version(run_id="ghost"), aliases=("candidate",))
+
+        assert store.list_versions() == []
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[RegistryStore]:
+        s = SqlRegistryStore(f"sqlite:///{tmp_path / 'registry.db'}")
+        yield s
+        s.close()
+
+    def test_data_survives_reopening_the_file(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'registry.db'}"
+        first = SqlRegistryStore(url)
+        first.create_run(make_run())
+        first.close()
+
+        second = SqlRegistryStore(url)
+        assert second.get_run("run-1").task == "digits"
+        second.close()
+
+
+def test_unopenable_database_is_registry_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+
+    with pytest.raises(RegistryUnavailableError, match="cannot open the registry database"):
+        SqlRegistryStore(f"sqlite:///{blocker / 'registry.db'}")
