@@ -60,12 +60,19 @@ def train(msg: Message, context: Context) -> Message:
         lr=float(round_cfg.get("lr", cfg.lr)),
         batch_size=cfg.batch_size,
         momentum=cfg.momentum,
-        seed=int(round_cfg.get("server-round", 0)) * 7919 + int(context.node_config["partition-id"]),
+        seed=int(round_cfg.get("server-round", 0)) * 7919
+        + int(context.node_config["partition-id"]),
     )
     metrics = MetricRecord(
-        {"train-loss": result.loss, "train-accuracy": result.accuracy, "num-examples": result.num_examples}
+        {
+            "train-loss": result.loss,
+            "train-accuracy": result.accuracy,
+            "num-examples": result.num_examples,
+        }
     )
-    arrays = ArrayRecord(torch_state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()})
+    arrays = ArrayRecord(
+        torch_state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()}
+    )
     return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
@@ -75,6 +82,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     data = local.val if len(local.val) else local.train
     result = evaluate_model(model, data)
     metrics = MetricRecord(
-        {"eval-loss": result.loss, "eval-accuracy": result.accuracy, "num-examples": result.num_examples}
+        {
+            "eval-loss": result.loss,
+            "eval-accuracy": result.accuracy,
+            "num-examples": result.num_examples,
+        }
     )
     return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)

@@ -31,12 +31,14 @@ def main(grid: Grid, context: Context) -> None:
     model = task.build_model(cfg)
     _, holdout = task.split_holdout(cfg)
     central: dict[int, dict[str, float]] = {}
+    done_unix: dict[int, float] = {}
     eval_model = task.build_model(cfg)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         eval_model.load_state_dict(arrays.to_torch_state_dict())
         result = evaluate_model(eval_model, holdout)
         central[server_round] = {"central-loss": result.loss, "central-accuracy": result.accuracy}
+        done_unix[server_round] = time.time()
         return MetricRecord(central[server_round])
 
     strategy = FedAvg(
@@ -66,6 +68,7 @@ def main(grid: Grid, context: Context) -> None:
             str(k): dict(v) for k, v in sorted(result.evaluate_metrics_clientapp.items())
         },
         "strategy_s": strategy_s,
+        "last_round_unix": done_unix[last],
     }
     path = str(rc["result-path"])
     if path:

@@ -1,0 +1,182 @@
+"""A real ``fedge simulate``: the console script, a real SuperLink, Ray, ServerApp and ClientApps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedge.protocol import config_hash
+from fedge.serde import state_dict_from_safetensors
+from fedge.tasks import TaskConfig, get_task
+from fedge.tasks.training import load_weights, predict_logits
+from registry import Registry, RegistryConfig, open_registry, run_onnx
+from tests.processes import processes_under
+
+pytestmark = pytest.mark.slow
+
+FEDGE = str(Path(sys.executable).parent / "fedge")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One 2-round, 3-client simulation shared by the tests of this module."""
+    work = tmp_path_factory.mktemp("sim")
+    result = subprocess.run(
+        [FEDGE, "simulate", "strategy.num_rounds=2", "simulation.num_clients=3", f"registry.root={work / 'reg'}"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=_env(),
+    )
+    return work, result
+
+
+def _open(work: Path) -> Registry:
+    return open_registry(RegistryConfig(root=str(work / "reg")))
+
+
+def test_simulation_exits_zero_and_prints_the_result_table(simulated) -> None:  # type: ignore[no-untyped-def]
+    work, result = simulated
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "completed" in result.stdout
+    assert "registered version digits:1" in result.stdout
+    assert "ONNX parity vs torch: max abs diff" in result.stdout
+
+
+def test_registry_holds_two_checkpoints_with_lineage_and_one_candidate(simulated) -> None:  # type: ignore[no-untyped-def]
+    work, _ = simulated
+    reg = _open(work)
+    try:
+        (run,) = reg.store.list_runs()
+        checkpoints = reg.store.list_checkpoints(run.run_id)
+        versions = reg.store.list_versions()
+        candidate = reg.store.get_alias("digits", "candidate")
+    finally:
+        reg.close()
+
+    assert run.status == "completed" and run.flower_run_id is not None and run.finished_at is not None
+    assert [c.round for c in checkpoints] == [1, 2]
+    pool, _ = get_task("digits").split_holdout(TaskConfig())
+    for ckpt in checkpoints:
+        lin = ckpt.lineage
+        assert lin["run_id"] == run.run_id and lin["flower_run_id"] == run.flower_run_id
+        assert lin["round"] == ckpt.round
+        assert lin["strategy"] == "fedavg"
+        assert lin["config_hash"] == config_hash(run.config) == run.config_hash
+        assert lin["fedge_version"]
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        assert lin["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+        nodes = lin["nodes"]
+        assert len(nodes) == 3 and len({n["node_id"] for n in nodes}) == 3
+        assert all(n["num_examples"] > 0 and "train-loss" in n["train_metrics"] for n in nodes)
+        # Each client trains on its partition minus its validation rows.
+        assert sum(n["num_examples"] for n in nodes) == pytest.approx(0.8 * len(pool), abs=3)
+        assert ckpt.metrics["participants"] == 3.0
+    assert lin["parent_checkpoint_id"] == checkpoints[0].id
+    assert len(versions) == 1 and versions[0].id == candidate.id
+    assert candidate.aliases == ("candidate",) and candidate.run_id == run.run_id
+    assert candidate.checkpoint_id == checkpoints[-1].id
+
+
+def test_onnx_artifact_matches_torch_and_beats_chance(simulated) -> None:  # type: ignore[no-untyped-def]
+    work, _ = simulated
+    reg = _open(work)
+    try:
+        version = reg.store.get_alias("digits", "candidate")
+        onnx_bytes = reg.read_artifact(version, "onnx")
+        weights = reg.read_artifact(version, "weights")
+    finally:
+        reg.close()
+    task = get_task("digits")
+    cfg = TaskConfig(**{k: v for k, v in version.model_config.items() if k != "task"})
+    model = load_weights(task.build_model(cfg), state_dict_from_safetensors(weights))
+    _, test = task.split_holdout(cfg)
+
+    onnx_out = run_onnx(onnx_bytes, test.x)
+    torch_out = predict_logits(model, test.x)
+    accuracy = float((onnx_out.argmax(1) == test.y).mean())
+
+    assert np.max(np.abs(onnx_out - torch_out)) <= 1e-4
+    assert version.metrics["onnx-parity-max-abs-diff"] <= 1e-4
+    assert accuracy > 0.5  # chance is 0.1
+    assert accuracy == pytest.approx(version.metrics["central-accuracy"], abs=1e-6)
+
+
+def test_no_fedge_started_process_outlives_the_command(simulated) -> None:  # type: ignore[no-untyped-def]
+    work, _ = simulated
+
+    assert processes_under(work) == []
+
+
+def test_registry_list_and_show_print_what_is_stored(simulated) -> None:  # type: ignore[no-untyped-def]
+    work, _ = simulated
+    root = str(work / "reg")
+
+    listed = subprocess.run([FEDGE, "registry", "list", "--root", root, "--json"], capture_output=True, text=True, timeout=60)
+    shown = subprocess.run([FEDGE, "registry", "show", "digits@candidate", "--root", root], capture_output=True, text=True, timeout=60)
+
+    assert listed.returncode == 0 and shown.returncode == 0, listed.stderr + shown.stderr
+    (entry,) = json.loads(listed.stdout)
+    detail = json.loads(shown.stdout)
+    assert entry["aliases"] == ["candidate"] and entry["name"] == "digits"
+    assert [c["round"] for c in detail["checkpoints"]] == [1, 2]
+    assert Path(detail["artifact_paths"]["onnx"]).is_file()
+
+
+def test_ctrl_c_stops_the_run_and_every_process(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    proc = subprocess.Popen(
+        [FEDGE, "simulate", "strategy.num_rounds=50", "simulation.num_clients=2", f"registry.root={root}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        deadline = time.monotonic() + 240
+        first_round_done = False
+        while time.monotonic() < deadline and proc.poll() is None and not first_round_done:
+            time.sleep(1)
+            if (root / "registry.db").exists():
+                reg = _open(tmp_path)
+                try:
+                    runs = reg.store.list_runs()
+                    first_round_done = bool(runs) and bool(reg.store.list_checkpoints(runs[0].run_id))
+                finally:
+                    reg.close()
+        assert first_round_done, "no round completed in time"
+
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert proc.returncode != 0
+    reg = _open(tmp_path)
+    try:
+        (run,) = reg.store.list_runs()
+        assert run.status == "stopped"
+        assert reg.store.list_versions() == []
+    finally:
+        reg.close()
+    time.sleep(1)
+    assert processes_under(tmp_path) == []
