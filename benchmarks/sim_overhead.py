@@ -113,9 +113,7 @@ def run_fedge(overrides: list[str]) -> tuple[FedgeRun, Any]:
     )
 
 
-def run_fedge_retrying(
-    overrides: list[str], retries: int, console: Any
-) -> tuple[FedgeRun, Any, list[str]]:
+def run_fedge_retrying(overrides: list[str], retries: int, console: Any) -> tuple[FedgeRun, Any, list[str]]:
     """:func:`run_fedge`, retried on an exception (reported, never hidden); the last try's timing.
 
     Flower run ids are random unsigned 64-bit integers; at the time of writing fedge's SQLite
@@ -272,9 +270,7 @@ def run_central(config: Any) -> list[CentralRun]:
         )
         for i in range(sim.num_clients)
     ]
-    union = Dataset(
-        np.concatenate([p.train.x for p in parts]), np.concatenate([p.train.y for p in parts])
-    )
+    union = Dataset(np.concatenate([p.train.x for p in parts]), np.concatenate([p.train.y for p in parts]))
     epochs = int(config.strategy.num_rounds) * int(task_cfg.local_epochs)
     runs = []
     for label, data in (("union of client train rows", union), ("whole client pool", pool)):
@@ -359,9 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         fedge, config, fedge_errors = run_fedge_retrying(
             [*base, f"registry.root={tmp / 'fedge-iid'}"], args.retries, console
         )
-        console.print(
-            f"      {fedge.status} in {fedge.wall_s:.1f}s, accuracy {_pct(fedge.accuracy)}"
-        )
+        console.print(f"      {fedge.status} in {fedge.wall_s:.1f}s, accuracy {_pct(fedge.accuracy)}")
         if fedge.status != "completed":
             ok = False
             console.print(f"[red]fedge run failed:[/] {fedge.error}\n{_tail(fedge.log_path)}")
@@ -388,8 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 console,
             )
             console.print(
-                f"      {dirichlet.status} in {dirichlet.wall_s:.1f}s, "
-                f"accuracy {_pct(dirichlet.accuracy)}"
+                f"      {dirichlet.status} in {dirichlet.wall_s:.1f}s, accuracy {_pct(dirichlet.accuracy)}"
             )
             if dirichlet.status != "completed":
                 ok = False
@@ -467,9 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         summary.add_row("fedge - bare wall s", f"{fedge.wall_s - bare.wall_s:+.1f}", "")
         if fedge.packaging_s is not None:
             ex = (fedge.wall_s - fedge.packaging_s) / bare.wall_s
-            summary.add_row(
-                "fedge packaging s (version - last checkpoint)", f"{fedge.packaging_s:.1f}", ""
-            )
+            summary.add_row("fedge packaging s (version - last checkpoint)", f"{fedge.packaging_s:.1f}", "")
             summary.add_row(
                 "wall ratio excluding packaging",
                 f"{ex:.3f}",
@@ -482,9 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             )
         if bare.strategy_s is not None:
-            summary.add_row(
-                "bare strategy.start() s (inside the ServerApp)", f"{bare.strategy_s:.1f}", ""
-            )
+            summary.add_row("bare strategy.start() s (inside the ServerApp)", f"{bare.strategy_s:.1f}", "")
         ref = central[0].accuracy
         if fedge.accuracy is not None:
             gap = 100 * (ref - fedge.accuracy)

@@ -74,7 +74,7 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received global model on local data; reply with weights and metrics."""
     model, local, config = _setup(msg, context)
     task_cfg = _task_config(config)
-    round_cfg = msg.content.get(CONFIG_KEY, {}) or {}
+    round_cfg: dict[str, Any] = dict(msg.content.get(CONFIG_KEY, {}) or {})
     result = train_model(
         model,
         local.train,
@@ -86,7 +86,11 @@ def train(msg: Message, context: Context) -> Message:
         proximal_mu=float(round_cfg.get("proximal-mu", 0.0)),
     )
     metrics = MetricRecord(
-        {TRAIN_LOSS: result.loss, TRAIN_ACCURACY: result.accuracy, NUM_EXAMPLES: result.num_examples}
+        {
+            TRAIN_LOSS: result.loss,
+            TRAIN_ACCURACY: result.accuracy,
+            NUM_EXAMPLES: result.num_examples,
+        }
     )
     content = RecordDict({ARRAYS_KEY: state_dict_to_arrays(model.state_dict()), METRICS_KEY: metrics})
     return Message(content=content, reply_to=msg)
@@ -102,4 +106,3 @@ def evaluate(msg: Message, context: Context) -> Message:
         {EVAL_LOSS: result.loss, EVAL_ACCURACY: result.accuracy, NUM_EXAMPLES: result.num_examples}
     )
     return Message(content=RecordDict({METRICS_KEY: metrics}), reply_to=msg)
-

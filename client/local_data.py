@@ -24,9 +24,7 @@ class LocalData:
 @lru_cache(maxsize=8)
 def _pool(task_name: str, test_fraction: float, data_seed: int) -> Dataset:
     task = get_task(task_name)
-    pool, _ = task.split_holdout(
-        TaskConfig(name=task_name, test_fraction=test_fraction, data_seed=data_seed)
-    )
+    pool, _ = task.split_holdout(TaskConfig(name=task_name, test_fraction=test_fraction, data_seed=data_seed))
     return pool
 
 
@@ -47,5 +45,5 @@ def load_simulation_partition(
     parts = partition_indices(pool.y, num_partitions, scheme=scheme, alpha=alpha, seed=seed)
     mine = pool.take(parts[partition_id])
     order = np.random.default_rng(seed + 1000 + partition_id).permutation(len(mine))
-    n_val = int(round(len(mine) * task.val_fraction)) if len(mine) >= 5 else 0
+    n_val = round(len(mine) * task.val_fraction) if len(mine) >= 5 else 0
     return LocalData(train=mine.take(np.sort(order[n_val:])), val=mine.take(np.sort(order[:n_val])))

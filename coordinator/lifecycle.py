@@ -141,7 +141,10 @@ def execute_run(
             log_thread.join(timeout=5)
         versions = registry.store.list_versions(run_id=run_id, limit=1)
         if final_status == RunStatus.COMPLETED and not versions:
-            final_status, error = RunStatus.FAILED, "the run completed without registering a version"
+            final_status, error = (
+                RunStatus.FAILED,
+                "the run completed without registering a version",
+            )
         stored_error = registry.store.get_run(run_id).error
         registry.store.update_run(run_id, status=final_status, error=None if stored_error else error)
     run = registry.store.get_run(run_id)
@@ -190,8 +193,7 @@ def _wait(
         if time.monotonic() > deadline:
             control.stop_run(flower_run_id)
             raise FederationError(
-                f"run {run_id} did not finish within {timeout_s:.0f}s (simulation.timeout_s); "
-                "it was stopped"
+                f"run {run_id} did not finish within {timeout_s:.0f}s (simulation.timeout_s); it was stopped"
             )
         time.sleep(poll_interval_s)
 

@@ -61,7 +61,10 @@ def package_and_register(
     rows = np.resize(reference_rows, (PARITY_ROWS, schema.num_features)).astype(np.float32)
     parity = check_parity(model, onnx_bytes, rows, tolerance=tolerance)
     weights = state_dict_to_safetensors(model.state_dict(), {"task": task.name, "run_id": run_id})
-    artifacts = (registry.put_artifact("weights", weights), registry.put_artifact("onnx", onnx_bytes))
+    artifacts = (
+        registry.put_artifact("weights", weights),
+        registry.put_artifact("onnx", onnx_bytes),
+    )
     version = registry.register_version(
         ModelVersionCreate(
             name=task.name,
@@ -77,8 +80,16 @@ def package_and_register(
                 **lineage,
                 "onnx": {
                     "opset": 18,
-                    "input": {"name": schema.input_name, "shape": ["batch", schema.num_features], "dtype": "float32"},
-                    "output": {"name": schema.output_name, "shape": ["batch", schema.num_classes], "dtype": "float32"},
+                    "input": {
+                        "name": schema.input_name,
+                        "shape": ["batch", schema.num_features],
+                        "dtype": "float32",
+                    },
+                    "output": {
+                        "name": schema.output_name,
+                        "shape": ["batch", schema.num_classes],
+                        "dtype": "float32",
+                    },
                     "parity_rows": parity.rows,
                     "parity_tolerance": parity.tolerance,
                 },

@@ -65,7 +65,7 @@ class RoundRecorder:
     def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Evaluate the aggregate centrally and, after a training round, register it."""
         load_weights(self.model, state_dict_from_arrays(arrays))
-        metrics: dict[str, float] = {}
+        metrics: dict[str, Any] = {}
         if self.test_set is not None and len(self.test_set):
             result = evaluate_model(self.model, self.test_set)
             metrics = {"central-loss": result.loss, "central-accuracy": result.accuracy}
@@ -98,7 +98,11 @@ class RoundRecorder:
             self.model.state_dict(), {"run_id": self.run_id, "round": str(server_round)}
         )
         checkpoint = self.registry.register_checkpoint(
-            run_id=self.run_id, round=server_round, weights=weights, metrics=metrics, lineage=lineage
+            run_id=self.run_id,
+            round=server_round,
+            weights=weights,
+            metrics=metrics,
+            lineage=lineage,
         )
         self.checkpoints.append(checkpoint)
         log.info("round %d: checkpoint %d %s", server_round, checkpoint.id, metrics)
@@ -107,7 +111,10 @@ class RoundRecorder:
     def _federated_summary(self, server_round: int) -> dict[str, float]:
         """Sample-weighted means of the nodes' train and eval metrics for the round."""
         out: dict[str, float] = {}
-        for per_node in (self.train_by_round.get(server_round, {}), self.eval_by_round.get(server_round, {})):
+        for per_node in (
+            self.train_by_round.get(server_round, {}),
+            self.eval_by_round.get(server_round, {}),
+        ):
             total = sum(m.get(NUM_EXAMPLES, 0.0) for m in per_node.values())
             if total <= 0:
                 continue
@@ -121,7 +128,7 @@ class RoundRecorder:
 def with_round_recording(strategy_cls: type, recorder: RoundRecorder) -> type:
     """Subclass a Flower strategy so its replies reach ``recorder`` before aggregation."""
 
-    class Recording(strategy_cls):  # type: ignore[valid-type, misc]
+    class Recording(strategy_cls):
         def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
             replies = list(replies)
             recorder.on_train_replies(server_round, replies)

@@ -74,9 +74,7 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
             initial_arrays=state_dict_to_arrays(model.state_dict()),
             num_rounds=strategy_cfg.num_rounds,
             timeout=strategy_cfg.round_timeout_s,
-            train_config=ConfigRecord(
-                {"lr": task_cfg.lr, "local-epochs": task_cfg.local_epochs}
-            ),
+            train_config=ConfigRecord({"lr": task_cfg.lr, "local-epochs": task_cfg.local_epochs}),
             evaluate_fn=recorder.evaluate_fn,
         )
         if not recorder.checkpoints:

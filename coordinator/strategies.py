@@ -80,7 +80,8 @@ def strategy_class(name: str) -> type:
         )
     from flwr.serverapp import strategy as flwr_strategy
 
-    return getattr(flwr_strategy, STRATEGIES[name])  # type: ignore[no-any-return]
+    cls: type = getattr(flwr_strategy, STRATEGIES[name])
+    return cls
 
 
 def strategy_kwargs(config: StrategyConfig, cls: type) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def strategy_kwargs(config: StrategyConfig, cls: type) -> dict[str, Any]:
     ConfigError
         If ``params`` names an argument the strategy does not take, or a reserved one.
     """
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    accepted = set(inspect.signature(cls).parameters) - {"self"}
     bad = sorted((set(config.params) - accepted) | (set(config.params) & _RESERVED))
     if bad:
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -61,22 +62,16 @@ def stop_process_tree(pid: int, *, timeout: float = 10.0) -> list[int]:
     except psutil.NoSuchProcess:
         return []
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     # A child may have forked after the first sweep; look again before killing.
     for proc in list(alive):
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             alive.extend(c for c in proc.children(recursive=True) if c not in alive)
-        except psutil.NoSuchProcess:
-            pass
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=5)
     return [p.pid for p in procs]
 
@@ -150,7 +145,7 @@ class ManagedSuperLink:
         (self.home / "flwr-home").mkdir(parents=True, exist_ok=True)
         log_fh = self.log_path.open("ab")
         try:
-            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            self.process = subprocess.Popen(
                 self.command(),
                 env=flower_env(self.home / "flwr-home"),
                 stdout=log_fh,
@@ -161,8 +156,7 @@ class ManagedSuperLink:
             )
         except FileNotFoundError as exc:
             raise FederationError(
-                "flower-superlink is not on PATH: install fedge (it depends on flwr) in this "
-                "environment"
+                "flower-superlink is not on PATH: install fedge (it depends on flwr) in this environment"
             ) from exc
         finally:
             log_fh.close()

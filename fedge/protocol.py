@@ -53,9 +53,7 @@ def decode_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     """
     raw = run_config.get(RUN_CONFIG_KEY, "")
     if not raw:
-        raise ConfigError(
-            f"the Flower run config has no {RUN_CONFIG_KEY!r}: runs must be started by fedge"
-        )
+        raise ConfigError(f"the Flower run config has no {RUN_CONFIG_KEY!r}: runs must be started by fedge")
     try:
         value = json.loads(str(raw))
     except json.JSONDecodeError as exc:

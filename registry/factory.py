@@ -64,8 +64,7 @@ def open_registry(config: RegistryConfig) -> Registry:
             ) from exc
         if not os.access(root, os.W_OK):
             raise RegistryUnavailableError(
-                f"the registry folder {root} is not writable; choose a writable location "
-                "(registry.root=PATH)"
+                f"the registry folder {root} is not writable; choose a writable location (registry.root=PATH)"
             )
     artifacts = open_artifact_store(config.resolved_artifact_uri())
     store = SqlRegistryStore(config.resolved_database_url())

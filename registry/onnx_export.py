@@ -79,7 +79,7 @@ def export_onnx(
             )
         assert program is not None
         buf = io.BytesIO()
-        program.save(buf, external_data=False)
+        program.save(buf, external_data=False)  # type: ignore[arg-type]  # accepts file objects
         data = buf.getvalue()
         onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     except Exception as exc:
@@ -119,9 +119,7 @@ def check_parity(
     expected = predict_logits(model, x)
     actual = run_onnx(onnx_bytes, x)
     if expected.shape != actual.shape:
-        raise ParityError(
-            f"onnxruntime output shape {actual.shape} differs from torch's {expected.shape}"
-        )
+        raise ParityError(f"onnxruntime output shape {actual.shape} differs from torch's {expected.shape}")
     diff = float(np.max(np.abs(expected - actual))) if expected.size else 0.0
     agree = float(np.mean(expected.argmax(-1) == actual.argmax(-1))) if expected.size else 1.0
     report = ParityReport(max_abs_diff=diff, rows=len(x), tolerance=tolerance, argmax_agreement=agree)

@@ -73,12 +73,16 @@ class Registry:
         """Store a round's aggregate weights (safetensors) and record the checkpoint."""
         ref = self.put_artifact("weights", weights)
         return self.store.add_checkpoint(
-            CheckpointCreate(run_id=run_id, round=round, weights=ref, metrics=dict(metrics), lineage=dict(lineage))
+            CheckpointCreate(
+                run_id=run_id,
+                round=round,
+                weights=ref,
+                metrics=dict(metrics),
+                lineage=dict(lineage),
+            )
         )
 
-    def register_version(
-        self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()
-    ) -> ModelVersion:
+    def register_version(self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()) -> ModelVersion:
         """Register a version whose artifacts are all stored and intact, moving ``aliases``.
 
         Every artifact is checked first; if one is missing or altered nothing is written.
@@ -87,7 +91,11 @@ class Registry:
             self.verify_artifact(ref)
         registered = self.store.create_version(version, aliases=aliases)
         log.info(
-            "registered %s v%d (id %d) aliases=%s", registered.name, registered.number, registered.id, list(aliases)
+            "registered %s v%d (id %d) aliases=%s",
+            registered.name,
+            registered.number,
+            registered.id,
+            list(aliases),
         )
         return registered
 

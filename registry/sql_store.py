@@ -52,7 +52,10 @@ class SqlRegistryStore(RegistryStore):
         try:
             SQLModel.metadata.create_all(
                 self._engine,
-                tables=[t.__table__ for t in (RunRow, CheckpointRow, ModelVersionRow, VersionArtifactRow, AliasRow)],  # type: ignore[attr-defined]
+                tables=[
+                    SQLModel.metadata.tables[t.__tablename__]
+                    for t in (RunRow, CheckpointRow, ModelVersionRow, VersionArtifactRow, AliasRow)
+                ],
             )
         except OperationalError as exc:
             self._engine.dispose()
@@ -157,9 +160,7 @@ class SqlRegistryStore(RegistryStore):
             return _checkpoint(_get(s, CheckpointRow, checkpoint_id, f"checkpoint {checkpoint_id}"))
 
     # --- versions and aliases ------------------------------------------------------------------
-    def create_version(
-        self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()
-    ) -> ModelVersion:
+    def create_version(self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()) -> ModelVersion:
         with self._session() as s:
             if version.run_id is not None:
                 _get(s, RunRow, version.run_id, f"run {version.run_id!r}")
@@ -201,9 +202,7 @@ class SqlRegistryStore(RegistryStore):
     def get_version_by_number(self, name: str, number: int) -> ModelVersion:
         with self._session() as s:
             row = s.exec(
-                select(ModelVersionRow).where(
-                    ModelVersionRow.name == name, ModelVersionRow.number == number
-                )
+                select(ModelVersionRow).where(ModelVersionRow.name == name, ModelVersionRow.number == number)
             ).first()
             if row is None:
                 raise NotFoundError(f"model {name!r} has no version {number}")
@@ -225,9 +224,7 @@ class SqlRegistryStore(RegistryStore):
         with self._session() as s:
             row = _get(s, ModelVersionRow, version_id, f"model version {version_id}")
             if row.name != name:
-                raise ConflictError(
-                    f"version {version_id} belongs to model {row.name!r}, not {name!r}"
-                )
+                raise ConflictError(f"version {version_id} belongs to model {row.name!r}, not {name!r}")
             _move_alias(s, name, alias, version_id)
             s.flush()
             return _version(s, row)
@@ -311,10 +308,12 @@ def _checkpoint(row: CheckpointRow) -> Checkpoint:
 def _version(session: Session, row: ModelVersionRow) -> ModelVersion:
     assert row.id is not None
     arts = session.exec(
-        select(VersionArtifactRow).where(VersionArtifactRow.version_id == row.id).order_by(VersionArtifactRow.kind)  # type: ignore[arg-type]
+        select(VersionArtifactRow)
+        .where(VersionArtifactRow.version_id == row.id)
+        .order_by(VersionArtifactRow.kind)
     ).all()
     aliases = session.exec(
-        select(AliasRow.alias).where(AliasRow.version_id == row.id).order_by(AliasRow.alias)  # type: ignore[arg-type]
+        select(AliasRow.alias).where(AliasRow.version_id == row.id).order_by(AliasRow.alias)
     ).all()
     return ModelVersion(
         id=row.id,

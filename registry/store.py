@@ -62,9 +62,7 @@ class RegistryStore(ABC):
 
     # --- versions and aliases ------------------------------------------------------------------
     @abstractmethod
-    def create_version(
-        self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()
-    ) -> ModelVersion:
+    def create_version(self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()) -> ModelVersion:
         """Register the next version number of ``version.name``, pointing ``aliases`` at it."""
 
     @abstractmethod

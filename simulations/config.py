@@ -100,9 +100,7 @@ def validate_config(config: FedgeConfig) -> None:
     if sim.num_clients < 1:
         raise ConfigError(f"simulation.num_clients must be >= 1, got {sim.num_clients}")
     if sim.partition not in ("iid", "dirichlet"):
-        raise ConfigError(
-            f"simulation.partition must be 'iid' or 'dirichlet', got {sim.partition!r}"
-        )
+        raise ConfigError(f"simulation.partition must be 'iid' or 'dirichlet', got {sim.partition!r}")
     if not sim.alpha > 0:
         raise ConfigError(f"simulation.alpha must be > 0, got {sim.alpha}")
     if sim.client_cpus <= 0 or sim.backend_cpus < 1:

@@ -81,5 +81,3 @@ def simulate(
         return SimulationReport(outcome=outcome, onnx_path=onnx_path, parity_max_abs_diff=parity)
     finally:
         registry.close()
-
-

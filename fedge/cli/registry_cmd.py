@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,12 +12,16 @@ from rich.table import Table
 
 from fedge.cli.errors import reports_errors
 
+if TYPE_CHECKING:
+    from registry import Registry
+
 __all__ = ["registry_app"]
 
 registry_app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
 
 RootOpt = Annotated[
-    str, typer.Option("--root", envvar="FEDGE_REGISTRY_ROOT", help="Registry folder (SQLite + artifacts)")
+    str,
+    typer.Option("--root", envvar="FEDGE_REGISTRY_ROOT", help="Registry folder (SQLite + artifacts)"),
 ]
 UrlOpt = Annotated[
     str,
@@ -25,7 +29,7 @@ UrlOpt = Annotated[
 ]
 
 
-def _open(root: str, database_url: str):  # type: ignore[no-untyped-def]
+def _open(root: str, database_url: str) -> Registry:
     from fedge.errors import RegistryUnavailableError
     from registry import RegistryConfig, open_registry
 
@@ -110,8 +114,14 @@ def list_runs(root: RootOpt = ".fedge", database_url: UrlOpt = "") -> None:
         table.add_column(col)
     for r in runs:
         table.add_row(
-            r.run_id, r.status, r.task, r.strategy, f"{counts[r.run_id]}/{r.num_rounds}",
-            str(r.flower_run_id or "-"), r.reason, (r.error or "")[:60],
+            r.run_id,
+            r.status,
+            r.task,
+            r.strategy,
+            f"{counts[r.run_id]}/{r.num_rounds}",
+            str(r.flower_run_id or "-"),
+            r.reason,
+            (r.error or "")[:60],
         )
     Console().print(table)
 
@@ -139,4 +149,4 @@ def download(
 def _version_dict(v: object) -> dict[str, object]:
     from dataclasses import asdict
 
-    return asdict(v)  # type: ignore[call-overload, no-any-return]
+    return asdict(v)  # type: ignore[call-overload]

@@ -79,7 +79,15 @@ def _print_report(console: Console, report: object) -> None:
     assert isinstance(report, SimulationReport)
     outcome = report.outcome
     table = Table(title=f"run {outcome.run.run_id} · {outcome.run.status} · {outcome.elapsed_s:.1f}s")
-    for col in ("round", "central acc", "central loss", "fed. eval acc", "fed. eval loss", "train loss", "participants"):
+    for col in (
+        "round",
+        "central acc",
+        "central loss",
+        "fed. eval acc",
+        "fed. eval loss",
+        "train loss",
+        "participants",
+    ):
         table.add_column(col, justify="right")
 
     def fmt(value: float | None) -> str:

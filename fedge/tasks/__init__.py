@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fedge.errors import UnknownTaskError
-from fedge.tasks.base import Dataset, DataSchema, Task, TaskConfig
+from fedge.tasks.base import DataSchema, Dataset, Task, TaskConfig
 
-__all__ = ["Dataset", "DataSchema", "Task", "TaskConfig", "available_tasks", "get_task"]
+__all__ = ["DataSchema", "Dataset", "Task", "TaskConfig", "available_tasks", "get_task"]
 
 
 def _digits() -> Task:

@@ -11,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Dataset", "DataSchema", "Task", "TaskConfig"]
+__all__ = ["DataSchema", "Dataset", "Task", "TaskConfig"]
 
 
 @dataclass
@@ -100,5 +100,5 @@ class Task(ABC):
         data = self.load_dataset()
         rng = np.random.default_rng(config.data_seed)
         order = rng.permutation(len(data))
-        n_test = max(1, int(round(len(data) * config.test_fraction)))
+        n_test = max(1, round(len(data) * config.test_fraction))
         return data.take(np.sort(order[n_test:])), data.take(np.sort(order[:n_test]))

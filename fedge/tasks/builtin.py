@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedge.errors import ConfigError
-from fedge.tasks.base import Dataset, DataSchema, Task, TaskConfig
+from fedge.tasks.base import DataSchema, Dataset, Task, TaskConfig
 
 if TYPE_CHECKING:
     from torch import nn

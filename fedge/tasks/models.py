@@ -16,6 +16,9 @@ class Standardize(nn.Module):
         self.register_buffer("mean", mean.clone().float())
         self.register_buffer("scale", scale.clone().float())
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.scale  # [B, F]
 

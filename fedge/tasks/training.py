@@ -65,7 +65,9 @@ def train_model(
             logits = model(x[idx])
             loss = loss_fn(logits, y[idx])
             if proximal_mu > 0:
-                prox = sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params, strict=True))
+                prox = sum(
+                    ((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params, strict=True)
+                )
                 loss = loss + 0.5 * proximal_mu * prox
             opt.zero_grad()
             loss.backward()

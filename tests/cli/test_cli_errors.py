@@ -23,7 +23,14 @@ def run_fedge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def _seed_registry(root: Path) -> str:
     reg = open_registry(RegistryConfig(root=str(root)))
     reg.store.create_run(
-        RunCreate(run_id="kept", task="digits", strategy="fedavg", num_rounds=1, config={}, config_hash="0" * 64)
+        RunCreate(
+            run_id="kept",
+            task="digits",
+            strategy="fedavg",
+            num_rounds=1,
+            config={},
+            config_hash="0" * 64,
+        )
     )
     reg.close()
     return hashlib.sha256((root / "registry.db").read_bytes()).hexdigest()
@@ -32,9 +39,21 @@ def _seed_registry(root: Path) -> str:
 @pytest.mark.parametrize(
     ("override", "message", "code"),
     [
-        ("task=mnist", "error [unknown_task]: unknown task 'mnist': choose one of breast_cancer, digits", 2),
-        ("strategy=fedsgd", "error [unknown_strategy]: unknown strategy 'fedsgd': choose one of", 2),
-        ("simulation.num_clients=-2", "error [config_invalid]: simulation.num_clients must be >= 1, got -2", 2),
+        (
+            "task=mnist",
+            "error [unknown_task]: unknown task 'mnist': choose one of breast_cancer, digits",
+            2,
+        ),
+        (
+            "strategy=fedsgd",
+            "error [unknown_strategy]: unknown strategy 'fedsgd': choose one of",
+            2,
+        ),
+        (
+            "simulation.num_clients=-2",
+            "error [config_invalid]: simulation.num_clients must be >= 1, got -2",
+            2,
+        ),
     ],
 )
 def test_bad_config_is_one_line_nonzero_exit_and_leaves_the_registry(

@@ -28,7 +28,9 @@ def test_fedprox_receives_its_proximal_mu() -> None:
 
 
 def test_unknown_strategy_is_refused_with_the_choices() -> None:
-    with pytest.raises(UnknownStrategyError, match="unknown strategy 'fedsgd': choose one of fedadagrad, fedadam") as info:
+    with pytest.raises(
+        UnknownStrategyError, match="unknown strategy 'fedsgd': choose one of fedadagrad, fedadam"
+    ) as info:
         validate_strategy_config(StrategyConfig(name="fedsgd"))
     assert info.value.code == "unknown_strategy"
 
@@ -36,7 +38,10 @@ def test_unknown_strategy_is_refused_with_the_choices() -> None:
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        (StrategyConfig(params={"eta": 0.1}), r"strategy.params \['eta'\] are not accepted by fedavg"),
+        (
+            StrategyConfig(params={"eta": 0.1}),
+            r"strategy.params \['eta'\] are not accepted by fedavg",
+        ),
         (StrategyConfig(params={"weighted_by_key": "x"}), r"\['weighted_by_key'\]"),
         (StrategyConfig(num_rounds=0), "strategy.num_rounds must be >= 1, got 0"),
         (StrategyConfig(fraction_train=1.5), r"strategy.fraction_train must be in \(0, 1\]"),
@@ -53,4 +58,8 @@ def test_common_settings_reach_the_strategy() -> None:
 
     strategy = FedAvg(**strategy_kwargs(cfg, FedAvg))
 
-    assert (strategy.fraction_train, strategy.min_train_nodes, strategy.min_available_nodes) == (0.5, 3, 4)
+    assert (strategy.fraction_train, strategy.min_train_nodes, strategy.min_available_nodes) == (
+        0.5,
+        3,
+        4,
+    )

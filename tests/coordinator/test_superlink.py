@@ -29,10 +29,11 @@ def test_superlink_starts_healthy_and_stops_completely(tmp_path: Path) -> None:
 
 
 def test_stop_process_tree_kills_grandchildren_that_ignore_sigterm(tmp_path: Path) -> None:
+    ignore_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    child = ignore_term + "time.sleep(300)"
     script = (
-        "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)']); "
-        "time.sleep(300)"
+        f"import subprocess, sys; {ignore_term}"
+        f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(300)"
     )
     parent = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     time.sleep(1.0)

@@ -57,7 +57,10 @@ def test_dirichlet_label_skew_grows_as_alpha_shrinks() -> None:
         (lambda: iid_partition(10, 0, seed=0), "must be >= 1"),
         (lambda: iid_partition(3, 5, seed=0), "cannot split 3 rows among 5"),
         (lambda: dirichlet_partition(_labels(), 3, alpha=0.0, seed=0), "alpha must be > 0"),
-        (lambda: partition_indices(_labels(), 3, scheme="zipf", alpha=1, seed=0), "unknown partition scheme"),
+        (
+            lambda: partition_indices(_labels(), 3, scheme="zipf", alpha=1, seed=0),
+            "unknown partition scheme",
+        ),
     ],
 )
 def test_bad_partition_requests_are_config_errors(call, match) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,9 @@ from fedge.tasks.training import evaluate_model, train_model
 
 
 def test_unknown_task_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownTaskError, match="unknown task 'mnist': choose one of breast_cancer, digits") as info:
+    with pytest.raises(
+        UnknownTaskError, match="unknown task 'mnist': choose one of breast_cancer, digits"
+    ) as info:
         get_task("mnist")
     assert info.value.code == "unknown_task"
     assert available_tasks() == ["breast_cancer", "digits"]
@@ -38,7 +40,7 @@ def test_holdout_split_is_disjoint_seeded_and_within_the_declared_range() -> Non
     cfg = TaskConfig(test_fraction=0.25, data_seed=3)
 
     pool, test = task.split_holdout(cfg)
-    pool2, test2 = task.split_holdout(cfg)
+    _pool2, test2 = task.split_holdout(cfg)
 
     assert len(pool) + len(test) == 1797
     assert abs(len(test) - 449) <= 1
@@ -71,6 +73,8 @@ def test_proximal_term_keeps_weights_closer_to_the_start() -> None:
         model = task.build_model(TaskConfig())
         start = [p.detach().clone() for p in model.parameters()]
         train_model(model, pool, epochs=1, lr=0.05, batch_size=32, proximal_mu=mu)
-        distances.append(sum(float(((p.detach() - s) ** 2).sum()) for p, s in zip(model.parameters(), start, strict=True)))
+        distances.append(
+            sum(float(((p.detach() - s) ** 2).sum()) for p, s in zip(model.parameters(), start, strict=True))
+        )
 
     assert distances[1] < distances[0]

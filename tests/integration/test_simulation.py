@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fedge.protocol import config_hash
 from fedge.serde import state_dict_from_safetensors
@@ -32,11 +31,19 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def simulated(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """One 2-round, 3-client simulation shared by the tests of this module."""
     work = tmp_path_factory.mktemp("sim")
     result = subprocess.run(
-        [FEDGE, "simulate", "strategy.num_rounds=2", "simulation.num_clients=3", f"registry.root={work / 'reg'}"],
+        [
+            FEDGE,
+            "simulate",
+            "strategy.num_rounds=2",
+            "simulation.num_clients=3",
+            f"registry.root={work / 'reg'}",
+        ],
         cwd=work,
         capture_output=True,
         text=True,
@@ -51,7 +58,7 @@ def _open(work: Path) -> Registry:
 
 
 def test_simulation_exits_zero_and_prints_the_result_table(simulated) -> None:  # type: ignore[no-untyped-def]
-    work, result = simulated
+    _work, result = simulated
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "completed" in result.stdout
@@ -128,8 +135,18 @@ def test_registry_list_and_show_print_what_is_stored(simulated) -> None:  # type
     work, _ = simulated
     root = str(work / "reg")
 
-    listed = subprocess.run([FEDGE, "registry", "list", "--root", root, "--json"], capture_output=True, text=True, timeout=60)
-    shown = subprocess.run([FEDGE, "registry", "show", "digits@candidate", "--root", root], capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [FEDGE, "registry", "list", "--root", root, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    shown = subprocess.run(
+        [FEDGE, "registry", "show", "digits@candidate", "--root", root],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert listed.returncode == 0 and shown.returncode == 0, listed.stderr + shown.stderr
     (entry,) = json.loads(listed.stdout)
@@ -142,7 +159,13 @@ def test_registry_list_and_show_print_what_is_stored(simulated) -> None:  # type
 def test_ctrl_c_stops_the_run_and_every_process(tmp_path: Path) -> None:
     root = tmp_path / "reg"
     proc = subprocess.Popen(
-        [FEDGE, "simulate", "strategy.num_rounds=50", "simulation.num_clients=2", f"registry.root={root}"],
+        [
+            FEDGE,
+            "simulate",
+            "strategy.num_rounds=50",
+            "simulation.num_clients=2",
+            f"registry.root={root}",
+        ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

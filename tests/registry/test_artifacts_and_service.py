@@ -62,13 +62,26 @@ def test_unknown_scheme_is_a_config_error() -> None:
 
 def _run(registry: Registry) -> None:
     registry.store.create_run(
-        RunCreate(run_id="r", task="digits", strategy="fedavg", num_rounds=1, config={}, config_hash="0" * 64)
+        RunCreate(
+            run_id="r",
+            task="digits",
+            strategy="fedavg",
+            num_rounds=1,
+            config={},
+            config_hash="0" * 64,
+        )
     )
 
 
 def _version(*refs: ArtifactRef) -> ModelVersionCreate:
     return ModelVersionCreate(
-        name="digits", run_id="r", checkpoint_id=None, artifacts=refs, metrics={}, lineage={}, model_config={}
+        name="digits",
+        run_id="r",
+        checkpoint_id=None,
+        artifacts=refs,
+        metrics={},
+        lineage={},
+        model_config={},
     )
 
 
@@ -76,7 +89,7 @@ def test_register_version_with_a_missing_artifact_leaves_no_version(registry: Re
     _run(registry)
     good = registry.put_artifact("weights", b"w")
 
-    with pytest.raises(ArtifactError, match="'onnx' .* is not in the artifact store"):
+    with pytest.raises(ArtifactError, match=r"'onnx' .* is not in the artifact store"):
         registry.register_version(_version(good, ArtifactRef("onnx", "f" * 64, 3)), aliases=("candidate",))
 
     assert registry.store.list_versions() == []

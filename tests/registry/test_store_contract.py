@@ -81,7 +81,13 @@ class StoreContract:
         store.create_run(make_run())
         for rnd in (2, 1):
             store.add_checkpoint(
-                CheckpointCreate("run-1", rnd, make_ref(digest=str(rnd) * 64), {"loss": 1.0 / rnd}, {"round": rnd})
+                CheckpointCreate(
+                    "run-1",
+                    rnd,
+                    make_ref(digest=str(rnd) * 64),
+                    {"loss": 1.0 / rnd},
+                    {"round": rnd},
+                )
             )
 
         with pytest.raises(ConflictError):

@@ -16,7 +16,9 @@ def test_defaults_compose_to_digits_fedavg_five_clients_on_local_sqlite() -> Non
 
 
 def test_group_choice_and_value_overrides() -> None:
-    cfg = load_config(["strategy=fedprox", "simulation.num_clients=10", "task=breast_cancer", "task.hidden=8"])
+    cfg = load_config(
+        ["strategy=fedprox", "simulation.num_clients=10", "task=breast_cancer", "task.hidden=8"]
+    )
 
     assert cfg.strategy.name == "fedprox" and cfg.strategy.params == {"proximal_mu": 0.01}
     assert cfg.simulation.num_clients == 10
@@ -34,15 +36,31 @@ def test_extra_strategy_params_are_checked_against_the_strategy() -> None:
 @pytest.mark.parametrize(
     ("overrides", "error", "match"),
     [
-        (["task=mnist"], UnknownTaskError, "unknown task 'mnist': choose one of breast_cancer, digits"),
+        (
+            ["task=mnist"],
+            UnknownTaskError,
+            "unknown task 'mnist': choose one of breast_cancer, digits",
+        ),
         (["strategy=fedsgd"], UnknownStrategyError, "unknown strategy 'fedsgd': choose one of"),
         (["task.name=mnist"], UnknownTaskError, "unknown task 'mnist'"),
         (["simulation.num_clients=-3"], ConfigError, "simulation.num_clients must be >= 1, got -3"),
-        (["simulation.num_clients=many"], ConfigError, "'simulation.num_clients'.*could not be converted"),
+        (
+            ["simulation.num_clients=many"],
+            ConfigError,
+            "'simulation.num_clients'.*could not be converted",
+        ),
         (["simulation.clients=3"], ConfigError, "unknown config key 'simulation.clients'"),
         (["+simulation.clients=3"], ConfigError, "unknown config key 'simulation.clients'"),
-        (["simulation.partition=zipf"], ConfigError, "simulation.partition must be 'iid' or 'dirichlet'"),
-        (["simulation.num_clients=1"], ConfigError, "strategy.min_train_nodes=2 exceeds simulation.num_clients=1"),
+        (
+            ["simulation.partition=zipf"],
+            ConfigError,
+            "simulation.partition must be 'iid' or 'dirichlet'",
+        ),
+        (
+            ["simulation.num_clients=1"],
+            ConfigError,
+            "strategy.min_train_nodes=2 exceeds simulation.num_clients=1",
+        ),
         (["task.lr=0"], ConfigError, "task.lr must be > 0"),
     ],
 )

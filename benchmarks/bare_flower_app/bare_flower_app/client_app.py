@@ -60,8 +60,7 @@ def train(msg: Message, context: Context) -> Message:
         lr=float(round_cfg.get("lr", cfg.lr)),
         batch_size=cfg.batch_size,
         momentum=cfg.momentum,
-        seed=int(round_cfg.get("server-round", 0)) * 7919
-        + int(context.node_config["partition-id"]),
+        seed=int(round_cfg.get("server-round", 0)) * 7919 + int(context.node_config["partition-id"]),
     )
     metrics = MetricRecord(
         {
@@ -70,9 +69,7 @@ def train(msg: Message, context: Context) -> Message:
             "num-examples": result.num_examples,
         }
     )
-    arrays = ArrayRecord(
-        torch_state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()}
-    )
+    arrays = ArrayRecord(torch_state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()})
     return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 

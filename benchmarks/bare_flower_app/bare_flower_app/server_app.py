@@ -64,9 +64,7 @@ def main(grid: Grid, context: Context) -> None:
         "central": {str(k): v for k, v in sorted(central.items())},
         "final_central_accuracy": central[last]["central-accuracy"],
         "final_central_loss": central[last]["central-loss"],
-        "federated_eval": {
-            str(k): dict(v) for k, v in sorted(result.evaluate_metrics_clientapp.items())
-        },
+        "federated_eval": {str(k): dict(v) for k, v in sorted(result.evaluate_metrics_clientapp.items())},
         "strategy_s": strategy_s,
         "last_round_unix": done_unix[last],
     }
