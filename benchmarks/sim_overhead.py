@@ -318,10 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="digits")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of the extra run")
     parser.add_argument("--skip-dirichlet", action="store_true")
+    parser.add_argument(
+        "--bare-first",
+        action="store_true",
+        help="run the bare app before fedge (default: fedge first, which pays first-run costs)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="per federation, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(
-        "--retries", type=int, default=3, help="retries of a fedge run that raises (reported)"
+        "--retries", type=int, default=5, help="retries of a fedge run that raises (reported)"
     )
     args = parser.parse_args(argv)
 
@@ -329,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from simulations.config import load_config
+
+    # Wide enough for the tables when stdout is a file or a pipe (rich would assume 80 columns).
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     # Warm the page cache for the Flower processes (and this one's central training).
     import flwr.serverapp  # noqa: F401
     import ray  # noqa: F401
@@ -351,26 +359,37 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     try:
         bench_started = time.perf_counter()
-        console.print("[1/4] fedge simulate (IID) ...")
-        fedge, config, fedge_errors = run_fedge_retrying(
-            [*base, f"registry.root={tmp / 'fedge-iid'}"], args.retries, console
-        )
-        console.print(f"      {fedge.status} in {fedge.wall_s:.1f}s, accuracy {_pct(fedge.accuracy)}")
-        if fedge.status != "completed":
-            ok = False
-            console.print(f"[red]fedge run failed:[/] {fedge.error}\n{_tail(fedge.log_path)}")
+        iid_overrides = [*base, f"registry.root={tmp / 'fedge-iid'}"]
+        config = load_config(iid_overrides)  # the bare app reads the same composed config
 
-        console.print("[2/4] bare Flower app (IID) ...")
-        bare = run_bare(config, tmp / "bare-iid", args.timeout)
-        console.print(f"      {bare.status} in {bare.wall_s:.1f}s, accuracy {_pct(bare.accuracy)}")
-        if bare.status != "completed" or bare.accuracy is None:
-            ok = False
-            console.print(f"[red]bare run failed:[/] {bare.details}\n{_tail(bare.log_path)}")
+        def fedge_iid() -> tuple[FedgeRun, list[str]]:
+            console.print("fedge simulate (IID) ...")
+            run, _, errors = run_fedge_retrying(iid_overrides, args.retries, console)
+            console.print(f"      {run.status} in {run.wall_s:.1f}s, accuracy {_pct(run.accuracy)}")
+            if run.status != "completed":
+                console.print(f"[red]fedge run failed:[/] {run.error}\n{_tail(run.log_path)}")
+            return run, errors
+
+        def bare_iid() -> BareRun:
+            console.print("bare Flower app (IID) ...")
+            run = run_bare(config, tmp / "bare-iid", args.timeout)
+            console.print(f"      {run.status} in {run.wall_s:.1f}s, accuracy {_pct(run.accuracy)}")
+            if run.status != "completed" or run.accuracy is None:
+                console.print(f"[red]bare run failed:[/] {run.details}\n{_tail(run.log_path)}")
+            return run
+
+        if args.bare_first:
+            bare = bare_iid()
+            fedge, fedge_errors = fedge_iid()
+        else:
+            fedge, fedge_errors = fedge_iid()
+            bare = bare_iid()
+        ok = fedge.status == "completed" and bare.status == "completed" and bare.accuracy is not None
 
         dirichlet: FedgeRun | None = None
         dirichlet_errors: list[str] = []
         if not args.skip_dirichlet:
-            console.print(f"[3/4] fedge simulate (Dirichlet alpha={args.alpha}) ...")
+            console.print(f"fedge simulate (Dirichlet alpha={args.alpha}) ...")
             dirichlet, _, dirichlet_errors = run_fedge_retrying(
                 [
                     *base,
@@ -388,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                 ok = False
                 console.print(f"[red]dirichlet run failed:[/] {dirichlet.error}")
 
-        console.print("[4/4] central training ...")
+        console.print("central training ...")
         central = run_central(config)
         total = time.perf_counter() - bench_started
 

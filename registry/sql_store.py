@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -50,19 +51,29 @@ class SqlRegistryStore(RegistryStore):
         if is_sqlite:
             event.listen(self._engine, "connect", _sqlite_pragmas)
         try:
-            SQLModel.metadata.create_all(
-                self._engine,
-                tables=[
-                    SQLModel.metadata.tables[t.__tablename__]
-                    for t in (RunRow, CheckpointRow, ModelVersionRow, VersionArtifactRow, AliasRow)
-                ],
-            )
+            self._create_schema()
         except OperationalError as exc:
             self._engine.dispose()
             raise RegistryUnavailableError(
                 f"cannot open the registry database {_redact(url)}: {exc.orig}; check that the "
                 "path exists and is writable"
             ) from exc
+
+    def _create_schema(self, attempts: int = 5) -> None:
+        """Create missing tables; tolerate another process creating them at the same moment."""
+        tables = [
+            SQLModel.metadata.tables[t.__tablename__]
+            for t in (RunRow, CheckpointRow, ModelVersionRow, VersionArtifactRow, AliasRow)
+        ]
+        for attempt in range(attempts):
+            try:
+                SQLModel.metadata.create_all(self._engine, tables=tables)
+                return
+            except OperationalError as exc:
+                # Two processes opening a new registry race between "check" and "create".
+                if "already exists" not in str(exc.orig) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -242,9 +253,9 @@ class SqlRegistryStore(RegistryStore):
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 
 

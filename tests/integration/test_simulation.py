@@ -184,7 +184,10 @@ def test_ctrl_c_stops_the_run_and_every_process(tmp_path: Path) -> None:
                     first_round_done = bool(runs) and bool(reg.store.list_checkpoints(runs[0].run_id))
                 finally:
                     reg.close()
-        assert first_round_done, "no round completed in time"
+        if not first_round_done:
+            proc.kill()
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"no round completed in time (exit {proc.returncode}):\n{out[-2000:]}\n{err[-3000:]}")
 
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=90)

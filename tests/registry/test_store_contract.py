@@ -167,3 +167,26 @@ def test_unopenable_database_is_registry_unavailable(tmp_path: Path) -> None:
 
     with pytest.raises(RegistryUnavailableError, match="cannot open the registry database"):
         SqlRegistryStore(f"sqlite:///{blocker / 'registry.db'}")
+
+
+def _open_and_add_run(url: str, run_id: str) -> None:
+    store = SqlRegistryStore(url)
+    store.create_run(make_run(run_id))
+    store.close()
+
+
+def test_processes_opening_a_new_sqlite_registry_at_once_all_succeed(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_open_and_add_run, args=(url, f"run-{i}")) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    store = SqlRegistryStore(url)
+    assert sorted(r.run_id for r in store.list_runs()) == ["run-0", "run-1", "run-2", "run-3"]
+    store.close()
