@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,7 +31,8 @@ UrlOpt = Annotated[
 ]
 
 
-def _open(root: str, database_url: str) -> Registry:
+@contextmanager
+def _opened(root: str, database_url: str) -> Iterator[Registry]:
     from fedge.errors import RegistryUnavailableError
     from registry import RegistryConfig, open_registry
 
@@ -37,7 +40,11 @@ def _open(root: str, database_url: str) -> Registry:
         raise RegistryUnavailableError(
             f"no registry at {root} (no registry.db): run `fedge simulate` first or pass --root"
         )
-    return open_registry(RegistryConfig(root=root, database_url=database_url))
+    registry = open_registry(RegistryConfig(root=root, database_url=database_url))
+    try:
+        yield registry
+    finally:
+        registry.close()
 
 
 @registry_app.command("list")
@@ -49,11 +56,8 @@ def list_versions(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """List model versions, newest first."""
-    registry = _open(root, database_url)
-    try:
+    with _opened(root, database_url) as registry:
         versions = registry.store.list_versions(name=name)
-    finally:
-        registry.close()
     if as_json:
         print(json.dumps([_version_dict(v) for v in versions], indent=2, default=str))
         return
@@ -83,13 +87,10 @@ def show_version(
     database_url: UrlOpt = "",
 ) -> None:
     """Show one version: artifacts, metrics, lineage and its run's checkpoints."""
-    registry = _open(root, database_url)
-    try:
+    with _opened(root, database_url) as registry:
         v = registry.resolve(version)
         checkpoints = registry.store.list_checkpoints(v.run_id) if v.run_id else []
         paths = {a.kind: registry.artifacts.local_path(a.sha256) for a in v.artifacts}
-    finally:
-        registry.close()
     out = _version_dict(v)
     out["artifact_paths"] = {k: str(p) if p else None for k, p in paths.items()}
     out["checkpoints"] = [
@@ -103,12 +104,9 @@ def show_version(
 @reports_errors
 def list_runs(root: RootOpt = ".fedge", database_url: UrlOpt = "") -> None:
     """List runs, newest first."""
-    registry = _open(root, database_url)
-    try:
+    with _opened(root, database_url) as registry:
         runs = registry.store.list_runs()
         counts = {r.run_id: len(registry.store.list_checkpoints(r.run_id)) for r in runs}
-    finally:
-        registry.close()
     table = Table(title=f"runs in {root}")
     for col in ("run", "status", "task", "strategy", "rounds", "flower run", "reason", "error"):
         table.add_column(col)
@@ -136,12 +134,9 @@ def download(
     database_url: UrlOpt = "",
 ) -> None:
     """Write a version's artifact (digest-verified) to a file."""
-    registry = _open(root, database_url)
-    try:
+    with _opened(root, database_url) as registry:
         v = registry.resolve(version)
         data = registry.read_artifact(v, kind)
-    finally:
-        registry.close()
     out.write_bytes(data)
     typer.echo(f"wrote {kind} of {v.name}:{v.number} ({len(data)} bytes) to {out}")
 
