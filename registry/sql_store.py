@@ -128,7 +128,7 @@ class SqlRegistryStore(RegistryStore):
                 if status in RunStatus.FINISHED:
                     row.finished_at = datetime.now(UTC)
             if flower_run_id is not None:
-                row.flower_run_id = flower_run_id
+                row.flower_run_id = str(flower_run_id)
             if error is not None:
                 row.error = error
             s.add(row)
@@ -296,7 +296,7 @@ def _run(row: RunRow) -> RunInfo:
         config_hash=row.config_hash,
         reason=row.reason,
         mode=row.mode,
-        flower_run_id=row.flower_run_id,
+        flower_run_id=int(row.flower_run_id) if row.flower_run_id is not None else None,
         error=row.error,
         created_at=row.created_at,
         finished_at=row.finished_at,

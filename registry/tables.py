@@ -29,7 +29,8 @@ class RunRow(SQLModel, table=True):
     config_hash: str = Field(max_length=64)
     reason: str = Field(default="operator", max_length=512)
     mode: str = Field(default="simulation", max_length=32)
-    flower_run_id: int | None = Field(default=None, index=True)
+    # Flower run ids are unsigned 64-bit; SQL integers are signed, so the id is kept as text.
+    flower_run_id: str | None = Field(default=None, index=True, max_length=20)
     error: str | None = Field(default=None)
     created_at: datetime = Field(default_factory=_now)
     finished_at: datetime | None = None

@@ -63,6 +63,13 @@ class StoreContract:
         assert store.get_run("run-1").config == make_run().config
         assert [r.run_id for r in store.list_runs()] == ["run-1"]
 
+    def test_flower_run_ids_use_the_whole_unsigned_64_bit_range(self, store: RegistryStore) -> None:
+        store.create_run(make_run())
+
+        store.update_run("run-1", flower_run_id=2**64 - 1)
+
+        assert store.get_run("run-1").flower_run_id == 2**64 - 1
+
     def test_duplicate_run_id_is_a_conflict_and_keeps_the_original(self, store: RegistryStore) -> None:
         store.create_run(make_run(task="digits"))
 
