@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="per federation, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(
-        "--retries", type=int, default=5, help="retries of a fedge run that raises (reported)"
+        "--retries", type=int, default=0, help="retries of a fedge run that raises (reported)"
     )
     args = parser.parse_args(argv)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from registry import (
     export_onnx,
 )
 
-__all__ = ["PackagedModel", "package_and_register"]
+__all__ = ["PackagedModel", "package_and_register", "warm_up_exporter"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,25 @@ def package_and_register(
         aliases=aliases,
     )
     return PackagedModel(version=version, parity=parity)
+
+
+def warm_up_exporter(task: Task, task_config: TaskConfig) -> threading.Thread:
+    """Export a throw-away model in a background thread while the rounds run.
+
+    torch's dynamo exporter pays several seconds on its first use in a process; paying them
+    while the ServerApp waits for clients keeps them off the end of the run. Failures are only
+    logged: the real export after the last round reports its own errors.
+    """
+
+    def export() -> None:
+        try:
+            export_onnx(task.build_model(task_config), task.schema.num_features)
+        except Exception as exc:
+            log.info("exporter warm-up failed (the final export will retry): %s", exc)
+
+    thread = threading.Thread(target=export, name="onnx-exporter-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _plain(config: TaskConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import torch
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from coordinator.packaging import package_and_register
+from coordinator.packaging import package_and_register, warm_up_exporter
 from coordinator.round_recorder import RoundRecorder, with_round_recording
 from coordinator.strategies import StrategyConfig, strategy_class, strategy_kwargs
 from fedge.protocol import config_hash, decode_run_config
@@ -67,6 +67,7 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
             base_lineage=lineage,
             test_set=holdout if central else None,
         )
+        warm_up = warm_up_exporter(task, task_cfg)
         cls = with_round_recording(strategy_class(strategy_cfg.name), recorder)
         strategy = cls(**strategy_kwargs(strategy_cfg, cls))
         result = strategy.start(
@@ -80,6 +81,7 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
         if not recorder.checkpoints:
             raise RuntimeError("no round completed: no checkpoint to package")
         final = recorder.checkpoints[-1]
+        warm_up.join()
         recorder.model.load_state_dict(result.arrays.to_torch_state_dict())
         packaged = package_and_register(
             registry=registry,
