@@ -114,11 +114,8 @@ def run_fedge(overrides: list[str]) -> tuple[FedgeRun, Any]:
 
 
 def run_fedge_retrying(overrides: list[str], retries: int, console: Any) -> tuple[FedgeRun, Any, list[str]]:
-    """:func:`run_fedge`, retried on an exception (reported, never hidden); the last try's timing.
-
-    Flower run ids are random unsigned 64-bit integers; at the time of writing fedge's SQLite
-    registry refuses those >= 2**63 (``OverflowError``), so about half the runs fail at submission.
-    """
+    """:func:`run_fedge`, retried ``retries`` times on an exception (default 0; every error is
+    printed and counted in the result table, never hidden); the last try's timing."""
     errors: list[str] = []
     for attempt in range(retries + 1):
         try:
