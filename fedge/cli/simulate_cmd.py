@@ -60,7 +60,17 @@ def simulate_command(
                 )
             progress.update(bar, completed=p.rounds_done, description=desc)
 
-        report = simulate(config, on_progress=on_progress)
+        try:
+            report = simulate(config, on_progress=on_progress)
+        except KeyboardInterrupt:
+            progress.stop()
+            typer.secho(
+                "interrupted: the run is marked stopped and every process it started was stopped "
+                f"(see `fedge registry runs --root {config.registry.root}`)",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
+            raise typer.Exit(130) from None
     _print_report(console, report)
     if not report.succeeded:
         run = report.outcome.run
