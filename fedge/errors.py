@@ -7,8 +7,11 @@
     │   ├── UnknownTaskError        unknown_task    422
     │   └── UnknownStrategyError    unknown_strategy 422
     ├── DataError                   data_invalid    422
+    ├── AuthenticationError         unauthenticated 401
+    ├── PermissionDeniedError       forbidden       403
     ├── NotFoundError               not_found       404
     ├── ConflictError               conflict        409
+    │   └── GateRefusedError        gate_refused    409
     ├── RegistryError               registry_error  500
     │   └── RegistryUnavailableError registry_unavailable 503
     ├── ArtifactError               artifact_invalid 422
@@ -25,14 +28,17 @@ from __future__ import annotations
 __all__ = [
     "HTTP_STATUS_BY_CODE",
     "ArtifactError",
+    "AuthenticationError",
     "ConfigError",
     "ConflictError",
     "DataError",
     "ExportError",
     "FederationError",
     "FedgeError",
+    "GateRefusedError",
     "NotFoundError",
     "ParityError",
+    "PermissionDeniedError",
     "RegistryError",
     "RegistryUnavailableError",
     "UnknownStrategyError",
@@ -96,6 +102,24 @@ class ConflictError(FedgeError):
     code = "conflict"
 
 
+class GateRefusedError(ConflictError):
+    """A version may not take an alias: a gate (metric, parity, approvals) failed."""
+
+    code = "gate_refused"
+
+
+class AuthenticationError(FedgeError):
+    """No credentials, or credentials that match no active token."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(FedgeError):
+    """The caller is known but its role does not allow the action."""
+
+    code = "forbidden"
+
+
 class RegistryError(FedgeError):
     """The registry could not complete an operation; nothing partial was stored."""
 
@@ -140,6 +164,9 @@ HTTP_STATUS_BY_CODE: dict[str, int] = {
     DataError.code: 422,
     NotFoundError.code: 404,
     ConflictError.code: 409,
+    GateRefusedError.code: 409,
+    AuthenticationError.code: 401,
+    PermissionDeniedError.code: 403,
     RegistryError.code: 500,
     RegistryUnavailableError.code: 503,
     ArtifactError.code: 422,

@@ -7,7 +7,11 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "AliasEvent",
+    "AliasMove",
+    "Approval",
     "ArtifactRef",
+    "AuditEntry",
     "Checkpoint",
     "CheckpointCreate",
     "ModelVersion",
@@ -118,6 +122,7 @@ class ModelVersionCreate:
     lineage: dict[str, Any]
     model_config: dict[str, Any]
     description: str = ""
+    parent_version_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,57 @@ class ModelVersion:
     description: str
     aliases: tuple[str, ...]
     created_at: datetime
+    parent_version_id: int | None = None
 
     def artifact(self, kind: str) -> ArtifactRef | None:
         """Return the artifact of ``kind`` (``weights``, ``onnx``, ...) or ``None``."""
         return next((a for a in self.artifacts if a.kind == kind), None)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """Point ``name@alias`` at ``version_id``."""
+
+    name: str
+    alias: str
+    version_id: int
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """A recorded alias move."""
+
+    id: int
+    name: str
+    alias: str
+    from_version_id: int | None
+    to_version_id: int
+    actor: str
+    reason: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An operator's approval of a version for an alias."""
+
+    id: int
+    version_id: int
+    alias: str
+    actor: str
+    comment: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One entry of the hash-chained audit log."""
+
+    seq: int
+    created_at: str
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str

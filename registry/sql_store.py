@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, func
+from sqlalchemy import event, func, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from fedge.errors import ConflictError, NotFoundError, RegistryError, RegistryUnavailableError
+from registry.audit import GENESIS_HASH, entry_hash
 from registry.schemas import (
+    AliasEvent,
+    AliasMove,
+    Approval,
     ArtifactRef,
+    AuditEntry,
     Checkpoint,
     CheckpointCreate,
     ModelVersion,
@@ -26,7 +32,17 @@ from registry.schemas import (
     RunStatus,
 )
 from registry.store import RegistryStore
-from registry.tables import AliasRow, CheckpointRow, ModelVersionRow, RunRow, VersionArtifactRow
+from registry.tables import (
+    AliasEventRow,
+    AliasRow,
+    ApprovalRow,
+    AuditHeadRow,
+    AuditRow,
+    CheckpointRow,
+    ModelVersionRow,
+    RunRow,
+    VersionArtifactRow,
+)
 
 __all__ = ["SqlRegistryStore"]
 
@@ -62,18 +78,38 @@ class SqlRegistryStore(RegistryStore):
     def _create_schema(self, attempts: int = 5) -> None:
         """Create missing tables; tolerate another process creating them at the same moment."""
         tables = [
-            SQLModel.metadata.tables[t.__tablename__]
-            for t in (RunRow, CheckpointRow, ModelVersionRow, VersionArtifactRow, AliasRow)
+            SQLModel.metadata.tables[str(t.__tablename__)]
+            for t in (
+                RunRow,
+                CheckpointRow,
+                ModelVersionRow,
+                VersionArtifactRow,
+                AliasRow,
+                AliasEventRow,
+                ApprovalRow,
+                AuditRow,
+                AuditHeadRow,
+            )
         ]
         for attempt in range(attempts):
             try:
                 SQLModel.metadata.create_all(self._engine, tables=tables)
+                self._ensure_audit_head()
                 return
             except OperationalError as exc:
                 # Two processes opening a new registry race between "check" and "create".
                 if "already exists" not in str(exc.orig) or attempt == attempts - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
+
+    def _ensure_audit_head(self) -> None:
+        with Session(self._engine) as s:
+            if s.get(AuditHeadRow, 1) is None:
+                s.add(AuditHeadRow(id=1, seq=0, hash=GENESIS_HASH))
+                try:
+                    s.commit()
+                except IntegrityError:  # another process created it first
+                    s.rollback()
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -171,7 +207,9 @@ class SqlRegistryStore(RegistryStore):
             return _checkpoint(_get(s, CheckpointRow, checkpoint_id, f"checkpoint {checkpoint_id}"))
 
     # --- versions and aliases ------------------------------------------------------------------
-    def create_version(self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()) -> ModelVersion:
+    def create_version(
+        self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = (), actor: str = "system"
+    ) -> ModelVersion:
         with self._session() as s:
             if version.run_id is not None:
                 _get(s, RunRow, version.run_id, f"run {version.run_id!r}")
@@ -187,6 +225,7 @@ class SqlRegistryStore(RegistryStore):
                 lineage=dict(version.lineage),
                 model_config_json=dict(version.model_config),
                 description=version.description,
+                parent_version_id=version.parent_version_id,
             )
             s.add(row)
             s.flush()
@@ -201,8 +240,19 @@ class SqlRegistryStore(RegistryStore):
                         media_type=art.media_type,
                     )
                 )
+            _append_audit(
+                s,
+                action="version.registered",
+                actor=actor,
+                subject=f"{row.name}:{row.number}",
+                details={
+                    "version_id": row.id,
+                    "run_id": row.run_id,
+                    "artifacts": {a.kind: a.sha256 for a in version.artifacts},
+                },
+            )
             for alias in aliases:
-                _move_alias(s, version.name, alias, row.id)
+                _move_alias(s, version.name, alias, row.id, actor=actor, reason="registered")
             s.flush()
             return _version(s, row)
 
@@ -231,14 +281,89 @@ class SqlRegistryStore(RegistryStore):
             rows = s.exec(query.order_by(ModelVersionRow.id.desc()).limit(limit)).all()  # type: ignore[union-attr]
             return [_version(s, r) for r in rows]
 
-    def set_alias(self, name: str, alias: str, version_id: int) -> ModelVersion:
+    def move_aliases(self, moves: Sequence[AliasMove], *, actor: str, reason: str = "") -> list[ModelVersion]:
         with self._session() as s:
-            row = _get(s, ModelVersionRow, version_id, f"model version {version_id}")
-            if row.name != name:
-                raise ConflictError(f"version {version_id} belongs to model {row.name!r}, not {name!r}")
-            _move_alias(s, name, alias, version_id)
+            rows = []
+            for move in moves:
+                row = _get(s, ModelVersionRow, move.version_id, f"model version {move.version_id}")
+                if row.name != move.name:
+                    raise ConflictError(
+                        f"version {move.version_id} belongs to model {row.name!r}, not {move.name!r}"
+                    )
+                _move_alias(s, move.name, move.alias, move.version_id, actor=actor, reason=reason)
+                rows.append(row)
             s.flush()
-            return _version(s, row)
+            return [_version(s, r) for r in rows]
+
+    def list_alias_events(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+        with self._session() as s:
+            query = select(AliasEventRow).where(AliasEventRow.name == name)
+            if alias is not None:
+                query = query.where(AliasEventRow.alias == alias)
+            rows = s.exec(query.order_by(AliasEventRow.id)).all()  # type: ignore[arg-type]
+            return [
+                AliasEvent(
+                    r.id or 0,
+                    r.name,
+                    r.alias,
+                    r.from_version_id,
+                    r.to_version_id,
+                    r.actor,
+                    r.reason,
+                    r.created_at,
+                )
+                for r in rows
+            ]
+
+    def add_approval(self, version_id: int, alias: str, *, actor: str, comment: str = "") -> Approval:
+        with self._session() as s:
+            version = _get(s, ModelVersionRow, version_id, f"model version {version_id}")
+            existing = s.exec(
+                select(ApprovalRow).where(
+                    ApprovalRow.version_id == version_id,
+                    ApprovalRow.alias == alias,
+                    ApprovalRow.actor == actor,
+                )
+            ).first()
+            if existing is not None:
+                raise ConflictError(
+                    f"{actor!r} already approved {version.name}:{version.number} for {alias!r}; approvals "
+                    "must come from distinct operators"
+                )
+            row = ApprovalRow(version_id=version_id, alias=alias, actor=actor, comment=comment)
+            s.add(row)
+            s.flush()
+            _append_audit(
+                s,
+                action="approval.given",
+                actor=actor,
+                subject=f"{version.name}:{version.number}",
+                details={"version_id": version_id, "alias": alias, "comment": comment},
+            )
+            return _approval(row)
+
+    def list_approvals(self, version_id: int, alias: str | None = None) -> list[Approval]:
+        with self._session() as s:
+            query = select(ApprovalRow).where(ApprovalRow.version_id == version_id)
+            if alias is not None:
+                query = query.where(ApprovalRow.alias == alias)
+            return [_approval(r) for r in s.exec(query.order_by(ApprovalRow.id)).all()]  # type: ignore[arg-type]
+
+    def append_audit(self, *, action: str, actor: str, subject: str, details: dict[str, Any]) -> AuditEntry:
+        with self._session() as s:
+            return _append_audit(s, action=action, actor=actor, subject=subject, details=details)
+
+    def list_audit(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        with self._session() as s:
+            query = select(AuditRow).where(AuditRow.seq > after_seq).order_by(AuditRow.seq)  # type: ignore[arg-type]
+            if limit is not None:
+                query = query.limit(limit)
+            return [_audit(r) for r in s.exec(query).all()]
+
+    def audit_head(self) -> tuple[int, str]:
+        with self._session() as s:
+            head = s.get(AuditHeadRow, 1)
+            return (head.seq, head.hash) if head is not None else (0, GENESIS_HASH)
 
     def get_alias(self, name: str, alias: str) -> ModelVersion:
         with self._session() as s:
@@ -275,14 +400,93 @@ def _get(session: Session, table: Any, key: Any, what: str) -> Any:
     return row
 
 
-def _move_alias(session: Session, name: str, alias: str, version_id: int) -> None:
+def _move_alias(session: Session, name: str, alias: str, version_id: int, *, actor: str, reason: str) -> None:
     row = session.get(AliasRow, (name, alias))
+    previous = None if row is None else row.version_id
     if row is None:
         session.add(AliasRow(name=name, alias=alias, version_id=version_id))
     else:
         row.version_id = version_id
         row.updated_at = datetime.now(UTC)
         session.add(row)
+    session.add(
+        AliasEventRow(
+            name=name,
+            alias=alias,
+            from_version_id=previous,
+            to_version_id=version_id,
+            actor=actor,
+            reason=reason,
+        )
+    )
+    _append_audit(
+        session,
+        action="alias.moved",
+        actor=actor,
+        subject=f"{name}@{alias}",
+        details={"from_version_id": previous, "to_version_id": version_id, "reason": reason},
+    )
+
+
+def _append_audit(
+    session: Session, *, action: str, actor: str, subject: str, details: dict[str, Any]
+) -> AuditEntry:
+    """Append one entry inside the caller's transaction, serialized on the chain head.
+
+    The UPDATE takes the write lock first (SQLite's reserved lock, a PostgreSQL row lock), so
+    concurrent appenders queue instead of both linking to the same previous entry.
+    """
+    session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=AuditHeadRow.seq + 1))  # type: ignore[arg-type]
+    head = session.exec(
+        select(AuditHeadRow).where(AuditHeadRow.id == 1).execution_options(populate_existing=True)
+    ).first()
+    if head is None:
+        raise RegistryError("the audit log has no chain head: the registry schema is incomplete")
+    seq, prev_hash = head.seq, head.hash
+    created_at = datetime.now(UTC).isoformat(timespec="microseconds")
+    details = json.loads(json.dumps(details, default=str))
+    digest = entry_hash(
+        prev_hash=prev_hash,
+        seq=seq,
+        created_at=created_at,
+        actor=actor,
+        action=action,
+        subject=subject,
+        details=details,
+    )
+    row = AuditRow(
+        seq=seq,
+        created_at=created_at,
+        actor=actor,
+        action=action,
+        subject=subject,
+        details=details,
+        prev_hash=prev_hash,
+        hash=digest,
+    )
+    head.hash = digest
+    session.add(row)
+    session.add(head)
+    session.flush()
+    return _audit(row)
+
+
+def _audit(row: AuditRow) -> AuditEntry:
+    return AuditEntry(
+        seq=row.seq,
+        created_at=row.created_at,
+        actor=row.actor,
+        action=row.action,
+        subject=row.subject,
+        details=dict(row.details),
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+
+
+def _approval(row: ApprovalRow) -> Approval:
+    assert row.id is not None
+    return Approval(row.id, row.version_id, row.alias, row.actor, row.comment, row.created_at)
 
 
 def _run(row: RunRow) -> RunInfo:
@@ -339,4 +543,5 @@ def _version(session: Session, row: ModelVersionRow) -> ModelVersion:
         description=row.description,
         aliases=tuple(aliases),
         created_at=row.created_at,
+        parent_version_id=row.parent_version_id,
     )

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
 
 from registry.schemas import (
+    AliasEvent,
+    AliasMove,
+    Approval,
+    AuditEntry,
     Checkpoint,
     CheckpointCreate,
     ModelVersion,
@@ -80,8 +86,40 @@ class RegistryStore(ABC):
         """Return the newest versions first, optionally only of one model or one run."""
 
     @abstractmethod
-    def set_alias(self, name: str, alias: str, version_id: int) -> ModelVersion:
+    def move_aliases(self, moves: Sequence[AliasMove], *, actor: str, reason: str = "") -> list[ModelVersion]:
+        """Apply every move in one transaction, recording who, when and why (audited)."""
+
+    def set_alias(
+        self, name: str, alias: str, version_id: int, *, actor: str = "system", reason: str = ""
+    ) -> ModelVersion:
         """Point ``name@alias`` at ``version_id`` (moving it if it pointed elsewhere)."""
+        return self.move_aliases([AliasMove(name, alias, version_id)], actor=actor, reason=reason)[0]
+
+    @abstractmethod
+    def list_alias_events(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+        """Return a model's alias moves, oldest first."""
+
+    # --- approvals -------------------------------------------------------------------------------
+    @abstractmethod
+    def add_approval(self, version_id: int, alias: str, *, actor: str, comment: str = "") -> Approval:
+        """Record ``actor``'s approval of a version for ``alias`` (once per actor; audited)."""
+
+    @abstractmethod
+    def list_approvals(self, version_id: int, alias: str | None = None) -> list[Approval]:
+        """Return a version's approvals, oldest first."""
+
+    # --- audit log -------------------------------------------------------------------------------
+    @abstractmethod
+    def append_audit(self, *, action: str, actor: str, subject: str, details: dict[str, Any]) -> AuditEntry:
+        """Append an event to the hash-chained audit log."""
+
+    @abstractmethod
+    def list_audit(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        """Return audit entries in order."""
+
+    @abstractmethod
+    def audit_head(self) -> tuple[int, str]:
+        """The chain head: the last entry's sequence number and hash."""
 
     @abstractmethod
     def get_alias(self, name: str, alias: str) -> ModelVersion:

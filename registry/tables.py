@@ -8,7 +8,17 @@ from typing import Any
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["AliasRow", "CheckpointRow", "ModelVersionRow", "RunRow", "VersionArtifactRow"]
+__all__ = [
+    "AliasEventRow",
+    "AliasRow",
+    "ApprovalRow",
+    "AuditHeadRow",
+    "AuditRow",
+    "CheckpointRow",
+    "ModelVersionRow",
+    "RunRow",
+    "VersionArtifactRow",
+]
 
 
 def _now() -> datetime:
@@ -63,6 +73,7 @@ class ModelVersionRow(SQLModel, table=True):
     number: int
     run_id: str | None = Field(default=None, foreign_key="runs.run_id", index=True, max_length=64)
     checkpoint_id: int | None = Field(default=None, foreign_key="checkpoints.id")
+    parent_version_id: int | None = Field(default=None, foreign_key="model_versions.id")
     metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     lineage: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     model_config_json: dict[str, Any] = Field(sa_column=Column("model_config", JSON, nullable=False))
@@ -93,3 +104,59 @@ class AliasRow(SQLModel, table=True):
     alias: str = Field(primary_key=True, max_length=128)
     version_id: int = Field(foreign_key="model_versions.id")
     updated_at: datetime = Field(default_factory=_now)
+
+
+class AliasEventRow(SQLModel, table=True):
+    """One alias move: who moved which alias from which version to which, when and why."""
+
+    __tablename__ = "alias_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, max_length=128)
+    alias: str = Field(max_length=128)
+    from_version_id: int | None = Field(default=None)
+    to_version_id: int = Field(foreign_key="model_versions.id")
+    actor: str = Field(max_length=256)
+    reason: str = Field(default="")
+    created_at: datetime = Field(default_factory=_now)
+
+
+class ApprovalRow(SQLModel, table=True):
+    """An operator's approval of a version for an alias (one per operator, version and alias)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        UniqueConstraint("version_id", "alias", "actor", name="uq_approval_version_alias_actor"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="model_versions.id", index=True)
+    alias: str = Field(max_length=128)
+    actor: str = Field(max_length=256)
+    comment: str = Field(default="")
+    created_at: datetime = Field(default_factory=_now)
+
+
+class AuditRow(SQLModel, table=True):
+    """An append-only, hash-chained record of a lifecycle event."""
+
+    __tablename__ = "audit_log"
+
+    seq: int = Field(primary_key=True)
+    created_at: str = Field(max_length=40)  # ISO 8601, hashed as written
+    actor: str = Field(max_length=256)
+    action: str = Field(index=True, max_length=64)
+    subject: str = Field(max_length=256)
+    details: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHeadRow(SQLModel, table=True):
+    """The chain's head (one row): appends lock it, and verify checks the last entry against it."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = 0
+    hash: str = Field(default="0" * 64, max_length=64)
