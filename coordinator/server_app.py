@@ -41,7 +41,8 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
     run_id = str(config["run_id"])
     task_cfg = TaskConfig(**config["task"])
     strategy_cfg = StrategyConfig(**config["strategy"])
-    registry = open_registry(RegistryConfig(**config["registry"]))
+    registry_config = RegistryConfig.from_dict(config["registry"])
+    registry = open_registry(registry_config)
     try:
         registry.store.update_run(run_id, status=RunStatus.RUNNING, flower_run_id=flower_run_id)
         task = get_task(task_cfg.name)

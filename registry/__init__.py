@@ -1,7 +1,17 @@
 """The model registry: runs, checkpoints, versions, aliases, content-addressed artifacts, ONNX."""
 
 from registry.artifacts import ArtifactStore, LocalArtifactStore, open_artifact_store, sha256_hex
+from registry.audit import AuditVerification, verify_chain
 from registry.factory import RegistryConfig, open_registry
+from registry.governance import (
+    AliasGate,
+    GateCheck,
+    GatesConfig,
+    approve,
+    check_gates,
+    gates_from_dict,
+    promote,
+)
 from registry.onnx_export import (
     DEFAULT_PARITY_TOLERANCE,
     ParityReport,
@@ -10,7 +20,11 @@ from registry.onnx_export import (
     run_onnx,
 )
 from registry.schemas import (
+    AliasEvent,
+    AliasMove,
+    Approval,
     ArtifactRef,
+    AuditEntry,
     Checkpoint,
     CheckpointCreate,
     ModelVersion,
@@ -26,10 +40,18 @@ from registry.store import RegistryStore
 
 __all__ = [
     "DEFAULT_PARITY_TOLERANCE",
+    "AliasEvent",
+    "AliasGate",
+    "AliasMove",
+    "Approval",
     "ArtifactRef",
     "ArtifactStore",
+    "AuditEntry",
+    "AuditVerification",
     "Checkpoint",
     "CheckpointCreate",
+    "GateCheck",
+    "GatesConfig",
     "LocalArtifactStore",
     "ModelVersion",
     "ModelVersionCreate",
@@ -42,11 +64,16 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "SqlRegistryStore",
+    "approve",
+    "check_gates",
     "check_parity",
     "export_onnx",
+    "gates_from_dict",
     "open_artifact_store",
     "open_registry",
     "parse_version_ref",
+    "promote",
     "run_onnx",
     "sha256_hex",
+    "verify_chain",
 ]

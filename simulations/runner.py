@@ -54,7 +54,9 @@ def simulate(
         resolved["run_id"] = run_id or new_run_id()
         # The ServerApp runs in another process and working directory: pass absolute locations.
         resolved["registry"] = {
+            **config.registry.to_dict(),
             "root": str(Path(config.registry.root).expanduser().resolve()),
+            "signing_key": str(config.registry.resolved_signing_key()),
             "database_url": config.registry.resolved_database_url()
             if config.registry.resolved_database_url().startswith("sqlite")
             else config.registry.database_url,

@@ -1,0 +1,211 @@
+"""Gates, approvals and promotions: what decides whether a version may take an alias."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedge.errors import ConfigError, GateRefusedError
+from registry.schemas import AliasMove, Approval, ModelVersion
+from registry.service import Registry
+
+__all__ = [
+    "AliasGate",
+    "GateCheck",
+    "GatesConfig",
+    "approve",
+    "check_gates",
+    "default_gates",
+    "gates_from_dict",
+    "promote",
+]
+
+log = logging.getLogger(__name__)
+
+PARITY_METRIC = "onnx-parity-max-abs-diff"
+
+
+@dataclass
+class AliasGate:
+    """What a version needs to take one alias.
+
+    Attributes
+    ----------
+    min_metrics : dict
+        Aggregate metric floors, e.g. ``{"central-accuracy": 0.9}``.
+    min_client_metrics : dict
+        Floors every participating client's evaluation metric must meet, e.g.
+        ``{"eval-accuracy": 0.8}`` ("no client below 0.8").
+    max_parity_diff : float or None
+        Largest ONNX-vs-torch max abs difference allowed; ``None`` skips the gate.
+    required_approvals : int
+        Approvals from distinct operators for this version and alias.
+    """
+
+    min_metrics: dict[str, float] = field(default_factory=dict)
+    min_client_metrics: dict[str, float] = field(default_factory=dict)
+    max_parity_diff: float | None = None
+    required_approvals: int = 0
+
+
+def default_gates() -> dict[str, AliasGate]:
+    """Gates when the config names none: parity for staging; metrics and 1 approval for production."""
+    return {
+        "staging": AliasGate(max_parity_diff=1e-4),
+        "production": AliasGate(
+            min_metrics={"central-accuracy": 0.8}, max_parity_diff=1e-4, required_approvals=1
+        ),
+    }
+
+
+@dataclass
+class GatesConfig:
+    """Hydra schema of ``registry.gates``: one :class:`AliasGate` per alias name."""
+
+    aliases: dict[str, AliasGate] = field(default_factory=default_gates)
+
+
+def gates_from_dict(raw: Mapping[str, Any] | None) -> GatesConfig:
+    """Build a :class:`GatesConfig` from plain data (a decoded run config or JSON).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown gate key.
+    """
+    if raw is None:
+        return GatesConfig()
+    aliases: dict[str, AliasGate] = {}
+    for alias, spec in dict(raw.get("aliases", {})).items():
+        try:
+            aliases[alias] = AliasGate(**dict(spec))
+        except TypeError as exc:
+            raise ConfigError(f"registry.gates.aliases.{alias}: {exc}") from None
+    return GatesConfig(aliases=aliases)
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One gate's verdict and, when it failed, by how much."""
+
+    gate: str
+    passed: bool
+    detail: str
+
+
+def check_gates(version: ModelVersion, gate: AliasGate, approvals: Sequence[Approval]) -> list[GateCheck]:
+    """Evaluate every gate of ``gate`` against a version (pure; no side effects)."""
+    checks: list[GateCheck] = []
+    for key, floor in sorted(gate.min_metrics.items()):
+        value = version.metrics.get(key)
+        if value is None:
+            checks.append(GateCheck(f"min_metrics[{key}]", False, f"{key} was not recorded for this version"))
+        else:
+            ok = value >= floor
+            detail = (
+                f"{key} {value:.4f} >= {floor}"
+                if ok
+                else f"{key} {value:.4f} < {floor} (short by {floor - value:.4f})"
+            )
+            checks.append(GateCheck(f"min_metrics[{key}]", ok, detail))
+    nodes = version.lineage.get("nodes", []) or []
+    for key, floor in sorted(gate.min_client_metrics.items()):
+        values = [(n.get("node_id"), (n.get("eval_metrics") or {}).get(key)) for n in nodes]
+        missing = [node for node, v in values if v is None]
+        if not values or missing:
+            checks.append(
+                GateCheck(
+                    f"min_client_metrics[{key}]",
+                    False,
+                    f"{key} missing for clients {missing or 'all'}: "
+                    f"cannot show that no client is below {floor}",
+                )
+            )
+            continue
+        worst_node, worst = min(((n, float(v)) for n, v in values if v is not None), key=lambda t: t[1])
+        ok = worst >= floor
+        detail = (
+            f"lowest client {key} {worst:.4f} >= {floor}"
+            if ok
+            else f"client {worst_node} has {key} {worst:.4f} < {floor} (short by {floor - worst:.4f})"
+        )
+        checks.append(GateCheck(f"min_client_metrics[{key}]", ok, detail))
+    if gate.max_parity_diff is not None:
+        diff = version.metrics.get(PARITY_METRIC)
+        if diff is None:
+            checks.append(GateCheck("onnx_parity", False, "no ONNX parity was recorded for this version"))
+        else:
+            ok = diff <= gate.max_parity_diff
+            detail = (
+                f"max abs diff {diff:.2e} <= {gate.max_parity_diff:g}"
+                if ok
+                else f"max abs diff {diff:.2e} > {gate.max_parity_diff:g} "
+                f"(over by {diff - gate.max_parity_diff:.2e})"
+            )
+            checks.append(GateCheck("onnx_parity", ok, detail))
+    if gate.required_approvals > 0:
+        approvers = sorted({a.actor for a in approvals})
+        ok = len(approvers) >= gate.required_approvals
+        detail = f"{len(approvers)} of {gate.required_approvals} approvals from distinct operators" + (
+            f" ({', '.join(approvers)})" if approvers else ""
+        )
+        checks.append(
+            GateCheck(
+                "approvals",
+                ok,
+                detail if ok else f"{detail}: {gate.required_approvals - len(approvers)} missing",
+            )
+        )
+    return checks
+
+
+def promote(
+    registry: Registry,
+    *,
+    moves: Sequence[tuple[str, str]],
+    actor: str,
+    reason: str,
+    gates: GatesConfig,
+) -> list[ModelVersion]:
+    """Move one or more aliases (``(version ref, alias)`` pairs) at once, if every gate passes.
+
+    Either every move happens, in one transaction, or none does. A refusal is recorded in the
+    audit log (``gate.refused``) and raised, naming each failed gate and by how much.
+
+    Raises
+    ------
+    GateRefusedError
+        When any gate of any move fails.
+    """
+    resolved: list[tuple[ModelVersion, str]] = [(registry.resolve(ref), alias) for ref, alias in moves]
+    failures: list[str] = []
+    for version, alias in resolved:
+        gate = gates.aliases.get(alias)
+        if gate is None:
+            continue
+        approvals = registry.store.list_approvals(version.id, alias)
+        failed = [c for c in check_gates(version, gate, approvals) if not c.passed]
+        if failed:
+            failures.append(
+                f"{version.name}:{version.number} -> {alias}: "
+                + "; ".join(f"gate {c.gate} failed: {c.detail}" for c in failed)
+            )
+            registry.store.append_audit(
+                action="gate.refused",
+                actor=actor,
+                subject=f"{version.name}:{version.number}",
+                details={"alias": alias, "failed": {c.gate: c.detail for c in failed}, "reason": reason},
+            )
+    if failures:
+        raise GateRefusedError("promotion refused: " + " | ".join(failures))
+    return registry.store.move_aliases(
+        [AliasMove(v.name, alias, v.id) for v, alias in resolved], actor=actor, reason=reason
+    )
+
+
+def approve(registry: Registry, *, ref: str, alias: str, actor: str, comment: str = "") -> Approval:
+    """Record ``actor``'s approval of the version ``ref`` for ``alias``."""
+    version = registry.resolve(ref)
+    return registry.store.add_approval(version.id, alias, actor=actor, comment=comment)
