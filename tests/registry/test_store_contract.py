@@ -9,6 +9,7 @@ import pytest
 
 from fedge.errors import ConflictError, NotFoundError, RegistryUnavailableError
 from registry import (
+    AliasMove,
     ArtifactRef,
     CheckpointCreate,
     ModelVersionCreate,
@@ -149,6 +150,78 @@ class StoreContract:
 
         assert store.list_versions() == []
 
+    def test_moving_several_aliases_is_one_recorded_transaction(self, store: RegistryStore) -> None:
+        store.create_run(make_run())
+        v1 = store.create_version(make_version(), aliases=("candidate",), actor="ci")
+        v2 = store.create_version(make_version())
+
+        store.move_aliases(
+            [AliasMove("digits", "staging", v1.id), AliasMove("digits", "production", v2.id)],
+            actor="alice",
+            reason="release 7",
+        )
+
+        assert store.get_alias("digits", "staging").id == v1.id
+        assert store.get_alias("digits", "production").id == v2.id
+        events = store.list_alias_events("digits")
+        assert [(e.alias, e.from_version_id, e.to_version_id, e.actor) for e in events] == [
+            ("candidate", None, v1.id, "ci"),
+            ("staging", None, v1.id, "alice"),
+            ("production", None, v2.id, "alice"),
+        ]
+        assert events[-1].reason == "release 7"
+
+    def test_a_failing_move_in_a_batch_moves_nothing(self, store: RegistryStore) -> None:
+        store.create_run(make_run())
+        v1 = store.create_version(make_version(), aliases=("staging",))
+        head_before = store.audit_head()
+
+        with pytest.raises(NotFoundError):
+            store.move_aliases(
+                [AliasMove("digits", "production", v1.id), AliasMove("digits", "staging", 999)], actor="bob"
+            )
+
+        with pytest.raises(NotFoundError):
+            store.get_alias("digits", "production")
+        assert store.audit_head() == head_before
+
+    def test_approvals_are_once_per_operator(self, store: RegistryStore) -> None:
+        store.create_run(make_run())
+        v = store.create_version(make_version())
+
+        store.add_approval(v.id, "production", actor="alice", comment="looks good")
+        with pytest.raises(ConflictError, match="distinct operators"):
+            store.add_approval(v.id, "production", actor="alice")
+        store.add_approval(v.id, "production", actor="bob")
+        store.add_approval(v.id, "staging", actor="alice")
+
+        assert [a.actor for a in store.list_approvals(v.id, "production")] == ["alice", "bob"]
+        assert len(store.list_approvals(v.id)) == 3
+
+    def test_audit_log_chains_every_lifecycle_event(self, store: RegistryStore) -> None:
+        from registry import verify_chain
+
+        store.create_run(make_run())
+        v = store.create_version(make_version(), aliases=("candidate",), actor="ci")
+        store.add_approval(v.id, "production", actor="alice")
+        store.append_audit(
+            action="token.created", actor="admin", subject="token 3", details={"role": "viewer"}
+        )
+
+        entries = store.list_audit()
+        seq, head = store.audit_head()
+
+        assert [e.action for e in entries] == [
+            "version.registered",
+            "alias.moved",
+            "approval.given",
+            "token.created",
+        ]
+        assert [e.seq for e in entries] == [1, 2, 3, 4] and seq == 4 and head == entries[-1].hash
+        assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+        assert verify_chain(entries, head_seq=seq, head_hash=head).ok
+        assert store.list_audit(after_seq=2, limit=1)[0].seq == 3
+
 
 class TestSqliteStore(StoreContract):
     @pytest.fixture
@@ -196,4 +269,38 @@ def test_processes_opening_a_new_sqlite_registry_at_once_all_succeed(tmp_path: P
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     store = SqlRegistryStore(url)
     assert sorted(r.run_id for r in store.list_runs()) == ["run-0", "run-1", "run-2", "run-3"]
+    store.close()
+
+
+def _promote_many(url: str, version_ids: list[int], rounds: int) -> None:
+    store = SqlRegistryStore(url)
+    for i in range(rounds):
+        store.set_alias("digits", "production", version_ids[i % len(version_ids)], actor=f"p{version_ids[0]}")
+    store.close()
+
+
+def test_concurrent_alias_moves_from_two_processes_leave_one_holder_and_an_intact_chain(
+    tmp_path: Path,
+) -> None:
+    import multiprocessing as mp
+
+    from registry import verify_chain
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    store = SqlRegistryStore(url)
+    store.create_run(make_run())
+    ids = [store.create_version(make_version()).id for _ in range(4)]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_promote_many, args=(url, pair, 25)) for pair in (ids[:2], ids[2:])]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+
+    assert [p.exitcode for p in procs] == [0, 0]
+    holders = [v.id for v in store.list_versions() if "production" in v.aliases]
+    assert len(holders) == 1
+    assert len(store.list_alias_events("digits", "production")) == 50
+    seq, head = store.audit_head()
+    assert verify_chain(store.list_audit(), head_seq=seq, head_hash=head).ok
     store.close()
