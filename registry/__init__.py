@@ -2,6 +2,7 @@
 
 from registry.artifacts import ArtifactStore, LocalArtifactStore, open_artifact_store, sha256_hex
 from registry.audit import AuditVerification, verify_chain
+from registry.client import RegistryClient
 from registry.factory import RegistryConfig, open_registry
 from registry.governance import (
     AliasGate,
@@ -12,6 +13,7 @@ from registry.governance import (
     gates_from_dict,
     promote,
 )
+from registry.http import create_registry_router
 from registry.onnx_export import (
     DEFAULT_PARITY_TOLERANCE,
     ParityReport,
@@ -58,6 +60,7 @@ __all__ = [
     "NodeContribution",
     "ParityReport",
     "Registry",
+    "RegistryClient",
     "RegistryConfig",
     "RegistryStore",
     "RunCreate",
@@ -67,6 +70,7 @@ __all__ = [
     "approve",
     "check_gates",
     "check_parity",
+    "create_registry_router",
     "export_onnx",
     "gates_from_dict",
     "open_artifact_store",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,7 +219,7 @@ class StoreContract:
             "token.created",
         ]
         assert [e.seq for e in entries] == [1, 2, 3, 4] and seq == 4 and head == entries[-1].hash
-        assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
         assert verify_chain(entries, head_seq=seq, head_hash=head).ok
         assert store.list_audit(after_seq=2, limit=1)[0].seq == 3
 

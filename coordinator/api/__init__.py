@@ -1,0 +1,5 @@
+"""The coordinator's operator HTTP API."""
+
+from coordinator.api.app import CoordinatorSettings, create_app
+
+__all__ = ["CoordinatorSettings", "create_app"]

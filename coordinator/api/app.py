@@ -1,0 +1,96 @@
+"""``create_app(settings)``: the operator API (FastAPI), with the registry mounted under /api/v1."""
+
+# No `from __future__ import annotations` here: FastAPI resolves the dependency aliases built
+# inside the factory from the annotations at runtime.
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from coordinator.auth import Principal, TokenStore, require_role
+from fedge.errors import AuthenticationError, FedgeError, http_status_for
+from registry import Registry, RegistryConfig, create_registry_router, open_registry
+
+__all__ = ["CoordinatorSettings", "create_app"]
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+@dataclass
+class CoordinatorSettings:
+    """What the API serves: the registry (and its gates) and where tokens live.
+
+    ``tokens_url`` empty means the registry's own database.
+    """
+
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    tokens_url: str = ""
+
+
+def create_app(settings: CoordinatorSettings) -> FastAPI:
+    """Build the app; nothing is opened at import time, everything here is per app."""
+    registry = open_registry(settings.registry)
+    tokens = TokenStore(settings.tokens_url or settings.registry.resolved_database_url())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> Any:
+        yield
+        registry.close()
+        tokens.close()
+
+    app = FastAPI(
+        title="fedge coordinator",
+        version="1",
+        lifespan=lifespan,
+        docs_url=f"{API_PREFIX}/docs",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+    )
+    app.state.registry = registry
+    app.state.tokens = tokens
+
+    def principal(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            raise AuthenticationError("missing bearer token: send 'Authorization: Bearer fedge_...'")
+        return tokens.authenticate(token.strip())
+
+    def reader(p: Annotated[Principal, Depends(principal)]) -> str:
+        return require_role(p, "viewer").name
+
+    def operator(p: Annotated[Principal, Depends(principal)]) -> str:
+        return require_role(p, "operator").name
+
+    def get_registry() -> Registry:
+        return registry
+
+    app.include_router(
+        create_registry_router(
+            get_registry=get_registry, gates=settings.registry.gates, reader=reader, operator=operator
+        ),
+        prefix=f"{API_PREFIX}/registry",
+    )
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.exception_handler(FedgeError)
+    async def fedge_error(_request: Request, exc: FedgeError) -> JSONResponse:
+        status = http_status_for(exc)
+        if status >= 500:
+            log.error("request failed: %s", exc)
+        else:
+            log.info("request refused (%s): %s", exc.code, exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(
+            status_code=status, content={"error": {"code": exc.code, "message": str(exc)}}, headers=headers
+        )
+
+    return app
