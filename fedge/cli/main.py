@@ -8,6 +8,7 @@ from types import FrameType
 
 import typer
 
+from fedge.cli.admin_cmd import audit_app, coordinator_app, tokens_app
 from fedge.cli.registry_cmd import registry_app
 from fedge.cli.simulate_cmd import simulate_command
 
@@ -27,6 +28,9 @@ app.command(
     "`fedge simulate strategy=fedprox simulation.num_clients=10 task=breast_cancer`.",
 )(simulate_command)
 app.add_typer(registry_app, name="registry")
+app.add_typer(audit_app, name="audit")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(coordinator_app, name="coordinator")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:

@@ -15,7 +15,7 @@ from rich.table import Table
 from fedge.cli.errors import reports_errors
 
 if TYPE_CHECKING:
-    from registry import Registry
+    from registry import Registry, RegistryClient
 
 __all__ = ["registry_app"]
 
@@ -145,3 +145,95 @@ def _version_dict(v: object) -> dict[str, object]:
     from dataclasses import asdict
 
     return asdict(v)  # type: ignore[call-overload]
+
+
+def _actor(actor: str | None) -> str:
+    import getpass
+
+    return actor or f"cli:{getpass.getuser()}"
+
+
+OverrideOpt = Annotated[
+    list[str] | None,
+    typer.Option("--override", "-o", help="Hydra override for the registry config, e.g. registry.gates...=2"),
+]
+ActorOpt = Annotated[str | None, typer.Option("--as", help="Actor recorded in the audit log (local use)")]
+UrlApiOpt = Annotated[
+    str | None, typer.Option("--url", envvar="FEDGE_URL", help="Coordinator URL: act through its API")
+]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FEDGE_TOKEN", help="API token for --url")]
+
+
+def _client(url: str, token: str | None) -> RegistryClient:
+    from fedge.errors import AuthenticationError
+    from registry import RegistryClient
+
+    if not token:
+        raise AuthenticationError("--url needs a token: pass --token or set FEDGE_TOKEN")
+    return RegistryClient(url, token)
+
+
+@registry_app.command("promote")
+@reports_errors
+def promote_cmd(
+    moves: Annotated[list[str], typer.Argument(help="VERSION=ALIAS pairs, all moved in one transaction")],
+    reason: Annotated[str, typer.Option(help="Why (recorded with the move)")],
+    root: RootOpt = ".fedge",
+    database_url: UrlOpt = "",
+    actor: ActorOpt = None,
+    url: UrlApiOpt = None,
+    token: TokenOpt = None,
+    override: OverrideOpt = None,
+) -> None:
+    """Move aliases through the gates, e.g. `fedge registry promote digits:3=production --reason ...`."""
+    from fedge.errors import ConfigError
+
+    pairs = []
+    for item in moves:
+        ref, sep, alias = item.rpartition("=")
+        if not sep or not ref or not alias:
+            raise ConfigError(f"{item!r} is not VERSION=ALIAS (e.g. digits:3=production)")
+        pairs.append((ref, alias))
+    if url:
+        client = _client(url, token)
+        try:
+            moved = client.promote(pairs, reason=reason)
+        finally:
+            client.close()
+    else:
+        from registry import promote
+        from simulations import load_config
+
+        gates = load_config([f"registry.root={root}", *(override or [])]).registry.gates
+        with _opened(root, database_url) as registry:
+            moved = promote(registry, moves=pairs, actor=_actor(actor), reason=reason, gates=gates)
+    for v in moved:
+        typer.echo(f"{v.name}:{v.number} (id {v.id}) now holds {', '.join(v.aliases)}")
+
+
+@registry_app.command("approve")
+@reports_errors
+def approve_cmd(
+    version: Annotated[str, typer.Argument(help="ID, NAME:NUMBER or NAME@ALIAS")],
+    alias: Annotated[str, typer.Option(help="The alias this approval is for")] = "production",
+    comment: Annotated[str, typer.Option(help="Why")] = "",
+    root: RootOpt = ".fedge",
+    database_url: UrlOpt = "",
+    actor: ActorOpt = None,
+    url: UrlApiOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Approve a version for an alias (one approval per operator)."""
+    if url:
+        client = _client(url, token)
+        try:
+            result = client.approve(version, alias=alias, comment=comment)
+        finally:
+            client.close()
+        typer.echo(f"approved {version} for {alias} as {result['actor']}")
+        return
+    from registry import approve
+
+    with _opened(root, database_url) as registry:
+        approval = approve(registry, ref=version, alias=alias, actor=_actor(actor), comment=comment)
+    typer.echo(f"approved {version} for {alias} as {approval.actor}")
