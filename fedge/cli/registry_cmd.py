@@ -86,12 +86,16 @@ def show_version(
     root: RootOpt = ".fedge",
     database_url: UrlOpt = "",
 ) -> None:
-    """Show one version: artifacts, metrics, lineage and its run's checkpoints."""
+    """Show one version: artifacts, metrics, lineage, approvals, its run (config whole) and checkpoints."""
     with _opened(root, database_url) as registry:
         v = registry.resolve(version)
         checkpoints = registry.store.list_checkpoints(v.run_id) if v.run_id else []
+        run = registry.store.get_run(v.run_id) if v.run_id else None
+        approvals = registry.store.list_approvals(v.id)
         paths = {a.kind: registry.artifacts.local_path(a.sha256) for a in v.artifacts}
     out = _version_dict(v)
+    out["run"] = _version_dict(run) if run else None
+    out["approvals"] = [_version_dict(a) for a in approvals]
     out["artifact_paths"] = {k: str(p) if p else None for k, p in paths.items()}
     out["checkpoints"] = [
         {"id": c.id, "round": c.round, "weights_sha256": c.weights.sha256, "metrics": c.metrics}
