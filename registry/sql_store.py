@@ -279,7 +279,7 @@ class SqlRegistryStore(RegistryStore):
             if run_id is not None:
                 query = query.where(ModelVersionRow.run_id == run_id)
             rows = s.exec(query.order_by(ModelVersionRow.id.desc()).limit(limit)).all()  # type: ignore[union-attr]
-            return [_version(s, r) for r in rows]
+            return _versions(s, rows)
 
     def move_aliases(self, moves: Sequence[AliasMove], *, actor: str, reason: str = "") -> list[ModelVersion]:
         with self._session() as s:
@@ -293,7 +293,7 @@ class SqlRegistryStore(RegistryStore):
                 _move_alias(s, move.name, move.alias, move.version_id, actor=actor, reason=reason)
                 rows.append(row)
             s.flush()
-            return [_version(s, r) for r in rows]
+            return _versions(s, rows)
 
     def list_alias_events(self, name: str, alias: str | None = None) -> list[AliasEvent]:
         with self._session() as s:
@@ -521,27 +521,45 @@ def _checkpoint(row: CheckpointRow) -> Checkpoint:
 
 
 def _version(session: Session, row: ModelVersionRow) -> ModelVersion:
-    assert row.id is not None
-    arts = session.exec(
-        select(VersionArtifactRow)
-        .where(VersionArtifactRow.version_id == row.id)
-        .order_by(VersionArtifactRow.kind)
-    ).all()
-    aliases = session.exec(
-        select(AliasRow.alias).where(AliasRow.version_id == row.id).order_by(AliasRow.alias)
-    ).all()
-    return ModelVersion(
-        id=row.id,
-        name=row.name,
-        number=row.number,
-        run_id=row.run_id,
-        checkpoint_id=row.checkpoint_id,
-        artifacts=tuple(ArtifactRef(a.kind, a.sha256, a.size, a.media_type) for a in arts),
-        metrics=dict(row.metrics),
-        lineage=dict(row.lineage),
-        model_config=dict(row.model_config_json),
-        description=row.description,
-        aliases=tuple(aliases),
-        created_at=row.created_at,
-        parent_version_id=row.parent_version_id,
-    )
+    return _versions(session, [row])[0]
+
+
+def _versions(session: Session, rows: Sequence[ModelVersionRow]) -> list[ModelVersion]:
+    """Convert rows to public versions with two queries in all (artifacts, aliases), not 2 per row."""
+    ids = [r.id for r in rows if r.id is not None]
+    arts: dict[int, list[ArtifactRef]] = {i: [] for i in ids}
+    aliases: dict[int, list[str]] = {i: [] for i in ids}
+    if ids:
+        for a in session.exec(
+            select(VersionArtifactRow)
+            .where(VersionArtifactRow.version_id.in_(ids))  # type: ignore[attr-defined]
+            .order_by(VersionArtifactRow.kind)
+        ).all():
+            arts[a.version_id].append(ArtifactRef(a.kind, a.sha256, a.size, a.media_type))
+        for version_id, alias in session.exec(
+            select(AliasRow.version_id, AliasRow.alias)
+            .where(AliasRow.version_id.in_(ids))  # type: ignore[attr-defined]
+            .order_by(AliasRow.alias)
+        ).all():
+            aliases[version_id].append(alias)
+    out = []
+    for row in rows:
+        assert row.id is not None
+        out.append(
+            ModelVersion(
+                id=row.id,
+                name=row.name,
+                number=row.number,
+                run_id=row.run_id,
+                checkpoint_id=row.checkpoint_id,
+                artifacts=tuple(arts[row.id]),
+                metrics=dict(row.metrics),
+                lineage=dict(row.lineage),
+                model_config=dict(row.model_config_json),
+                description=row.description,
+                aliases=tuple(aliases[row.id]),
+                created_at=row.created_at,
+                parent_version_id=row.parent_version_id,
+            )
+        )
+    return out
