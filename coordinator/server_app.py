@@ -95,6 +95,8 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
             task_config=task_cfg,
             model=recorder.model,
             reference_rows=holdout.x,
+            reference_labels=holdout.y,
+            signing_key_path=registry_config.resolved_signing_key(),
             run_id=run_id,
             checkpoint_id=final.id,
             metrics=dict(final.metrics),

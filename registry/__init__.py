@@ -2,6 +2,15 @@
 
 from registry.artifacts import ArtifactStore, LocalArtifactStore, open_artifact_store, sha256_hex
 from registry.audit import AuditVerification, verify_chain
+from registry.bundle import (
+    Release,
+    VerifiedBundle,
+    assemble_bundle,
+    prepare_release,
+    release_bundle,
+    verify_bundle,
+    write_bundle,
+)
 from registry.client import RegistryClient
 from registry.factory import RegistryConfig, open_registry
 from registry.governance import (
@@ -21,6 +30,7 @@ from registry.onnx_export import (
     export_onnx,
     run_onnx,
 )
+from registry.quantize import quantize_int8
 from registry.schemas import (
     AliasEvent,
     AliasMove,
@@ -63,11 +73,14 @@ __all__ = [
     "RegistryClient",
     "RegistryConfig",
     "RegistryStore",
+    "Release",
     "RunCreate",
     "RunInfo",
     "RunStatus",
     "SqlRegistryStore",
+    "VerifiedBundle",
     "approve",
+    "assemble_bundle",
     "check_gates",
     "check_parity",
     "create_registry_router",
@@ -76,8 +89,13 @@ __all__ = [
     "open_artifact_store",
     "open_registry",
     "parse_version_ref",
+    "prepare_release",
     "promote",
+    "quantize_int8",
+    "release_bundle",
     "run_onnx",
     "sha256_hex",
+    "verify_bundle",
     "verify_chain",
+    "write_bundle",
 ]

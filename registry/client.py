@@ -99,6 +99,13 @@ class RegistryClient:
             )
         return response.content
 
+    def download_bundle(self, ref: str) -> bytes:
+        """The version's signed release bundle (verify it with :func:`registry.verify_bundle`)."""
+        response = self._request("GET", f"/versions/{ref}/bundle")
+        if hashlib.sha256(response.content).hexdigest() != response.headers.get("X-Content-SHA256", ""):
+            raise ArtifactError(f"the bundle of {ref} was corrupted in transfer")
+        return response.content
+
     def approve(self, ref: str, *, alias: str, comment: str = "") -> dict[str, Any]:
         """Approve a version for an alias as this token's operator."""
         result: dict[str, Any] = self._request(

@@ -7,6 +7,7 @@ Handlers parse, call one domain function, and return public data; authentication
 # No `from __future__ import annotations` here: FastAPI resolves the dependency aliases built
 # inside the factory from the annotations at runtime.
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.audit import verify_chain
+from registry.bundle import assemble_bundle
 from registry.governance import GatesConfig, approve, promote
 from registry.service import Registry
 
@@ -87,6 +89,23 @@ def create_registry_router(
             content=data,
             media_type=ref_.media_type,
             headers={"X-Content-SHA256": ref_.sha256, "X-Model-Version": f"{version.name}:{version.number}"},
+        )
+
+    @router.get("/versions/{ref}/bundle")
+    def get_bundle(ref: str, registry: Reg, actor: Reader) -> Response:
+        version = registry.resolve(ref)
+        data = assemble_bundle(registry, version)
+        registry.store.append_audit(
+            action="bundle.downloaded", actor=actor, subject=f"{version.name}:{version.number}", details={}
+        )
+        return Response(
+            content=data,
+            media_type="application/zip",
+            headers={
+                "X-Content-SHA256": hashlib.sha256(data).hexdigest(),
+                "X-Model-Version": f"{version.name}:{version.number}",
+                "Content-Disposition": f'attachment; filename="{version.name}-{version.number}.fedge.zip"',
+            },
         )
 
     @router.get("/versions/{ref}/approvals")

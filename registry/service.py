@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 MEDIA_TYPES = {
     "weights": "application/safetensors",
     "onnx": "application/onnx",
+    "onnx-int8": "application/onnx",
+    "manifest": "application/json",
+    "manifest-sig": "text/plain",
 }
 
 

@@ -133,16 +133,56 @@ def list_runs(root: RootOpt = ".fedge", database_url: UrlOpt = "") -> None:
 def download(
     version: Annotated[str, typer.Argument(help="ID, NAME:NUMBER or NAME@ALIAS")],
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write")],
-    kind: Annotated[str, typer.Option(help="Artifact: onnx or weights")] = "onnx",
+    kind: Annotated[
+        str, typer.Option(help="bundle (signed zip), onnx, onnx-int8, weights, manifest")
+    ] = "bundle",
     root: RootOpt = ".fedge",
     database_url: UrlOpt = "",
+    url: Annotated[str | None, typer.Option("--url", envvar="FEDGE_URL", help="Coordinator URL")] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="FEDGE_TOKEN", help="API token")] = None,
 ) -> None:
-    """Write a version's artifact (digest-verified) to a file."""
-    with _opened(root, database_url) as registry:
-        v = registry.resolve(version)
-        data = registry.read_artifact(v, kind)
+    """Write a version's signed release bundle (or one artifact), digest-verified, to a file."""
+    if url:
+        client = _client(url, token)
+        try:
+            if kind == "bundle":
+                data = client.download_bundle(version)
+            else:
+                data = client.download_artifact(version, kind)
+        finally:
+            client.close()
+        label = version
+    else:
+        from registry import assemble_bundle
+
+        with _opened(root, database_url) as registry:
+            v = registry.resolve(version)
+            data = assemble_bundle(registry, v) if kind == "bundle" else registry.read_artifact(v, kind)
+            if kind == "bundle":
+                registry.store.append_audit(
+                    action="bundle.downloaded", actor=_actor(None), subject=f"{v.name}:{v.number}", details={}
+                )
+        label = f"{v.name}:{v.number}"
     out.write_bytes(data)
-    typer.echo(f"wrote {kind} of {v.name}:{v.number} ({len(data)} bytes) to {out}")
+    typer.echo(f"wrote {kind} of {label} ({len(data)} bytes) to {out}")
+
+
+@registry_app.command("verify")
+@reports_errors
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="A release bundle (zip)")],
+    public_key: Annotated[Path, typer.Option("--public-key", help="The signer's Ed25519 public key (PEM)")],
+) -> None:
+    """Check a bundle offline: signature, artifact digests, reference outputs. Exit 1 if any differs."""
+    from fedge.crypto import load_public_key
+    from registry import verify_bundle
+
+    verified = verify_bundle(bundle, load_public_key(public_key))
+    m = verified.manifest
+    typer.echo(
+        f"bundle OK: {m.get('model', {}).get('name', '?')} signed by key {verified.key_id}; "
+        f"{len(verified.files)} models match the manifest"
+    )
 
 
 def _version_dict(v: object) -> dict[str, object]:

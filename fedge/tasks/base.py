@@ -86,6 +86,8 @@ class Task(ABC):
 
     name: str
     schema: DataSchema
+    # How raw inputs become the model's features (shipped in release manifests for devices).
+    preprocessing_note: str = "features as declared by the schema, in order"
 
     @abstractmethod
     def build_model(self, config: TaskConfig) -> nn.Module:

@@ -20,6 +20,7 @@ class DigitsTask(Task):
     """scikit-learn's handwritten digits: 64 pixel intensities scaled to [0, 1], 10 classes."""
 
     name = "digits"
+    preprocessing_note = "8x8 grey image, row-major, intensities 0..16 divided by 16"
     schema = DataSchema(
         feature_names=tuple(f"pixel_{r}_{c}" for r in range(8) for c in range(8)),
         num_classes=10,
@@ -50,6 +51,7 @@ class BreastCancerTask(Task):
     """
 
     name = "breast_cancer"
+    preprocessing_note = "raw measurements; standardization is inside the model"
 
     def __init__(self) -> None:
         from sklearn.datasets import load_breast_cancer

@@ -125,6 +125,60 @@ def test_onnx_artifact_matches_torch_and_beats_chance(simulated) -> None:  # typ
     assert accuracy == pytest.approx(version.metrics["central-accuracy"], abs=1e-6)
 
 
+def test_the_signed_release_bundle_verifies_offline_and_refuses_tampering(simulated) -> None:  # type: ignore[no-untyped-def]
+    import zipfile
+
+    work, _ = simulated
+    root = work / "reg"
+    bundle = work / "candidate.zip"
+    public_key = root / "keys" / "signing-key.pub.pem"
+
+    downloaded = subprocess.run(
+        [FEDGE, "registry", "download", "digits@candidate", "--out", str(bundle), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    verified = subprocess.run(
+        [FEDGE, "registry", "verify", str(bundle), "--public-key", str(public_key)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    tampered = work / "tampered.zip"
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(
+                item, data[:-1] + bytes([data[-1] ^ 1]) if item.filename == "model.int8.onnx" else data
+            )
+    refused = subprocess.run(
+        [FEDGE, "registry", "verify", str(tampered), "--public-key", str(public_key)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert verified.returncode == 0 and "bundle OK" in verified.stdout, verified.stderr
+    assert refused.returncode == 1 and "model.int8.onnx" in refused.stderr
+    reg = _open(work)
+    try:
+        version = reg.store.get_alias("digits", "candidate")
+        assert {a.kind for a in version.artifacts} == {
+            "weights",
+            "onnx",
+            "onnx-int8",
+            "manifest",
+            "manifest-sig",
+        }
+        assert version.metrics["int8-size-ratio"] > 1.5
+        assert version.metrics["central-accuracy"] - version.metrics["int8-accuracy"] <= 0.02
+        assert reg.store.list_audit()[-1].action == "bundle.downloaded"
+    finally:
+        reg.close()
+
+
 def test_no_fedge_started_process_outlives_the_command(simulated) -> None:  # type: ignore[no-untyped-def]
     work, _ = simulated
 

@@ -1,0 +1,464 @@
+"""Signed release bundles: the ONNX model, its int8 copy and an Ed25519-signed manifest in one zip.
+
+A bundle is a zip (stored, fixed timestamps, so the same artifacts give the same bytes) holding
+exactly ``manifest.json``, ``manifest.sig`` (base64 of the 64-byte signature of the manifest's
+bytes), ``model.onnx`` and ``model.int8.onnx``. The manifest records the digests of both models,
+their inputs and outputs, preprocessing, metrics, a lineage summary, and the outputs both models
+give on a few reference rows, so a verifier checks the signature, the digests and the runtime
+itself, offline, with nothing but the bundle and the public key.
+
+The registry stores the four members as artifacts of the version (kinds ``onnx``, ``onnx-int8``,
+``manifest``, ``manifest-sig``). The manifest is signed *before* the version is registered, so that
+registration stays one transaction over artifacts already stored and checked: it therefore names
+the model by name, run id, checkpoint id and weights digest, never by version number or id.
+Verification needs no torch and no ``onnx`` package: numpy, onnxruntime and cryptography only.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedge.crypto import Ed25519PrivateKey, Ed25519PublicKey, key_id, sign, verify_signature
+from fedge.errors import ArtifactError, ConfigError, DataError, ExportError, NotFoundError
+from fedge.version import fedge_version
+from registry.artifacts import sha256_hex
+from registry.onnx_export import run_onnx
+from registry.quantize import INT8_SCHEME, quantize_int8
+from registry.schemas import ArtifactRef, ModelVersion, ModelVersionCreate
+from registry.service import Registry
+
+__all__ = [
+    "BUNDLE_MEMBERS",
+    "KIND_BY_MEMBER",
+    "REFERENCE_ROWS",
+    "Release",
+    "VerifiedBundle",
+    "assemble_bundle",
+    "build_manifest",
+    "canonical_manifest_bytes",
+    "prepare_release",
+    "release_bundle",
+    "verify_bundle",
+    "write_bundle",
+]
+
+FORMAT = "fedge.release-bundle"
+FORMAT_VERSION = 1
+MANIFEST, SIGNATURE, MODEL, INT8_MODEL = "manifest.json", "manifest.sig", "model.onnx", "model.int8.onnx"
+BUNDLE_MEMBERS = (MANIFEST, SIGNATURE, MODEL, INT8_MODEL)
+KIND_BY_MEMBER = {MODEL: "onnx", INT8_MODEL: "onnx-int8", MANIFEST: "manifest", SIGNATURE: "manifest-sig"}
+REFERENCE_ROWS = 4
+# Expected outputs are checked to within these fractions of the largest expected |output| (at least
+# 1): fp32 differs across CPUs only by summation order; int8's activation rounding can move by a
+# quantization step on another instruction set. A different model misses both by orders of magnitude.
+RELATIVE_TOLERANCE = {MODEL: 1e-4, INT8_MODEL: 1e-2}
+MAX_MEMBER_BYTES = 2**31  # protobuf's limit for one ONNX file; also bounds a hostile zip
+
+VersionLike = ModelVersionCreate | ModelVersion
+
+
+@dataclass(frozen=True)
+class Release:
+    """A signed release ready to store or write: the manifest, its bytes, signature and models."""
+
+    manifest: dict[str, Any]
+    manifest_bytes: bytes
+    signature: bytes
+    files: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle that passed :func:`verify_bundle`: its manifest, model files and signer's key id."""
+
+    manifest: dict[str, Any]
+    files: dict[str, bytes]
+    key_id: str
+
+
+def canonical_manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """The bytes that are signed: compact JSON with sorted keys, UTF-8, no NaN or infinity."""
+    return json.dumps(
+        manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def build_manifest(
+    *,
+    version: VersionLike,
+    onnx_bytes: bytes,
+    int8_bytes: bytes,
+    reference_inputs: np.ndarray,
+    preprocessing: Mapping[str, Any],
+    signer_key_id: str,
+    created_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Describe a release of ``version`` (registered or not yet) for signing.
+
+    Inputs, outputs and opset are read from the ONNX graph itself, so they cannot disagree with
+    it. Expected outputs come from onnxruntime running all ``reference_inputs`` as one batch (the
+    int8 model quantizes activations per batch); a verifier runs them the same way.
+
+    Raises
+    ------
+    ArtifactError
+        If ``version`` records an ``onnx`` artifact other than ``onnx_bytes``.
+    ExportError
+        If the int8 model's inputs or outputs differ from the fp32 model's.
+    DataError
+        If ``reference_inputs`` is not 1 to 64 rows of the model's input width.
+    ConfigError
+        If ``preprocessing`` does not serialize to JSON.
+    """
+    onnx_ref = _ref(version, "onnx")
+    if onnx_ref is not None and onnx_ref.sha256 != sha256_hex(onnx_bytes):
+        raise ArtifactError(
+            f"the ONNX bytes have sha256 {sha256_hex(onnx_bytes)[:12]}.. but {version.name}'s onnx "
+            f"artifact is {onnx_ref.sha256[:12]}..: release the model the version records"
+        )
+    io_spec, opset = _describe_onnx(onnx_bytes)
+    int8_io, _ = _describe_onnx(int8_bytes)
+    if int8_io != io_spec:
+        raise ExportError(f"the int8 model's inputs/outputs {int8_io} differ from the model's {io_spec}")
+    width = io_spec["inputs"][0]["shape"][1]
+    rows = np.ascontiguousarray(reference_inputs, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[1] != width or not 1 <= len(rows) <= 64:
+        raise DataError(
+            f"reference inputs have shape {rows.shape}; expected 1 to 64 rows of {width} features"
+        )
+    expected = {name: run_onnx(data, rows) for name, data in ((MODEL, onnx_bytes), (INT8_MODEL, int8_bytes))}
+    weights = _ref(version, "weights")
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_at": (created_at or datetime.now(UTC)).isoformat(timespec="seconds"),
+        "released_with": {"fedge_version": fedge_version()},
+        "model": {
+            "name": version.name,
+            "run_id": version.run_id,
+            "checkpoint_id": version.checkpoint_id,
+            "weights_sha256": weights.sha256 if weights is not None else None,
+        },
+        "artifacts": {
+            name: {"sha256": sha256_hex(data), "size": len(data)}
+            for name, data in ((MODEL, onnx_bytes), (INT8_MODEL, int8_bytes))
+        },
+        "io": io_spec,
+        "opset": opset,
+        "preprocessing": dict(preprocessing),
+        "quantization": dict(INT8_SCHEME),
+        "reference": {
+            "inputs": rows.tolist(),
+            "expected_outputs": {name: out.tolist() for name, out in expected.items()},
+            "tolerance": {
+                name: RELATIVE_TOLERANCE[name] * max(1.0, float(np.abs(out).max()))
+                for name, out in expected.items()
+            },
+            "batched": True,
+        },
+        "metrics": {k: _finite_or_none(v) for k, v in version.metrics.items()},
+        "lineage": _lineage_summary(version),
+        "signer": {"algorithm": "ed25519", "key_id": signer_key_id},
+    }
+    try:
+        canonical_manifest_bytes(manifest)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"the release manifest does not serialize to JSON ({exc}); check preprocessing"
+        ) from exc
+    return manifest
+
+
+def prepare_release(
+    *,
+    version: VersionLike,
+    onnx_bytes: bytes,
+    private_key: Ed25519PrivateKey,
+    reference_inputs: np.ndarray,
+    preprocessing: Mapping[str, Any],
+    int8_bytes: bytes | None = None,
+) -> Release:
+    """Quantize (unless ``int8_bytes`` is given), build the manifest on the first
+    :data:`REFERENCE_ROWS` reference rows, and sign it. Touches no registry."""
+    if int8_bytes is None:
+        int8_bytes = quantize_int8(onnx_bytes)
+    signer = key_id(private_key.public_key())
+    manifest = build_manifest(
+        version=version,
+        onnx_bytes=onnx_bytes,
+        int8_bytes=int8_bytes,
+        reference_inputs=np.asarray(reference_inputs)[:REFERENCE_ROWS],
+        preprocessing=preprocessing,
+        signer_key_id=signer,
+    )
+    data = canonical_manifest_bytes(manifest)
+    return Release(manifest, data, sign(private_key, data), {MODEL: onnx_bytes, INT8_MODEL: int8_bytes})
+
+
+def release_bundle(
+    registry: Registry,
+    version: VersionLike,
+    *,
+    private_key: Ed25519PrivateKey,
+    reference_inputs: np.ndarray,
+    preprocessing: Mapping[str, Any],
+    int8_bytes: bytes | None = None,
+) -> tuple[ArtifactRef, ...]:
+    """Sign a release of ``version``'s stored ``onnx`` artifact and store the bundle's other parts.
+
+    Call it with the :class:`ModelVersionCreate` about to be registered (its ``onnx`` artifact
+    already stored) and register the version with the returned ``onnx-int8``, ``manifest`` and
+    ``manifest-sig`` refs added to its artifacts, in the same single transaction.
+
+    Raises
+    ------
+    NotFoundError
+        If ``version`` has no ``onnx`` artifact.
+    """
+    onnx_ref = _ref(version, "onnx")
+    if onnx_ref is None:
+        raise NotFoundError(f"{version.name} has no 'onnx' artifact to release; export it first")
+    release = prepare_release(
+        version=version,
+        onnx_bytes=registry.artifacts.get(onnx_ref.sha256),
+        private_key=private_key,
+        reference_inputs=reference_inputs,
+        preprocessing=preprocessing,
+        int8_bytes=int8_bytes,
+    )
+    return (
+        registry.put_artifact(KIND_BY_MEMBER[INT8_MODEL], release.files[INT8_MODEL]),
+        registry.put_artifact(KIND_BY_MEMBER[MANIFEST], release.manifest_bytes),
+        registry.put_artifact(KIND_BY_MEMBER[SIGNATURE], base64.b64encode(release.signature)),
+    )
+
+
+def assemble_bundle(registry: Registry, version: ModelVersion) -> bytes:
+    """Return the bundle bytes of a registered version from its four stored artifacts.
+
+    Raises
+    ------
+    NotFoundError
+        If the version lacks one of the artifacts (it was registered without a release).
+    ArtifactError
+        If a stored model is not the one its manifest records.
+    """
+    members = {name: registry.read_artifact(version, kind) for name, kind in KIND_BY_MEMBER.items()}
+    try:
+        recorded = json.loads(members[MANIFEST])["artifacts"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{version.name}:{version.number}'s manifest is not a release manifest") from exc
+    for name in (MODEL, INT8_MODEL):
+        actual = sha256_hex(members[name])
+        if recorded.get(name, {}).get("sha256") != actual:
+            raise ArtifactError(
+                f"{version.name}:{version.number}'s {KIND_BY_MEMBER[name]} artifact {actual[:12]}.. is "
+                f"not the {name} its manifest records; re-release the version"
+            )
+    return _zip(members)
+
+
+def write_bundle(
+    path: str | os.PathLike[str],
+    *,
+    manifest: Mapping[str, Any],
+    signature: bytes,
+    files: Mapping[str, bytes],
+) -> Path:
+    """Write a bundle file (atomically) from a manifest, its raw signature and the two models."""
+    members = {
+        MANIFEST: canonical_manifest_bytes(manifest),
+        SIGNATURE: base64.b64encode(signature),
+        **{name: files[name] for name in (MODEL, INT8_MODEL)},
+    }
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(_zip(members))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def verify_bundle(bundle: str | os.PathLike[str] | bytes, public_key: Ed25519PublicKey) -> VerifiedBundle:
+    """Check a bundle offline: members, signature, digests, then the reference outputs.
+
+    Raises
+    ------
+    ArtifactError
+        At the first check that fails, naming the member and what differs.
+    NotFoundError
+        If ``bundle`` is a path that does not exist.
+    """
+    label, members = _read_members(bundle)
+    expected_kid = key_id(public_key)
+    try:
+        signature = base64.b64decode(members[SIGNATURE].strip(), validate=True)
+    except ValueError:
+        signature = b""
+    if not verify_signature(public_key, members[MANIFEST], signature):
+        raise ArtifactError(
+            f"manifest signature does not verify against public key {expected_kid}: the manifest was "
+            f"altered or signed by another key (signed by {_claimed_signer(members[MANIFEST])}); "
+            f"refusing bundle {label}"
+        )
+    try:
+        manifest = json.loads(members[MANIFEST])
+        _check_contents(label, manifest, members)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"the signed manifest of {label} is malformed ({exc!r}); refusing it") from exc
+    return VerifiedBundle(manifest, {n: members[n] for n in (MODEL, INT8_MODEL)}, expected_kid)
+
+
+def _check_contents(label: str, manifest: dict[str, Any], members: dict[str, bytes]) -> None:
+    """Check the format, the models' digests and their outputs on the reference rows."""
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"bundle {label} is format {manifest.get('format')!r} v{manifest.get('format_version')}; "
+            f"this fedge reads {FORMAT} v{FORMAT_VERSION}: upgrade fedge"
+        )
+    recorded = manifest["artifacts"]
+    if set(recorded) != {MODEL, INT8_MODEL}:
+        raise ArtifactError(
+            f"manifest of {label} lists artifacts {sorted(recorded)}, not {MODEL} and {INT8_MODEL}"
+        )
+    for name in (MODEL, INT8_MODEL):
+        actual, want = sha256_hex(members[name]), str(recorded[name]["sha256"])
+        if actual != want:
+            raise ArtifactError(
+                f"{name} has sha256 {actual[:12]}.. but the signed manifest records {want[:12]}..: the "
+                f"file was altered or replaced after signing; refusing bundle {label}"
+            )
+    reference = manifest["reference"]
+    rows = np.asarray(reference["inputs"], dtype=np.float32)
+    for name in (MODEL, INT8_MODEL):
+        want_out = np.asarray(reference["expected_outputs"][name], dtype=np.float32)
+        try:
+            got = run_onnx(members[name], rows)
+        except Exception as exc:
+            raise ArtifactError(f"{name} of {label} does not run in this onnxruntime: {exc}") from exc
+        diff = float(np.max(np.abs(got - want_out))) if got.shape == want_out.shape else math.inf
+        tolerance = float(reference["tolerance"][name])
+        if not diff <= tolerance:
+            raise ArtifactError(
+                f"{name} output differs from the manifest's expected outputs by {diff:.3g} (max abs, "
+                f"shape {got.shape} vs {want_out.shape}, tolerance {tolerance:.3g}) on its {len(rows)} "
+                "reference rows: this runtime does not reproduce the signed model; refusing it"
+            )
+
+
+def _zip(members: Mapping[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in BUNDLE_MEMBERS:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, members[name])
+    return buf.getvalue()
+
+
+def _read_members(bundle: str | os.PathLike[str] | bytes) -> tuple[str, dict[str, bytes]]:
+    if isinstance(bundle, bytes):
+        label, data = "<bytes>", bundle
+    else:
+        label = str(bundle)
+        try:
+            data = Path(bundle).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"bundle file {label} does not exist") from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+            counts = Counter(i.filename for i in infos)
+            missing = [n for n in BUNDLE_MEMBERS if n not in counts]
+            extra = sorted(n for n in counts if n not in BUNDLE_MEMBERS)
+            doubled = sorted(n for n, c in counts.items() if c > 1)
+            if missing or extra or doubled:
+                problems = [
+                    f"{what} {', '.join(names)}"
+                    for what, names in (("lacks", missing), ("has unexpected", extra), ("repeats", doubled))
+                    if names
+                ]
+                raise ArtifactError(
+                    f"bundle {label} {'; '.join(problems)}: a release bundle holds exactly "
+                    f"{', '.join(BUNDLE_MEMBERS)}; refusing it"
+                )
+            if any(i.file_size > MAX_MEMBER_BYTES for i in infos):
+                raise ArtifactError(f"bundle {label} has a member over {MAX_MEMBER_BYTES} bytes; refusing it")
+            return label, {i.filename: zf.read(i) for i in infos}
+    except zipfile.BadZipFile as exc:
+        raise ArtifactError(f"bundle {label} is not a readable zip ({exc}); refusing it") from exc
+
+
+def _claimed_signer(manifest_bytes: bytes) -> str:
+    """The signer key id an unverified manifest claims, for the refusal message only."""
+    try:
+        return str(json.loads(manifest_bytes)["signer"]["key_id"])
+    except (ValueError, KeyError, TypeError):
+        return "an unreadable signer"
+
+
+def _describe_onnx(onnx_bytes: bytes) -> tuple[dict[str, list[dict[str, Any]]], int]:
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    model = onnx.load_from_string(onnx_bytes)
+    initializers = {i.name for i in model.graph.initializer}
+
+    def spec(value: onnx.ValueInfoProto) -> dict[str, Any]:
+        tensor = value.type.tensor_type
+        dims = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+        if dims and isinstance(dims[0], str):
+            dims[0] = "batch"  # whatever the exporter named it, the first axis is the batch
+        return {"name": value.name, "shape": dims, "dtype": tensor_dtype_to_np_dtype(tensor.elem_type).name}
+
+    io_spec = {
+        "inputs": [spec(v) for v in model.graph.input if v.name not in initializers],
+        "outputs": [spec(v) for v in model.graph.output],
+    }
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return io_spec, int(opset)
+
+
+def _lineage_summary(version: VersionLike) -> dict[str, Any]:
+    lineage = version.lineage
+    nodes = lineage.get("nodes")
+    nodes = nodes if isinstance(nodes, list) else None
+    return {
+        "run_id": version.run_id,
+        "checkpoint_id": version.checkpoint_id,
+        "round": lineage.get("round"),
+        "task": lineage.get("task"),
+        "strategy": lineage.get("strategy"),
+        "config_hash": lineage.get("config_hash"),
+        "fedge_version": lineage.get("fedge_version"),
+        "git_commit": lineage.get("git_commit"),
+        "node_count": len(nodes) if nodes is not None else None,
+        "total_samples": sum(int(n.get("num_examples", 0)) for n in nodes) if nodes is not None else None,
+    }
+
+
+def _ref(version: VersionLike, kind: str) -> ArtifactRef | None:
+    return next((a for a in version.artifacts if a.kind == kind), None)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
