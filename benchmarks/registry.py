@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -308,10 +309,167 @@ def bench_int8(args: argparse.Namespace) -> list[Goal]:
     return goals
 
 
+def _fill(store: Any, *, versions: int, models: int) -> None:
+    """Bulk-insert ``versions`` versions (2 artifacts each) over ``models`` model names, with aliases."""
+    from sqlalchemy import insert
+
+    from registry.tables import AliasRow, ModelVersionRow, RunRow, VersionArtifactRow
+
+    engine = store._engine  # bulk insert through the store's own engine (100k ORM writes take minutes)
+    now = datetime.now(UTC)
+    chunk = 10_000
+    with engine.begin() as conn:
+        conn.execute(
+            insert(RunRow),
+            [
+                {
+                    "run_id": "bench",
+                    "task": "digits",
+                    "strategy": "fedavg",
+                    "num_rounds": 1,
+                    "status": "completed",
+                    "config": {},
+                    "config_hash": "0" * 64,
+                    "reason": "bench",
+                    "mode": "simulation",
+                    "created_at": now,
+                }
+            ],
+        )
+        for start in range(0, versions, chunk):
+            ids = range(start + 1, min(start + chunk, versions) + 1)
+            conn.execute(
+                insert(ModelVersionRow),
+                [
+                    {
+                        "id": i,
+                        "name": f"model-{i % models}",
+                        "number": i // models + 1,
+                        "run_id": "bench",
+                        "metrics": {"central-accuracy": 0.9},
+                        "lineage": {"nodes": []},
+                        "model_config": {},
+                        "description": "",
+                        "created_at": now,
+                    }
+                    for i in ids
+                ],
+            )
+            conn.execute(
+                insert(VersionArtifactRow),
+                [
+                    {"version_id": i, "kind": kind, "sha256": f"{i:064x}", "size": 1000, "media_type": "x"}
+                    for i in ids
+                    for kind in ("onnx", "weights")
+                ],
+            )
+        conn.execute(
+            insert(AliasRow),
+            [
+                {
+                    "name": f"model-{m}",
+                    "alias": alias,
+                    "version_id": versions - ((versions - m) % models),
+                    "updated_at": now,
+                }
+                for m in range(1, models)
+                for alias in ("candidate", "production")
+            ],
+        )
+
+
+def _p50_ms(fn: Callable[[], Any], repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return float(np.median(samples))
+
+
+def bench_lookups(args: argparse.Namespace) -> list[Goal]:
+    """Alias lookup and version listing p50 on SQLite with 100k versions vs 1k (same run)."""
+    import tempfile
+
+    from rich.table import Table
+
+    from registry import SqlRegistryStore
+
+    console = _console()
+    table = Table(title="registry lookups on SQLite (p50 ms)")
+    for col in ("versions", "fill s", "get_alias", "list 100 newest", "list 100 of one model", "by number"):
+        table.add_column(col, justify="right")
+    results: dict[int, dict[str, float]] = {}
+    for versions in (1_000, args.versions):
+        with tempfile.TemporaryDirectory(prefix="fedge-bench-lookups-") as tmp:
+            store = SqlRegistryStore(f"sqlite:///{tmp}/registry.db")
+            models = 100
+            t = time.perf_counter()
+            _fill(store, versions=versions, models=models)
+            fill = time.perf_counter() - t
+            rng = np.random.default_rng(0)
+            names = [f"model-{m}" for m in rng.integers(1, models, 64)]
+            it = iter(names * 100)
+
+            def alias(store: Any = store, it: Any = it) -> Any:
+                return store.get_alias(next(it), "production")
+
+            def newest(store: Any = store) -> Any:
+                return store.list_versions(limit=100)
+
+            def of_model(store: Any = store, it: Any = it) -> Any:
+                return store.list_versions(name=next(it), limit=100)
+
+            def by_number(store: Any = store, it: Any = it) -> Any:
+                return store.get_version_by_number(next(it), 3)
+
+            r = {
+                "get_alias": _p50_ms(alias, 300),
+                "list": _p50_ms(newest, 50),
+                "list_name": _p50_ms(of_model, 50),
+                "number": _p50_ms(by_number, 300),
+            }
+            store.close()
+        results[versions] = r
+        table.add_row(
+            f"{versions:,}",
+            f"{fill:.1f}",
+            f"{r['get_alias']:.2f}",
+            f"{r['list']:.2f}",
+            f"{r['list_name']:.2f}",
+            f"{r['number']:.2f}",
+        )
+    big, small = results[args.versions], results[1_000]
+    table.add_row(
+        "ratio", "", *(f"{big[k] / small[k]:.2f}x" for k in ("get_alias", "list", "list_name", "number"))
+    )
+    console.print(table)
+    return [
+        Goal(
+            "lookups",
+            f"alias lookup p50 ms, {args.versions:,} versions",
+            f"{big['get_alias']:.2f}",
+            "< 5",
+            big["get_alias"] < 5,
+        ),
+        Goal(
+            "lookups",
+            f"list 100 versions p50 ms, {args.versions:,} versions",
+            f"{big['list']:.2f}",
+            "< 5",
+            big["list"] < 5,
+        ),
+        Goal(
+            "lookups", "list 100 of one model p50 ms", f"{big['list_name']:.2f}", "< 5", big["list_name"] < 5
+        ),
+    ]
+
+
 # The benchmark's sections, run in this order; add one with a line here.
 SECTIONS: list[tuple[str, Callable[[argparse.Namespace], list[Goal]]]] = [
     ("packaging", bench_packaging),
     ("int8", bench_int8),
+    ("lookups", bench_lookups),
 ]
 
 
@@ -329,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default=",".join(names), help=f"comma-separated, of {', '.join(names)}")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs of the int8 section's models")
+    parser.add_argument("--versions", type=int, default=100_000, help="versions in the lookups section")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(names))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, func, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -272,13 +273,18 @@ class SqlRegistryStore(RegistryStore):
     def list_versions(
         self, *, name: str | None = None, run_id: str | None = None, limit: int = 100
     ) -> list[ModelVersion]:
+        table = ModelVersionRow.__table__  # type: ignore[attr-defined]
+        # Plain rows, not ORM objects: listing is the hot path and object validation dominated it.
+        query = sa_select(table)
+        if name is not None:
+            # Newest of one model by number: served by the (name, number) unique index.
+            query = query.where(table.c.name == name).order_by(table.c.number.desc())
+        else:
+            query = query.order_by(table.c.id.desc())
+        if run_id is not None:
+            query = query.where(table.c.run_id == run_id)
         with self._session() as s:
-            query = select(ModelVersionRow)
-            if name is not None:
-                query = query.where(ModelVersionRow.name == name)
-            if run_id is not None:
-                query = query.where(ModelVersionRow.run_id == run_id)
-            rows = s.exec(query.order_by(ModelVersionRow.id.desc()).limit(limit)).all()  # type: ignore[union-attr]
+            rows = s.connection().execute(query.limit(limit)).all()
             return _versions(s, rows)
 
     def move_aliases(self, moves: Sequence[AliasMove], *, actor: str, reason: str = "") -> list[ModelVersion]:
@@ -524,23 +530,24 @@ def _version(session: Session, row: ModelVersionRow) -> ModelVersion:
     return _versions(session, [row])[0]
 
 
-def _versions(session: Session, rows: Sequence[ModelVersionRow]) -> list[ModelVersion]:
+def _versions(session: Session, rows: Sequence[Any]) -> list[ModelVersion]:
     """Convert rows to public versions with two queries in all (artifacts, aliases), not 2 per row."""
     ids = [r.id for r in rows if r.id is not None]
     arts: dict[int, list[ArtifactRef]] = {i: [] for i in ids}
     aliases: dict[int, list[str]] = {i: [] for i in ids}
     if ids:
-        for a in session.exec(
-            select(VersionArtifactRow)
-            .where(VersionArtifactRow.version_id.in_(ids))  # type: ignore[attr-defined]
-            .order_by(VersionArtifactRow.kind)
-        ).all():
-            arts[a.version_id].append(ArtifactRef(a.kind, a.sha256, a.size, a.media_type))
-        for version_id, alias in session.exec(
-            select(AliasRow.version_id, AliasRow.alias)
-            .where(AliasRow.version_id.in_(ids))  # type: ignore[attr-defined]
-            .order_by(AliasRow.alias)
-        ).all():
+        conn = session.connection()
+        art = VersionArtifactRow.__table__.c  # type: ignore[attr-defined]
+        for version_id, kind, sha, size, media in conn.execute(
+            sa_select(art.version_id, art.kind, art.sha256, art.size, art.media_type)
+            .where(art.version_id.in_(ids))
+            .order_by(art.kind)
+        ):
+            arts[version_id].append(ArtifactRef(kind, sha, size, media))
+        ali = AliasRow.__table__.c  # type: ignore[attr-defined]
+        for version_id, alias in conn.execute(
+            sa_select(ali.version_id, ali.alias).where(ali.version_id.in_(ids)).order_by(ali.alias)
+        ):
             aliases[version_id].append(alias)
     out = []
     for row in rows:
@@ -555,7 +562,9 @@ def _versions(session: Session, rows: Sequence[ModelVersionRow]) -> list[ModelVe
                 artifacts=tuple(arts[row.id]),
                 metrics=dict(row.metrics),
                 lineage=dict(row.lineage),
-                model_config=dict(row.model_config_json),
+                model_config=dict(
+                    row._mapping["model_config"] if hasattr(row, "_mapping") else row.model_config_json
+                ),
                 description=row.description,
                 aliases=tuple(aliases[row.id]),
                 created_at=row.created_at,
