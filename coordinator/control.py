@@ -45,6 +45,10 @@ class FlowerControl:
     """Submit and follow runs on one SuperLink (``host:port``, plain HTTP on loopback)."""
 
     def __init__(self, address: str) -> None:
+        # Import every message type here, in the thread that makes the first client: the log
+        # stream runs in a second thread, and two threads importing one package can deadlock.
+        import flwr.proto.control_pb2
+        import flwr.proto.federation_config_pb2  # noqa: F401
         from flwr.supercore.control.control_http_client import ControlHttpClient
         from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
 

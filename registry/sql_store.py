@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,10 +13,11 @@ from sqlalchemy import event, func, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
 from fedge.errors import ConflictError, NotFoundError, RegistryError, RegistryUnavailableError
 from registry.audit import GENESIS_HASH, entry_hash
+from registry.migrate import upgrade_schema
 from registry.schemas import (
     AliasEvent,
     AliasMove,
@@ -69,39 +69,17 @@ class SqlRegistryStore(RegistryStore):
             event.listen(self._engine, "connect", _sqlite_pragmas)
         try:
             self._create_schema()
-        except OperationalError as exc:
+        except SQLAlchemyError as exc:
             self._engine.dispose()
             raise RegistryUnavailableError(
-                f"cannot open the registry database {_redact(url)}: {exc.orig}; check that the "
-                "path exists and is writable"
+                f"cannot open the registry database {_redact(url)}: {getattr(exc, 'orig', exc)}; "
+                "check that the path exists and is writable"
             ) from exc
 
-    def _create_schema(self, attempts: int = 5) -> None:
-        """Create missing tables; tolerate another process creating them at the same moment."""
-        tables = [
-            SQLModel.metadata.tables[str(t.__tablename__)]
-            for t in (
-                RunRow,
-                CheckpointRow,
-                ModelVersionRow,
-                VersionArtifactRow,
-                AliasRow,
-                AliasEventRow,
-                ApprovalRow,
-                AuditRow,
-                AuditHeadRow,
-            )
-        ]
-        for attempt in range(attempts):
-            try:
-                SQLModel.metadata.create_all(self._engine, tables=tables)
-                self._ensure_audit_head()
-                return
-            except OperationalError as exc:
-                # Two processes opening a new registry race between "check" and "create".
-                if "already exists" not in str(exc.orig) or attempt == attempts - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+    def _create_schema(self) -> None:
+        """Migrate to the newest schema revision (safe when processes open a new registry at once)."""
+        upgrade_schema(self._engine)
+        self._ensure_audit_head()
 
     def _ensure_audit_head(self) -> None:
         with Session(self._engine) as s:
@@ -212,6 +190,7 @@ class SqlRegistryStore(RegistryStore):
         self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = (), actor: str = "system"
     ) -> ModelVersion:
         with self._session() as s:
+            _lock_writers(s)
             if version.run_id is not None:
                 _get(s, RunRow, version.run_id, f"run {version.run_id!r}")
             last = s.exec(
@@ -289,6 +268,7 @@ class SqlRegistryStore(RegistryStore):
 
     def move_aliases(self, moves: Sequence[AliasMove], *, actor: str, reason: str = "") -> list[ModelVersion]:
         with self._session() as s:
+            _lock_writers(s)
             rows = []
             for move in moves:
                 row = _get(s, ModelVersionRow, move.version_id, f"model version {move.version_id}")
@@ -323,6 +303,7 @@ class SqlRegistryStore(RegistryStore):
 
     def add_approval(self, version_id: int, alias: str, *, actor: str, comment: str = "") -> Approval:
         with self._session() as s:
+            _lock_writers(s)
             version = _get(s, ModelVersionRow, version_id, f"model version {version_id}")
             existing = s.exec(
                 select(ApprovalRow).where(
@@ -432,6 +413,14 @@ def _move_alias(session: Session, name: str, alias: str, version_id: int, *, act
         subject=f"{name}@{alias}",
         details={"from_version_id": previous, "to_version_id": version_id, "reason": reason},
     )
+
+
+def _lock_writers(session: Session) -> None:
+    """Take the registry's write lock before reading what a write depends on (alias holders,
+    version numbers, approvals): a no-op UPDATE of the audit chain head, which is SQLite's
+    reserved lock and a PostgreSQL row lock. Without it two writers can both read "no alias yet"
+    and both insert one."""
+    session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(hash=AuditHeadRow.hash))  # type: ignore[arg-type]
 
 
 def _append_audit(
