@@ -17,13 +17,10 @@ Verification needs no torch and no ``onnx`` package: numpy, onnxruntime and cryp
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 import os
 import tempfile
-import zipfile
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,8 +29,22 @@ from typing import Any
 
 import numpy as np
 
-from fedge.crypto import Ed25519PrivateKey, Ed25519PublicKey, key_id, sign, verify_signature
+from fedge.crypto import Ed25519PrivateKey, key_id, sign
 from fedge.errors import ArtifactError, ConfigError, DataError, ExportError, NotFoundError
+from fedge.release_format import (
+    BUNDLE_MEMBERS,
+    FORMAT,
+    FORMAT_VERSION,
+    INT8_MODEL,
+    MANIFEST,
+    MODEL,
+    RELATIVE_TOLERANCE,
+    SIGNATURE,
+    VerifiedBundle,
+    canonical_manifest_bytes,
+    verify_bundle,
+    zip_members,
+)
 from fedge.version import fedge_version
 from registry.artifacts import sha256_hex
 from registry.onnx_export import run_onnx
@@ -56,17 +67,9 @@ __all__ = [
     "write_bundle",
 ]
 
-FORMAT = "fedge.release-bundle"
-FORMAT_VERSION = 1
-MANIFEST, SIGNATURE, MODEL, INT8_MODEL = "manifest.json", "manifest.sig", "model.onnx", "model.int8.onnx"
-BUNDLE_MEMBERS = (MANIFEST, SIGNATURE, MODEL, INT8_MODEL)
+# The registry's artifact kind for each bundle member.
 KIND_BY_MEMBER = {MODEL: "onnx", INT8_MODEL: "onnx-int8", MANIFEST: "manifest", SIGNATURE: "manifest-sig"}
 REFERENCE_ROWS = 4
-# Expected outputs are checked to within these fractions of the largest expected |output| (at least
-# 1): fp32 differs across CPUs only by summation order; int8's activation rounding can move by a
-# quantization step on another instruction set. A different model misses both by orders of magnitude.
-RELATIVE_TOLERANCE = {MODEL: 1e-4, INT8_MODEL: 1e-2}
-MAX_MEMBER_BYTES = 2**31  # protobuf's limit for one ONNX file; also bounds a hostile zip
 
 VersionLike = ModelVersionCreate | ModelVersion
 
@@ -79,22 +82,6 @@ class Release:
     manifest_bytes: bytes
     signature: bytes
     files: dict[str, bytes]
-
-
-@dataclass(frozen=True)
-class VerifiedBundle:
-    """A bundle that passed :func:`verify_bundle`: its manifest, model files and signer's key id."""
-
-    manifest: dict[str, Any]
-    files: dict[str, bytes]
-    key_id: str
-
-
-def canonical_manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
-    """The bytes that are signed: compact JSON with sorted keys, UTF-8, no NaN or infinity."""
-    return json.dumps(
-        manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
 def build_manifest(
@@ -269,7 +256,7 @@ def assemble_bundle(registry: Registry, version: ModelVersion) -> bytes:
                 f"{version.name}:{version.number}'s {KIND_BY_MEMBER[name]} artifact {actual[:12]}.. is "
                 f"not the {name} its manifest records; re-release the version"
             )
-    return _zip(members)
+    return zip_members(members)
 
 
 def write_bundle(
@@ -289,130 +276,12 @@ def write_bundle(
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(_zip(members))
+            fh.write(zip_members(members))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def verify_bundle(bundle: str | os.PathLike[str] | bytes, public_key: Ed25519PublicKey) -> VerifiedBundle:
-    """Check a bundle offline: members, signature, digests, then the reference outputs.
-
-    Raises
-    ------
-    ArtifactError
-        At the first check that fails, naming the member and what differs.
-    NotFoundError
-        If ``bundle`` is a path that does not exist.
-    """
-    label, members = _read_members(bundle)
-    expected_kid = key_id(public_key)
-    try:
-        signature = base64.b64decode(members[SIGNATURE].strip(), validate=True)
-    except ValueError:
-        signature = b""
-    if not verify_signature(public_key, members[MANIFEST], signature):
-        raise ArtifactError(
-            f"manifest signature does not verify against public key {expected_kid}: the manifest was "
-            f"altered or signed by another key (signed by {_claimed_signer(members[MANIFEST])}); "
-            f"refusing bundle {label}"
-        )
-    try:
-        manifest = json.loads(members[MANIFEST])
-        _check_contents(label, manifest, members)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"the signed manifest of {label} is malformed ({exc!r}); refusing it") from exc
-    return VerifiedBundle(manifest, {n: members[n] for n in (MODEL, INT8_MODEL)}, expected_kid)
-
-
-def _check_contents(label: str, manifest: dict[str, Any], members: dict[str, bytes]) -> None:
-    """Check the format, the models' digests and their outputs on the reference rows."""
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(
-            f"bundle {label} is format {manifest.get('format')!r} v{manifest.get('format_version')}; "
-            f"this fedge reads {FORMAT} v{FORMAT_VERSION}: upgrade fedge"
-        )
-    recorded = manifest["artifacts"]
-    if set(recorded) != {MODEL, INT8_MODEL}:
-        raise ArtifactError(
-            f"manifest of {label} lists artifacts {sorted(recorded)}, not {MODEL} and {INT8_MODEL}"
-        )
-    for name in (MODEL, INT8_MODEL):
-        actual, want = sha256_hex(members[name]), str(recorded[name]["sha256"])
-        if actual != want:
-            raise ArtifactError(
-                f"{name} has sha256 {actual[:12]}.. but the signed manifest records {want[:12]}..: the "
-                f"file was altered or replaced after signing; refusing bundle {label}"
-            )
-    reference = manifest["reference"]
-    rows = np.asarray(reference["inputs"], dtype=np.float32)
-    for name in (MODEL, INT8_MODEL):
-        want_out = np.asarray(reference["expected_outputs"][name], dtype=np.float32)
-        try:
-            got = run_onnx(members[name], rows)
-        except Exception as exc:
-            raise ArtifactError(f"{name} of {label} does not run in this onnxruntime: {exc}") from exc
-        diff = float(np.max(np.abs(got - want_out))) if got.shape == want_out.shape else math.inf
-        tolerance = float(reference["tolerance"][name])
-        if not diff <= tolerance:
-            raise ArtifactError(
-                f"{name} output differs from the manifest's expected outputs by {diff:.3g} (max abs, "
-                f"shape {got.shape} vs {want_out.shape}, tolerance {tolerance:.3g}) on its {len(rows)} "
-                "reference rows: this runtime does not reproduce the signed model; refusing it"
-            )
-
-
-def _zip(members: Mapping[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name in BUNDLE_MEMBERS:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, members[name])
-    return buf.getvalue()
-
-
-def _read_members(bundle: str | os.PathLike[str] | bytes) -> tuple[str, dict[str, bytes]]:
-    if isinstance(bundle, bytes):
-        label, data = "<bytes>", bundle
-    else:
-        label = str(bundle)
-        try:
-            data = Path(bundle).read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(f"bundle file {label} does not exist") from None
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            infos = zf.infolist()
-            counts = Counter(i.filename for i in infos)
-            missing = [n for n in BUNDLE_MEMBERS if n not in counts]
-            extra = sorted(n for n in counts if n not in BUNDLE_MEMBERS)
-            doubled = sorted(n for n, c in counts.items() if c > 1)
-            if missing or extra or doubled:
-                problems = [
-                    f"{what} {', '.join(names)}"
-                    for what, names in (("lacks", missing), ("has unexpected", extra), ("repeats", doubled))
-                    if names
-                ]
-                raise ArtifactError(
-                    f"bundle {label} {'; '.join(problems)}: a release bundle holds exactly "
-                    f"{', '.join(BUNDLE_MEMBERS)}; refusing it"
-                )
-            if any(i.file_size > MAX_MEMBER_BYTES for i in infos):
-                raise ArtifactError(f"bundle {label} has a member over {MAX_MEMBER_BYTES} bytes; refusing it")
-            return label, {i.filename: zf.read(i) for i in infos}
-    except zipfile.BadZipFile as exc:
-        raise ArtifactError(f"bundle {label} is not a readable zip ({exc}); refusing it") from exc
-
-
-def _claimed_signer(manifest_bytes: bytes) -> str:
-    """The signer key id an unverified manifest claims, for the refusal message only."""
-    try:
-        return str(json.loads(manifest_bytes)["signer"]["key_id"])
-    except (ValueError, KeyError, TypeError):
-        return "an unreadable signer"
 
 
 def _describe_onnx(onnx_bytes: bytes) -> tuple[dict[str, list[dict[str, Any]]], int]:
