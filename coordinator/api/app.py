@@ -5,13 +5,15 @@
 
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.auth import Principal, TokenStore, require_role
+from coordinator.device_reports import DeviceReportStore
 from fedge.errors import AuthenticationError, FedgeError, http_status_for
 from registry import Registry, RegistryConfig, create_registry_router, open_registry
 
@@ -33,16 +35,37 @@ class CoordinatorSettings:
     tokens_url: str = ""
 
 
+class ModelRef(BaseModel):
+    """The model a device serves."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    version: str = Field(min_length=1, max_length=64)
+
+
+class DeviceReportIn(BaseModel):
+    """A device's periodic report: aggregates only, never an input row."""
+
+    model_config = ConfigDict(extra="forbid")
+    device: str = Field(min_length=1, max_length=128)
+    model: ModelRef
+    served: int = Field(ge=0)
+    health: dict[str, Any] = Field(default_factory=dict)
+    drift: dict[str, Any] = Field(default_factory=dict)
+
+
 def create_app(settings: CoordinatorSettings) -> FastAPI:
     """Build the app; nothing is opened at import time, everything here is per app."""
     registry = open_registry(settings.registry)
     tokens = TokenStore(settings.tokens_url or settings.registry.resolved_database_url())
+    reports = DeviceReportStore(settings.tokens_url or settings.registry.resolved_database_url())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
         yield
         registry.close()
         tokens.close()
+        reports.close()
 
     app = FastAPI(
         title="fedge coordinator",
@@ -76,6 +99,23 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         ),
         prefix=f"{API_PREFIX}/registry",
     )
+
+    @app.post(f"{API_PREFIX}/edge/reports", status_code=201, tags=["edge"])
+    def post_device_report(body: DeviceReportIn, actor: Annotated[str, Depends(reader)]) -> dict[str, Any]:
+        stored = reports.add(
+            device=body.device,
+            model_name=body.model.name,
+            model_version=body.model.version,
+            served=body.served,
+            health=body.health,
+            drift=body.drift,
+            reported_by=actor,
+        )
+        return {"id": stored.id, "received_at": stored.received_at.isoformat()}
+
+    @app.get(f"{API_PREFIX}/edge/devices", tags=["edge"])
+    def list_devices(_actor: Annotated[str, Depends(reader)]) -> list[dict[str, Any]]:
+        return [asdict(r) for r in reports.latest_by_device()]
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

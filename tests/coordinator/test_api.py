@@ -171,3 +171,29 @@ def test_revoked_token_is_refused(tmp_path: Path) -> None:
         store.authenticate(secret)
     assert all(secret not in repr(t) for t in store.list())
     store.close()
+
+
+def test_devices_report_aggregates_and_the_latest_per_device_is_listed(api) -> None:  # type: ignore[no-untyped-def]
+    client, tokens, _ = api
+    report = {
+        "device": "kiosk-7",
+        "model": {"name": "digits", "version": "digits:1"},
+        "served": 120,
+        "health": {"status": "ok"},
+        "drift": {"bin_edges": [0.0, 0.5, 1.0], "counts": {"pixel_0_0": [100, 20]}},
+    }
+
+    first = client.post("/api/v1/edge/reports", json=report, headers=auth(tokens["viewer"]))
+    second = client.post(
+        "/api/v1/edge/reports", json={**report, "served": 150}, headers=auth(tokens["viewer"])
+    )
+    with_rows = client.post(
+        "/api/v1/edge/reports", json={**report, "rows": [[0.1] * 64]}, headers=auth(tokens["viewer"])
+    )
+    anonymous = client.post("/api/v1/edge/reports", json=report)
+    devices = client.get("/api/v1/edge/devices", headers=auth(tokens["viewer"])).json()
+
+    assert first.status_code == 201 and second.status_code == 201
+    assert with_rows.status_code == 422 and "rows" in with_rows.text
+    assert anonymous.status_code == 401
+    assert [(d["device"], d["served"], d["reported_by"]) for d in devices] == [("kiosk-7", 150, "viewer-1")]
