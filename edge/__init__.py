@@ -1,6 +1,30 @@
-"""The edge agent and ONNX serving runtime (installs with ``fedge[edge]``: no torch, no flwr).
+"""The edge serving runtime (installs with ``fedge[edge]``: no torch, no flwr).
 
-Not built yet: the alias-following agent and the serving runtime are tracked in their own issue.
+An ONNX model from a verified release bundle runs in a :class:`ModelRuntime` (in-process
+``predict``, manifest-checked ``validate``); a :class:`ModelSlot` holds the active runtime, swaps it
+atomically and can split traffic with, or shadow, a second one; :func:`create_serving_app` serves a
+slot over HTTP (JSON or .npy, micro-batched in cloud mode by :class:`MicroBatcher`) with Prometheus
+:class:`ServingMetrics` on a private registry.
 """
 
-__all__: list[str] = []
+from edge.batching import MicroBatcher
+from edge.metrics import METRICS_CONTENT_TYPE, ServingMetrics
+from edge.runtime import PRECISIONS, InputRejectedError, ModelRuntime, Precision
+from edge.server import NPY_CONTENT_TYPE, create_serving_app
+from edge.slot import ModelSlot, Route, SecondaryMode, ShadowStats
+
+__all__ = [
+    "METRICS_CONTENT_TYPE",
+    "NPY_CONTENT_TYPE",
+    "PRECISIONS",
+    "InputRejectedError",
+    "MicroBatcher",
+    "ModelRuntime",
+    "ModelSlot",
+    "Precision",
+    "Route",
+    "SecondaryMode",
+    "ServingMetrics",
+    "ShadowStats",
+    "create_serving_app",
+]
