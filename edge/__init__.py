@@ -4,27 +4,35 @@ An ONNX model from a verified release bundle runs in a :class:`ModelRuntime` (in
 ``predict``, manifest-checked ``validate``); a :class:`ModelSlot` holds the active runtime, swaps it
 atomically and can split traffic with, or shadow, a second one; :func:`create_serving_app` serves a
 slot over HTTP (JSON or .npy, micro-batched in cloud mode by :class:`MicroBatcher`) with Prometheus
-:class:`ServingMetrics` on a private registry.
+:class:`ServingMetrics` on a private registry. The :class:`EdgeAgent` follows a registry alias:
+download, verify (signature, digests, reference outputs), activate atomically, roll back, report.
 """
 
+from edge.agent import ActivationResult, EdgeAgent, NoModelAvailableError
 from edge.batching import MicroBatcher
 from edge.metrics import METRICS_CONTENT_TYPE, ServingMetrics
 from edge.runtime import PRECISIONS, InputRejectedError, ModelRuntime, Precision
 from edge.server import NPY_CONTENT_TYPE, create_serving_app
 from edge.slot import ModelSlot, Route, SecondaryMode, ShadowStats
+from edge.state import EdgeState, VersionRecord
 
 __all__ = [
     "METRICS_CONTENT_TYPE",
     "NPY_CONTENT_TYPE",
     "PRECISIONS",
+    "ActivationResult",
+    "EdgeAgent",
+    "EdgeState",
     "InputRejectedError",
     "MicroBatcher",
     "ModelRuntime",
     "ModelSlot",
+    "NoModelAvailableError",
     "Precision",
     "Route",
     "SecondaryMode",
     "ServingMetrics",
     "ShadowStats",
+    "VersionRecord",
     "create_serving_app",
 ]

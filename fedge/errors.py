@@ -17,7 +17,8 @@
     ├── ArtifactError               artifact_invalid 422
     ├── ExportError                 export_failed   500
     │   └── ParityError             parity_failed   422
-    └── FederationError             federation_failed 502
+    ├── FederationError             federation_failed 502
+    └── NoModelAvailableError       edge_no_model   503
 
 Domain code raises these; the transports (CLI, HTTP) map ``code`` to an exit status or an HTTP
 status through :data:`HTTP_STATUS_BY_CODE`, in one place.
@@ -36,6 +37,7 @@ __all__ = [
     "FederationError",
     "FedgeError",
     "GateRefusedError",
+    "NoModelAvailableError",
     "NotFoundError",
     "ParityError",
     "PermissionDeniedError",
@@ -156,6 +158,12 @@ class FederationError(FedgeError):
     code = "federation_failed"
 
 
+class NoModelAvailableError(FedgeError):
+    """An edge device has no activated model in its state folder and cannot reach the registry."""
+
+    code = "edge_no_model"
+
+
 HTTP_STATUS_BY_CODE: dict[str, int] = {
     FedgeError.code: 500,
     ConfigError.code: 422,
@@ -173,6 +181,7 @@ HTTP_STATUS_BY_CODE: dict[str, int] = {
     ExportError.code: 500,
     ParityError.code: 422,
     FederationError.code: 502,
+    NoModelAvailableError.code: 503,
 }
 
 

@@ -1,0 +1,122 @@
+"""``fedge edge run|rollback|status``: follow a registry alias on a device and serve it.
+
+Imports of ``edge`` happen inside each command, so ``fedge edge ...`` loads neither torch nor flwr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from typing import Annotated
+
+import typer
+
+from fedge.cli.errors import reports_errors
+
+__all__ = ["edge_app"]
+
+edge_app = typer.Typer(help="Run the edge agent and its serving endpoint.", no_args_is_help=True)
+
+DirOpt = Annotated[str, typer.Option("--dir", help="The agent's state folder")]
+log = logging.getLogger("fedge.cli.edge")
+
+
+@edge_app.command("run")
+@reports_errors
+def run(
+    registry: Annotated[str, typer.Option("--registry", help="Coordinator URL, e.g. http://host:8080")],
+    public_key: Annotated[str, typer.Option("--public-key", help="The pinned release public key (PEM)")],
+    state_dir: DirOpt = ".fedge-edge",
+    name: Annotated[str, typer.Option("--name", help="Model name to follow")] = "digits",
+    alias: Annotated[str, typer.Option("--alias", help="Alias to follow")] = "production",
+    token: Annotated[str, typer.Option("--token", envvar="FEDGE_TOKEN", help="Bearer token (viewer)")] = "",
+    host: Annotated[str, typer.Option(help="Serving bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Serving port")] = 8090,
+    poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between polls")] = 30.0,
+    report_interval: Annotated[
+        float, typer.Option("--report-interval", help="Seconds between device reports")
+    ] = 60.0,
+    cloud: Annotated[
+        bool, typer.Option("--cloud/--device", help="Cloud: micro-batch concurrent requests")
+    ] = False,
+    precision: Annotated[str, typer.Option("--precision", help="fp32 or int8")] = "fp32",
+    device_name: Annotated[str, typer.Option("--device-name", help="Name in device reports")] = "",
+) -> None:
+    """Serve the verified model NAME@ALIAS and keep following the alias."""
+    import uvicorn
+
+    from edge import ModelSlot, ServingMetrics, create_serving_app
+    from edge.agent import EdgeAgent
+    from fedge.crypto import load_public_key
+    from fedge.errors import ConfigError
+
+    if precision not in ("fp32", "int8"):
+        raise ConfigError(f"--precision {precision!r} is not fp32 or int8")
+    logging.getLogger("edge").setLevel(logging.INFO)
+    metrics = ServingMetrics()
+    slot = ModelSlot(metrics=metrics)
+    agent = EdgeAgent(
+        registry,
+        name,
+        alias,
+        load_public_key(public_key),
+        state_dir,
+        token=token or None,
+        slot=slot,
+        metrics=metrics,
+        precision=precision,  # type: ignore[arg-type]
+        poll_interval_s=poll_interval,
+        report_interval_s=report_interval,
+        device_name=device_name or socket.gethostname(),
+    )
+    agent.start_offline()
+    stop = threading.Event()
+    poller = threading.Thread(target=agent.run_forever, args=(stop,), name="edge-agent", daemon=True)
+    app = create_serving_app(slot, batching=cloud, status_provider=agent.status, metrics=metrics)
+    poller.start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        stop.set()
+        poller.join(timeout=30)
+        agent.close()
+
+
+@edge_app.command("rollback")
+@reports_errors
+def rollback(state_dir: DirOpt = ".fedge-edge") -> None:
+    """Return to the previous good version (a running agent follows within one poll)."""
+    from edge.state import EdgeState
+
+    state = EdgeState(state_dir)
+    restored, abandoned = state.rollback("operator")
+    state.record(
+        version=restored.label,
+        result="rolled_back",
+        reason="operator",
+        message=f"from {abandoned.label if abandoned else 'nothing'} (fedge edge rollback)",
+    )
+    typer.echo(f"rolled back from {abandoned.label if abandoned else 'nothing'} to {restored.label}")
+
+
+@edge_app.command("status")
+@reports_errors
+def status(
+    state_dir: DirOpt = ".fedge-edge",
+    history: Annotated[int, typer.Option(help="How many history entries to show")] = 10,
+) -> None:
+    """Show the active and previous versions, versions refused, and recent outcomes."""
+    from edge.state import EdgeState
+
+    state = EdgeState(state_dir)
+    active, previous = state.active(), state.previous()
+    body = {
+        "dir": str(state.root),
+        "active": active.label if active else None,
+        "previous": previous.label if previous else None,
+        "bad": state.bad_versions(),
+        "history": state.history(history),
+    }
+    typer.echo(json.dumps(body, indent=2))

@@ -1,0 +1,156 @@
+"""``fedge edge run`` as a real process against a real coordinator process, both on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from coordinator.auth import TokenStore
+from fedge.crypto import generate_private_key, save_public_key
+from registry import RegistryConfig, open_registry
+from tests.edge.test_agent import NAME, Coordinator, build_models
+from tests.processes import processes_under
+
+pytestmark = pytest.mark.slow
+
+COORDINATOR = (
+    "import sys, uvicorn\n"
+    "from coordinator.api import CoordinatorSettings, create_app\n"
+    "from registry import RegistryConfig\n"
+    "app = create_app(CoordinatorSettings(registry=RegistryConfig(root=sys.argv[1])))\n"
+    "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[2]), log_level='warning')\n"
+)
+
+
+def edge_command() -> list[str]:
+    """``fedge edge`` once the main CLI registers it; the edge app itself until then."""
+    from fedge.cli.main import app
+
+    if any(group.name == "edge" for group in app.registered_groups):
+        return [str(Path(sys.executable).parent / "fedge"), "edge"]
+    return [sys.executable, "-c", "from fedge.cli.edge_cmd import edge_app; edge_app(prog_name='fedge edge')"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, *, timeout: float = 60, status: int = 200) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == status:
+                return response
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not answer {status} within {timeout}s")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+    return int(proc.returncode)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "FLWR_HOME": str(tmp_path / "flwr"), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path, env: dict[str, str]) -> Iterator[Coordinator]:
+    config = RegistryConfig(root=str(tmp_path / "reg"))
+    registry = open_registry(config)
+    tokens = TokenStore(config.resolved_database_url())
+    _, token = tokens.create(name="edge-device", role="viewer")
+    tokens.close()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", COORDINATOR, config.root, str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "coordinator.log", "wb"),  # noqa: SIM115
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz")
+        yield Coordinator(f"http://127.0.0.1:{port}", token, registry, generate_private_key(), build_models())
+    finally:
+        stop(proc)
+        registry.close()
+
+
+def test_edge_run_serves_switches_on_promotion_and_stops_cleanly(
+    coordinator: Coordinator, tmp_path: Path, env: dict[str, str]
+) -> None:
+    v1 = coordinator.release(0)
+    key_path = save_public_key(coordinator.key.public_key(), tmp_path / "release.pub.pem")
+    port = free_port()
+    log_path = tmp_path / "edge.log"
+    edge = subprocess.Popen(
+        [
+            *edge_command(), "run", "--registry", coordinator.url, "--name", NAME, "--alias", "production",
+            "--public-key", str(key_path), "--dir", str(tmp_path / "state"), "--port", str(port),
+            "--poll-interval", "0.5", "--report-interval", "1", "--device-name", "e2e-device",
+        ],
+        env={**env, "FEDGE_TOKEN": coordinator.token},
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_path, "wb"),  # noqa: SIM115
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    rows = {"rows": coordinator.models.rows[:3].tolist()}
+    try:
+        wait_for(f"{base}/healthz")
+        first = httpx.post(f"{base}/v1/predict", json=rows).json()
+        assert first["version"] == f"{NAME}:{v1.number}"
+
+        v2 = coordinator.release(1)
+        deadline = time.monotonic() + 30
+        failures, version = 0, first["version"]
+        while version != f"{NAME}:{v2.number}":
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            response = httpx.post(f"{base}/v1/predict", json=rows)
+            failures += response.status_code != 200
+            version = response.json().get("version", version)
+        assert failures == 0
+        model = httpx.get(f"{base}/v1/model").json()
+        assert model["agent"]["active"] == f"{NAME}:{v2.number}"
+        assert model["agent"]["previous"] == f"{NAME}:{v1.number}"
+    finally:
+        code = stop(edge)
+
+    assert code == 0, log_path.read_text()[-2000:]
+    assert not processes_under(tmp_path / "state")
+    status = subprocess.run(
+        [*edge_command(), "status", "--dir", str(tmp_path / "state")],
+        capture_output=True,
+        env=env,
+        check=True,
+    )
+    assert f'"active": "{NAME}:{v2.number}"' in status.stdout.decode()
+    rolled = subprocess.run(
+        [*edge_command(), "rollback", "--dir", str(tmp_path / "state")],
+        capture_output=True,
+        env=env,
+        check=True,
+    )
+    assert f"to {NAME}:{v1.number}" in rolled.stdout.decode()
