@@ -26,10 +26,35 @@ def exit_code_for(error: FedgeError) -> int:
     return 1
 
 
+# Modules that come with the `server` extra; an edge-only install lacks them.
+SERVER_MODULES = {
+    "flwr",
+    "torch",
+    "sqlmodel",
+    "sqlalchemy",
+    "hydra",
+    "omegaconf",
+    "onnx",
+    "sklearn",
+    "alembic",
+    "psutil",
+}
+
+
 @contextmanager
 def _report() -> Iterator[None]:
     try:
         yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SERVER_MODULES:
+            raise
+        typer.secho(
+            f"error [missing_extra]: this command needs {exc.name!r}, which comes with the server "
+            "extra: pip install 'fedge[server]' (an edge device needs only 'fedge[edge]')",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2) from None
     except FedgeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else exc.code
         typer.secho(f"error [{exc.code}]: {first}", fg=typer.colors.RED, err=True)
