@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -366,9 +367,28 @@ class SqlRegistryStore(RegistryStore):
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA journal_mode=WAL")
+    set_wal_mode(cur)
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def set_wal_mode(cursor: Any, attempts: int = 50) -> None:
+    """Switch a SQLite file to WAL, retrying while another process holds the lock.
+
+    Changing the journal mode needs an exclusive lock and answers "database is locked" at once,
+    busy timeout or not, when several processes open a new registry together. WAL is a property of
+    the file: once one process set it, the others find it set.
+    """
+    import sqlite3
+
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
 
 
 def _redact(url: str) -> str:

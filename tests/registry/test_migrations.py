@@ -36,6 +36,7 @@ from registry.migrate import (
     registry_table_names,
     upgrade_schema,
 )
+from registry.sql_store import set_wal_mode
 
 BASELINE_TABLES = ("runs", "checkpoints", "model_versions", "version_artifacts", "aliases")
 GOVERNANCE_TABLES = {"alias_events", "approvals", "audit_log", "audit_head"}
@@ -48,7 +49,7 @@ def sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        set_wal_mode(cur)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
