@@ -3,13 +3,16 @@
 While the model is idle a request runs on the next event-loop turn (joined by whatever arrived
 meanwhile); while it is busy, requests queue until it is free, ``max_batch`` rows are queued, or
 ``max_wait_ms`` passed, so that under load one onnxruntime call serves many requests. The model
-runs in a thread executor, off the event loop. Rows for different runtimes (a swap or an A/B split
+runs in a thread executor, off the event loop, unless a batch is expected to take less than
+``inline_budget_ms`` (measured per row as batches run): then the thread hop would cost more than
+the model, and the batch runs on the loop. Rows for different runtimes (a swap or an A/B split
 in the middle of a batch) run as separate calls, each on the runtime its request chose.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 
@@ -44,6 +47,7 @@ class MicroBatcher:
         max_wait_ms: float = 2.0,
         executor: Executor | None = None,
         on_batch: Callable[[int], None] | None = None,
+        inline_budget_ms: float = 0.2,
     ) -> None:
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError(f"max_batch {max_batch} must be >= 1 and max_wait_ms {max_wait_ms} >= 0")
@@ -52,6 +56,8 @@ class MicroBatcher:
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="fedge-batch")
         self._on_batch = on_batch
+        self.inline_budget = inline_budget_ms / 1000.0
+        self._seconds_per_row: dict[int, float] = {}  # by runtime id: fastest observed cost per row
         self._pending: list[_Item] = []
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -104,8 +110,20 @@ class MicroBatcher:
         for group in groups.values():
             runtime = group[0][0]
             xs = [x for _, x, _ in group]
+            rows = sum(len(x) for x in xs)
+            per_row = self._seconds_per_row.get(id(runtime))
+            inline = per_row is not None and per_row * rows < self.inline_budget
             try:
-                out = await loop.run_in_executor(self._executor, _predict_concat, runtime, xs)
+                started = time.perf_counter()
+                if inline:
+                    out = _predict_concat(runtime, xs)
+                else:
+                    out = await loop.run_in_executor(self._executor, _predict_concat, runtime, xs)
+                cost = (time.perf_counter() - started) / max(rows, 1)
+                # The fastest run observed: executor timings include the thread hop (and a thread's
+                # start) and only overestimate the model, so a model is judged cheap only when some
+                # run, hop included, fit the budget.
+                self._seconds_per_row[id(runtime)] = min(cost, self._seconds_per_row.get(id(runtime), cost))
             except Exception as exc:
                 for _, _, fut in group:
                     if not fut.done():
