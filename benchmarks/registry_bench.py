@@ -14,11 +14,11 @@ Sections (each a function of the parsed arguments that prints its tables and ret
   one batch of all held-out rows and row by row, since activations are quantized per batch).
   Goals: the 1M model's int8 file >= 3.5x smaller, <= 1 point accuracy drop on both models.
 
-    python benchmarks/registry.py [--sections packaging,int8] [--epochs 20]
+    python benchmarks/registry_bench.py [--sections packaging,int8,lookups] [--epochs 20]
 
 Add a section by writing ``bench_NAME(args) -> list[Goal]`` and one line in :data:`SECTIONS`.
-Import ``registry`` inside the section functions, not at module level: run as a script, this file
-would shadow the package (see ``_unshadow_registry_package``).
+(Named ``registry_bench.py``, not ``registry.py``: a script's folder comes first on ``sys.path``, and a
+``registry.py`` there shadows the ``registry`` package for every benchmark in the folder.)
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -473,16 +472,7 @@ SECTIONS: list[tuple[str, Callable[[argparse.Namespace], list[Goal]]]] = [
 ]
 
 
-def _unshadow_registry_package() -> None:
-    """Run as a script, this file's folder comes first on sys.path, where ``import registry`` would
-    find this file instead of the package it measures: drop that entry."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    sys.modules.pop("registry", None)
-
-
 def main(argv: list[str] | None = None) -> int:
-    _unshadow_registry_package()
     names = [name for name, _ in SECTIONS]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default=",".join(names), help=f"comma-separated, of {', '.join(names)}")
