@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 
 from edge.metrics import ServingMetrics
+from edge.observe import DriftAccumulator, ObservedRuntime
 from edge.runtime import PRECISIONS, ModelRuntime, Precision
 from edge.slot import ModelSlot
 from edge.state import EdgeState, VersionRecord
@@ -44,52 +45,6 @@ log = logging.getLogger(__name__)
 
 API = "/api/v1"
 OK_RESULTS = frozenset({"activated", "unchanged", "skipped"})
-DRIFT_BINS = 10
-
-
-class DriftAccumulator:
-    """Per-feature counts of served rows in equal-width bins over the model's value range.
-
-    Until the drift issue fixes bin edges per release, the edges are ``DRIFT_BINS`` equal-width
-    bins over the manifest's ``preprocessing.value_range``; values outside it count in the end
-    bins. Only counts leave the device, never a row.
-    """
-
-    def __init__(self, lo: float, hi: float, features: list[str], bins: int = DRIFT_BINS) -> None:
-        self.lo, self.hi, self.bins, self.features = float(lo), float(hi), bins, list(features)
-        self.edges = np.linspace(self.lo, self.hi, bins + 1)
-        self.counts = np.zeros((len(features), bins), dtype=np.int64)
-        self.served = 0
-
-    @classmethod
-    def from_manifest(cls, manifest: dict[str, Any], width: int, features: list[str]) -> DriftAccumulator:
-        """Bins over ``preprocessing.value_range`` (``[0, 1]`` when the manifest has none)."""
-        value_range = (manifest.get("preprocessing") or {}).get("value_range") or [0.0, 1.0]
-        lo, hi = (float(v) for v in value_range[:2])
-        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-            lo, hi = 0.0, 1.0
-        return cls(lo, hi, features if len(features) == width else [f"#{i}" for i in range(width)])
-
-    def add(self, x: np.ndarray) -> None:
-        """Count the rows of ``x`` (n x features)."""
-        if x.ndim != 2 or x.shape[1] != len(self.features) or not len(x):
-            return
-        scaled = (np.clip(x, self.lo, self.hi) - self.lo) * (self.bins / (self.hi - self.lo))
-        idx = np.minimum(scaled.astype(np.int64), self.bins - 1)
-        idx += np.arange(x.shape[1], dtype=np.int64) * self.bins  # one run of bins per feature
-        self.counts += np.bincount(idx.ravel(), minlength=self.counts.size).reshape(self.counts.shape)
-        self.served += len(x)
-
-    def summary(self) -> dict[str, Any]:
-        """``{"bin_edges": [...], "counts": {feature: [...]}}``."""
-        return {
-            "bin_edges": [float(e) for e in self.edges],
-            "counts": {f: [int(c) for c in row] for f, row in zip(self.features, self.counts, strict=True)},
-        }
-
-    def reset(self) -> None:
-        self.counts[:] = 0
-        self.served = 0
 
 
 @dataclass(frozen=True)
@@ -109,23 +64,6 @@ class ActivationResult:
     @property
     def ok(self) -> bool:
         return self.result in OK_RESULTS
-
-
-class ObservedRuntime(ModelRuntime):
-    """A :class:`ModelRuntime` that hands every validated request's rows to ``observer``.
-
-    The serving app validates each request once (before micro-batching), so the observer sees
-    what clients sent, not the agent's own health-check rows (those go straight to ``predict``).
-    """
-
-    observer: Callable[[np.ndarray], None] | None = None
-
-    def validate(self, x: Any) -> np.ndarray:
-        rows = super().validate(x)
-        observer = self.observer
-        if observer is not None:
-            observer(rows)
-        return rows
 
 
 class _Refused(Exception):
