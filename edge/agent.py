@@ -437,7 +437,7 @@ class EdgeAgent:
         try:
             return verify_bundle(data, self.public_key)
         except ArtifactError as exc:
-            raise _Refused(_reason_for(exc), f"{label}: {exc}", bad=True) from exc
+            raise _Refused(exc.reason, f"{label}: {exc}", bad=True) from exc
         except FedgeError as exc:
             raise _Refused("invalid_bundle", f"{label}: {exc}", bad=True) from exc
 
@@ -508,15 +508,3 @@ def reference_problem(runtime: ModelRuntime) -> str | None:
 
 def _observed_runtime(verified: VerifiedBundle, precision: Precision, label: str) -> ModelRuntime:
     return ObservedRuntime.from_verified(verified, precision, label)
-
-
-def _reason_for(exc: ArtifactError) -> str:
-    """A short metrics label for why ``verify_bundle`` refused a bundle."""
-    text = str(exc)
-    if "signature" in text:
-        return "bad_signature"
-    if "sha256" in text:
-        return "artifact_digest"
-    if "expected outputs" in text or "does not run" in text:
-        return "health_check"
-    return "invalid_bundle"

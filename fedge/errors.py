@@ -135,9 +135,17 @@ class RegistryUnavailableError(RegistryError):
 
 
 class ArtifactError(FedgeError):
-    """An artifact is missing, corrupt, or does not match its recorded digest."""
+    """An artifact is missing, corrupt, or does not match its recorded digest.
+
+    ``reason`` is a short, stable label of which check refused it (``bad_signature``,
+    ``artifact_digest``, ``health_check``, ``invalid_bundle``...), for metrics and logs.
+    """
 
     code = "artifact_invalid"
+
+    def __init__(self, message: str, *, reason: str = "invalid_artifact") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ExportError(FedgeError):

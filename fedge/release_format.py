@@ -101,13 +101,16 @@ def verify_bundle(bundle: str | os.PathLike[str] | bytes, public_key: Ed25519Pub
         raise ArtifactError(
             f"manifest signature does not verify against public key {expected_kid}: the manifest was "
             f"altered or signed by another key (signed by {_claimed_signer(members[MANIFEST])}); "
-            f"refusing bundle {label}"
+            f"refusing bundle {label}",
+            reason="bad_signature",
         )
     try:
         manifest = json.loads(members[MANIFEST])
         _check_contents(label, manifest, members)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"the signed manifest of {label} is malformed ({exc!r}); refusing it") from exc
+        raise ArtifactError(
+            f"the signed manifest of {label} is malformed ({exc!r}); refusing it", reason="invalid_bundle"
+        ) from exc
     return VerifiedBundle(manifest, {n: members[n] for n in (MODEL, INT8_MODEL)}, expected_kid)
 
 
@@ -116,19 +119,22 @@ def _check_contents(label: str, manifest: dict[str, Any], members: dict[str, byt
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"bundle {label} is format {manifest.get('format')!r} v{manifest.get('format_version')}; "
-            f"this fedge reads {FORMAT} v{FORMAT_VERSION}: upgrade fedge"
+            f"this fedge reads {FORMAT} v{FORMAT_VERSION}: upgrade fedge",
+            reason="invalid_bundle",
         )
     recorded = manifest["artifacts"]
     if set(recorded) != {MODEL, INT8_MODEL}:
         raise ArtifactError(
-            f"manifest of {label} lists artifacts {sorted(recorded)}, not {MODEL} and {INT8_MODEL}"
+            f"manifest of {label} lists artifacts {sorted(recorded)}, not {MODEL} and {INT8_MODEL}",
+            reason="invalid_bundle",
         )
     for name in (MODEL, INT8_MODEL):
         actual, want = hashlib.sha256(members[name]).hexdigest(), str(recorded[name]["sha256"])
         if actual != want:
             raise ArtifactError(
                 f"{name} has sha256 {actual[:12]}.. but the signed manifest records {want[:12]}..: the "
-                f"file was altered or replaced after signing; refusing bundle {label}"
+                f"file was altered or replaced after signing; refusing bundle {label}",
+                reason="artifact_digest",
             )
     reference = manifest["reference"]
     rows = np.asarray(reference["inputs"], dtype=np.float32)
@@ -137,14 +143,17 @@ def _check_contents(label: str, manifest: dict[str, Any], members: dict[str, byt
         try:
             got = run_onnx_bytes(members[name], rows)
         except Exception as exc:
-            raise ArtifactError(f"{name} of {label} does not run in this onnxruntime: {exc}") from exc
+            raise ArtifactError(
+                f"{name} of {label} does not run in this onnxruntime: {exc}", reason="health_check"
+            ) from exc
         diff = float(np.max(np.abs(got - want_out))) if got.shape == want_out.shape else math.inf
         tolerance = float(reference["tolerance"][name])
         if not diff <= tolerance:
             raise ArtifactError(
                 f"{name} output differs from the manifest's expected outputs by {diff:.3g} (max abs, "
                 f"shape {got.shape} vs {want_out.shape}, tolerance {tolerance:.3g}) on its {len(rows)} "
-                "reference rows: this runtime does not reproduce the signed model; refusing it"
+                "reference rows: this runtime does not reproduce the signed model; refusing it",
+                reason="health_check",
             )
 
 
@@ -182,13 +191,19 @@ def _read_members(bundle: str | os.PathLike[str] | bytes) -> tuple[str, dict[str
                 ]
                 raise ArtifactError(
                     f"bundle {label} {'; '.join(problems)}: a release bundle holds exactly "
-                    f"{', '.join(BUNDLE_MEMBERS)}; refusing it"
+                    f"{', '.join(BUNDLE_MEMBERS)}; refusing it",
+                    reason="invalid_bundle",
                 )
             if any(i.file_size > MAX_MEMBER_BYTES for i in infos):
-                raise ArtifactError(f"bundle {label} has a member over {MAX_MEMBER_BYTES} bytes; refusing it")
+                raise ArtifactError(
+                    f"bundle {label} has a member over {MAX_MEMBER_BYTES} bytes; refusing it",
+                    reason="invalid_bundle",
+                )
             return label, {i.filename: zf.read(i) for i in infos}
     except zipfile.BadZipFile as exc:
-        raise ArtifactError(f"bundle {label} is not a readable zip ({exc}); refusing it") from exc
+        raise ArtifactError(
+            f"bundle {label} is not a readable zip ({exc}); refusing it", reason="invalid_bundle"
+        ) from exc
 
 
 def _claimed_signer(manifest_bytes: bytes) -> str:
