@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from edge.runtime import ModelRuntime
+from fedge.drift import fixed_bin_edges, histogram_counts
 
 __all__ = ["DRIFT_BINS", "DriftAccumulator", "ObservedRuntime"]
 
@@ -23,9 +24,10 @@ class DriftAccumulator:
     """
 
     def __init__(self, lo: float, hi: float, features: list[str], bins: int = DRIFT_BINS) -> None:
-        self.lo, self.hi, self.bins, self.features = float(lo), float(hi), bins, list(features)
-        self.edges = np.linspace(self.lo, self.hi, bins + 1)
-        self.counts = np.zeros((len(features), bins), dtype=np.int64)
+        self.features = list(features)
+        width = len(self.features)
+        self.edges = fixed_bin_edges(np.full(width, float(lo)), np.full(width, float(hi)), bins)
+        self.counts = np.zeros((width, bins), dtype=np.int64)
         self.served = 0
 
     @classmethod
@@ -38,19 +40,16 @@ class DriftAccumulator:
         return cls(lo, hi, features if len(features) == width else [f"#{i}" for i in range(width)])
 
     def add(self, x: np.ndarray) -> None:
-        """Count the rows of ``x`` (n x features)."""
+        """Count the rows of ``x`` (n x features); values outside the range count in the end bins."""
         if x.ndim != 2 or x.shape[1] != len(self.features) or not len(x):
             return
-        scaled = (np.clip(x, self.lo, self.hi) - self.lo) * (self.bins / (self.hi - self.lo))
-        idx = np.minimum(scaled.astype(np.int64), self.bins - 1)
-        idx += np.arange(x.shape[1], dtype=np.int64) * self.bins  # one run of bins per feature
-        self.counts += np.bincount(idx.ravel(), minlength=self.counts.size).reshape(self.counts.shape)
+        self.counts += histogram_counts(x, self.edges)
         self.served += len(x)
 
     def summary(self) -> dict[str, Any]:
         """``{"bin_edges": [...], "counts": {feature: [...]}}``."""
         return {
-            "bin_edges": [float(e) for e in self.edges],
+            "bin_edges": [float(e) for e in self.edges[0]],  # the same edges for every feature
             "counts": {f: [int(c) for c in row] for f, row in zip(self.features, self.counts, strict=True)},
         }
 

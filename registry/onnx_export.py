@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedge.errors import ExportError, ParityError
+from fedge.release_format import run_onnx_bytes
 
 if TYPE_CHECKING:
     from torch import nn
@@ -89,14 +90,7 @@ def export_onnx(
 
 def run_onnx(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
     """Run ONNX bytes with onnxruntime on rows ``x`` and return the first output."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.asarray(session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0])
+    return run_onnx_bytes(onnx_bytes, x)
 
 
 def check_parity(
