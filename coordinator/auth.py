@@ -12,23 +12,20 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
-    MetaData,
     String,
     Table,
-    create_engine,
     insert,
     select,
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
+from coordinator.tables import coordinator_metadata, open_coordinator_engine
 from fedge.errors import (
     AuthenticationError,
     ConfigError,
     NotFoundError,
     PermissionDeniedError,
-    RegistryUnavailableError,
 )
 
 __all__ = ["ROLES", "Principal", "TokenInfo", "TokenStore", "require_role"]
@@ -37,11 +34,9 @@ __all__ = ["ROLES", "Principal", "TokenInfo", "TokenStore", "require_role"]
 ROLES: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
 TOKEN_PREFIX = "fedge_"
 
-# The coordinator's own table, on its own metadata (the registry's migrations do not own it).
-_metadata = MetaData()
 _tokens = Table(
     "api_tokens",
-    _metadata,
+    coordinator_metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(128), nullable=False),
     Column("role", String(16), nullable=False),
@@ -79,13 +74,7 @@ class TokenStore:
     """Tokens in a SQL table; only a sha256 of each secret is stored."""
 
     def __init__(self, url: str) -> None:
-        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
-        self._engine: Engine = create_engine(url, connect_args=connect_args)
-        try:
-            _metadata.create_all(self._engine)
-        except OperationalError as exc:
-            if "already exists" not in str(exc.orig):
-                raise RegistryUnavailableError(f"cannot open the token table: {exc.orig}") from exc
+        self._engine: Engine = open_coordinator_engine(url)
 
     def create(self, *, name: str, role: str) -> tuple[TokenInfo, str]:
         """Create a token; return its info and the secret (shown once, never stored)."""

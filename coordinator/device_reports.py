@@ -9,18 +9,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, create_engine, insert, select
+from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, insert, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
-from fedge.errors import RegistryUnavailableError
+from coordinator.tables import coordinator_metadata, open_coordinator_engine
 
 __all__ = ["DeviceReport", "DeviceReportStore"]
 
-_metadata = MetaData()
 _reports = Table(
     "device_reports",
-    _metadata,
+    coordinator_metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("device", String(128), nullable=False, index=True),
     Column("model_name", String(128), nullable=False),
@@ -52,13 +50,7 @@ class DeviceReportStore:
     """Device reports in a SQL table (the coordinator's own, beside the registry's)."""
 
     def __init__(self, url: str) -> None:
-        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
-        self._engine: Engine = create_engine(url, connect_args=connect_args)
-        try:
-            _metadata.create_all(self._engine)
-        except OperationalError as exc:
-            if "already exists" not in str(exc.orig):
-                raise RegistryUnavailableError(f"cannot open the device report table: {exc.orig}") from exc
+        self._engine: Engine = open_coordinator_engine(url)
 
     def add(
         self,
