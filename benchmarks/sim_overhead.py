@@ -158,33 +158,11 @@ def bare_run_config(config: Any, result_path: Path) -> dict[str, str | int | flo
     }
 
 
-def _follow_logs(address: str, run_id: int, path: Path) -> threading.Thread:
-    """Copy the run's log stream to ``path`` (as fedge does), for diagnosis on failure."""
-    from coordinator.control import FlowerControl
-
-    def copy() -> None:
-        control = FlowerControl(address)
-        try:
-            with path.open("a", encoding="utf-8") as fh:
-                for chunk in control.stream_logs(run_id):
-                    fh.write(chunk)
-                    fh.flush()
-        except Exception:  # the SuperLink going away ends the stream
-            pass
-        finally:
-            control.close()
-
-    thread = threading.Thread(target=copy, name=f"bare-logs-{run_id}", daemon=True)
-    thread.start()
-    return thread
-
-
 def run_bare(config: Any, work: Path, timeout_s: float) -> BareRun:
     """The bare Flower app on a fresh simulation SuperLink; wall time from launch to stopped."""
     from flwr.cli.build import build_fab_from_disk
 
-    from coordinator.control import FlowerControl
-    from coordinator.superlink import ManagedSuperLink
+    from coordinator import FlowerControl, ManagedSuperLink, follow_run_logs
 
     work.mkdir(parents=True, exist_ok=True)
     result_path = (work / "bare-result.json").resolve()
@@ -204,7 +182,7 @@ def run_bare(config: Any, work: Path, timeout_s: float) -> BareRun:
                 client_cpus=sim.client_cpus,
                 backend_cpus=sim.backend_cpus,
             )
-            log_thread = _follow_logs(link.address, run_id, log_path)
+            log_thread = follow_run_logs(link.address, run_id, log_path)
             deadline = time.monotonic() + timeout_s
             while True:
                 state = control.run_state(run_id)

@@ -18,10 +18,10 @@ from fedge.protocol import (
     EVAL_LOSS,
     METRICS_KEY,
     NUM_EXAMPLES,
+    RUN_CONFIG_KEY,
     TRAIN_ACCURACY,
     TRAIN_LOSS,
     decode_run_config,
-    encode_run_config,
 )
 from fedge.serde import state_dict_from_arrays, state_dict_to_arrays
 from fedge.tasks import TaskConfig, get_task
@@ -39,11 +39,10 @@ def _task_config(config: dict[str, Any]) -> TaskConfig:
 
 
 @lru_cache(maxsize=4)
-def _local_data(config_json: str, partition_id: int, num_partitions: int) -> LocalData:
-    # Cached per process: a warm Ray actor serves many rounds without reloading its data.
-    import json
-
-    config = json.loads(config_json)
+def _local_data(raw_config: str, partition_id: int, num_partitions: int) -> LocalData:
+    # Cached per process, keyed by the run config as sent: a warm Ray actor serves many rounds
+    # without reloading (or re-parsing) its data.
+    config = decode_run_config({RUN_CONFIG_KEY: raw_config})
     sim = config["simulation"]
     return load_simulation_partition(
         task=_task_config(config),
@@ -60,7 +59,7 @@ def _setup(msg: Message, context: Context) -> tuple[torch.nn.Module, LocalData, 
     task_cfg = _task_config(config)
     torch.set_num_threads(1)
     local = _local_data(
-        encode_run_config(config),
+        str(context.run_config[RUN_CONFIG_KEY]),
         int(context.node_config["partition-id"]),
         int(context.node_config["num-partitions"]),
     )

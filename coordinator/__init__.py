@@ -1,6 +1,6 @@
 """The coordinator: Flower ServerApp and strategies, the managed SuperLink, the run lifecycle."""
 
-from coordinator.control import FlowerControl, FlowerRunState
+from coordinator.control import FlowerControl, FlowerRunState, follow_run_logs
 from coordinator.lifecycle import RunOutcome, RunProgress, SimulationBackend, execute_run
 from coordinator.strategies import (
     STRATEGIES,
@@ -22,6 +22,7 @@ __all__ = [
     "available_strategies",
     "execute_run",
     "flower_env",
+    "follow_run_logs",
     "stop_process_tree",
     "validate_strategy_config",
 ]

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-
-import httpx
+from pathlib import Path
 
 from fedge.errors import FederationError
 
-__all__ = ["FlowerControl", "FlowerRunState"]
+__all__ = ["FlowerControl", "FlowerRunState", "follow_run_logs"]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class FlowerControl:
         )
         try:
             response = self._client.StartRun(request)
-        except (httpx.HTTPError, Exception) as exc:
+        except Exception as exc:  # httpx errors and Flower's own, alike
             raise FederationError(f"the SuperLink at {self.address} refused the run: {exc}") from exc
         if not response.HasField("run_id"):
             note = response.note if response.HasField("note") else "no reason given"
@@ -140,3 +140,23 @@ class FlowerControl:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._client.close()
+
+
+def follow_run_logs(address: str, flower_run_id: int, path: Path) -> threading.Thread:
+    """Copy the run's log stream to ``path`` in a daemon thread (ends with the run)."""
+
+    def copy() -> None:
+        control = FlowerControl(address)
+        try:
+            with path.open("a", encoding="utf-8") as fh:
+                for chunk in control.stream_logs(flower_run_id):
+                    fh.write(chunk)
+                    fh.flush()
+        except Exception as exc:  # the SuperLink going away ends the stream
+            log.debug("log stream of run %d ended: %s", flower_run_id, exc)
+        finally:
+            control.close()
+
+    thread = threading.Thread(target=copy, name=f"flower-logs-{flower_run_id}", daemon=True)
+    thread.start()
+    return thread

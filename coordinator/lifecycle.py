@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.control import FlowerControl, FlowerRunState
+from coordinator.control import FlowerControl, FlowerRunState, follow_run_logs
 from coordinator.flower_app import build_shim_fab
 from coordinator.superlink import ManagedSuperLink
 from fedge.errors import FederationError
@@ -106,7 +106,7 @@ def execute_run(
             backend_cpus=simulation.backend_cpus,
         )
         registry.store.update_run(run_id, flower_run_id=flower_run_id)
-        log_thread = _follow_logs(superlink.address, flower_run_id, log_path)
+        log_thread = follow_run_logs(superlink.address, flower_run_id, log_path)
         state = _wait(
             registry=registry,
             control=control,
@@ -196,23 +196,3 @@ def _wait(
                 f"run {run_id} did not finish within {timeout_s:.0f}s (simulation.timeout_s); it was stopped"
             )
         time.sleep(poll_interval_s)
-
-
-def _follow_logs(address: str, flower_run_id: int, path: Path) -> threading.Thread:
-    """Copy the run's log stream to ``path`` in a daemon thread (ends with the run)."""
-
-    def copy() -> None:
-        control = FlowerControl(address)
-        try:
-            with path.open("a", encoding="utf-8") as fh:
-                for chunk in control.stream_logs(flower_run_id):
-                    fh.write(chunk)
-                    fh.flush()
-        except Exception as exc:  # the SuperLink going away ends the stream
-            log.debug("log stream of run %d ended: %s", flower_run_id, exc)
-        finally:
-            control.close()
-
-    thread = threading.Thread(target=copy, name=f"flower-logs-{flower_run_id}", daemon=True)
-    thread.start()
-    return thread

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.registry_cmd import RootOpt, UrlOpt, _opened
+from fedge.cli.registry_cmd import RootOpt, UrlOpt, _actor, _opened
 
 if TYPE_CHECKING:
     from coordinator.auth import TokenStore
@@ -85,7 +85,7 @@ def tokens_create(
             store.close()
         registry.store.append_audit(
             action="token.created",
-            actor="cli",
+            actor=_actor(None),
             subject=f"token {info.id}",
             details={"name": name, "role": role},
         )
@@ -117,7 +117,7 @@ def tokens_revoke(token_id: int, root: RootOpt = ".fedge", database_url: UrlOpt 
         finally:
             store.close()
         registry.store.append_audit(
-            action="token.revoked", actor="cli", subject=f"token {token_id}", details={}
+            action="token.revoked", actor=_actor(None), subject=f"token {token_id}", details={}
         )
     typer.echo(f"token {token_id} revoked")
 
