@@ -105,3 +105,38 @@ def evaluate(msg: Message, context: Context) -> Message:
         {EVAL_LOSS: result.loss, EVAL_ACCURACY: result.accuracy, NUM_EXAMPLES: result.num_examples}
     )
     return Message(content=RecordDict({METRICS_KEY: metrics}), reply_to=msg)
+
+
+@app.query("drift")
+def drift(msg: Message, context: Context) -> Message:
+    """Answer a drift query with noisy counts only (see :mod:`client.drift_telemetry`)."""
+    from pathlib import Path
+
+    from client.drift_telemetry import drift_reply, ledger_for
+    from fedge.drift_summary import DriftSettings
+    from fedge.tasks.training import predict_logits
+
+    config = decode_run_config(context.run_config)
+    settings = DriftSettings.from_dict(config.get("drift"))
+    local = _local_data(
+        str(context.run_config[RUN_CONFIG_KEY]),
+        int(context.node_config["partition-id"]),
+        int(context.node_config["num-partitions"]),
+    )
+    predict = None
+    if ARRAYS_KEY in msg.content:
+        model = get_task(config["task"]["name"]).build_model(_task_config(config))
+        load_weights(model, state_dict_from_arrays(msg.content[ARRAYS_KEY]))  # type: ignore[arg-type]
+        predict = lambda rows: predict_logits(model, rows).argmax(-1)  # noqa: E731
+    ledger = ledger_for(
+        dict(context.node_config), settings, Path(config["registry"]["root"]) / "client-ledgers"
+    )
+    reply = drift_reply(
+        msg.content,
+        local,
+        ledger,
+        settings,
+        predict=predict,
+        partition_id=int(context.node_config["partition-id"]),
+    )
+    return Message(content=reply, reply_to=msg)

@@ -12,8 +12,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from coordinator.api.drift_routes import create_drift_router
 from coordinator.auth import Principal, TokenStore, require_role
 from coordinator.device_reports import DeviceReportStore
+from coordinator.drift_launch import mount_drift_metrics, open_drift_service
+from fedge.drift_summary import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, http_status_for
 from registry import Registry, RegistryConfig, create_registry_router, open_registry
 
@@ -33,6 +36,7 @@ class CoordinatorSettings:
 
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tokens_url: str = ""
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
 
 class ModelRef(BaseModel):
@@ -59,6 +63,9 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     registry = open_registry(settings.registry)
     tokens = TokenStore(settings.tokens_url or settings.registry.resolved_database_url())
     reports = DeviceReportStore(settings.tokens_url or settings.registry.resolved_database_url())
+    drift = open_drift_service(
+        settings.drift, registry, settings.tokens_url or settings.registry.resolved_database_url()
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
@@ -66,6 +73,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         registry.close()
         tokens.close()
         reports.close()
+        drift.store.close()
 
     app = FastAPI(
         title="fedge coordinator",
@@ -99,6 +107,12 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         ),
         prefix=f"{API_PREFIX}/registry",
     )
+
+    app.include_router(
+        create_drift_router(get_service=lambda: drift, reader=reader, operator=operator),
+        prefix=f"{API_PREFIX}/drift",
+    )
+    mount_drift_metrics(app, drift)
 
     @app.post(f"{API_PREFIX}/edge/reports", status_code=201, tags=["edge"])
     def post_device_report(body: DeviceReportIn, actor: Annotated[str, Depends(reader)]) -> dict[str, Any]:
