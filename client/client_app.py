@@ -54,6 +54,13 @@ def _local_data(raw_config: str, partition_id: int, num_partitions: int) -> Loca
     )
 
 
+def _current(local: LocalData, config: dict[str, Any], partition_id: int) -> LocalData:
+    # Simulation only: a client's data after a configured covariate shift (see client.drift_telemetry).
+    from client.drift_telemetry import simulated_current_data
+
+    return simulated_current_data(local, config.get("drift"), partition_id)
+
+
 def _setup(msg: Message, context: Context) -> tuple[torch.nn.Module, LocalData, dict[str, Any]]:
     config = decode_run_config(context.run_config)
     task_cfg = _task_config(config)
@@ -63,6 +70,7 @@ def _setup(msg: Message, context: Context) -> tuple[torch.nn.Module, LocalData, 
         int(context.node_config["partition-id"]),
         int(context.node_config["num-partitions"]),
     )
+    local = _current(local, config, int(context.node_config["partition-id"]))
     model = get_task(task_cfg.name).build_model(task_cfg)
     load_weights(model, state_dict_from_arrays(msg.content[ARRAYS_KEY]))  # type: ignore[arg-type]
     return model, local, config
@@ -123,6 +131,7 @@ def drift(msg: Message, context: Context) -> Message:
         int(context.node_config["partition-id"]),
         int(context.node_config["num-partitions"]),
     )
+    local = _current(local, config, int(context.node_config["partition-id"]))
     predict = None
     if ARRAYS_KEY in msg.content:
         model = get_task(config["task"]["name"]).build_model(_task_config(config))

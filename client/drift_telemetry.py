@@ -15,12 +15,24 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from client.local_data import LocalData
-from fedge.drift_summary import DriftSettings, noisy_histograms
+from fedge.drift_summary import (
+    COUNTS_KEY,
+    EDGES_KEY,
+    META_KEY,
+    MODE_REFERENCE,
+    MODE_REFERENCE_FINE,
+    MODE_WINDOW,
+    QUERY_KEY,
+    DriftSettings,
+    noisy_histograms,
+)
 from fedge.errors import DataError, FedgeError
 from fedge.privacy_ledger import PrivacyLedger
+from fedge.tasks import Dataset
 
 __all__ = [
     "COUNTS_KEY",
+    "EDGES_KEY",
     "META_KEY",
     "MODE_REFERENCE",
     "MODE_REFERENCE_FINE",
@@ -28,20 +40,12 @@ __all__ = [
     "QUERY_KEY",
     "drift_reply",
     "ledger_for",
+    "shift_rows",
+    "simulated_current_data",
     "simulated_window",
 ]
 
 log = logging.getLogger(__name__)
-
-# Record keys of a drift query (server -> client) and its reply (client -> server).
-QUERY_KEY = "drift.query"  # ConfigRecord: mode, window, seed
-EDGES_KEY = "drift.edges"  # ArrayRecord: edges [features, bins + 1]
-COUNTS_KEY = "drift.counts"  # ArrayRecord: counts [features, bins], class_counts [classes]
-META_KEY = "drift.meta"  # ConfigRecord: status, window, window_size, epsilon, reason
-
-MODE_REFERENCE_FINE = "reference-fine"  # training rows on the fine grid (release, step 1)
-MODE_REFERENCE = "reference"  # training rows on the fixed reference bins (release, step 2)
-MODE_WINDOW = "window"  # the recent window on the fixed reference bins (monitoring)
 
 
 def ledger_for(node_config: dict[str, Any], settings: DriftSettings, default_dir: Path) -> PrivacyLedger:
@@ -69,6 +73,22 @@ def simulated_window(
     if partition_id in settings.shift_clients and window >= settings.shift_from_window:
         rows = shift_rows(rows, settings.shift_size, reference=x)
     return rows
+
+
+def simulated_current_data(
+    local: LocalData, raw_drift: dict[str, Any] | None, partition_id: int
+) -> LocalData:
+    """A simulation client's data as it is now: shifted when ``drift.shift_active`` and this client is one
+    of ``drift.shift_clients`` (a retraining after the shift trains on the shifted data)."""
+    settings = DriftSettings.from_dict(raw_drift)
+    if not settings.shift_active or partition_id not in settings.shift_clients:
+        return local
+    ref = np.concatenate([local.train.x, local.val.x]) if len(local.val) else local.train.x
+
+    def shifted(d: Dataset) -> Dataset:
+        return Dataset(shift_rows(d.x, settings.shift_size, reference=ref).astype(np.float32), d.y)
+
+    return LocalData(train=shifted(local.train), val=shifted(local.val))
 
 
 def shift_rows(rows: np.ndarray, size: float, *, reference: np.ndarray) -> np.ndarray:

@@ -185,7 +185,9 @@ class RetrainTrigger:
         busy = [
             r.run_id
             for r in self.registry.store.list_runs(limit=50)
-            if r.task == model and r.status in (RunStatus.PENDING, RunStatus.RUNNING)
+            if r.task == model
+            and r.status in (RunStatus.PENDING, RunStatus.RUNNING)
+            and (r.config or {}).get("mode", "train") != "monitor"  # monitoring is not training
         ]
         if busy:
             return self.store.add_trigger(

@@ -25,6 +25,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -298,6 +299,11 @@ class DriftReportStore:
         with self._engine.begin() as conn:
             trigger_id = int(conn.execute(insert(_triggers).values(**values)).inserted_primary_key[0])  # type: ignore[index]
         return DriftTrigger(id=trigger_id, **values)
+
+    def set_outcome(self, trigger_id: int, outcome: str) -> None:
+        """Record what became of a trigger (a requested run that a launcher started)."""
+        with self._engine.begin() as conn:
+            conn.execute(update(_triggers).where(_triggers.c.id == trigger_id).values(outcome=outcome))
 
     def triggers(self, model: str | None = None, *, limit: int = 50) -> list[DriftTrigger]:
         """Triggers, newest first."""

@@ -140,7 +140,7 @@ def execute_run(
         if log_thread is not None:
             log_thread.join(timeout=5)
         versions = registry.store.list_versions(run_id=run_id, limit=1)
-        if final_status == RunStatus.COMPLETED and not versions:
+        if final_status == RunStatus.COMPLETED and not versions and config.get("mode", "train") != "monitor":
             final_status, error = (
                 RunStatus.FAILED,
                 "the run completed without registering a version",

@@ -25,7 +25,14 @@ from fedge.drift import (
 from fedge.errors import ConfigError, DataError
 
 __all__ = [
+    "COUNTS_KEY",
     "DRIFT_QUERY",
+    "EDGES_KEY",
+    "META_KEY",
+    "MODE_REFERENCE",
+    "MODE_REFERENCE_FINE",
+    "MODE_WINDOW",
+    "QUERY_KEY",
     "DriftPolicyConfig",
     "DriftReference",
     "DriftSettings",
@@ -41,6 +48,16 @@ __all__ = [
 
 # Flower message type of a drift query (``@app.query("drift")`` on the ClientApp).
 DRIFT_QUERY = "query.drift"
+
+# Record keys of a drift query (server -> client) and its reply (client -> server).
+QUERY_KEY = "drift.query"  # ConfigRecord: mode, window, num_classes, features
+EDGES_KEY = "drift.edges"  # ArrayRecord: edges [features, bins + 1]
+COUNTS_KEY = "drift.counts"  # ArrayRecord: counts [features, bins], class_counts [classes]
+META_KEY = "drift.meta"  # ConfigRecord: status, window, window_size, epsilon, reason
+
+MODE_REFERENCE_FINE = "reference-fine"  # training rows on the fine grid (release, step 1)
+MODE_REFERENCE = "reference"  # training rows on the fixed reference bins (release, step 2)
+MODE_WINDOW = "window"  # the recent window on the fixed reference bins (monitoring)
 
 
 @dataclass
@@ -99,6 +116,8 @@ class DriftSettings:
     windows, window_size, shift_clients, shift_size, shift_from_window : monitoring in simulation
         Windows the monitor run queries, rows per window, which client partitions shift their window,
         by how many standard deviations, from which window on.
+    shift_active : bool
+        Training runs see the shifted data too (a retraining after the shift, in simulation).
     """
 
     enabled: bool = True
@@ -121,6 +140,7 @@ class DriftSettings:
     shift_clients: list[int] = field(default_factory=list)
     shift_size: float = 0.0
     shift_from_window: int = 1
+    shift_active: bool = False
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> DriftSettings:
@@ -161,6 +181,12 @@ def validate_drift_settings(s: DriftSettings) -> None:
             raise ConfigError(f"drift.delta must lie in (0, 1), got {s.delta}")
     if s.contribution_bound < 1 or s.min_window < 1:
         raise ConfigError("drift.contribution_bound and drift.min_window must be >= 1")
+    if s.secure_aggregation:
+        raise ConfigError(
+            "drift.secure_aggregation=true is not supported: Flower 1.42 has SecAgg+ only on its legacy "
+            "API, and its mod acts only on messages of type 'train', not on 'query.drift'; the counts are "
+            "protected by local noise instead. Set drift.secure_aggregation=false"
+        )
     if any(i < 0 for i in s.features):
         raise ConfigError(f"drift.features holds a negative index: {s.features}")
     p = s.policy

@@ -9,6 +9,7 @@ from types import FrameType
 import typer
 
 from fedge.cli.admin_cmd import audit_app, coordinator_app, tokens_app
+from fedge.cli.drift_cmd import drift_app
 from fedge.cli.edge_cmd import edge_app
 from fedge.cli.registry_cmd import registry_app
 from fedge.cli.simulate_cmd import simulate_command
@@ -33,6 +34,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(edge_app, name="edge")
+app.add_typer(drift_app, name="drift")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
