@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -14,6 +15,8 @@ from pathlib import Path
 from fedge.errors import ConfigError, DataError, PrivacyBudgetError
 
 __all__ = ["LedgerEntry", "PrivacyLedger"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,11 @@ class PrivacyLedger:
             entries = self.entries()
             spent = sum(e.epsilon for e in entries)
             if spent + epsilon > self.budget_epsilon + 1e-12:
+                # The message may travel to the coordinator (a refusal says why): no local path in it.
+                log.warning("telemetry budget of %s exhausted", self.path)
                 raise PrivacyBudgetError(
                     f"telemetry privacy budget exhausted: {purpose} needs epsilon {epsilon:g} but "
-                    f"{spent:g} of {self.budget_epsilon:g} is spent ({self.path}); refusing to send. "
+                    f"{spent:g} of {self.budget_epsilon:g} is spent; refusing to send. "
                     "Raise this site's drift budget or start a new budget period deliberately"
                 )
             entry = LedgerEntry(datetime.now(UTC).isoformat(timespec="seconds"), purpose, epsilon, delta)
