@@ -9,11 +9,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from coordinator.api.operations import RunConfigLoader, create_operations_router
 from coordinator.auth import Principal, TokenStore, require_role
+from coordinator.deployment import Deployment
 from coordinator.device_reports import DeviceReportStore
+from coordinator.metrics import metrics_registry, render_metrics
 from fedge.errors import AuthenticationError, FedgeError, http_status_for
 from registry import Registry, RegistryConfig, create_registry_router, open_registry
 
@@ -54,8 +57,17 @@ class DeviceReportIn(BaseModel):
     drift: dict[str, Any] = Field(default_factory=dict)
 
 
-def create_app(settings: CoordinatorSettings) -> FastAPI:
-    """Build the app; nothing is opened at import time, everything here is per app."""
+def create_app(
+    settings: CoordinatorSettings,
+    *,
+    deployment: Deployment | None = None,
+    load_run_config: RunConfigLoader | None = None,
+) -> FastAPI:
+    """Build the app; nothing is opened at import time, everything here is per app.
+
+    ``deployment`` (the SuperLink the coordinator manages, its nodes and runs) enables the run
+    and node routes; ``load_run_config`` composes a run's config from a name and overrides.
+    """
     registry = open_registry(settings.registry)
     tokens = TokenStore(settings.tokens_url or settings.registry.resolved_database_url())
     reports = DeviceReportStore(settings.tokens_url or settings.registry.resolved_database_url())
@@ -90,6 +102,9 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     def operator(p: Annotated[Principal, Depends(principal)]) -> str:
         return require_role(p, "operator").name
 
+    def admin(p: Annotated[Principal, Depends(principal)]) -> str:
+        return require_role(p, "admin").name
+
     def get_registry() -> Registry:
         return registry
 
@@ -98,6 +113,19 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             get_registry=get_registry, gates=settings.registry.gates, reader=reader, operator=operator
         ),
         prefix=f"{API_PREFIX}/registry",
+    )
+
+    app.include_router(
+        create_operations_router(
+            get_registry=get_registry,
+            get_deployment=lambda: deployment,
+            tokens=tokens,
+            load_run_config=load_run_config,
+            reader=reader,
+            operator=operator,
+            admin=admin,
+        ),
+        prefix=API_PREFIX,
     )
 
     @app.post(f"{API_PREFIX}/edge/reports", status_code=201, tags=["edge"])
@@ -116,6 +144,19 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     @app.get(f"{API_PREFIX}/edge/devices", tags=["edge"])
     def list_devices(_actor: Annotated[str, Depends(reader)]) -> list[dict[str, Any]]:
         return [asdict(r) for r in reports.latest_by_device()]
+
+    def nodes_online() -> int:
+        if deployment is None or deployment.nodes is None:
+            raise RuntimeError("no deployment")
+        return deployment.nodes.online_count()
+
+    scrape_registry = metrics_registry(registry, nodes_online=nodes_online if deployment else None)
+
+    @app.get("/metrics", tags=["metrics"])
+    def metrics(_actor: Annotated[str, Depends(reader)]) -> Response:
+        """Prometheus metrics (viewer token: Prometheus sends it with ``authorization``)."""
+        body, content_type = render_metrics(scrape_registry)
+        return Response(content=body, media_type=content_type)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
