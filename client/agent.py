@@ -99,11 +99,15 @@ class ClientAgent:
                 f"this client holds {self.config.task.name!r} data; the run asks for task {run_task!r}"
             )
         self.messages_served += 1
+        started = time.perf_counter()
         if message_type == "train":
-            return train_reply(content, config, self.local, self.identity)
-        if message_type == "evaluate":
-            return evaluate_reply(content, config, self.local)
-        raise ConfigError(f"this client does not answer {message_type!r} messages")
+            reply = train_reply(content, config, self.local, self.identity)
+        elif message_type == "evaluate":
+            reply = evaluate_reply(content, config, self.local)
+        else:
+            raise ConfigError(f"this client does not answer {message_type!r} messages")
+        log.info("%s message served in %.3f s", message_type, time.perf_counter() - started)
+        return reply
 
     def supernode_command(self, clientappio_port: int) -> list[str]:
         """The ``flower-supernode`` command line (TLS, node key, the worker socket in node config)."""

@@ -95,7 +95,12 @@ def call_worker(
         raise FederationError(f"the client agent's worker at {socket_path} is not reachable: {exc}") from exc
     if not header.get("ok"):
         raise FederationError(f"the client agent refused the {message_type} message: {header.get('error')}")
-    return _decode(payload)
+    try:
+        return _decode(payload)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise FederationError(
+            f"the client agent's reply to the {message_type} message is corrupt: {exc}"
+        ) from exc
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -113,8 +118,9 @@ class _Handler(socketserver.BaseRequestHandler):
         try:
             with self.server.lock:  # one message at a time: the model and data are shared
                 reply = self.server.handler(message_type, str(header.get("run_config", "")), content)
+            encoded = _encode(reply)  # before the header: a reply that cannot be encoded is an error
             _send_frame(sock, json.dumps({"ok": True}).encode())
-            _send_frame(sock, _encode(reply))
+            _send_frame(sock, encoded)
         except Exception as exc:  # the reason goes back to the ClientApp, and into the run's log
             log.error("worker: %s message failed: %s", message_type, exc)
             _send_frame(sock, json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}).encode())

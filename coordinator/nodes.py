@@ -124,12 +124,13 @@ class NodeRegistry:
         """
         row = self._active(name)
         if row.flower_node_id:
-            try:
-                self._control().unregister_node(int(row.flower_node_id))
-            except FederationError as exc:
-                # Unknown to the SuperLink already (state reset): the enrolment still ends here.
-                if "not" not in str(exc).lower():
-                    raise
+            # The SuperLink must confirm: a key left registered there could still connect. A node
+            # it does not know (its state was reset) has nothing to unregister.
+            control = self._control()
+            live = {n.node_id: n.status for n in control.list_nodes()}
+            flower_id = int(row.flower_node_id)
+            if live.get(flower_id, "unregistered") != "unregistered":
+                control.unregister_node(flower_id)
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
             conn.execute(update(_nodes).where(_nodes.c.id == row.id).values(revoked_at=now, revoked_by=actor))
@@ -183,11 +184,19 @@ class NodeRegistry:
         return out
 
     def reconcile(self) -> int:
-        """Register again every active enrolment the SuperLink does not know; return how many."""
+        """Make the SuperLink match the enrolments; return how many active nodes were registered.
+
+        Active enrolments it does not know are registered again (its state was reset); revoked
+        ones it still accepts are unregistered.
+        """
         control = self._control()
         known = {n.node_id for n in control.list_nodes() if n.status != "unregistered"}
         with self._engine.connect() as conn:
+            revoked = conn.execute(select(_nodes).where(_nodes.c.revoked_at.is_not(None))).all()
             rows = conn.execute(select(_nodes).where(_nodes.c.revoked_at.is_(None))).all()
+        for r in revoked:
+            if r.flower_node_id and int(r.flower_node_id) in known:
+                control.unregister_node(int(r.flower_node_id))
         fixed = 0
         for r in rows:
             if r.flower_node_id and int(r.flower_node_id) in known:

@@ -174,12 +174,6 @@ def test_a_stale_socket_file_is_replaced_on_start(short_dir: Path) -> None:
     assert reply.metric_records["metrics"]["loss"] == pytest.approx(1.25)
 
 
-@pytest.mark.xfail(
-    reason="BUG: _Handler.handle sends the {'ok': true} header before encoding the reply; when encoding "
-    "fails the error header goes out as the payload frame and call_worker raises protobuf's DecodeError "
-    "(outside its try) instead of a FederationError carrying the handler's error",
-    strict=True,
-)
 def test_a_reply_that_cannot_be_encoded_is_a_federation_error(short_dir: Path) -> None:
     def returns_a_plain_dict(message_type: str, run_config: str, content: RecordDict) -> RecordDict:
         return {"not": "a RecordDict"}  # type: ignore[return-value]
