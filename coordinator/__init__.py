@@ -1,7 +1,14 @@
 """The coordinator: Flower ServerApp and strategies, the managed SuperLink, the run lifecycle."""
 
 from coordinator.control import FlowerControl, FlowerRunState, follow_run_logs
-from coordinator.lifecycle import RunOutcome, RunProgress, SimulationBackend, execute_run
+from coordinator.lifecycle import (
+    RunOutcome,
+    RunProgress,
+    SimulationBackend,
+    execute_run,
+    new_run_id,
+    resolve_run_config,
+)
 from coordinator.strategies import (
     STRATEGIES,
     StrategyConfig,
@@ -23,6 +30,8 @@ __all__ = [
     "execute_run",
     "flower_env",
     "follow_run_logs",
+    "new_run_id",
+    "resolve_run_config",
     "stop_process_tree",
     "validate_strategy_config",
 ]

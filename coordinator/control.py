@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fedge.errors import FederationError
 
-__all__ = ["FlowerControl", "FlowerRunState", "follow_run_logs"]
+__all__ = ["FlowerControl", "FlowerNode", "FlowerRunState", "follow_run_logs"]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,30 @@ class FlowerRunState:
         return self.status == "finished"
 
 
-class FlowerControl:
-    """Submit and follow runs on one SuperLink (``host:port``, plain HTTP on loopback)."""
+@dataclass(frozen=True)
+class FlowerNode:
+    """A SuperNode as the SuperLink knows it.
 
-    def __init__(self, address: str) -> None:
+    ``status`` is ``registered`` (enrolled, never connected), ``online``, ``offline`` or
+    ``unregistered``; times are ISO 8601 strings as Flower reports them (empty if never).
+    """
+
+    node_id: int
+    name: str
+    status: str
+    public_key_pem: str
+    registered_at: str
+    last_activated_at: str
+    last_deactivated_at: str
+
+
+class FlowerControl:
+    """Submit and follow runs, and register SuperNodes, on one SuperLink (``host:port``).
+
+    ``root_certificates`` (PEM) switches to HTTPS trusting only that CA.
+    """
+
+    def __init__(self, address: str, root_certificates: bytes | None = None) -> None:
         # Import every message type here, in the thread that makes the first client: the log
         # stream runs in a second thread, and two threads importing one package can deadlock.
         import flwr.proto.control_pb2
@@ -53,10 +73,11 @@ class FlowerControl:
         from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
 
         self.address = address
+        self.root_certificates = root_certificates
         self._client = ControlHttpClient.from_server_address(
             server_address=address,
-            insecure=True,
-            root_certificates=None,
+            insecure=root_certificates is None,
+            root_certificates=root_certificates,
             interceptors=[RuntimeVersionHttpInterceptor(component_name="fedge")],
         )
 
@@ -137,16 +158,64 @@ class FlowerControl:
         except Exception as exc:  # a finished run cannot be stopped; that is fine
             log.debug("stop-run %d: %s", run_id, exc)
 
+    def register_node(self, public_key_pem: bytes, name: str) -> int:
+        """Register a SuperNode's public key (PEM SubjectPublicKeyInfo); return its Flower node id."""
+        from flwr.proto.control_pb2 import RegisterNodeRequest
+
+        try:
+            response = self._client.RegisterNode(RegisterNodeRequest(public_key=public_key_pem, name=name))
+        except Exception as exc:
+            raise FederationError(
+                f"the SuperLink at {self.address} refused to register {name!r}: {exc}"
+            ) from exc
+        if not response.node_id:
+            raise FederationError(f"the SuperLink at {self.address} did not register {name!r}")
+        return int(response.node_id)
+
+    def unregister_node(self, node_id: int) -> None:
+        """Unregister a SuperNode: its key authenticates no more."""
+        from flwr.proto.control_pb2 import UnregisterNodeRequest
+
+        try:
+            self._client.UnregisterNode(UnregisterNodeRequest(node_id=node_id))
+        except Exception as exc:
+            raise FederationError(
+                f"the SuperLink at {self.address} did not unregister node {node_id}: {exc}"
+            ) from exc
+
+    def list_nodes(self) -> list[FlowerNode]:
+        """Every SuperNode the SuperLink knows, with its status and activity times."""
+        from flwr.proto.control_pb2 import ListNodesRequest
+
+        try:
+            response = self._client.ListNodes(ListNodesRequest())
+        except Exception as exc:
+            raise FederationError(f"cannot list nodes on {self.address}: {exc}") from exc
+        return [
+            FlowerNode(
+                node_id=int(n.node_id),
+                name=n.name,
+                status=n.status,
+                public_key_pem=n.public_key,
+                registered_at=n.registered_at,
+                last_activated_at=n.last_activated_at,
+                last_deactivated_at=n.last_deactivated_at,
+            )
+            for n in response.nodes_info
+        ]
+
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._client.close()
 
 
-def follow_run_logs(address: str, flower_run_id: int, path: Path) -> threading.Thread:
+def follow_run_logs(
+    address: str, flower_run_id: int, path: Path, root_certificates: bytes | None = None
+) -> threading.Thread:
     """Copy the run's log stream to ``path`` in a daemon thread (ends with the run)."""
 
     def copy() -> None:
-        control = FlowerControl(address)
+        control = FlowerControl(address, root_certificates)
         try:
             with path.open("a", encoding="utf-8") as fh:
                 for chunk in control.stream_logs(flower_run_id):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,17 @@ from coordinator.flower_app import build_shim_fab
 from coordinator.superlink import ManagedSuperLink
 from fedge.errors import FederationError
 from fedge.protocol import RUN_CONFIG_KEY, config_hash, encode_run_config
-from registry import Checkpoint, ModelVersion, Registry, RunCreate, RunInfo, RunStatus
+from registry import Checkpoint, ModelVersion, Registry, RegistryConfig, RunCreate, RunInfo, RunStatus
 
-__all__ = ["RunOutcome", "RunProgress", "SimulationBackend", "execute_run"]
+__all__ = [
+    "RunOutcome",
+    "RunProgress",
+    "SimulationBackend",
+    "execute_run",
+    "finish_run",
+    "new_run_id",
+    "resolve_run_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,56 @@ class RunOutcome:
     version: ModelVersion | None
     log_path: Path
     elapsed_s: float
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``YYYYmmdd-HHMMSS-xxxxxx``."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def resolve_run_config(
+    config: dict[str, Any], registry_config: RegistryConfig, run_id: str
+) -> dict[str, Any]:
+    """The config a run carries: ``run_id`` set and the registry's locations made absolute.
+
+    The ServerApp runs in another process and working directory, so relative paths would point
+    elsewhere; a PostgreSQL URL stays as configured (its password comes from the environment).
+    """
+    resolved = dict(config)
+    resolved["run_id"] = run_id
+    url = registry_config.resolved_database_url()
+    resolved["registry"] = {
+        **registry_config.to_dict(),
+        "root": str(Path(registry_config.root).expanduser().resolve()),
+        "signing_key": str(registry_config.resolved_signing_key()),
+        "database_url": url if url.startswith("sqlite") else registry_config.database_url,
+        "artifact_uri": registry_config.resolved_artifact_uri(),
+    }
+    return resolved
+
+
+def finish_run(registry: Registry, run_id: str, status: str, error: str | None) -> RunInfo:
+    """Record how a run ended; a run "completed" without a registered version is a failure.
+
+    An error the ServerApp stored itself (the root cause) is kept over ``error``.
+    """
+    versions = registry.store.list_versions(run_id=run_id, limit=1)
+    stored = registry.store.get_run(run_id)
+    monitoring = (stored.config or {}).get("mode", "train") == "monitor"  # drift windows register nothing
+    if status == RunStatus.COMPLETED and not versions and not monitoring:
+        status, error = RunStatus.FAILED, "the run completed without registering a version"
+    stored_error = stored.error
+    registry.store.update_run(run_id, status=status, error=None if stored_error else error)
+    return registry.store.get_run(run_id)
+
+
+def status_of(state: FlowerRunState) -> tuple[str, str | None]:
+    """fedge's run status (and error) for a finished Flower run."""
+    if state.sub_status == "completed":
+        return RunStatus.COMPLETED, None
+    if state.sub_status == "stopped":
+        return RunStatus.STOPPED, None
+    return RunStatus.FAILED, state.details or f"Flower reported the run as {state.sub_status or 'failed'}"
 
 
 def execute_run(
@@ -119,12 +179,7 @@ def execute_run(
             poll_interval_s=poll_interval_s,
             on_progress=on_progress,
         )
-        if state.sub_status == "completed":
-            final_status = RunStatus.COMPLETED
-        elif state.sub_status == "stopped":
-            final_status = RunStatus.STOPPED
-        else:
-            error = state.details or f"Flower reported the run as {state.sub_status or 'failed'}"
+        final_status, error = status_of(state)
     except KeyboardInterrupt:
         final_status, error = RunStatus.STOPPED, "interrupted by the operator"
         if control is not None and flower_run_id is not None:
@@ -139,15 +194,8 @@ def execute_run(
         superlink.stop()
         if log_thread is not None:
             log_thread.join(timeout=5)
-        versions = registry.store.list_versions(run_id=run_id, limit=1)
-        if final_status == RunStatus.COMPLETED and not versions and config.get("mode", "train") != "monitor":
-            final_status, error = (
-                RunStatus.FAILED,
-                "the run completed without registering a version",
-            )
-        stored_error = registry.store.get_run(run_id).error
-        registry.store.update_run(run_id, status=final_status, error=None if stored_error else error)
-    run = registry.store.get_run(run_id)
+        run = finish_run(registry, run_id, final_status, error)
+    versions = registry.store.list_versions(run_id=run_id, limit=1)
     return RunOutcome(
         run=run,
         checkpoints=registry.store.list_checkpoints(run_id),

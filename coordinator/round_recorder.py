@@ -10,7 +10,14 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
 
-from fedge.protocol import METRICS_KEY, NUM_EXAMPLES
+from fedge.protocol import (
+    CLIENT_INFO_KEY,
+    INFO_FINGERPRINT,
+    INFO_NAME,
+    INFO_NUM_ROWS,
+    METRICS_KEY,
+    NUM_EXAMPLES,
+)
 from fedge.serde import state_dict_from_arrays, state_dict_to_safetensors
 from fedge.tasks import Dataset
 from fedge.tasks.training import evaluate_model, load_weights
@@ -33,6 +40,21 @@ def _node_metrics(replies: Iterable[Message]) -> dict[int, dict[str, float]]:
     return out
 
 
+def _node_info(replies: Iterable[Message]) -> dict[int, dict[str, Any]]:
+    """What each node said about its data: name, fingerprint, row count (never the data)."""
+    out: dict[int, dict[str, Any]] = {}
+    for msg in replies:
+        if msg.has_error() or CLIENT_INFO_KEY not in msg.content:
+            continue
+        info = msg.content[CLIENT_INFO_KEY]
+        out[int(msg.metadata.src_node_id)] = {
+            "name": str(info.get(INFO_NAME, "")),
+            "data_fingerprint": str(info.get(INFO_FINGERPRINT, "")),
+            "data_rows": int(info.get(INFO_NUM_ROWS, 0)),  # type: ignore[call-overload]
+        }
+    return out
+
+
 @dataclass
 class RoundRecorder:
     """Collects what happens in each round and registers the round's aggregate as a checkpoint.
@@ -49,6 +71,7 @@ class RoundRecorder:
     test_set: Dataset | None = None
     train_by_round: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
     eval_by_round: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
+    info_by_round: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
     failures_by_round: dict[int, int] = field(default_factory=dict)
     checkpoints: list[Checkpoint] = field(default_factory=list)
     central: dict[int, dict[str, float]] = field(default_factory=dict)
@@ -56,6 +79,7 @@ class RoundRecorder:
     def on_train_replies(self, server_round: int, replies: list[Message]) -> None:
         """Remember each replying node's sample count and training metrics."""
         self.train_by_round[server_round] = _node_metrics(replies)
+        self.info_by_round[server_round] = _node_info(replies)
         self.failures_by_round[server_round] = sum(1 for m in replies if m.has_error())
 
     def on_evaluate_replies(self, server_round: int, replies: list[Message]) -> None:
@@ -76,6 +100,7 @@ class RoundRecorder:
         lineage = dict(self.base_lineage)
         train = self.train_by_round.get(server_round, {})
         evals = self.eval_by_round.get(server_round, {})
+        info = self.info_by_round.get(server_round, {})
         lineage.update(
             {
                 "round": server_round,
@@ -83,6 +108,7 @@ class RoundRecorder:
                 "nodes": [
                     {
                         "node_id": node_id,
+                        **info.get(node_id, {}),
                         "num_examples": int(m.get(NUM_EXAMPLES, 0)),
                         "train_metrics": {k: v for k, v in m.items() if k != NUM_EXAMPLES},
                         "eval_metrics": {

@@ -2,84 +2,38 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
-import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil
 
 from fedge.errors import FederationError
+from fedge.processes import flower_env, free_port, stop_process_tree
+
+if TYPE_CHECKING:
+    from fedge.tls import TlsFiles
 
 __all__ = ["ManagedSuperLink", "flower_env", "free_port", "stop_process_tree"]
 
 log = logging.getLogger(__name__)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def flower_env(flwr_home: Path) -> dict[str, str]:
-    """The environment of every Flower process fedge starts: private home, no telemetry.
-
-    Runtime dependency installation is disabled too: it would ``uv sync`` the app per run and
-    pull packages (a CUDA torch) that an institution did not review.
-    """
-    env = dict(os.environ)
-    env.update(
-        {
-            "FLWR_HOME": str(flwr_home),
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_DEDUP_LOGS": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def stop_process_tree(pid: int, *, timeout: float = 10.0) -> list[int]:
-    """Terminate ``pid`` and every descendant (SIGTERM, then SIGKILL after ``timeout``).
-
-    Descendants are collected before the parent is signalled, so that processes reparented on
-    its death (Ray's workers, the SuperExec) are still found. Returns the pids signalled.
-    """
-    try:
-        root = psutil.Process(pid)
-        procs = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return []
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    # A child may have forked after the first sweep; look again before killing.
-    for proc in list(alive):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            alive.extend(c for c in proc.children(recursive=True) if c not in alive)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=5)
-    return [p.pid for p in procs]
-
-
 class ManagedSuperLink:
-    """Start ``flower-superlink`` on 127.0.0.1, wait until healthy, stop it and its children.
+    """Start ``flower-superlink``, wait until healthy, stop it and its children.
 
     Use as a context manager; the process is stopped on normal exit, on error and on Ctrl-C.
+
+    Two modes share this class: a simulation SuperLink per run (``fedge simulate``, plain HTTP on
+    loopback) and the deployment SuperLink ``fedge coordinator serve`` keeps (TLS, SuperNode
+    authentication, a persistent state database). Flower 1.42 serves its Fleet, Control and
+    Runtime APIs on one port and the Control API has no authentication: fedge binds it to
+    loopback, and a multi-machine deployment puts a proxy in front that passes only the Fleet API.
 
     Parameters
     ----------
@@ -89,6 +43,12 @@ class ManagedSuperLink:
         Start in simulation mode (``fedge simulate``).
     port : int or None
         Port of the HTTP APIs (Fleet, Control, Runtime); a free one if ``None``.
+    host : str
+        Bind address; loopback unless a deployment knows better.
+    tls : TlsFiles or None
+        CA, certificate and key of the SuperLink: HTTPS on every API. ``None``: plain HTTP.
+    node_auth : bool
+        Accept only SuperNodes whose public key was registered (``--enable-supernode-auth``).
     """
 
     def __init__(
@@ -97,12 +57,18 @@ class ManagedSuperLink:
         *,
         simulation: bool = True,
         port: int | None = None,
+        host: str = "127.0.0.1",
+        tls: TlsFiles | None = None,
+        node_auth: bool = False,
         startup_timeout: float = 60.0,
         extra_args: list[str] | None = None,
     ) -> None:
         self.home = Path(home)
         self.simulation = simulation
+        self.host = host
         self.port = port or free_port()
+        self.tls = tls
+        self.node_auth = node_auth
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen[bytes] | None = None
@@ -111,16 +77,35 @@ class ManagedSuperLink:
 
     @property
     def address(self) -> str:
-        """``host:port`` of the Control API."""
-        return f"127.0.0.1:{self.port}"
+        """``host:port`` of the SuperLink's APIs (the Control API is reached on loopback)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "127.0.0.1") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{self.port}"
+
+    @property
+    def root_certificates(self) -> bytes | None:
+        """The CA certificate (PEM) a client needs to trust this SuperLink; ``None`` without TLS."""
+        return self.tls.ca_cert.read_bytes() if self.tls is not None else None
 
     def command(self) -> list[str]:
         """The SuperLink command line."""
-        cmd = [
-            "flower-superlink",
-            "--insecure",
+        cmd = ["flower-superlink"]
+        if self.tls is None:
+            cmd.append("--insecure")
+        else:
+            cmd += [
+                "--ssl-ca-certfile",
+                str(self.tls.ca_cert),
+                "--ssl-certfile",
+                str(self.tls.server_cert),
+                "--ssl-keyfile",
+                str(self.tls.server_key),
+            ]
+        if self.node_auth:
+            cmd.append("--enable-supernode-auth")
+        cmd += [
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
             "--isolation",
@@ -179,9 +164,13 @@ class ManagedSuperLink:
         )
 
     def healthy(self) -> bool:
-        """Whether ``/health`` answers 2xx."""
+        """Whether ``/health`` answers 2xx (over HTTPS, trusting only the federation's CA, with TLS)."""
+        scheme = "https" if self.tls is not None else "http"
+        verify: bool | ssl.SSLContext = True
+        if self.tls is not None:
+            verify = ssl.create_default_context(cafile=str(self.tls.ca_cert))
         try:
-            return httpx.get(f"http://{self.address}/health", timeout=1.0).is_success
+            return httpx.get(f"{scheme}://{self.address}/health", timeout=1.0, verify=verify).is_success
         except httpx.HTTPError:
             return False
 

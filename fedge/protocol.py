@@ -11,14 +11,19 @@ from fedge.errors import ConfigError
 
 __all__ = [
     "ARRAYS_KEY",
+    "CLIENT_INFO_KEY",
     "CONFIG_KEY",
     "EVAL_ACCURACY",
     "EVAL_LOSS",
+    "INFO_FINGERPRINT",
+    "INFO_NAME",
+    "INFO_NUM_ROWS",
     "METRICS_KEY",
     "NUM_EXAMPLES",
     "RUN_CONFIG_KEY",
     "TRAIN_ACCURACY",
     "TRAIN_LOSS",
+    "WORKER_SOCKET_KEY",
     "config_hash",
     "decode_run_config",
     "encode_run_config",
@@ -36,6 +41,16 @@ TRAIN_LOSS = "train-loss"
 TRAIN_ACCURACY = "train-accuracy"
 EVAL_LOSS = "eval-loss"
 EVAL_ACCURACY = "eval-accuracy"
+
+# A ConfigRecord in train replies: what a client says about its data (never the data): the
+# sha256 fingerprint of its validated rows, their count and the node's enrolled name.
+CLIENT_INFO_KEY = "fedge.client"
+INFO_FINGERPRINT = "data-fingerprint"
+INFO_NUM_ROWS = "data-rows"
+INFO_NAME = "node-name"
+
+# SuperNode node-config key naming the Unix socket of the client agent's warm worker.
+WORKER_SOCKET_KEY = "fedge-worker-socket"
 
 
 def encode_run_config(config: Mapping[str, Any]) -> str:

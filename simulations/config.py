@@ -71,8 +71,10 @@ class FedgeConfig:
         return asdict(self)
 
 
-def load_config(overrides: list[str] | None = None, *, config_dir: Path | None = None) -> FedgeConfig:
-    """Compose ``configs/config.yaml`` with Hydra overrides and check it against the schema.
+def load_config(
+    overrides: list[str] | None = None, *, config_dir: Path | None = None, config_name: str = "config"
+) -> FedgeConfig:
+    """Compose ``configs/<config_name>.yaml`` with Hydra overrides and check it against the schema.
 
     Raises
     ------
@@ -88,11 +90,15 @@ def load_config(overrides: list[str] | None = None, *, config_dir: Path | None =
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(overrides or [])
-    _check_group_choices(overrides, config_dir or CONFIG_DIR)
+    folder = config_dir or CONFIG_DIR
+    if not (folder / f"{config_name}.yaml").is_file():
+        names = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"unknown config {config_name!r}: choose one of {', '.join(names)}")
+    _check_group_choices(overrides, folder)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir or CONFIG_DIR), version_base="1.3"):
-            composed = compose(config_name="config", overrides=overrides)
+            composed = compose(config_name=config_name, overrides=overrides)
         schema = OmegaConf.structured(FedgeConfig)
         merged = OmegaConf.merge(schema, composed)
         config: FedgeConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]

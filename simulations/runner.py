@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from coordinator import RunOutcome, RunProgress, SimulationBackend, execute_run
+from coordinator import (
+    RunOutcome,
+    RunProgress,
+    SimulationBackend,
+    execute_run,
+    new_run_id,
+    resolve_run_config,
+)
 from registry import open_registry
 from simulations.config import FedgeConfig
 
@@ -32,11 +37,6 @@ class SimulationReport:
         return self.outcome.run.status == "completed" and self.outcome.version is not None
 
 
-def new_run_id() -> str:
-    """A sortable, unique run id: ``YYYYmmdd-HHMMSS-xxxxxx``."""
-    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-
-
 def simulate(
     config: FedgeConfig,
     *,
@@ -50,18 +50,7 @@ def simulate(
     """
     registry = open_registry(config.registry)
     try:
-        resolved = config.to_dict()
-        resolved["run_id"] = run_id or new_run_id()
-        # The ServerApp runs in another process and working directory: pass absolute locations.
-        resolved["registry"] = {
-            **config.registry.to_dict(),
-            "root": str(Path(config.registry.root).expanduser().resolve()),
-            "signing_key": str(config.registry.resolved_signing_key()),
-            "database_url": config.registry.resolved_database_url()
-            if config.registry.resolved_database_url().startswith("sqlite")
-            else config.registry.database_url,
-            "artifact_uri": config.registry.resolved_artifact_uri(),
-        }
+        resolved = resolve_run_config(config.to_dict(), config.registry, run_id or new_run_id())
         outcome = execute_run(
             registry=registry,
             config=resolved,

@@ -9,13 +9,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.api.drift_routes import create_drift_router
+from coordinator.api.operations import RunConfigLoader, create_operations_router
 from coordinator.auth import Principal, TokenStore, require_role
+from coordinator.deployment import Deployment
 from coordinator.device_reports import DeviceReportStore
-from coordinator.drift_launch import mount_drift_metrics, open_drift_service
+from coordinator.drift_launch import open_drift_service
+from coordinator.metrics import metrics_registry, render_metrics
 from fedge.drift_summary import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, http_status_for
 from registry import Registry, RegistryConfig, create_registry_router, open_registry
@@ -58,8 +61,17 @@ class DeviceReportIn(BaseModel):
     drift: dict[str, Any] = Field(default_factory=dict)
 
 
-def create_app(settings: CoordinatorSettings) -> FastAPI:
-    """Build the app; nothing is opened at import time, everything here is per app."""
+def create_app(
+    settings: CoordinatorSettings,
+    *,
+    deployment: Deployment | None = None,
+    load_run_config: RunConfigLoader | None = None,
+) -> FastAPI:
+    """Build the app; nothing is opened at import time, everything here is per app.
+
+    ``deployment`` (the SuperLink the coordinator manages, its nodes and runs) enables the run
+    and node routes; ``load_run_config`` composes a run's config from a name and overrides.
+    """
     registry = open_registry(settings.registry)
     tokens = TokenStore(settings.tokens_url or settings.registry.resolved_database_url())
     reports = DeviceReportStore(settings.tokens_url or settings.registry.resolved_database_url())
@@ -98,6 +110,9 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     def operator(p: Annotated[Principal, Depends(principal)]) -> str:
         return require_role(p, "operator").name
 
+    def admin(p: Annotated[Principal, Depends(principal)]) -> str:
+        return require_role(p, "admin").name
+
     def get_registry() -> Registry:
         return registry
 
@@ -109,10 +124,21 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     )
 
     app.include_router(
+        create_operations_router(
+            get_registry=get_registry,
+            get_deployment=lambda: deployment,
+            tokens=tokens,
+            load_run_config=load_run_config,
+            reader=reader,
+            operator=operator,
+            admin=admin,
+        ),
+        prefix=API_PREFIX,
+    )
+    app.include_router(
         create_drift_router(get_service=lambda: drift, reader=reader, operator=operator),
         prefix=f"{API_PREFIX}/drift",
     )
-    mount_drift_metrics(app, drift)
 
     @app.post(f"{API_PREFIX}/edge/reports", status_code=201, tags=["edge"])
     def post_device_report(body: DeviceReportIn, actor: Annotated[str, Depends(reader)]) -> dict[str, Any]:
@@ -130,6 +156,21 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     @app.get(f"{API_PREFIX}/edge/devices", tags=["edge"])
     def list_devices(_actor: Annotated[str, Depends(reader)]) -> list[dict[str, Any]]:
         return [asdict(r) for r in reports.latest_by_device()]
+
+    def nodes_online() -> int:
+        if deployment is None or deployment.nodes is None:
+            raise RuntimeError("no deployment")
+        return deployment.nodes.online_count()
+
+    scrape_registry = metrics_registry(registry, nodes_online=nodes_online if deployment else None)
+    if drift.metrics is not None:
+        scrape_registry.register(drift.metrics)  # fedge_drift_* gauges on the same /metrics
+
+    @app.get("/metrics", tags=["metrics"])
+    def metrics(_actor: Annotated[str, Depends(reader)]) -> Response:
+        """Prometheus metrics (viewer token: Prometheus sends it with ``authorization``)."""
+        body, content_type = render_metrics(scrape_registry)
+        return Response(content=body, media_type=content_type)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from fedge.errors import ConfigError, FedgeError, RegistryUnavailableError
+from fedge.errors import ConfigError, DataError, FedgeError, RegistryUnavailableError
 
 __all__ = ["exit_code_for", "reports_errors"]
 
@@ -19,7 +19,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def exit_code_for(error: FedgeError) -> int:
     """2 for bad configuration or input, 3 for an unusable registry, 1 for everything else."""
-    if isinstance(error, ConfigError):
+    if isinstance(error, ConfigError | DataError):
         return 2
     if isinstance(error, RegistryUnavailableError):
         return 3

@@ -9,8 +9,10 @@ from types import FrameType
 import typer
 
 from fedge.cli.admin_cmd import audit_app, coordinator_app, tokens_app
+from fedge.cli.deploy_cmd import certs_app, client_app
 from fedge.cli.drift_cmd import drift_app
 from fedge.cli.edge_cmd import edge_app
+from fedge.cli.operate_cmd import client_start, nodes_app, runs_app
 from fedge.cli.registry_cmd import registry_app
 from fedge.cli.simulate_cmd import simulate_command
 
@@ -34,6 +36,11 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(edge_app, name="edge")
+app.add_typer(certs_app, name="certs")
+client_app.command("start")(client_start)
+app.add_typer(client_app, name="client")
+app.add_typer(nodes_app, name="nodes")
+app.add_typer(runs_app, name="runs")
 app.add_typer(drift_app, name="drift")
 
 

@@ -5,9 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fedge.errors import UnknownTaskError
-from fedge.tasks.base import DataSchema, Dataset, Task, TaskConfig
+from fedge.tasks.base import NAN_POLICIES, DataFileSchema, DataSchema, Dataset, Task, TaskConfig
 
-__all__ = ["DataSchema", "Dataset", "Task", "TaskConfig", "available_tasks", "get_task"]
+__all__ = [
+    "NAN_POLICIES",
+    "DataFileSchema",
+    "DataSchema",
+    "Dataset",
+    "Task",
+    "TaskConfig",
+    "available_tasks",
+    "get_task",
+]
 
 
 def _digits() -> Task:

@@ -1,0 +1,203 @@
+"""Round time in deployment mode: fedge's client agents (warm workers) vs a bare Flower deployment.
+
+One invocation runs the same ServerApp, task, model, partitions and FedAvg twice, each on
+127.0.0.1 as separate processes:
+
+1. fedge: ``fedge coordinator serve --tls-dir`` (TLS, SuperNode authentication) and 3
+   ``fedge client start`` agents on their own data files (CSV); the run is created through the
+   operator API. Each agent keeps torch, the model and the data loaded; Flower's per-message
+   ClientApp process only forwards to it.
+2. bare Flower: ``flower-superlink --insecure`` and 3 ``flower-supernode --insecure`` running the
+   same ClientApp without a worker, so every message pays a fresh process with torch imported.
+
+A round's wall time is the time between consecutive checkpoints (round 1 also pays the ServerApp's
+start, so it is left out of the mean); its overhead is the round's wall time minus the slowest
+client's training compute that round (``train-seconds``, measured inside the client). Goal: fedge's
+overhead <= 2 s per round.
+
+    python benchmarks/deploy_round.py [--rounds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+GOAL_OVERHEAD_S = 2.0
+CLIENTS = 3
+
+
+def _overrides(rounds: int) -> list[str]:
+    return [
+        f"strategy.num_rounds={rounds}",
+        f"strategy.min_train_nodes={CLIENTS}",
+        f"strategy.min_evaluate_nodes={CLIENTS}",
+        f"strategy.min_available_nodes={CLIENTS}",
+        f"simulation.num_clients={CLIENTS}",
+    ]
+
+
+def round_times(registry_config: Any, run_id: str) -> list[tuple[int, float, float]]:
+    """(round, wall seconds, slowest client's train seconds) for rounds 2.. of the run."""
+    from registry import open_registry
+
+    registry = open_registry(registry_config)
+    try:
+        checkpoints = registry.store.list_checkpoints(run_id)
+    finally:
+        registry.close()
+    out = []
+    for previous, current in itertools.pairwise(checkpoints):
+        wall = (current.created_at - previous.created_at).total_seconds()
+        compute = max(
+            (float(n.get("train_metrics", {}).get("train-seconds", 0.0)) for n in current.lineage["nodes"]),
+            default=0.0,
+        )
+        out.append((current.round, wall, compute))
+    return out
+
+
+def run_fedge(root: Path, rounds: int, console: Console) -> list[tuple[int, float, float]]:
+    """Coordinator + 3 agents with TLS and node auth; one run through the operator API."""
+    from simulations.local_deployment import LocalDeployment
+
+    with LocalDeployment(root) as dep:
+        names = [f"site-{i}" for i in range(CLIENTS)]
+        for i, name in enumerate(names):
+            key, data = dep.institution(name, partition=i, parts=CLIENTS)
+            dep.enroll(name).raise_for_status()
+            dep.start_agent(name, key, data)
+        dep.wait_online(names)
+        response = dep.api("POST", "/runs", role="operator", json={"overrides": _overrides(rounds)})
+        response.raise_for_status()
+        run_id = response.json()["run_id"]
+        with console.status(f"fedge deployment: run {run_id}, {rounds} rounds"):
+            run = dep.wait_run(run_id)
+        if run["status"] != "completed":
+            raise SystemExit(f"fedge run ended {run['status']}: {run.get('error')}")
+        return round_times(dep.registry_config, run_id)
+
+
+def run_bare(root: Path, rounds: int, console: Console) -> list[tuple[int, float, float]]:
+    """An insecure SuperLink and 3 SuperNodes running the same ClientApp without a worker."""
+    from coordinator import FlowerControl, ManagedSuperLink, new_run_id, resolve_run_config
+    from coordinator.flower_app import build_shim_fab
+    from fedge.processes import flower_env, free_port, stop_process_tree
+    from fedge.protocol import RUN_CONFIG_KEY, encode_run_config
+    from registry import RegistryConfig, RunCreate, open_registry
+    from simulations import load_config
+
+    registry_config = RegistryConfig(root=str(root / ".fedge"))
+    config = load_config(_overrides(rounds)).to_dict()
+    run_id = new_run_id()
+    resolved = resolve_run_config(config, registry_config, run_id)
+    registry = open_registry(registry_config)
+    registry.store.create_run(
+        RunCreate(
+            run_id=run_id,
+            task="digits",
+            strategy="fedavg",
+            num_rounds=rounds,
+            config=resolved,
+            config_hash="bare",
+            reason="benchmark",
+            mode="deployment",
+        )
+    )
+    registry.close()
+    nodes: list[subprocess.Popen[bytes]] = []
+    with ManagedSuperLink(root / "superlink", simulation=False) as superlink:
+        try:
+            for i in range(CLIENTS):
+                home = root / f"node-{i}"
+                home.mkdir(parents=True, exist_ok=True)
+                with (home / "supernode.log").open("ab") as log:
+                    nodes.append(
+                        subprocess.Popen(
+                            [
+                                "flower-supernode",
+                                "--insecure",
+                                "--superlink",
+                                superlink.address,
+                                "--port",
+                                str(free_port()),
+                                "--isolation",
+                                "subprocess",
+                                "--node-config",
+                                f"partition-id={i} num-partitions={CLIENTS}",
+                            ],
+                            env=flower_env(home),
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                            cwd=home,
+                        )
+                    )
+            control = FlowerControl(superlink.address)
+            try:
+                flower_run_id = control.start_run(
+                    build_shim_fab(), {RUN_CONFIG_KEY: encode_run_config(resolved)}
+                )
+                with console.status(f"bare Flower deployment: {rounds} rounds"):
+                    while not control.run_state(flower_run_id).finished:
+                        time.sleep(1.0)
+                state = control.run_state(flower_run_id)
+            finally:
+                control.close()
+            if state.sub_status != "completed":
+                raise SystemExit(f"bare run ended {state.sub_status}: {state.details}")
+        finally:
+            for node in nodes:
+                stop_process_tree(node.pid)
+    return round_times(registry_config, run_id)
+
+
+def _summary(rows: list[tuple[int, float, float]]) -> tuple[float, float, float]:
+    walls = [w for _, w, _ in rows]
+    overheads = [w - c for _, w, c in rows]
+    computes = [c for _, _, c in rows]
+    return statistics.fmean(walls), statistics.fmean(overheads), statistics.fmean(computes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per run (round 1 is not averaged)")
+    parser.add_argument("--skip-bare", action="store_true", help="measure fedge only (no ratios)")
+    args = parser.parse_args(argv)
+    if args.rounds < 2:
+        parser.error("--rounds must be >= 2: round 1 includes the ServerApp's start and is not averaged")
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="fedge-deploy-bench-") as tmp:
+        fedge_rows = run_fedge(Path(tmp) / "fedge", args.rounds, console)
+        bare_rows = [] if args.skip_bare else run_bare(Path(tmp) / "bare", args.rounds, console)
+    table = Table(title=f"deployment round time, {CLIENTS} clients on 127.0.0.1 (rounds 2..{args.rounds})")
+    for column in ("", "mean round wall s", "mean slowest compute s", "mean overhead s"):
+        table.add_column(column, justify="right")
+    f_wall, f_over, f_comp = _summary(fedge_rows)
+    table.add_row("fedge (TLS, node auth, warm agents)", f"{f_wall:.2f}", f"{f_comp:.2f}", f"{f_over:.2f}")
+    if bare_rows:
+        b_wall, b_over, b_comp = _summary(bare_rows)
+        table.add_row("bare Flower (insecure)", f"{b_wall:.2f}", f"{b_comp:.2f}", f"{b_over:.2f}")
+    console.print(table)
+    if bare_rows:
+        console.print(f"round wall ratio fedge/bare: {f_wall / b_wall:.2f}")
+        console.print(f"overhead ratio fedge/bare: {f_over / b_over:.2f}")
+    verdict = "met" if f_over <= GOAL_OVERHEAD_S else "MISSED"
+    console.print(f"fedge overhead per round {f_over:.2f} s (goal <= {GOAL_OVERHEAD_S:.1f} s): {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

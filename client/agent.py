@@ -1,0 +1,203 @@
+"""The client agent an institution runs beside its data: a warm worker plus a Flower SuperNode.
+
+``fedge client start`` validates the institution's data file against the task's schema before
+anything connects (a bad file stops the agent with the file, column and row named), keeps torch,
+the model code and the validated rows loaded in this process (the warm worker), and runs
+``flower-supernode`` over TLS with the node's enrolled key. Each Flower message starts a light
+ClientApp process that forwards to the worker, so a round costs a process spawn and the
+training itself, not a torch import. Only weights, metrics, the data's fingerprint and row count
+leave the institution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from flwr.app import RecordDict
+
+from client.data_files import load_client_data
+from client.local_data import LocalData
+from client.trainer import ClientIdentity, evaluate_reply, train_reply
+from client.worker import WorkerServer
+from fedge.errors import ConfigError, FederationError
+from fedge.processes import flower_env, free_port, stop_process_tree
+from fedge.protocol import RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
+from fedge.tasks import TaskConfig
+
+__all__ = ["EXIT_REFUSED", "AgentConfig", "ClientAgent"]
+
+log = logging.getLogger(__name__)
+
+# `fedge client start` exits with this code when the SuperLink refuses the node's key (not
+# enrolled, or revoked); flower-supernode itself exits with 305, which a shell sees as 49.
+EXIT_REFUSED = 4
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Where the agent connects, with which credentials, and which data it serves.
+
+    ``superlink`` is the SuperLink's Fleet API as ``host:port``; ``ca_cert`` the federation's CA
+    (the only root trusted); ``private_key`` the node key whose public half the operator enrolled.
+    """
+
+    superlink: str
+    ca_cert: Path
+    private_key: Path
+    data_path: Path
+    task: TaskConfig
+    state_dir: Path
+    name: str
+    max_retries: int | None = None
+
+
+class ClientAgent:
+    """Validate the data, serve it warm, run the SuperNode; stop everything on exit."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        for label, path in (("CA certificate", config.ca_cert), ("node private key", config.private_key)):
+            if not Path(path).is_file():
+                raise ConfigError(f"{label} {path} does not exist")
+        self.state_dir = Path(config.state_dir)
+        self.socket_path = self.state_dir / "worker" / "worker.sock"
+        self.log_path = self.state_dir / "supernode.log"
+        self.local: LocalData | None = None
+        self.identity: ClientIdentity | None = None
+        self.worker: WorkerServer | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.messages_served = 0
+
+    def load_data(self) -> ClientIdentity:
+        """Read and validate the data file (raises :class:`DataError` naming file, column, row)."""
+        cfg = self.config
+        data = load_client_data(
+            cfg.data_path, cfg.task, val_fraction=cfg.task.val_fraction, seed=cfg.task.data_seed
+        )
+        self.local = data
+        seed = int(hashlib.sha256(cfg.name.encode()).hexdigest()[:8], 16)
+        self.identity = ClientIdentity(
+            name=cfg.name, fingerprint=data.fingerprint, num_rows=data.num_rows, seed=seed % 1_000_003
+        )
+        log.info("data %s: %d rows, fingerprint %s", cfg.data_path, data.num_rows, data.fingerprint[:16])
+        return self.identity
+
+    def handle(self, message_type: str, raw_config: str, content: RecordDict) -> RecordDict:
+        """Serve one message from the ClientApp (runs in the worker thread, torch already loaded)."""
+        if self.local is None or self.identity is None:
+            raise FederationError("the agent's data is not loaded")
+        config = decode_run_config({RUN_CONFIG_KEY: raw_config})
+        run_task = str(config.get("task", {}).get("name", ""))
+        if run_task != self.config.task.name:
+            raise ConfigError(
+                f"this client holds {self.config.task.name!r} data; the run asks for task {run_task!r}"
+            )
+        self.messages_served += 1
+        started = time.perf_counter()
+        if message_type == "train":
+            reply = train_reply(content, config, self.local, self.identity)
+        elif message_type == "evaluate":
+            reply = evaluate_reply(content, config, self.local)
+        else:
+            raise ConfigError(f"this client does not answer {message_type!r} messages")
+        log.info("%s message served in %.3f s", message_type, time.perf_counter() - started)
+        return reply
+
+    def supernode_command(self, clientappio_port: int) -> list[str]:
+        """The ``flower-supernode`` command line (TLS, node key, the worker socket in node config)."""
+        cfg = self.config
+        cmd = [
+            "flower-supernode",
+            "--superlink",
+            cfg.superlink,
+            "--root-certificates",
+            str(cfg.ca_cert),
+            "--auth-supernode-private-key",
+            str(cfg.private_key),
+            "--port",
+            str(clientappio_port),
+            "--isolation",
+            "subprocess",
+            "--node-config",
+            f'{WORKER_SOCKET_KEY}="{self.socket_path}"',
+        ]
+        if cfg.max_retries is not None:
+            cmd += ["--max-retries", str(cfg.max_retries)]
+        return cmd
+
+    def start(self) -> ClientAgent:
+        """Load the data (if not yet), start the worker and the SuperNode."""
+        if self.identity is None:
+            self.load_data()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "flwr-home").mkdir(exist_ok=True)
+        self.worker = WorkerServer(self.socket_path, self.handle).start()
+        log_fh = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                self.supernode_command(free_port()),
+                env=flower_env(self.state_dir / "flwr-home"),
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.state_dir,
+            )
+        except FileNotFoundError as exc:
+            self.stop()
+            raise FederationError("flower-supernode is not on PATH: install fedge[server]") from exc
+        finally:
+            log_fh.close()
+        log.info("SuperNode started (pid %d) towards %s", self.process.pid, self.config.superlink)
+        return self
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the SuperNode to exit; return its exit code (``None`` on timeout)."""
+        if self.process is None:
+            return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.process.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+        return self.process.returncode
+
+    def refusal(self) -> str | None:
+        """Why the SuperLink refused this node, from the SuperNode's log (``None`` if it did not)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return None
+        for marker in ("[code: 2004]", "[code: 2001]"):
+            if marker in text:
+                return (
+                    "the coordinator refused this node's key (not enrolled, or revoked): ask the operator "
+                    f"to run `fedge nodes add --name {self.config.name} <your .pub file>`"
+                )
+        return None
+
+    def stop(self) -> None:
+        """Stop the SuperNode (and its ClientApp processes) and the worker (idempotent)."""
+        if self.process is not None:
+            stop_process_tree(self.process.pid)
+            self.process = None
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def __enter__(self) -> ClientAgent:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

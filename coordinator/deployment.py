@@ -1,0 +1,113 @@
+"""A deployment: the SuperLink the coordinator keeps, its enrolled nodes and the runs on it.
+
+``fedge coordinator serve`` starts one :class:`Deployment` beside the operator API. The SuperLink
+runs with TLS (the federation's CA from ``fedge certs init``), SuperNode authentication, a state
+database that survives restarts, and runtime dependency installation disabled. It listens on
+loopback: Flower's Control API shares the Fleet API's port and has no authentication, so the
+operator API is the only door for people, and a multi-machine deployment publishes the Fleet
+API alone through a proxy (see the README).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from coordinator.control import FlowerControl
+from coordinator.nodes import NodeRegistry
+from coordinator.runs import DeploymentRuns
+from coordinator.superlink import ManagedSuperLink
+from fedge.tls import TlsFiles
+from registry import Registry, RegistryConfig
+
+__all__ = ["Deployment", "DeploymentSettings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """Where the deployment keeps its state, its TLS files, and the SuperLink's port."""
+
+    state_dir: Path
+    tls_dir: Path
+    superlink_port: int = 9092
+    superlink_host: str = "127.0.0.1"
+    poll_interval_s: float = 1.0
+
+
+class Deployment:
+    """Start the SuperLink, then the node registry and the run manager on it; stop all of it."""
+
+    def __init__(
+        self, settings: DeploymentSettings, registry: Registry, registry_config: RegistryConfig
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.registry_config = registry_config
+        self.tls = TlsFiles.in_dir(settings.tls_dir)
+        self.superlink = ManagedSuperLink(
+            Path(settings.state_dir) / "superlink",
+            simulation=False,
+            host=settings.superlink_host,
+            port=settings.superlink_port,
+            tls=self.tls,
+            node_auth=True,
+        )
+        self.control: FlowerControl | None = None
+        self.nodes: NodeRegistry | None = None
+        self.runs: DeploymentRuns | None = None
+
+    @property
+    def fleet_address(self) -> str:
+        """``host:port`` SuperNodes connect to (through a proxy off this machine)."""
+        return self.superlink.address
+
+    def start(self) -> Deployment:
+        """Start the SuperLink and register every active enrolment it does not know."""
+        self.superlink.start()
+        try:
+            ca = self.tls.ca_cert.read_bytes()
+            self.control = FlowerControl(self.superlink.address, ca)
+            self.nodes = NodeRegistry(self.registry_config.resolved_database_url(), self.control)
+            restored = self.nodes.reconcile()
+            if restored:
+                log.info("registered %d enrolled node(s) the SuperLink did not know", restored)
+            self.runs = DeploymentRuns(
+                registry=self.registry,
+                registry_config=self.registry_config,
+                address=self.superlink.address,
+                root_certificates=ca,
+                work_dir=Path(self.settings.state_dir) / "runs",
+                poll_interval_s=self.settings.poll_interval_s,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop following runs, close connections, stop the SuperLink (idempotent)."""
+        if self.runs is not None:
+            self.runs.close()
+            self.runs = None
+        if self.nodes is not None:
+            self.nodes.close()
+            self.nodes = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        self.superlink.stop()
+
+    def __enter__(self) -> Deployment:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
