@@ -28,6 +28,7 @@ from fedge.drift_summary import (
 )
 from fedge.errors import DataError, FedgeError
 from fedge.privacy_ledger import PrivacyLedger
+from fedge.protocol import ARRAYS_KEY
 from fedge.tasks import Dataset
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "MODE_REFERENCE_FINE",
     "MODE_WINDOW",
     "QUERY_KEY",
+    "drift_query_reply",
     "drift_reply",
     "ledger_for",
     "shift_rows",
@@ -73,6 +75,33 @@ def simulated_window(
     if partition_id in settings.shift_clients and window >= settings.shift_from_window:
         rows = shift_rows(rows, settings.shift_size, reference=x)
     return rows
+
+
+def drift_query_reply(
+    content: RecordDict,
+    config: dict[str, Any],
+    local: LocalData,
+    *,
+    ledger: PrivacyLedger,
+    partition_id: int = 0,
+) -> RecordDict:
+    """:func:`drift_reply` with the run's drift settings and, when the query carries the model's
+    weights, its predicted classes (torch is loaded only then)."""
+    settings = DriftSettings.from_dict(config.get("drift"))
+    predict = None
+    if ARRAYS_KEY in content:
+        from fedge.serde import state_dict_from_arrays
+        from fedge.tasks import TaskConfig, get_task
+        from fedge.tasks.training import load_weights, predict_logits
+
+        task_cfg = TaskConfig(**config["task"])
+        model = get_task(task_cfg.name).build_model(task_cfg)
+        load_weights(model, state_dict_from_arrays(content[ARRAYS_KEY]))  # type: ignore[arg-type]
+
+        def predict(rows: np.ndarray) -> np.ndarray:
+            return predict_logits(model, rows).argmax(-1)
+
+    return drift_reply(content, local, ledger, settings, predict=predict, partition_id=partition_id)
 
 
 def simulated_current_data(

@@ -1,4 +1,4 @@
-"""Wiring of drift monitoring: the service a process opens, the run a trigger launches, the /metrics mount."""
+"""Wiring of drift monitoring: the service a process opens and the run a trigger launches."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from coordinator.lifecycle import RunOutcome, SimulationBackend, execute_run
 from fedge.drift_summary import DriftSettings
 from registry import Registry, RegistryConfig, open_registry
 
-__all__ = ["SimulationLauncher", "mount_drift_metrics", "open_drift_service", "retrain_config"]
+__all__ = ["SimulationLauncher", "open_drift_service", "retrain_config"]
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +113,3 @@ def open_drift_service(
         launcher=launcher,
         metrics=metrics or DriftMetrics(),
     )
-
-
-def mount_drift_metrics(app: Any, service: DriftService) -> None:
-    """Serve the drift gauges at ``/metrics`` unless the app already serves that path (its own wins)."""
-    from prometheus_client import make_asgi_app
-
-    if service.metrics is None or any(getattr(r, "path", "").rstrip("/") == "/metrics" for r in app.routes):
-        return
-    app.mount("/metrics", make_asgi_app(registry=service.metrics.registry))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import Metric
 
 __all__ = ["DriftMetrics"]
 
 
 class DriftMetrics:
-    """Drift gauges on their own :class:`CollectorRegistry` (mount it, or add it to the app's)."""
+    """Drift gauges on their own :class:`CollectorRegistry`; also a collector, so the app's scrape
+    registry can include them (``scrape_registry.register(drift_metrics)``)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -41,6 +44,10 @@ class DriftMetrics:
             ["model", "outcome"],
             registry=self.registry,
         )
+
+    def collect(self) -> Iterator[Metric]:
+        """Every drift metric (the collector protocol)."""
+        yield from self.registry.collect()
 
     def observe(self, report: Any) -> None:
         """Set the gauges from a stored :class:`~coordinator.drift_reports.DriftReport`."""
