@@ -25,6 +25,8 @@ from fedge.drift_summary import (
     QUERY_KEY,
     DriftSettings,
     noisy_histograms,
+    record_array,
+    record_value,
 )
 from fedge.errors import DataError, FedgeError
 from fedge.privacy_ledger import PrivacyLedger
@@ -164,10 +166,10 @@ def drift_reply(
         ``drift.meta`` (status ``ok``, ``refused`` or ``below-min-window``); ``drift.counts`` when ok.
     """
     query = content[QUERY_KEY]
-    mode, window = str(query["mode"]), int(query.get("window", 0))
-    num_classes = int(query.get("num_classes", 0))
-    edges = content[EDGES_KEY]["edges"].numpy()
-    features = [int(i) for i in (query.get("features") or [])]
+    mode, window = str(record_value(query, "mode")), int(record_value(query, "window", 0))
+    num_classes = int(record_value(query, "num_classes", 0))
+    edges = record_array(content[EDGES_KEY], "edges")
+    features = [int(i) for i in (record_value(query, "features") or [])]
     if isinstance(data, np.ndarray):
         rows = data
     elif mode == MODE_WINDOW:

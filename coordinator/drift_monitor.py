@@ -29,6 +29,8 @@ from fedge.drift_summary import (
     DriftReference,
     DriftSettings,
     SiteSummary,
+    record_array,
+    record_value,
 )
 from fedge.errors import ConfigError, FederationError
 from fedge.protocol import ARRAYS_KEY
@@ -95,20 +97,25 @@ def query_drift(
             log.warning("node %d failed the drift query: %s", node, reply.error.reason)
             continue
         meta = reply.content[META_KEY]
-        status = str(meta["status"])
+        status = str(record_value(meta, "status"))
         counts = class_counts = None
         if status == "ok":
             record = reply.content[COUNTS_KEY]
-            counts = record["counts"].numpy()
-            class_counts = record["class_counts"].numpy() if "class_counts" in record else None
+            counts = record_array(record, "counts")
+            class_counts = record_array(record, "class_counts") if "class_counts" in record else None
         else:
-            log.info("node %d sent no drift counts (%s): %s", node, status, meta.get("reason", ""))
+            log.info("node %d sent no drift counts (%s): %s", node, status, record_value(meta, "reason", ""))
         out.append(
             NodeCounts(
-                node, status, int(meta["window_size"]), float(meta["epsilon"]), counts, class_counts,
-                str(meta.get("reason", "")),
+                node_id=node,
+                status=status,
+                window_size=int(record_value(meta, "window_size", 0)),
+                epsilon=float(record_value(meta, "epsilon", 0.0)),
+                counts=counts,
+                class_counts=class_counts,
+                reason=str(record_value(meta, "reason", "")),
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -134,7 +141,7 @@ def release_reference(
     if not step1:
         log.warning("no client sent reference counts: the version is released without a drift reference")
         return None
-    edges = reference_edges(np.sum([r.counts for r in step1], axis=0), fine, settings.num_bins)
+    edges = reference_edges(_total([r.counts for r in step1]), fine, settings.num_bins)
     step2 = [
         r
         for r in query_drift(grid, mode=MODE_REFERENCE, edges=edges, features=features,
@@ -151,7 +158,7 @@ def release_reference(
         features=features,
         feature_names=[schema.feature_names[i] for i in features],
         edges=edges,
-        counts=np.sum([r.counts for r in step2], axis=0),
+        counts=_total([r.counts for r in step2]),
         class_counts=np.sum(class_parts, axis=0) if len(class_parts) == len(step2) else None,
         epsilon=2 * settings.reference_epsilon,
         sites=len(step2),
@@ -215,6 +222,10 @@ def run_monitor(*, grid: Grid, config: dict[str, Any], flower_run_id: int) -> No
     finally:
         service.store.close()
         registry.close()
+
+
+def _total(parts: list[np.ndarray | None]) -> np.ndarray:
+    return np.sum(np.stack([p for p in parts if p is not None]), axis=0)
 
 
 def _version_arrays(registry: Registry, version: Any) -> ArrayRecord:

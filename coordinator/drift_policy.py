@@ -36,9 +36,14 @@ DRIFT_ACTOR = "drift-policy"
 class ReportLike(Protocol):
     """What the policy reads of a report (a stored :class:`DriftReport` or an in-memory one)."""
 
-    window: int
-    features: list[str]
-    per_site: dict[str, dict[str, list[float]]]
+    @property
+    def window(self) -> int: ...
+
+    @property
+    def features(self) -> list[str]: ...
+
+    @property
+    def per_site(self) -> dict[str, dict[str, list[float]]]: ...
 
 
 @dataclass(frozen=True)

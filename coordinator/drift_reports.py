@@ -256,7 +256,7 @@ class DriftReportStore:
                 )
             )
             report_id = int(conn.execute(insert(_reports).values(**values)).inserted_primary_key[0])  # type: ignore[index]
-        return DriftReport(id=report_id, **values)
+        return DriftReport(id=report_id, **values)  # type: ignore[arg-type]  # the row's own values
 
     def reports(
         self, model: str | None = None, *, version: int | None = None, limit: int = 100
@@ -298,7 +298,7 @@ class DriftReportStore:
         }
         with self._engine.begin() as conn:
             trigger_id = int(conn.execute(insert(_triggers).values(**values)).inserted_primary_key[0])  # type: ignore[index]
-        return DriftTrigger(id=trigger_id, **values)
+        return DriftTrigger(id=trigger_id, **values)  # type: ignore[arg-type]  # the row's own values
 
     def set_outcome(self, trigger_id: int, outcome: str) -> None:
         """Record what became of a trigger (a requested run that a launcher started)."""

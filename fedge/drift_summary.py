@@ -41,6 +41,8 @@ __all__ = [
     "class_edges",
     "noise_std",
     "noisy_histograms",
+    "record_array",
+    "record_value",
     "summarize_window",
     "summary_sensitivity",
     "validate_drift_settings",
@@ -198,6 +200,19 @@ def validate_drift_settings(s: DriftSettings) -> None:
         )
     if p.cooldown_s < 0:
         raise ConfigError(f"drift.policy.cooldown_s must be >= 0, got {p.cooldown_s}")
+
+
+def record_array(record: Any, key: str) -> np.ndarray:
+    """The numpy array under ``key`` of a Flower ``ArrayRecord`` (a :class:`DataError` if absent)."""
+    value = record.get(key) if hasattr(record, "get") else None
+    if value is None or not hasattr(value, "numpy"):
+        raise DataError(f"the drift record has no array {key!r}")
+    return np.asarray(value.numpy())
+
+
+def record_value(record: Any, key: str, default: Any = None) -> Any:
+    """A scalar or list under ``key`` of a Flower ``ConfigRecord`` (``default`` if absent)."""
+    return record.get(key, default) if hasattr(record, "get") else default
 
 
 def class_edges(num_classes: int) -> np.ndarray:

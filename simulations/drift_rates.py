@@ -50,9 +50,13 @@ def _reference(settings: DriftSettings, rng: np.random.Generator, version: int) 
     fine = fixed_bin_edges(np.full(FEATURES, -4.0), np.full(FEATURES, 4.0), settings.fine_bins)
     train = [rng.normal(size=(TRAIN_ROWS, FEATURES)) for _ in range(SITES)]
     eps = settings.reference_epsilon
-    fine_total = sum(noisy_histograms(x, fine, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train)
+    fine_total = np.sum(
+        [noisy_histograms(x, fine, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0
+    )
     edges = reference_edges(fine_total, fine, settings.num_bins)
-    counts = sum(noisy_histograms(x, edges, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train)
+    counts = np.sum(
+        [noisy_histograms(x, edges, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0
+    )
     names = [f"x{i}" for i in range(FEATURES)]
     return DriftReference("synthetic", version, list(range(FEATURES)), names, edges, counts, None, eps, SITES)
 
