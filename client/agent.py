@@ -15,7 +15,7 @@ import hashlib
 import logging
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -64,6 +64,14 @@ class ClientAgent:
     """Validate the data, serve it warm, run the SuperNode; stop everything on exit."""
 
     def __init__(self, config: AgentConfig) -> None:
+        # Absolute paths: the SuperNode runs in the agent's state folder.
+        config = replace(
+            config,
+            ca_cert=Path(config.ca_cert).expanduser().resolve(),
+            private_key=Path(config.private_key).expanduser().resolve(),
+            data_path=Path(config.data_path).expanduser().resolve(),
+            state_dir=Path(config.state_dir).expanduser().resolve(),
+        )
         self.config = config
         for label, path in (("CA certificate", config.ca_cert), ("node private key", config.private_key)):
             if not Path(path).is_file():

@@ -47,9 +47,10 @@ class Deployment:
         self.settings = settings
         self.registry = registry
         self.registry_config = registry_config
-        self.tls = TlsFiles.in_dir(settings.tls_dir)
+        # Absolute: the SuperLink runs in its own working directory.
+        self.tls = TlsFiles.in_dir(Path(settings.tls_dir).expanduser().resolve())
         self.superlink = ManagedSuperLink(
-            Path(settings.state_dir) / "superlink",
+            Path(settings.state_dir).expanduser().resolve() / "superlink",
             simulation=False,
             host=settings.superlink_host,
             port=settings.superlink_port,

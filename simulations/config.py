@@ -9,7 +9,7 @@ from typing import Any
 from coordinator import StrategyConfig, validate_strategy_config
 from fedge.drift_summary import DriftSettings, validate_drift_settings
 from fedge.errors import ConfigError, UnknownStrategyError, UnknownTaskError
-from fedge.tasks import TaskConfig
+from fedge.tasks import NAN_POLICIES, TaskConfig
 from fedge.tasks import available_tasks as _available_tasks
 from registry import RegistryConfig
 
@@ -149,6 +149,13 @@ def validate_config(config: FedgeConfig) -> None:
     for key in ("local_epochs", "batch_size", "hidden"):
         if getattr(config.task, key) < 1:
             raise ConfigError(f"task.{key} must be >= 1, got {getattr(config.task, key)}")
+    if config.task.data.nan_policy not in NAN_POLICIES:
+        raise ConfigError(
+            f"task.data.nan_policy must be one of {', '.join(NAN_POLICIES)}, "
+            f"got {config.task.data.nan_policy!r}"
+        )
+    if config.task.data.min_rows < 1:
+        raise ConfigError(f"task.data.min_rows must be >= 1, got {config.task.data.min_rows}")
     if not config.task.lr > 0:
         raise ConfigError(f"task.lr must be > 0, got {config.task.lr}")
     for key in ("test_fraction", "val_fraction"):

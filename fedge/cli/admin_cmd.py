@@ -77,8 +77,8 @@ def tokens_create(
     root: RootOpt = ".fedge",
     database_url: UrlOpt = "",
 ) -> None:
-    """Create a token and print it once; only its hash is stored."""
-    with _opened(root, database_url) as registry:
+    """Create a token and print it once; only its hash is stored (creates the database if new)."""
+    with _opened(root, database_url, create=True) as registry:
         store = _tokens(root, database_url)
         try:
             info, secret = store.create(name=name, role=role)

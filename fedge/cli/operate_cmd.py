@@ -75,6 +75,12 @@ class _Api:
     def close(self) -> None:
         self._client.close()
 
+    def __enter__(self) -> _Api:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
 
 def _print(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, sort_keys=True))
@@ -95,11 +101,8 @@ def nodes_add(
     from fedge.tls import load_node_public_key
 
     load_node_public_key(public_key)  # a clear local error before any request
-    api = _Api(url, token, ca)
-    try:
+    with _Api(url, token, ca) as api:
         node = api.call("POST", "/nodes", json={"name": name, "public_key": public_key.read_text()})
-    finally:
-        api.close()
     typer.echo(f"node {node['name']} enrolled (key sha256 {node['key_sha256'][:16]}..)")
 
 
@@ -107,12 +110,9 @@ def nodes_add(
 @reports_errors
 def nodes_list(url: UrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None) -> None:
     """Enrolled nodes and their state (online, offline, registered, revoked)."""
-    api = _Api(url, token, ca)
-    try:
+    with _Api(url, token, ca) as api:
         for n in api.call("GET", "/nodes"):
             typer.echo(f"{n['name']}\t{n['state']}\t{n['last_seen'] or '-'}\t{n['key_sha256'][:16]}")
-    finally:
-        api.close()
 
 
 @nodes_app.command("revoke")
@@ -124,11 +124,8 @@ def nodes_revoke(
     ca: CaOpt = None,
 ) -> None:
     """Revoke a node: its key can no longer connect."""
-    api = _Api(url, token, ca)
-    try:
+    with _Api(url, token, ca) as api:
         api.call("DELETE", f"/nodes/{name}")
-    finally:
-        api.close()
     typer.echo(f"node {name} revoked")
 
 
@@ -145,13 +142,10 @@ def runs_create(
     ca: CaOpt = None,
 ) -> None:
     """Start a run on the coordinator's federation; prints the run id."""
-    api = _Api(url, token, ca)
-    try:
+    with _Api(url, token, ca) as api:
         run = api.call(
             "POST", "/runs", json={"config": config, "overrides": overrides or [], "reason": reason}
         )
-    finally:
-        api.close()
     typer.echo(run["run_id"])
 
 
@@ -159,12 +153,9 @@ def runs_create(
 @reports_errors
 def runs_list(url: UrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None) -> None:
     """Runs, newest first."""
-    api = _Api(url, token, ca)
-    try:
+    with _Api(url, token, ca) as api:
         for r in api.call("GET", "/runs"):
             typer.echo(f"{r['run_id']}\t{r['status']}\t{r['rounds_done']}/{r['num_rounds']}\t{r['reason']}")
-    finally:
-        api.close()
 
 
 @runs_app.command("show")
@@ -173,11 +164,8 @@ def runs_show(
     run_id: str, url: UrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None
 ) -> None:
     """A run with its rounds' metrics and participants (JSON)."""
-    api = _Api(url, token, ca)
-    try:
+    with _Api(url, token, ca) as api:
         _print(api.call("GET", f"/runs/{run_id}"))
-    finally:
-        api.close()
 
 
 @runs_app.command("logs")
@@ -192,9 +180,8 @@ def runs_logs(
     """Print the run's log (page by page; --follow keeps reading until the run finishes)."""
     import time
 
-    api = _Api(url, token, ca)
     offset = 0
-    try:
+    with _Api(url, token, ca) as api:
         while True:
             page = api.call("GET", f"/runs/{run_id}/logs", params={"offset": offset})
             sys.stdout.write(page["text"])
@@ -204,8 +191,6 @@ def runs_logs(
                 if page["finished"] or not follow:
                     return
                 time.sleep(1.0)
-    finally:
-        api.close()
 
 
 @runs_app.command("stop")
@@ -214,11 +199,8 @@ def runs_stop(
     run_id: str, url: UrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None
 ) -> None:
     """Ask the coordinator to stop a run."""
-    api = _Api(url, token, ca)
-    try:
+    with _Api(url, token, ca) as api:
         api.call("POST", f"/runs/{run_id}/stop")
-    finally:
-        api.close()
     typer.echo(f"stop requested for run {run_id}")
 
 

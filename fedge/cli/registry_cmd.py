@@ -32,11 +32,11 @@ UrlOpt = Annotated[
 
 
 @contextmanager
-def _opened(root: str, database_url: str) -> Iterator[Registry]:
+def _opened(root: str, database_url: str, *, create: bool = False) -> Iterator[Registry]:
     from fedge.errors import RegistryUnavailableError
     from registry import RegistryConfig, open_registry
 
-    if not database_url and not (Path(root).expanduser() / "registry.db").exists():
+    if not create and not database_url and not (Path(root).expanduser() / "registry.db").exists():
         raise RegistryUnavailableError(
             f"no registry at {root} (no registry.db): run `fedge simulate` first or pass --root"
         )
