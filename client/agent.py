@@ -22,10 +22,13 @@ from types import TracebackType
 from flwr.app import RecordDict
 
 from client.data_files import load_client_data
+from client.drift_telemetry import drift_query_reply
 from client.local_data import LocalData
 from client.trainer import ClientIdentity, evaluate_reply, train_reply
 from client.worker import WorkerServer
+from fedge.drift_summary import DRIFT_QUERY, DriftSettings
 from fedge.errors import ConfigError, FederationError
+from fedge.privacy_ledger import PrivacyLedger
 from fedge.processes import flower_env, free_port, stop_process_tree
 from fedge.protocol import RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
 from fedge.tasks import TaskConfig
@@ -112,6 +115,13 @@ class ClientAgent:
             reply = train_reply(content, config, self.local, self.identity)
         elif message_type == "evaluate":
             reply = evaluate_reply(content, config, self.local)
+        elif message_type == DRIFT_QUERY:
+            # The institution's own ledger, in the agent's state folder (kept across runs).
+            ledger = PrivacyLedger(
+                self.state_dir / "privacy-ledger.json",
+                budget_epsilon=DriftSettings.from_dict(config.get("drift")).budget_epsilon,
+            )
+            reply = drift_query_reply(content, config, self.local, ledger=ledger)
         else:
             raise ConfigError(f"this client does not answer {message_type!r} messages")
         log.info("%s message served in %.3f s", message_type, time.perf_counter() - started)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedge.drift_summary import DRIFT_QUERY
 from fedge.protocol import RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
 
 if TYPE_CHECKING:
@@ -74,11 +75,37 @@ def _handle(msg: Message, context: Context) -> Message:
         raw, int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
     )
     config = decode_run_config(context.run_config)
+    partition_id = int(context.node_config["partition-id"])
+    local = _current(local, config, partition_id)
     if message_type == "train":
         reply = trainer.train_reply(msg.content, config, local, identity)
+    elif message_type == DRIFT_QUERY:
+        reply = _drift_reply(msg, context, config, local, partition_id)
     else:
         reply = trainer.evaluate_reply(msg.content, config, local)
     return Message(content=reply, reply_to=msg)
+
+
+def _current(local: LocalData, config: dict[str, Any], partition_id: int) -> LocalData:
+    # Simulation only: a client's data after a configured covariate shift (drift scenario).
+    from client.drift_telemetry import simulated_current_data
+
+    return simulated_current_data(local, config.get("drift"), partition_id)
+
+
+def _drift_reply(
+    msg: Message, context: Context, config: dict[str, Any], local: LocalData, partition_id: int
+) -> RecordDict:
+    from pathlib import Path
+
+    from client.drift_telemetry import drift_query_reply, ledger_for
+    from fedge.drift_summary import DriftSettings
+
+    settings = DriftSettings.from_dict(config.get("drift"))
+    ledger = ledger_for(
+        dict(context.node_config), settings, Path(config["registry"]["root"]) / "client-ledgers"
+    )
+    return drift_query_reply(msg.content, config, local, ledger=ledger, partition_id=partition_id)
 
 
 @app.train()
@@ -90,4 +117,10 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on the local validation rows; reply with metrics."""
+    return _handle(msg, context)
+
+
+@app.query("drift")
+def drift(msg: Message, context: Context) -> Message:
+    """Answer a drift query with noisy counts only (see :mod:`client.drift_telemetry`)."""
     return _handle(msg, context)

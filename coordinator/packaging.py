@@ -57,12 +57,14 @@ def package_and_register(
     lineage: dict[str, Any],
     aliases: tuple[str, ...] = ("candidate",),
     tolerance: float = DEFAULT_PARITY_TOLERANCE,
+    drift: dict[str, Any] | None = None,
 ) -> PackagedModel:
     """Export, check parity, quantize, sign a release manifest, and register it all as one version.
 
     The version holds ``weights`` (safetensors), ``onnx``, ``onnx-int8``, ``manifest`` and
     ``manifest-sig``; its metrics include the parity error and the int8 model's accuracy on the
-    reference rows (when labels are given). Nothing is registered if any step fails.
+    reference rows (when labels are given). Nothing is registered if any step fails. ``drift`` (the
+    version's drift bins) goes into the manifest's ``preprocessing.drift`` for devices.
     """
     schema = task.schema
     onnx_bytes = export_onnx(
@@ -111,7 +113,7 @@ def package_and_register(
         draft,
         private_key=load_or_create_private_key(signing_key_path),
         reference_inputs=reference_rows,
-        preprocessing=_preprocessing(task),
+        preprocessing={**_preprocessing(task), **({"drift": drift} if drift is not None else {})},
         int8_bytes=int8_bytes,
     )
     complete = replace(draft, artifacts=(*draft.artifacts, *signed))

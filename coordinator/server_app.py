@@ -10,9 +10,13 @@ import torch
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from coordinator.drift_monitor import release_reference, run_monitor
+from coordinator.drift_reference import LINEAGE_KEY, manifest_entry
 from coordinator.packaging import package_and_register, warm_up_exporter
 from coordinator.round_recorder import RoundRecorder, with_round_recording
 from coordinator.strategies import StrategyConfig, strategy_class, strategy_kwargs
+from coordinator.warm_start import warm_start
+from fedge.drift_summary import DriftSettings
 from fedge.protocol import config_hash, decode_run_config
 from fedge.serde import state_dict_to_arrays
 from fedge.tasks import TaskConfig, get_task
@@ -28,8 +32,13 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Flower entry point: decode the fedge config and run the federation."""
-    run_federation(grid=grid, config=decode_run_config(context.run_config), flower_run_id=context.run_id)
+    """Flower entry point: decode the fedge config and run the federation (or, ``mode=monitor``, the
+    drift monitoring windows of the ``production`` version)."""
+    config = decode_run_config(context.run_config)
+    if config.get("mode") == "monitor":
+        run_monitor(grid=grid, config=config, flower_run_id=context.run_id)
+        return
+    run_federation(grid=grid, config=config, flower_run_id=context.run_id)
 
 
 def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) -> None:
@@ -49,6 +58,11 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
         torch.manual_seed(int(config.get("seed", 0)))
         torch.set_num_threads(1)
         model = task.build_model(task_cfg)
+        warm = (
+            warm_start(registry, model, str(config["warm_start_from"]))
+            if config.get("warm_start_from")
+            else None
+        )
         _, holdout = task.split_holdout(task_cfg)
         central = bool(config.get("central_evaluation", True))
         lineage = {
@@ -61,6 +75,7 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
             "fedge_version": fedge_version(),
             "git_commit": git_commit(),
             "reason": config.get("reason", "operator"),
+            "warm_start_from": warm,
         }
         recorder = RoundRecorder(
             registry=registry,
@@ -89,6 +104,15 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
         if warm_up is not None:
             warm_up.join()
         recorder.model.load_state_dict(result.arrays.to_torch_state_dict())
+        drift = DriftSettings.from_dict(config.get("drift"))
+        reference = (
+            release_reference(
+                grid, settings=drift, task=task, model_arrays=result.arrays, public_rows=holdout.x,
+                model_name=task.name, min_nodes=strategy_cfg.min_available_nodes,
+            )
+            if drift.enabled
+            else None
+        )  # fmt: skip
         packaged = package_and_register(
             registry=registry,
             task=task,
@@ -100,7 +124,12 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
             run_id=run_id,
             checkpoint_id=final.id,
             metrics=dict(final.metrics),
-            lineage={**final.lineage, "checkpoint_ids": [c.id for c in recorder.checkpoints]},
+            lineage={
+                **final.lineage,
+                "checkpoint_ids": [c.id for c in recorder.checkpoints],
+                **({LINEAGE_KEY: reference.to_dict()} if reference is not None else {}),
+            },
+            drift=manifest_entry(reference) if reference is not None else None,
         )
         log.info(
             "registered %s:%d as candidate (onnx parity %.2e)",

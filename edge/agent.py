@@ -23,13 +23,16 @@ from typing import Any
 import httpx
 import numpy as np
 
+from edge.drift_push import EdgeDriftWindow, push_summary
 from edge.metrics import ServingMetrics
 from edge.observe import DriftAccumulator, ObservedRuntime
 from edge.runtime import PRECISIONS, ModelRuntime, Precision
 from edge.slot import ModelSlot
 from edge.state import EdgeState, VersionRecord
 from fedge.crypto import Ed25519PublicKey
+from fedge.drift_summary import DriftSettings
 from fedge.errors import ArtifactError, FedgeError, NoModelAvailableError
+from fedge.privacy_ledger import PrivacyLedger
 from fedge.release_format import VerifiedBundle, verify_bundle
 
 __all__ = [
@@ -102,6 +105,10 @@ class EdgeAgent:
         The client to use (its transport is the seam tests fake); the agent's own otherwise.
     device_name : str
         How this device names itself in reports.
+    drift_settings : DriftSettings, optional
+        With a release that carries drift bins (``preprocessing.drift``), every report also closes a
+        window: its counts are noised (``epsilon`` spent from ``<state_dir>/privacy-ledger.json``) and
+        pushed to ``/api/v1/drift/summaries``; the exact counts then never leave the device.
     """
 
     def __init__(
@@ -123,6 +130,7 @@ class EdgeAgent:
         device_name: str = "edge",
         timeout_s: float = 30.0,
         runtime_factory: Callable[[VerifiedBundle, Precision, str], ModelRuntime] | None = None,
+        drift_settings: DriftSettings | None = None,
     ) -> None:
         self.registry_url = registry_url.rstrip("/")
         self.name, self.alias, self.public_key = name, alias, public_key
@@ -141,6 +149,8 @@ class EdgeAgent:
         self._lock = threading.RLock()  # one activation or rollback at a time
         self._drift_lock = threading.Lock()
         self._drift: DriftAccumulator | None = None
+        self.drift_settings = drift_settings
+        self._window: EdgeDriftWindow | None = None
         self._last: ActivationResult | None = None
         self._last_poll: float | None = None
         self._health: dict[str, Any] = {"status": "no_model"}
@@ -284,8 +294,10 @@ class EdgeAgent:
     # --- drift and reports -----------------------------------------------------------------------
     def observe(self, x: np.ndarray) -> None:
         """Count served rows into the active model's drift bins."""
-        drift = self._drift
-        if drift is not None:
+        drift, window = self._drift, self._window
+        if window is not None:
+            window.add(x)
+        elif drift is not None:
             with self._drift_lock:
                 drift.add(x)
 
@@ -293,7 +305,11 @@ class EdgeAgent:
         """The report body: device, model, health, rows served and drift counts since the last one."""
         runtime = self.slot.current()
         with self._drift_lock:
-            drift = self._drift.summary() if self._drift is not None else {"bin_edges": [], "counts": {}}
+            drift = (
+                self._drift.summary()
+                if self._drift is not None and self._window is None  # noisy windows replace exact counts
+                else {"bin_edges": [], "counts": {}}
+            )
             served = self._drift.served if self._drift is not None else 0
         active = self.state.active()
         return {
@@ -323,7 +339,20 @@ class EdgeAgent:
         with self._drift_lock:
             if self._drift is not None:
                 self._drift.reset()
+        self._push_drift_window()
         return True
+
+    def _push_drift_window(self) -> None:
+        """Close the noisy drift window and push it (nothing below the minimum window or the budget)."""
+        window = self._window
+        if window is None:
+            return
+        try:
+            body = window.close()
+            if body is not None:
+                push_summary(self.http, self.registry_url, body)
+        except FedgeError as exc:
+            log.info("drift window not sent: %s", exc)
 
     def status(self) -> dict[str, Any]:
         """What the agent knows: active and previous versions, last outcome, health."""
@@ -449,11 +478,25 @@ class EdgeAgent:
     def _install(self, runtime: ModelRuntime, record: VersionRecord | None) -> ModelRuntime | None:
         """Swap ``runtime`` in (requests in flight finish on the old one) with fresh drift bins."""
         drift = DriftAccumulator.from_manifest(runtime.manifest, runtime.num_features, runtime.feature_names)
+        window = self._drift_window(runtime, record)
         if isinstance(runtime, ObservedRuntime):
             runtime.observer = self.observe
         with self._drift_lock:
             self._drift = drift
+            self._window = window
         return self.slot.swap(runtime)
+
+    def _drift_window(self, runtime: ModelRuntime, record: VersionRecord | None) -> EdgeDriftWindow | None:
+        bins = (runtime.manifest.get("preprocessing") or {}).get("drift")
+        if self.drift_settings is None or not bins or record is None:
+            return None
+        ledger = PrivacyLedger(
+            self.state.root / "privacy-ledger.json", budget_epsilon=self.drift_settings.budget_epsilon
+        )
+        return EdgeDriftWindow(
+            bins, model=record.name, version=record.number, site=self.device_name,
+            settings=self.drift_settings, ledger=ledger,
+        )  # fmt: skip
 
     def _sync_with_state(self) -> None:
         """Follow a rollback made in the state folder by ``fedge edge rollback`` meanwhile."""

@@ -11,7 +11,8 @@
     ├── PermissionDeniedError       forbidden       403
     ├── NotFoundError               not_found       404
     ├── ConflictError               conflict        409
-    │   └── GateRefusedError        gate_refused    409
+    │   ├── GateRefusedError        gate_refused    409
+    │   └── PrivacyBudgetError      privacy_budget_exhausted 409
     ├── RegistryError               registry_error  500
     │   └── RegistryUnavailableError registry_unavailable 503
     ├── ArtifactError               artifact_invalid 422
@@ -41,6 +42,7 @@ __all__ = [
     "NotFoundError",
     "ParityError",
     "PermissionDeniedError",
+    "PrivacyBudgetError",
     "RegistryError",
     "RegistryUnavailableError",
     "UnknownStrategyError",
@@ -108,6 +110,12 @@ class GateRefusedError(ConflictError):
     """A version may not take an alias: a gate (metric, parity, approvals) failed."""
 
     code = "gate_refused"
+
+
+class PrivacyBudgetError(ConflictError):
+    """A site's telemetry privacy budget would be exceeded: it refuses to send another summary."""
+
+    code = "privacy_budget_exhausted"
 
 
 class AuthenticationError(FedgeError):
@@ -181,6 +189,7 @@ HTTP_STATUS_BY_CODE: dict[str, int] = {
     NotFoundError.code: 404,
     ConflictError.code: 409,
     GateRefusedError.code: 409,
+    PrivacyBudgetError.code: 409,
     AuthenticationError.code: 401,
     PermissionDeniedError.code: 403,
     RegistryError.code: 500,

@@ -7,12 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from coordinator import StrategyConfig, validate_strategy_config
+from fedge.drift_summary import DriftSettings, validate_drift_settings
 from fedge.errors import ConfigError, UnknownStrategyError, UnknownTaskError
 from fedge.tasks import NAN_POLICIES, TaskConfig
 from fedge.tasks import available_tasks as _available_tasks
 from registry import RegistryConfig
 
-__all__ = ["CONFIG_DIR", "FedgeConfig", "SimulationConfig", "load_config", "validate_config"]
+__all__ = [
+    "CONFIG_DIR",
+    "FedgeConfig",
+    "ScenarioConfig",
+    "SimulationConfig",
+    "load_config",
+    "validate_config",
+]
 
 # configs/ is installed beside the packages (as data), both in a checkout and in site-packages.
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -32,6 +40,15 @@ class SimulationConfig:
 
 
 @dataclass
+class ScenarioConfig:
+    """Hydra schema of the ``scenario`` group: ``none`` (one training run) or ``drift``."""
+
+    name: str = "none"
+    actor: str = "drift-scenario"
+    plot: str = ""
+
+
+@dataclass
 class FedgeConfig:
     """The composed config of ``fedge simulate``."""
 
@@ -39,9 +56,15 @@ class FedgeConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     seed: int = 0
     central_evaluation: bool = True
     reason: str = "operator"
+    # train (a federation that registers a version) | monitor (drift windows of production)
+    mode: str = "train"
+    # a version reference (digits@production) whose weights the run starts from; empty: fresh weights
+    warm_start_from: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-able)."""
@@ -102,6 +125,11 @@ def validate_config(config: FedgeConfig) -> None:
             f"unknown task {config.task.name!r}: choose one of {', '.join(_available_tasks())}"
         )
     validate_strategy_config(config.strategy)
+    validate_drift_settings(config.drift)
+    if config.mode not in ("train", "monitor"):
+        raise ConfigError(f"mode must be 'train' or 'monitor', got {config.mode!r}")
+    if config.scenario.name not in ("none", "drift"):
+        raise ConfigError(f"scenario.name must be 'none' or 'drift', got {config.scenario.name!r}")
     sim = config.simulation
     if sim.num_clients < 1:
         raise ConfigError(f"simulation.num_clients must be >= 1, got {sim.num_clients}")

@@ -12,11 +12,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from coordinator.api.drift_routes import create_drift_router
 from coordinator.api.operations import RunConfigLoader, create_operations_router
 from coordinator.auth import Principal, TokenStore, require_role
 from coordinator.deployment import Deployment
 from coordinator.device_reports import DeviceReportStore
+from coordinator.drift_launch import open_drift_service
 from coordinator.metrics import metrics_registry, render_metrics
+from fedge.drift_summary import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, http_status_for
 from registry import Registry, RegistryConfig, create_registry_router, open_registry
 
@@ -36,6 +39,7 @@ class CoordinatorSettings:
 
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tokens_url: str = ""
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
 
 class ModelRef(BaseModel):
@@ -71,6 +75,9 @@ def create_app(
     registry = open_registry(settings.registry)
     tokens = TokenStore(settings.tokens_url or settings.registry.resolved_database_url())
     reports = DeviceReportStore(settings.tokens_url or settings.registry.resolved_database_url())
+    drift = open_drift_service(
+        settings.drift, registry, settings.tokens_url or settings.registry.resolved_database_url()
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
@@ -78,6 +85,7 @@ def create_app(
         registry.close()
         tokens.close()
         reports.close()
+        drift.store.close()
 
     app = FastAPI(
         title="fedge coordinator",
@@ -127,6 +135,10 @@ def create_app(
         ),
         prefix=API_PREFIX,
     )
+    app.include_router(
+        create_drift_router(get_service=lambda: drift, reader=reader, operator=operator),
+        prefix=f"{API_PREFIX}/drift",
+    )
 
     @app.post(f"{API_PREFIX}/edge/reports", status_code=201, tags=["edge"])
     def post_device_report(body: DeviceReportIn, actor: Annotated[str, Depends(reader)]) -> dict[str, Any]:
@@ -151,6 +163,8 @@ def create_app(
         return deployment.nodes.online_count()
 
     scrape_registry = metrics_registry(registry, nodes_online=nodes_online if deployment else None)
+    if drift.metrics is not None:
+        scrape_registry.register(drift.metrics)  # fedge_drift_* gauges on the same /metrics
 
     @app.get("/metrics", tags=["metrics"])
     def metrics(_actor: Annotated[str, Depends(reader)]) -> Response:

@@ -43,6 +43,16 @@ def run(
     ] = False,
     precision: Annotated[str, typer.Option("--precision", help="fp32 or int8")] = "fp32",
     device_name: Annotated[str, typer.Option("--device-name", help="Name in device reports")] = "",
+    drift_epsilon: Annotated[
+        float,
+        typer.Option("--drift-epsilon", help="Push noisy drift windows at this epsilon each (0: off)"),
+    ] = 1.0,
+    drift_budget: Annotated[
+        float, typer.Option("--drift-budget", help="This device's total telemetry epsilon")
+    ] = 100.0,
+    drift_min_window: Annotated[
+        int, typer.Option("--drift-min-window", help="Rows a window needs before anything is sent")
+    ] = 200,
 ) -> None:
     """Serve the verified model NAME@ALIAS and keep following the alias."""
     import uvicorn
@@ -50,11 +60,16 @@ def run(
     from edge import ModelSlot, ServingMetrics, create_serving_app
     from edge.agent import EdgeAgent
     from fedge.crypto import load_public_key
+    from fedge.drift_summary import DriftSettings, validate_drift_settings
     from fedge.errors import ConfigError
 
     if precision not in ("fp32", "int8"):
         raise ConfigError(f"--precision {precision!r} is not fp32 or int8")
     logging.getLogger("edge").setLevel(logging.INFO)
+    drift = None
+    if drift_epsilon > 0:
+        drift = DriftSettings(epsilon=drift_epsilon, budget_epsilon=drift_budget, min_window=drift_min_window)
+        validate_drift_settings(drift)
     metrics = ServingMetrics()
     slot = ModelSlot(metrics=metrics)
     agent = EdgeAgent(
@@ -70,6 +85,7 @@ def run(
         poll_interval_s=poll_interval,
         report_interval_s=report_interval,
         device_name=device_name or socket.gethostname(),
+        drift_settings=drift,
     )
     agent.start_offline()
     stop = threading.Event()

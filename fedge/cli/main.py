@@ -10,6 +10,7 @@ import typer
 
 from fedge.cli.admin_cmd import audit_app, coordinator_app, tokens_app
 from fedge.cli.deploy_cmd import certs_app, client_app
+from fedge.cli.drift_cmd import drift_app
 from fedge.cli.edge_cmd import edge_app
 from fedge.cli.operate_cmd import client_start, nodes_app, runs_app
 from fedge.cli.registry_cmd import registry_app
@@ -40,6 +41,7 @@ client_app.command("start")(client_start)
 app.add_typer(client_app, name="client")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(runs_app, name="runs")
+app.add_typer(drift_app, name="drift")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:

@@ -30,6 +30,11 @@ def simulate_command(
         logging.getLogger().setLevel(logging.INFO)
     console = Console()
     config = load_config(overrides or [])
+    if config.scenario.name == "drift":
+        from fedge.cli.drift_cmd import drift_scenario
+
+        drift_scenario(config)
+        return
     console.print(
         f"[bold]fedge simulate[/]: task [cyan]{config.task.name}[/] · strategy "
         f"[cyan]{config.strategy.name}[/] · {config.simulation.num_clients} clients "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
 import socket
 import threading
@@ -80,6 +81,7 @@ class Coordinator:
         key: Ed25519PrivateKey | None = None,
         spoil_expected: bool = False,
         alias: str = "production",
+        drift: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Register model ``which`` as a new signed version and point ``alias`` at it."""
         reg, key = self.registry, key or self.key
@@ -97,6 +99,7 @@ class Coordinator:
             preprocessing={
                 "features": list(schema.feature_names),
                 "value_range": [schema.value_min, schema.value_max],
+                **({"drift": drift["manifest"]} if drift else {}),
             },
             int8_bytes=int8_bytes,
         )
@@ -110,8 +113,11 @@ class Coordinator:
             reg.put_artifact(KIND_BY_MEMBER["manifest.json"], canonical_manifest_bytes(manifest)),
             reg.put_artifact(KIND_BY_MEMBER["manifest.sig"], base64.b64encode(signature)),
         )
+        lineage = {"drift_reference": drift["reference"]} if drift else {}
         version = reg.register_version(
-            ModelVersionCreate(NAME, draft.run_id, None, (*draft.artifacts, *refs), {}, {}, {"task": NAME})
+            ModelVersionCreate(
+                NAME, draft.run_id, None, (*draft.artifacts, *refs), {}, lineage, {"task": NAME}
+            )
         )
         return reg.store.set_alias(NAME, alias, version.id, actor="test")
 
@@ -481,3 +487,44 @@ def test_slot_and_metrics_are_shared_with_the_server(coordinator: Coordinator, t
 
     assert slot.current() is not None
     assert b'fedge_edge_activations_total{reason="new_version",result="activated"} 1.0' in metrics.render()
+
+
+def test_a_release_with_drift_bins_pushes_noisy_windows_instead_of_exact_counts(
+    coordinator: Coordinator, tmp_path: Path
+) -> None:
+    from coordinator.drift_reference import manifest_entry
+    from fedge.drift import fixed_bin_edges, histogram_counts
+    from fedge.drift_summary import DriftReference, DriftSettings
+
+    rows = np.random.default_rng(0).random((250, 64))
+    features = [19, 20, 27, 28]
+    edges = fixed_bin_edges(np.zeros(4), np.ones(4), 5)
+    number = len(coordinator.registry.store.list_versions(name=NAME)) + 1
+    reference = DriftReference(
+        NAME, number, features, [f"p{i}" for i in features], edges,
+        histogram_counts(rows[:, features], edges).astype(float), None, 1.0, 3,
+    )  # fmt: skip
+    version = coordinator.release(
+        0, drift={"manifest": manifest_entry(reference), "reference": reference.to_dict()}
+    )
+    agent = make_agent(
+        coordinator, tmp_path / "state", drift_settings=DriftSettings(), device_name="device-d"
+    )
+    try:
+        assert agent.poll_once().result == "activated"
+        agent.observe(rows)
+
+        body = agent.report()
+        assert agent.report_once() is True
+    finally:
+        agent.close()
+
+    assert body["drift"] == {"bin_edges": [], "counts": {}}, "exact counts stay on the device"
+    reports = httpx.get(
+        f"{coordinator.url}/api/v1/drift/reports",
+        params={"model": NAME, "version": version.number},
+        headers={"Authorization": f"Bearer {coordinator.token}"},
+    ).json()
+    assert [(r["sites"], r["window_rows"]) for r in reports] == [(["device-d"], 250)]
+    ledger = json.loads((tmp_path / "state" / "privacy-ledger.json").read_text())
+    assert [e["epsilon"] for e in ledger["entries"]] == [1.0]

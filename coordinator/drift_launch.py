@@ -1,0 +1,115 @@
+"""Wiring of drift monitoring: the service a process opens and the run a trigger launches."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from coordinator.drift_metrics import DriftMetrics
+from coordinator.drift_policy import Launcher, RetrainRequest
+from coordinator.drift_reports import DriftReportStore
+from coordinator.drift_service import DriftService
+from coordinator.lifecycle import RunOutcome, SimulationBackend, execute_run
+from fedge.drift_summary import DriftSettings
+from registry import Registry, RegistryConfig, open_registry
+
+__all__ = ["SimulationLauncher", "open_drift_service", "retrain_config"]
+
+log = logging.getLogger(__name__)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def retrain_config(
+    registry: Registry, request: RetrainRequest, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The config of the run a trigger opens: the monitored version's own training config, with a new
+    run id, the policy's evidence as its reason, training mode and the warm start."""
+    version = registry.store.get_version_by_number(request.model, request.version)
+    base = registry.store.get_run(version.run_id).config if version.run_id else {}
+    config = _merge(base, overrides or {})
+    config.update(
+        run_id=request.run_id,
+        reason=request.reason[:512],
+        mode="train",
+        warm_start_from=request.warm_start_from,
+    )
+    return config
+
+
+class SimulationLauncher:
+    """Runs a triggered retraining on a managed simulation SuperLink (in a thread when ``background``)."""
+
+    def __init__(
+        self,
+        registry_config: RegistryConfig,
+        *,
+        work_dir: Path,
+        background: bool = True,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.registry_config, self.work_dir = registry_config, work_dir
+        self.background, self.overrides = background, overrides or {}
+        self.outcomes: dict[str, RunOutcome] = {}
+        self.threads: list[threading.Thread] = []
+
+    def __call__(self, request: RetrainRequest) -> None:
+        if self.background:
+            thread = threading.Thread(
+                target=self._run, args=(request,), name=f"retrain-{request.run_id}", daemon=True
+            )
+            self.threads.append(thread)
+            thread.start()
+        else:
+            self._run(request)
+
+    def _run(self, request: RetrainRequest) -> None:
+        registry = open_registry(self.registry_config)
+        try:
+            config = retrain_config(registry, request, self.overrides)
+            sim = config.get("simulation", {})
+            self.outcomes[request.run_id] = execute_run(
+                registry=registry,
+                config=config,
+                work_dir=self.work_dir,
+                simulation=SimulationBackend(
+                    num_supernodes=int(sim.get("num_clients", 5)),
+                    client_cpus=int(sim.get("client_cpus", 1)),
+                    backend_cpus=int(sim.get("backend_cpus", 2)),
+                ),
+                timeout_s=float(sim.get("timeout_s", 900.0)),
+            )
+        except Exception:
+            log.exception("the retraining run %s failed", request.run_id)
+            if not self.background:
+                raise
+        finally:
+            registry.close()
+
+
+def open_drift_service(
+    settings: DriftSettings,
+    registry: Registry,
+    url: str,
+    *,
+    launcher: Launcher | None = None,
+    metrics: DriftMetrics | None = None,
+) -> DriftService:
+    """A :class:`DriftService` on the coordinator's tables at ``url`` (with fresh gauges by default)."""
+    return DriftService(
+        store=DriftReportStore(url),
+        registry=registry,
+        settings=settings,
+        launcher=launcher,
+        metrics=metrics or DriftMetrics(),
+    )

@@ -1,0 +1,235 @@
+"""The ServerApp's drift work over Flower: the reference at release, and monitoring windows (mode=monitor).
+
+Both send ``query.drift`` messages through ``grid.send_and_receive`` and read back only what a client's
+:mod:`client.drift_telemetry` sends: noisy counts, window size, status.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from coordinator.drift_launch import open_drift_service
+from coordinator.drift_reference import fine_grid, load_reference, monitored_features, reference_edges
+from fedge.drift_summary import (
+    COUNTS_KEY,
+    DRIFT_QUERY,
+    EDGES_KEY,
+    META_KEY,
+    MODE_REFERENCE,
+    MODE_REFERENCE_FINE,
+    MODE_WINDOW,
+    QUERY_KEY,
+    DriftReference,
+    DriftSettings,
+    SiteSummary,
+    record_array,
+    record_value,
+)
+from fedge.errors import ConfigError, FederationError
+from fedge.protocol import ARRAYS_KEY
+from fedge.serde import state_dict_from_safetensors, state_dict_to_arrays
+from fedge.tasks import Task
+from registry import Registry, RegistryConfig, RunStatus, open_registry
+
+__all__ = ["NodeCounts", "query_drift", "release_reference", "run_monitor"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeCounts:
+    """One node's reply to a drift query."""
+
+    node_id: int
+    status: str
+    window_size: int
+    epsilon: float
+    counts: np.ndarray | None
+    class_counts: np.ndarray | None
+    reason: str
+
+
+def _node_ids(grid: Grid, wanted: int, timeout_s: float = 120.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ids = sorted(grid.get_node_ids())
+        if len(ids) >= wanted or time.monotonic() > deadline:
+            return ids
+        time.sleep(0.5)
+
+
+def query_drift(
+    grid: Grid,
+    *,
+    mode: str,
+    edges: np.ndarray,
+    features: list[int],
+    num_classes: int = 0,
+    window: int = 0,
+    arrays: ArrayRecord | None = None,
+    min_nodes: int = 1,
+    timeout_s: float = 300.0,
+) -> list[NodeCounts]:
+    """Send one drift query to every node and collect the replies (errors logged and skipped)."""
+    content: dict[str, Any] = {
+        QUERY_KEY: ConfigRecord(
+            {"mode": mode, "window": window, "num_classes": num_classes, "features": features}
+        ),
+        EDGES_KEY: ArrayRecord({"edges": Array(np.ascontiguousarray(edges, dtype=np.float64))}),
+    }
+    if arrays is not None:
+        content[ARRAYS_KEY] = arrays
+    messages = [
+        Message(content=RecordDict(content), dst_node_id=node, message_type=DRIFT_QUERY)
+        for node in _node_ids(grid, min_nodes)
+    ]
+    out = []
+    for reply in grid.send_and_receive(messages, timeout=timeout_s):
+        node = int(reply.metadata.src_node_id)
+        if reply.has_error():
+            log.warning("node %d failed the drift query: %s", node, reply.error.reason)
+            continue
+        meta = reply.content[META_KEY]
+        status = str(record_value(meta, "status"))
+        counts = class_counts = None
+        if status == "ok":
+            record = reply.content[COUNTS_KEY]
+            counts = record_array(record, "counts")
+            class_counts = record_array(record, "class_counts") if "class_counts" in record else None
+        else:
+            log.info("node %d sent no drift counts (%s): %s", node, status, record_value(meta, "reason", ""))
+        out.append(
+            NodeCounts(
+                node_id=node,
+                status=status,
+                window_size=int(record_value(meta, "window_size", 0)),
+                epsilon=float(record_value(meta, "epsilon", 0.0)),
+                counts=counts,
+                class_counts=class_counts,
+                reason=str(record_value(meta, "reason", "")),
+            )
+        )
+    return out
+
+
+def release_reference(
+    grid: Grid,
+    *,
+    settings: DriftSettings,
+    task: Task,
+    model_arrays: ArrayRecord,
+    public_rows: np.ndarray,
+    model_name: str,
+    min_nodes: int,
+) -> DriftReference | None:
+    """Fix a version's reference from the clients' noisy training histograms (see drift_reference).
+
+    Returns ``None`` (the version is released unmonitored, with a warning) when no client answered.
+    """
+    schema = task.schema
+    features = monitored_features(settings, schema)
+    fine = fine_grid(schema, features, settings.fine_bins, public_rows)
+    step1 = [r for r in query_drift(grid, mode=MODE_REFERENCE_FINE, edges=fine, features=features,
+                                    min_nodes=min_nodes) if r.counts is not None]  # fmt: skip
+    if not step1:
+        log.warning("no client sent reference counts: the version is released without a drift reference")
+        return None
+    edges = reference_edges(_total([r.counts for r in step1]), fine, settings.num_bins)
+    step2 = [
+        r
+        for r in query_drift(grid, mode=MODE_REFERENCE, edges=edges, features=features,
+                             num_classes=schema.num_classes, arrays=model_arrays, min_nodes=min_nodes)
+        if r.counts is not None
+    ]  # fmt: skip
+    if not step2:
+        log.warning("no client sent reference counts: the version is released without a drift reference")
+        return None
+    class_parts = [r.class_counts for r in step2 if r.class_counts is not None]
+    reference = DriftReference(
+        model=model_name,
+        version=0,  # numbered at registration; load_reference fills it in
+        features=features,
+        feature_names=[schema.feature_names[i] for i in features],
+        edges=edges,
+        counts=_total([r.counts for r in step2]),
+        class_counts=np.sum(class_parts, axis=0) if len(class_parts) == len(step2) else None,
+        epsilon=2 * settings.reference_epsilon,
+        sites=len(step2),
+    )
+    log.info("drift reference fixed from %d sites, %d features x %d bins", len(step2), *edges.shape)
+    return reference
+
+
+def run_monitor(*, grid: Grid, config: dict[str, Any], flower_run_id: int) -> None:
+    """``mode=monitor``: query ``drift.windows`` windows of the ``production`` version and store reports.
+
+    Decisions (the policy, a retraining run) are the coordinator's, outside this Flower run.
+    """
+    settings = DriftSettings.from_dict(config.get("drift"))
+    if settings.secure_aggregation:
+        raise ConfigError("drift.secure_aggregation is not available on Flower's Message API (see README)")
+    run_id = str(config["run_id"])
+    registry_config = RegistryConfig.from_dict(config["registry"])
+    registry = open_registry(registry_config)
+    service = open_drift_service(settings, registry, registry_config.resolved_database_url())
+    try:
+        registry.store.update_run(run_id, status=RunStatus.RUNNING, flower_run_id=flower_run_id)
+        name = str(config["task"]["name"])
+        version = registry.resolve(f"{name}@production")
+        reference = load_reference(registry, name, version.number)
+        service.use_reference(reference)
+        arrays = _version_arrays(registry, version)
+        # Every simulated client (or the strategy's minimum in deployment) before a window is asked for.
+        min_nodes = max(
+            int(config.get("strategy", {}).get("min_available_nodes", 1)),
+            int(config.get("simulation", {}).get("num_clients", 1)),
+        )
+        for window in range(settings.windows):
+            replies = query_drift(
+                grid, mode=MODE_WINDOW, edges=reference.edges, features=reference.features,
+                num_classes=reference.num_classes, window=window, arrays=arrays, min_nodes=min_nodes,
+            )  # fmt: skip
+            summaries = [
+                SiteSummary(f"node-{r.node_id}", name, version.number, window, r.window_size, r.counts,
+                            r.class_counts, r.epsilon, mechanism=settings.mechanism)
+                for r in replies
+                if r.counts is not None
+            ]  # fmt: skip
+            if not summaries:
+                log.warning("window %d: no site sent counts", window)
+                continue
+            # The policy decides as each window lands; without a launcher here a fired decision is recorded
+            # as a requested run (its evidence in the audit log) for the coordinator to start.
+            report, trigger = service.ingest(summaries, source="flower", actor=f"flower-run-{flower_run_id}")
+            top = max(report.overall["psi"])
+            log.info(
+                "window %d: %d sites, max psi %.3f, flagged %s", window, len(summaries), top, report.flagged
+            )
+            if trigger is not None:
+                log.warning(
+                    "window %d: the drift policy fired (%s): %s", window, trigger.outcome, trigger.reason
+                )
+    except BaseException as exc:
+        registry.store.update_run(run_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        service.store.close()
+        registry.close()
+
+
+def _total(parts: list[np.ndarray | None]) -> np.ndarray:
+    return np.sum(np.stack([p for p in parts if p is not None]), axis=0)
+
+
+def _version_arrays(registry: Registry, version: Any) -> ArrayRecord:
+    try:
+        return state_dict_to_arrays(state_dict_from_safetensors(registry.read_artifact(version, "weights")))
+    except Exception as exc:
+        raise FederationError(f"cannot load the weights of {version.name}:{version.number}: {exc}") from exc

@@ -1,0 +1,28 @@
+"""Warm start: a run's initial weights from a registered version (``warm_start_from: digits@production``)."""
+
+from __future__ import annotations
+
+import torch
+
+from fedge.errors import ConfigError, NotFoundError
+from fedge.serde import state_dict_from_safetensors
+from fedge.tasks.training import load_weights
+from registry import Registry
+
+__all__ = ["warm_start"]
+
+
+def warm_start(registry: Registry, model: torch.nn.Module, ref: str) -> str:
+    """Load the weights of version ``ref`` into ``model`` (strictly); return ``NAME:NUMBER``.
+
+    Raises
+    ------
+    ConfigError
+        If ``ref`` names no version (a warm start from nothing would silently train from scratch).
+    """
+    try:
+        version = registry.resolve(ref)
+    except NotFoundError as exc:
+        raise ConfigError(f"warm_start_from={ref!r}: {exc}; promote a version first or drop the key") from exc
+    load_weights(model, state_dict_from_safetensors(registry.read_artifact(version, "weights")))
+    return f"{version.name}:{version.number}"

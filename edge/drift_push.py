@@ -1,0 +1,145 @@
+"""An edge device's drift window: counts of served rows in the release's bins, pushed noisy.
+
+The device keeps only counts while a window fills (never rows). When the window closes it spends epsilon
+from its own ledger, adds calibrated noise and posts the body of :meth:`SiteSummary.to_wire`: the noisy
+counts, the window size and identifiers. Below ``min_window`` rows nothing is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import httpx
+import numpy as np
+
+from fedge.drift import histogram_counts
+from fedge.drift_summary import DriftSettings, SiteSummary, add_noise, summary_sensitivity
+from fedge.errors import DataError, FederationError
+from fedge.privacy_ledger import PrivacyLedger
+
+__all__ = ["DRIFT_SUMMARIES_PATH", "EdgeDriftWindow", "push_summary"]
+
+log = logging.getLogger(__name__)
+
+DRIFT_SUMMARIES_PATH = "/api/v1/drift/summaries"
+
+
+class EdgeDriftWindow:
+    """Counts of one device's served rows (and predicted classes) in the reference bins of its release.
+
+    Parameters
+    ----------
+    drift : dict
+        The manifest's ``preprocessing.drift`` entry (features, edges, num_classes).
+    model, version, site : identifiers sent with each summary.
+    settings : DriftSettings
+        Mechanism, epsilon, contribution bound, minimum window.
+    ledger : PrivacyLedger
+        The device's own budget.
+    """
+
+    def __init__(
+        self,
+        drift: dict[str, Any],
+        *,
+        model: str,
+        version: int,
+        site: str,
+        settings: DriftSettings,
+        ledger: PrivacyLedger,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        try:
+            self.features = [int(i) for i in drift["features"]]
+            self.edges = np.asarray(drift["edges"], dtype=np.float64)
+            self.num_classes = int(drift.get("num_classes") or 0)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"the manifest's drift entry is malformed ({exc}): cannot count drift") from exc
+        self.model, self.version, self.site = model, int(version), site
+        self.settings, self.ledger = settings, ledger
+        self.rng = rng or np.random.default_rng()
+        self.window = 0
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.counts = np.zeros((self.edges.shape[0], self.edges.shape[1] - 1), dtype=np.float64)
+        self.class_counts = np.zeros(self.num_classes, dtype=np.float64) if self.num_classes else None
+        self.rows = 0
+
+    def add(self, x: np.ndarray, predicted: np.ndarray | None = None) -> None:
+        """Count served rows ``x[rows, features]`` (and their predicted classes) into the window."""
+        rows = np.asarray(x, dtype=np.float64)
+        if rows.ndim != 2 or not len(rows):
+            return
+        counts = histogram_counts(rows[:, self.features], self.edges)
+        with self._lock:
+            self.counts += counts
+            if self.class_counts is not None and predicted is not None:
+                self.class_counts += np.bincount(
+                    np.clip(np.asarray(predicted, dtype=np.int64), 0, self.num_classes - 1),
+                    minlength=self.num_classes,
+                )
+            self.rows += len(rows)
+
+    def close(self) -> dict[str, Any] | None:
+        """End the window: the noisy body to post, or ``None`` below the minimum (nothing spent).
+
+        Raises
+        ------
+        PrivacyBudgetError
+            When the device's budget cannot cover another window (the counts are dropped).
+        """
+        with self._lock:
+            counts, class_counts, rows, window = self.counts, self.class_counts, self.rows, self.window
+            self._reset()
+            self.window += 1
+        if rows < self.settings.min_window:
+            log.info("drift window %d has %d rows < min_window: nothing sent", window, rows)
+            return None
+        delta = self.settings.delta if self.settings.mechanism == "gaussian" else 0.0
+        self.ledger.spend(self.settings.epsilon, purpose=f"edge drift window {window}", delta=delta)
+        with_classes = class_counts is not None
+        sensitivity = summary_sensitivity(
+            self.settings, num_features=counts.shape[0], with_classes=with_classes
+        )
+        flat = np.concatenate([counts.ravel(), class_counts]) if class_counts is not None else counts.ravel()
+        noisy = add_noise(
+            flat, self.settings, epsilon=self.settings.epsilon, sensitivity=sensitivity, rng=self.rng
+        )
+        summary = SiteSummary(
+            site=self.site,
+            model=self.model,
+            version=self.version,
+            window=window,
+            window_size=rows,
+            counts=noisy[: counts.size].reshape(counts.shape),
+            class_counts=noisy[counts.size :] if with_classes else None,
+            epsilon=self.settings.epsilon,
+            delta=delta,
+            mechanism=self.settings.mechanism,
+        )
+        return summary.to_wire()
+
+
+def push_summary(http: httpx.Client, base_url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a summary body to the coordinator (``http`` carries the bearer token).
+
+    Raises
+    ------
+    FederationError
+        When the coordinator refuses it or cannot be reached (the window is not retried: its
+        epsilon is spent either way).
+    """
+    try:
+        response = http.post(f"{base_url.rstrip('/')}{DRIFT_SUMMARIES_PATH}", json=body)
+    except httpx.HTTPError as exc:
+        raise FederationError(f"cannot reach the coordinator to push drift: {exc}") from exc
+    if response.status_code != 201:
+        raise FederationError(
+            f"the coordinator refused the drift summary ({response.status_code}): {response.text}"
+        )
+    result: dict[str, Any] = response.json()
+    return result
