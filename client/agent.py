@@ -19,14 +19,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
 from flwr.app import RecordDict
 
 from client.data_files import load_client_data
-from client.drift_telemetry import drift_query_reply
+from client.drift_telemetry import MODE_WINDOW, drift_query_reply
 from client.local_data import LocalData
 from client.trainer import ClientIdentity, evaluate_reply, train_reply
 from client.worker import WorkerServer
-from fedge.drift_summary import DRIFT_QUERY, DriftSettings
+from fedge.drift_summary import DRIFT_QUERY, QUERY_KEY, DriftSettings, record_value
 from fedge.errors import ConfigError, FederationError
 from fedge.privacy_ledger import PrivacyLedger
 from fedge.processes import flower_env, free_port, stop_process_tree
@@ -48,6 +49,9 @@ class AgentConfig:
 
     ``superlink`` is the SuperLink's Fleet API as ``host:port``; ``ca_cert`` the federation's CA
     (the only root trusted); ``private_key`` the node key whose public half the operator enrolled.
+    ``drift_budget_epsilon`` is the institution's total privacy budget for drift telemetry (its
+    ledger refuses queries beyond it) and ``drift_min_window`` its own minimum window: the run's
+    config cannot raise the one or lower the other.
     """
 
     superlink: str
@@ -58,6 +62,8 @@ class AgentConfig:
     state_dir: Path
     name: str
     max_retries: int | None = None
+    drift_budget_epsilon: float = 100.0
+    drift_min_window: int = 0
 
 
 class ClientAgent:
@@ -116,16 +122,29 @@ class ClientAgent:
         elif message_type == "evaluate":
             reply = evaluate_reply(content, config, self.local)
         elif message_type == DRIFT_QUERY:
-            # The institution's own ledger, in the agent's state folder (kept across runs).
+            # The institution's own ledger and budget, in the agent's state folder (kept across runs);
+            # the run may ask for a larger minimum window than the institution's, never a smaller one.
             ledger = PrivacyLedger(
-                self.state_dir / "privacy-ledger.json",
-                budget_epsilon=DriftSettings.from_dict(config.get("drift")).budget_epsilon,
+                self.state_dir / "privacy-ledger.json", budget_epsilon=self.config.drift_budget_epsilon
             )
-            reply = drift_query_reply(content, config, self.local, ledger=ledger)
+            drift = dict(config.get("drift") or {})
+            run_min = DriftSettings.from_dict(drift).min_window
+            drift["min_window"] = max(run_min, self.config.drift_min_window)
+            reply = drift_query_reply(
+                content, {**config, "drift": drift}, self._drift_rows(content), ledger=ledger
+            )
         else:
             raise ConfigError(f"this client does not answer {message_type!r} messages")
         log.info("%s message served in %.3f s", message_type, time.perf_counter() - started)
         return reply
+
+    def _drift_rows(self, content: RecordDict) -> np.ndarray:
+        """The rows a drift query counts: the whole current file for a monitoring window (the
+        institution replaces the file as new data arrives), the training rows for the reference."""
+        assert self.local is not None
+        if str(record_value(content[QUERY_KEY], "mode")) == MODE_WINDOW:
+            return np.concatenate([self.local.train.x, self.local.val.x])
+        return np.asarray(self.local.train.x)
 
     def supernode_command(self, clientappio_port: int) -> list[str]:
         """The ``flower-supernode`` command line (TLS, node key, the worker socket in node config)."""

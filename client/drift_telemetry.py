@@ -82,7 +82,7 @@ def simulated_window(
 def drift_query_reply(
     content: RecordDict,
     config: dict[str, Any],
-    local: LocalData,
+    local: LocalData | np.ndarray,
     *,
     ledger: PrivacyLedger,
     partition_id: int = 0,

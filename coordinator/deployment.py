@@ -11,11 +11,14 @@ API alone through a proxy (see the README).
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from coordinator.control import FlowerControl
+from coordinator.drift_launch import start_requested_runs
+from coordinator.drift_reports import DriftReportStore
 from coordinator.nodes import NodeRegistry
 from coordinator.runs import DeploymentRuns
 from coordinator.superlink import ManagedSuperLink
@@ -36,6 +39,7 @@ class DeploymentSettings:
     superlink_port: int = 9092
     superlink_host: str = "127.0.0.1"
     poll_interval_s: float = 1.0
+    drift_poll_interval_s: float = 2.0
 
 
 class Deployment:
@@ -60,6 +64,9 @@ class Deployment:
         self.control: FlowerControl | None = None
         self.nodes: NodeRegistry | None = None
         self.runs: DeploymentRuns | None = None
+        self._drift_store: DriftReportStore | None = None
+        self._stopping = threading.Event()
+        self._drift_thread: threading.Thread | None = None
 
     @property
     def fleet_address(self) -> str:
@@ -84,13 +91,42 @@ class Deployment:
                 work_dir=Path(self.settings.state_dir) / "runs",
                 poll_interval_s=self.settings.poll_interval_s,
             )
+            self._drift_store = DriftReportStore(self.registry_config.resolved_database_url())
+            self._drift_thread = threading.Thread(target=self._watch_drift, name="drift-runs", daemon=True)
+            self._drift_thread.start()
         except BaseException:
             self.stop()
             raise
         return self
 
+    def start_requested_runs(self) -> list[str]:
+        """Open the training runs drift triggers requested (from edge pushes or monitor runs)."""
+        runs, store = self.runs, self._drift_store
+        if runs is None or store is None:
+            return []
+
+        def create(config: dict[str, object], reason: str, run_id: str) -> object:
+            return runs.create(config, reason=reason, actor="drift-policy", run_id=run_id)
+
+        return start_requested_runs(store, self.registry, create)
+
+    def _watch_drift(self) -> None:
+        while not self._stopping.wait(self.settings.drift_poll_interval_s):
+            try:
+                for run_id in self.start_requested_runs():
+                    log.info("drift policy: started retraining run %s", run_id)
+            except Exception:
+                log.exception("checking drift triggers failed")
+
     def stop(self) -> None:
         """Stop following runs, close connections, stop the SuperLink (idempotent)."""
+        self._stopping.set()
+        if self._drift_thread is not None:
+            self._drift_thread.join(timeout=10)
+            self._drift_thread = None
+        if self._drift_store is not None:
+            self._drift_store.close()
+            self._drift_store = None
         if self.runs is not None:
             self.runs.close()
             self.runs = None

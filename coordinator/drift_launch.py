@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from coordinator.lifecycle import RunOutcome, SimulationBackend, execute_run
 from fedge.drift_summary import DriftSettings
 from registry import Registry, RegistryConfig, open_registry
 
-__all__ = ["SimulationLauncher", "open_drift_service", "retrain_config"]
+__all__ = ["SimulationLauncher", "open_drift_service", "retrain_config", "start_requested_runs"]
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +114,37 @@ def open_drift_service(
         launcher=launcher,
         metrics=metrics or DriftMetrics(),
     )
+
+
+def start_requested_runs(
+    store: DriftReportStore,
+    registry: Registry,
+    create: Callable[[dict[str, Any], str, str], object],
+) -> list[str]:
+    """Start every run a drift trigger requested and nothing has started yet; return their ids.
+
+    Triggers fire where the windows land (the operator API for edge pushes, a Flower monitor run
+    for clients) and are recorded as ``requested``; the coordinator that manages the SuperLink
+    calls this to open them: ``create(config, reason, run_id)`` submits one run.
+    """
+    started = []
+    for trigger in reversed(store.triggers(limit=50)):
+        if trigger.outcome != "requested" or not trigger.run_id:
+            continue
+        request = RetrainRequest(
+            trigger.run_id,
+            trigger.model,
+            trigger.version,
+            trigger.reason,
+            trigger.evidence,
+            str(trigger.evidence.get("warm_start_from", "")),
+        )
+        try:
+            create(retrain_config(registry, request), trigger.reason, trigger.run_id)
+        except Exception as exc:  # the trigger stays visible with why its run did not start
+            log.error("the run %s that drift requested did not start: %s", trigger.run_id, exc)
+            store.set_outcome(trigger.id, "launch-failed")
+            continue
+        store.set_outcome(trigger.id, "started")
+        started.append(trigger.run_id)
+    return started

@@ -73,15 +73,24 @@ class DeploymentRuns:
         """Where the run's Flower log is copied."""
         return self.work_dir / run_id / "flower-run.log"
 
-    def create(self, config: dict[str, Any], *, reason: str = "operator", actor: str = "operator") -> RunInfo:
+    def create(
+        self,
+        config: dict[str, Any],
+        *,
+        reason: str = "operator",
+        actor: str = "operator",
+        run_id: str | None = None,
+    ) -> RunInfo:
         """Record the run, submit it to the SuperLink and follow it; return it as recorded.
+
+        ``run_id`` is the id a caller reserved (a drift trigger names its run); a new one otherwise.
 
         Raises
         ------
         FederationError
             If the SuperLink refuses the run (the run is recorded as failed with the reason).
         """
-        run_id = new_run_id()
+        run_id = run_id or new_run_id()
         resolved = resolve_run_config({**config, "reason": reason}, self.registry_config, run_id)
         self.registry.store.create_run(
             RunCreate(

@@ -215,6 +215,12 @@ def client_start(
         Path | None,
         typer.Option("--state-dir", help="Private folder for the agent (default .fedge-client/NAME)"),
     ] = None,
+    drift_budget: Annotated[
+        float, typer.Option("--drift-budget", help="Total epsilon this node spends on drift telemetry")
+    ] = 100.0,
+    drift_min_window: Annotated[
+        int, typer.Option("--drift-min-window", help="Fewest rows in a drift window (below: nothing sent)")
+    ] = 0,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Hydra overrides naming the task, e.g. task=breast_cancer")
     ] = None,
@@ -235,6 +241,8 @@ def client_start(
             task=task,
             state_dir=state_dir or Path(".fedge-client") / node_name,
             name=node_name,
+            drift_budget_epsilon=drift_budget,
+            drift_min_window=drift_min_window,
         )
     )
     identity = agent.load_data()

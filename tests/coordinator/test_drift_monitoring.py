@@ -297,3 +297,44 @@ def test_status_metrics_and_cli_views(api) -> None:  # type: ignore[no-untyped-d
     assert 'fedge_drift_statistic{feature="f0",model="digits",statistic="psi",version="1"}' in metrics
     assert [t["outcome"] for t in triggers][-1] == "requested", "no launcher in the API: the run is requested"
     assert all(t["outcome"] == "cooldown" for t in triggers[:-1])
+
+
+def test_requested_runs_are_started_once_with_the_trigger_run_id_reason_and_warm_start(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Without a launcher (edge pushes, monitor runs) a fired policy records a requested run; the
+    deployment coordinator's watcher opens it through its run manager, once."""
+    from coordinator.drift_launch import start_requested_runs
+
+    _register(registry, _reference())
+    store = DriftReportStore(f"sqlite:///{tmp_path / 'drift.db'}")
+    svc = DriftService(
+        store=store,
+        registry=registry,
+        settings=DriftSettings(min_window=100, policy=DriftPolicyConfig(cooldown_s=3600)),
+    )
+    try:
+        _window(svc, 0, shift=1.0)
+        _, trigger = _window(svc, 1, shift=1.0)
+        assert trigger is not None and trigger.outcome == "requested"
+        created: list[tuple[dict[str, Any], str, str]] = []
+
+        def create(config: dict[str, Any], reason: str, run_id: str) -> None:
+            created.append((config, reason, run_id))
+
+        assert start_requested_runs(store, registry, create) == [trigger.run_id]
+        config, reason, run_id = created[0]
+        assert run_id == trigger.run_id and config["run_id"] == trigger.run_id
+        assert reason == trigger.reason and "psi > 0.2" in reason
+        assert config["warm_start_from"] == "digits@production" and config["mode"] == "train"
+        assert store.triggers(limit=1)[0].outcome == "started"
+        assert start_requested_runs(store, registry, create) == [], "a started run is not started again"
+
+        def refuses(config: dict[str, Any], reason: str, run_id: str) -> None:
+            raise RuntimeError("SuperLink down")
+
+        store.set_outcome(trigger.id, "requested")
+        assert start_requested_runs(store, registry, refuses) == []
+        assert store.triggers(limit=1)[0].outcome == "launch-failed"
+    finally:
+        store.close()
