@@ -90,14 +90,17 @@ class ClientAgent:
         self.worker: WorkerServer | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.messages_served = 0
+        self._loaded_stamp: tuple[int, int] | None = None
 
     def load_data(self) -> ClientIdentity:
         """Read and validate the data file (raises :class:`DataError` naming file, column, row)."""
         cfg = self.config
+        stamp = self._file_stamp()
         data = load_client_data(
             cfg.data_path, cfg.task, val_fraction=cfg.task.val_fraction, seed=cfg.task.data_seed
         )
         self.local = data
+        self._loaded_stamp = stamp
         seed = int(hashlib.sha256(cfg.name.encode()).hexdigest()[:8], 16)
         self.identity = ClientIdentity(
             name=cfg.name, fingerprint=data.fingerprint, num_rows=data.num_rows, seed=seed % 1_000_003
@@ -105,8 +108,26 @@ class ClientAgent:
         log.info("data %s: %d rows, fingerprint %s", cfg.data_path, data.num_rows, data.fingerprint[:16])
         return self.identity
 
+    def _file_stamp(self) -> tuple[int, int]:
+        stat = Path(self.config.data_path).stat()
+        return stat.st_mtime_ns, stat.st_size
+
+    def _reload_if_changed(self) -> None:
+        """The institution replaced its data file: validate and serve the new rows from now on.
+
+        A new file that fails validation is refused (the message names file, column and row) and
+        the agent keeps nothing of it: it answers no message until the file is fixed.
+        """
+        if self._file_stamp() == self._loaded_stamp:
+            return
+        self.local = None
+        log.info("data file %s changed: validating it again", self.config.data_path)
+        self.load_data()
+
     def handle(self, message_type: str, raw_config: str, content: RecordDict) -> RecordDict:
         """Serve one message from the ClientApp (runs in the worker thread, torch already loaded)."""
+        if self.identity is not None:
+            self._reload_if_changed()
         if self.local is None or self.identity is None:
             raise FederationError("the agent's data is not loaded")
         config = decode_run_config({RUN_CONFIG_KEY: raw_config})

@@ -186,11 +186,10 @@ def run_monitor(*, grid: Grid, config: dict[str, Any], flower_run_id: int) -> No
         reference = load_reference(registry, name, version.number)
         service.use_reference(reference)
         arrays = _version_arrays(registry, version)
-        # Every simulated client (or the strategy's minimum in deployment) before a window is asked for.
-        min_nodes = max(
-            int(config.get("strategy", {}).get("min_available_nodes", 1)),
-            int(config.get("simulation", {}).get("num_clients", 1)),
-        )
+        # Every simulated client, or the strategy's minimum in deployment, before a window is asked for.
+        min_nodes = int(config.get("strategy", {}).get("min_available_nodes", 1))
+        if registry.store.get_run(run_id).mode == "simulation":
+            min_nodes = max(min_nodes, int(config.get("simulation", {}).get("num_clients", 1)))
         for window in range(settings.windows):
             replies = query_drift(
                 grid, mode=MODE_WINDOW, edges=reference.edges, features=reference.features,

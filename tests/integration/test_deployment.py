@@ -7,27 +7,33 @@ a run created through the operator API, data validated and fingerprinted at each
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from client.agent import EXIT_REFUSED
-from client.data_files import load_client_data
-from fedge.tasks import TaskConfig
+from client.data_files import load_client_data, write_client_file
+from fedge.tasks import Dataset, TaskConfig
 from registry import open_registry
 from simulations.local_deployment import LocalDeployment
 from tests.processes import processes_under
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-RUN_OVERRIDES = [
-    "strategy.num_rounds=2",
-    "strategy.min_train_nodes=3",
-    "strategy.min_evaluate_nodes=3",
-    "strategy.min_available_nodes=3",
-    "task.local_epochs=1",
+NODES = ["strategy.min_train_nodes=3", "strategy.min_evaluate_nodes=3", "strategy.min_available_nodes=3"]
+# The drift reference fixed at release: 8 central pixels in 5 bins (about 480 rows per site).
+DRIFT = [
+    "drift.features=[19,20,27,28,35,36,43,44]",
+    "drift.num_bins=5",
+    "drift.fine_bins=20",
+    "drift.epsilon=2.0",
+    "drift.reference_epsilon=2.0",
+    "drift.min_window=100",
 ]
+RUN_OVERRIDES = ["strategy.num_rounds=2", *NODES, *DRIFT]
 
 
 def _malformed_csv(good: Path, bad: Path) -> None:
@@ -141,6 +147,65 @@ def test_api_refuses_without_token_wrong_role_and_bad_config(
         metrics = viewer.get("/metrics").text
     assert 'fedge_runs{status="completed"} 1.0' in metrics
     assert "fedge_nodes_online" in metrics
+
+
+def test_drift_at_institutions_triggers_a_warm_started_retraining(
+    federation: LocalDeployment, completed_run: dict
+) -> None:
+    """Release -> production -> two of three institutions' data shifts -> a monitor run's windows
+    flag it -> the coordinator starts the retraining the policy requested, warm-started."""
+    dep = federation
+    version = completed_run["versions"][0]
+    approved = dep.api(
+        "POST", f"/registry/versions/{version}/approvals", role="operator", json={"alias": "production"}
+    )
+    assert approved.status_code == 201, approved.text
+    moved = dep.api(
+        "POST",
+        "/registry/promotions",
+        role="operator",
+        json={"moves": [{"version": version, "alias": "production"}], "reason": "ci"},
+    )
+    assert moved.status_code == 200, moved.text
+    task = TaskConfig(name="digits")
+    for name in ("hospital-a", "hospital-b"):  # the institutions' newest files (the agents reload them)
+        path = completed_run["_keys"][name][1]
+        data = load_client_data(path, task, val_fraction=0.0, seed=0)
+        shifted = Dataset(np.clip(data.train.x + 0.25, 0.0, 1.0), data.train.y)
+        write_client_file(path, shifted, task, overwrite=True)
+
+    monitor = dep.api(
+        "POST",
+        "/runs",
+        role="operator",
+        json={"overrides": ["mode=monitor", "drift.windows=2", *NODES, *DRIFT]},
+    )
+    assert monitor.status_code == 201, monitor.text
+    assert dep.wait_run(monitor.json()["run_id"])["status"] == "completed"
+
+    status = dep.api("GET", "/drift/status", role="viewer").json()
+    assert status["versions"][0]["flagged"], status
+    deadline = time.monotonic() + 60
+    triggers: list = []
+    while time.monotonic() < deadline:
+        triggers = dep.api("GET", "/drift/triggers", role="viewer").json()
+        if triggers and triggers[0]["outcome"] == "started":
+            break
+        time.sleep(1)
+    assert triggers and triggers[0]["outcome"] == "started", triggers
+    retrain = dep.wait_run(triggers[0]["run_id"])
+    assert retrain["status"] == "completed", retrain.get("error")
+    assert retrain["reason"].startswith("drift-policy: psi > 0.2")
+    assert retrain["versions"] == ["digits:2"]
+    registry = open_registry(federation.registry_config)
+    try:
+        run = registry.store.get_run(retrain["run_id"])
+        assert run.config["warm_start_from"] == "digits@production" and run.mode == "deployment"
+        assert [e.actor for e in registry.store.list_audit() if e.action == "drift.triggered"] == [
+            "drift-policy"
+        ]
+    finally:
+        registry.close()
 
 
 def test_revoked_node_can_no_longer_connect(federation: LocalDeployment, completed_run: dict) -> None:

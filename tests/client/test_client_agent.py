@@ -102,3 +102,26 @@ def test_the_institutions_minimum_window_wins_over_a_smaller_one_in_the_run(tmp_
     reply = agent.handle("query.drift", _run_config(epsilon=1.0, min_window=1), _drift_query(0))
 
     assert reply[META_KEY]["status"] == "below-min-window"
+
+
+def test_a_replaced_data_file_is_validated_again_and_served(agent: ClientAgent) -> None:
+    import os
+
+    from fedge.errors import DataError
+
+    before = agent.identity.fingerprint
+    path = agent.config.data_path
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-5]) + "\n")  # the institution's newest file: 5 rows fewer
+    os.utime(path, ns=(1, 1))
+
+    reply = agent.handle("query.drift", _run_config(epsilon=0.1, min_window=1), _drift_query(0))
+
+    assert reply[META_KEY]["status"] == "ok"
+    assert agent.identity.fingerprint != before and agent.identity.num_rows == len(lines) - 6
+    cells = lines[3].split(",")
+    cells[4] = "abc"
+    path.write_text("\n".join([*lines[:3], ",".join(cells), *lines[4:]]) + "\n")
+    os.utime(path, ns=(2, 2))
+    with pytest.raises(DataError, match=r"row 3.*'abc' is not a number"):
+        agent.handle("query.drift", _run_config(epsilon=0.1, min_window=1), _drift_query(1))
