@@ -29,6 +29,7 @@ from client.trainer import ClientIdentity, evaluate_reply, train_reply
 from client.worker import WorkerServer
 from fedge.drift_summary import DRIFT_QUERY, QUERY_KEY, DriftSettings, record_value
 from fedge.errors import ConfigError, FederationError
+from fedge.interrupts import raise_if_interrupted
 from fedge.privacy_ledger import PrivacyLedger
 from fedge.processes import flower_env, free_port, stop_process_tree
 from fedge.protocol import RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
@@ -221,6 +222,7 @@ class ClientAgent:
             return None
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.process.poll() is None:
+            raise_if_interrupted()
             if deadline is not None and time.monotonic() > deadline:
                 return None
             time.sleep(0.2)

@@ -16,6 +16,7 @@ from coordinator.control import FlowerControl, FlowerRunState, follow_run_logs
 from coordinator.flower_app import build_shim_fab
 from coordinator.superlink import ManagedSuperLink
 from fedge.errors import FederationError
+from fedge.interrupts import raise_if_interrupted
 from fedge.protocol import RUN_CONFIG_KEY, config_hash, encode_run_config
 from registry import Checkpoint, ModelVersion, Registry, RegistryConfig, RunCreate, RunInfo, RunStatus
 
@@ -220,6 +221,7 @@ def _wait(
 ) -> FlowerRunState:
     deadline = started + timeout_s
     while True:
+        raise_if_interrupted()
         state = control.run_state(flower_run_id)
         superlink.track_children()
         if on_progress is not None:

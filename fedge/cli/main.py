@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-from types import FrameType
 
 import typer
 
@@ -15,6 +13,7 @@ from fedge.cli.edge_cmd import edge_app
 from fedge.cli.operate_cmd import client_start, nodes_app, runs_app
 from fedge.cli.registry_cmd import registry_app
 from fedge.cli.simulate_cmd import simulate_command
+from fedge.interrupts import install_interrupt_handlers
 
 __all__ = ["app", "main"]
 
@@ -44,15 +43,11 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(drift_app, name="drift")
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    # Turn SIGTERM into the same clean shutdown as Ctrl-C: every started process is stopped.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> None:
     """Run the CLI."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM gets the same clean shutdown as Ctrl-C: every started process is stopped.
+    install_interrupt_handlers()
     app()
 
 
