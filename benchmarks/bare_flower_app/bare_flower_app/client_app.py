@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple
 from functools import lru_cache
 
 import torch
@@ -19,11 +18,19 @@ app = ClientApp()
 
 @lru_cache(maxsize=4)
 def _local_data(
-    cfg_fields: tuple, partition_id: int, num_partitions: int, scheme: str, alpha: float, seed: int
+    split: tuple[str, float, float, int],
+    partition_id: int,
+    num_partitions: int,
+    scheme: str,
+    alpha: float,
+    seed: int,
 ) -> LocalData:
     # Cached per process, like fedge's client: a warm Ray actor keeps its partition.
+    name, test_fraction, val_fraction, data_seed = split
     return load_simulation_partition(
-        task=TaskConfig(*cfg_fields),
+        task=TaskConfig(
+            name=name, test_fraction=test_fraction, val_fraction=val_fraction, data_seed=data_seed
+        ),
         partition_id=partition_id,
         num_partitions=num_partitions,
         scheme=scheme,
@@ -37,7 +44,7 @@ def _setup(msg: Message, context: Context) -> tuple[torch.nn.Module, LocalData, 
     rc = context.run_config
     cfg = task_config(rc)
     local = _local_data(
-        astuple(cfg),
+        (cfg.name, cfg.test_fraction, cfg.val_fraction, cfg.data_seed),
         int(context.node_config["partition-id"]),
         int(context.node_config["num-partitions"]),
         str(rc["partition"]),
