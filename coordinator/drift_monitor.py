@@ -33,12 +33,12 @@ from fedge.drift_summary import (
     record_value,
 )
 from fedge.errors import ConfigError, FederationError
-from fedge.protocol import ARRAYS_KEY
+from fedge.protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES
 from fedge.serde import state_dict_from_safetensors, state_dict_to_arrays
 from fedge.tasks import Task
 from registry import Registry, RegistryConfig, RunStatus, open_registry
 
-__all__ = ["NodeCounts", "query_drift", "release_reference", "run_monitor"]
+__all__ = ["NodeCounts", "federated_performance", "query_drift", "release_reference", "run_monitor"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,40 @@ def query_drift(
             )
         )
     return out
+
+
+def federated_performance(
+    grid: Grid,
+    *,
+    arrays: ArrayRecord,
+    metric: str,
+    min_nodes: int = 1,
+    window: int = 0,
+    timeout_s: float = 300.0,
+) -> float | None:
+    """Federated evaluation of ``arrays`` on the clients' current data: the sample-weighted mean of
+    ``metric`` over the nodes that answered (``None`` if none did). Only metrics cross the wire."""
+    messages = [
+        Message(
+            content=RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: ConfigRecord({"drift-window": window})}),
+            dst_node_id=node,
+            message_type="evaluate",
+        )
+        for node in _node_ids(grid, min_nodes)
+    ]
+    total = weighted = 0.0
+    for reply in grid.send_and_receive(messages, timeout=timeout_s):
+        if reply.has_error() or METRICS_KEY not in reply.content:
+            log.warning("node %d failed the evaluation: %s", reply.metadata.src_node_id, reply.error.reason
+                        if reply.has_error() else "no metrics")  # fmt: skip
+            continue
+        metrics = reply.content[METRICS_KEY]
+        if metric not in metrics:
+            continue
+        n = float(metrics.get(NUM_EXAMPLES, 0.0))  # type: ignore[arg-type]
+        total += n
+        weighted += n * float(metrics[metric])  # type: ignore[arg-type]
+    return weighted / total if total > 0 else None
 
 
 def release_reference(
@@ -211,6 +245,15 @@ def run_monitor(*, grid: Grid, config: dict[str, Any], flower_run_id: int) -> No
             log.info(
                 "window %d: %d sites, max psi %.3f, flagged %s", window, len(summaries), top, report.flagged
             )
+            if trigger is None and settings.policy.min_performance > 0:
+                # The performance rule: the production version evaluated on the clients' current data.
+                performance = federated_performance(
+                    grid, arrays=arrays, metric=settings.policy.performance_metric, min_nodes=min_nodes,
+                    window=window,
+                )  # fmt: skip
+                metric = settings.policy.performance_metric
+                log.info("window %d: federated %s %s", window, metric, performance)
+                trigger = service.evaluate(name, version.number, performance=performance)
             if trigger is not None:
                 log.warning(
                     "window %d: the drift policy fired (%s): %s", window, trigger.outcome, trigger.reason

@@ -156,7 +156,15 @@ def run_drift_scenario(
         report.trigger = fired[-1] if fired else None  # newest first: the first one that fired
         if report.trigger is None:
             return report
-        report.detection_window = int(report.trigger.evidence["windows"][-1]["window"])
+        evidence = report.trigger.evidence
+        if "windows" in evidence:  # the drift rule names its windows
+            report.detection_window = int(evidence["windows"][-1]["window"])
+        else:  # the performance rule fired on the newest window stored by then
+            fired_at = report.trigger.created_at
+            report.detection_window = max(
+                (r.window for r in report.reports if r.created_at <= fired_at),
+                default=max(r.window for r in report.reports),
+            )
         step(
             f"4/5 the policy fired at window {report.detection_window}: retraining ({report.trigger.run_id})"
         )
