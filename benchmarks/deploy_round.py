@@ -33,6 +33,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fedge.protocol import TRAIN_SECONDS
+
 GOAL_OVERHEAD_S = 2.0
 CLIENTS = 3
 
@@ -60,7 +62,7 @@ def round_times(registry_config: Any, run_id: str) -> list[tuple[int, float, flo
     for previous, current in itertools.pairwise(checkpoints):
         wall = (current.created_at - previous.created_at).total_seconds()
         compute = max(
-            (float(n.get("train_metrics", {}).get("train-seconds", 0.0)) for n in current.lineage["nodes"]),
+            (float(n.get("train_metrics", {}).get(TRAIN_SECONDS, 0.0)) for n in current.lineage["nodes"]),
             default=0.0,
         )
         out.append((current.round, wall, compute))

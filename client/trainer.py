@@ -7,6 +7,7 @@ across rounds. Replies carry weights, metrics and the data's fingerprint, never 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +28,13 @@ from fedge.protocol import (
     NUM_EXAMPLES,
     TRAIN_ACCURACY,
     TRAIN_LOSS,
+    TRAIN_SECONDS,
 )
 from fedge.serde import state_dict_from_arrays, state_dict_to_arrays
 from fedge.tasks import TaskConfig, get_task
 from fedge.tasks.training import evaluate_model, load_weights, train_model
 
 __all__ = ["ClientIdentity", "evaluate_reply", "train_reply"]
-
-TRAIN_SECONDS = "train-seconds"
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,6 @@ def train_reply(
     content: RecordDict, config: dict[str, Any], local: LocalData, identity: ClientIdentity
 ) -> RecordDict:
     """Train the received global model on ``local.train``; return weights, metrics and identity."""
-    import time
-
     started = time.perf_counter()
     task_cfg = TaskConfig(**config["task"])
     model = _model(content, config)

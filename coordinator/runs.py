@@ -160,10 +160,6 @@ class DeploymentRuns:
         """The run as recorded (raises :class:`NotFoundError`)."""
         return self.registry.store.get_run(run_id)
 
-    def active(self) -> list[RunInfo]:
-        """Runs pending or running."""
-        return [r for r in self.registry.store.list_runs(limit=1000) if r.status in _ACTIVE]
-
     def stop(self, run_id: str, *, actor: str) -> RunInfo:
         """Ask the SuperLink to stop a run; its follower records ``stopped`` when Flower confirms.
 

@@ -23,6 +23,7 @@ __all__ = [
     "RUN_CONFIG_KEY",
     "TRAIN_ACCURACY",
     "TRAIN_LOSS",
+    "TRAIN_SECONDS",
     "WORKER_SOCKET_KEY",
     "config_hash",
     "decode_run_config",
@@ -41,6 +42,8 @@ TRAIN_LOSS = "train-loss"
 TRAIN_ACCURACY = "train-accuracy"
 EVAL_LOSS = "eval-loss"
 EVAL_ACCURACY = "eval-accuracy"
+# Seconds a client spent in local training for the round (excludes process start and transport).
+TRAIN_SECONDS = "train-seconds"
 
 # A ConfigRecord in train replies: what a client says about its data (never the data): the
 # sha256 fingerprint of its validated rows, their count and the node's enrolled name.

@@ -13,13 +13,12 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from coordinator.api import CoordinatorSettings, create_app
-from coordinator.auth import TokenStore
+from coordinator.api import CoordinatorSettings
 from fedge.cli.main import app as cli
 from fedge.processes import free_port
 from fedge.tls import generate_node_keypair
 from registry import Registry, RegistryConfig, RunCreate
-from simulations.config import load_config
+from tests.apps import operator_app
 
 
 @dataclass
@@ -35,14 +34,7 @@ def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinato
     """The real app under uvicorn (plain HTTP, no deployment) in a background thread."""
     root = tmp_path_factory.mktemp("coordinator")
     config = RegistryConfig(root=str(root / "reg"))
-    api = create_app(
-        CoordinatorSettings(registry=config),
-        deployment=None,
-        load_run_config=lambda name, ov: load_config(ov, config_name=name).to_dict(),
-    )
-    store = TokenStore(config.resolved_database_url())
-    tokens = {role: store.create(name=f"{role}-1", role=role)[1] for role in ("viewer", "operator", "admin")}
-    store.close()
+    api, tokens = operator_app(CoordinatorSettings(registry=config))
     registry: Registry = api.state.registry
     registry.store.create_run(
         RunCreate(

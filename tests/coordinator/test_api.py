@@ -20,6 +20,7 @@ from registry import (
     RegistryConfig,
     RunCreate,
 )
+from tests.apps import role_tokens
 
 
 @pytest.fixture
@@ -29,9 +30,7 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Registry]]
     )
     config = RegistryConfig(root=str(tmp_path / "reg"), gates=gates)
     app = create_app(CoordinatorSettings(registry=config))
-    store = TokenStore(config.resolved_database_url())
-    tokens = {role: store.create(name=f"{role}-1", role=role)[1] for role in ("viewer", "operator", "admin")}
-    store.close()
+    tokens = role_tokens(config.resolved_database_url())
     registry: Registry = app.state.registry
     registry.store.create_run(
         RunCreate(run_id="r", task="digits", strategy="fedavg", num_rounds=1, config={}, config_hash="0" * 64)

@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from coordinator.api import CoordinatorSettings, create_app
-from coordinator.auth import TokenStore
 from coordinator.drift_aggregate import aggregate_window, site_statistics
 from coordinator.drift_policy import RetrainRequest
 from coordinator.drift_reference import LINEAGE_KEY, manifest_entry
@@ -22,6 +21,7 @@ from fedge.drift import compare, fixed_bin_edges, histogram_counts
 from fedge.drift_summary import DriftPolicyConfig, DriftReference, DriftSettings, SiteSummary
 from fedge.privacy_ledger import PrivacyLedger
 from registry import ModelVersionCreate, Registry, RegistryConfig, RunCreate, RunStatus
+from tests.apps import role_tokens
 
 FEATURES, BINS, CLASSES = 4, 5, 3
 
@@ -72,9 +72,7 @@ def _summary(site: str, window: int, shift: float = 0.0, seed: int = 1, **kw: An
 def api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Registry]]:
     config = RegistryConfig(root=str(tmp_path / "reg"))
     app = create_app(CoordinatorSettings(registry=config, drift=DriftSettings(min_window=100)))
-    store = TokenStore(config.resolved_database_url())
-    tokens = {role: store.create(name=f"{role}-1", role=role)[1] for role in ("viewer", "operator")}
-    store.close()
+    tokens = role_tokens(config.resolved_database_url())
     _register(app.state.registry, _reference())
     with TestClient(app) as client:
         client.headers["Authorization"] = f"Bearer {tokens['viewer']}"

@@ -10,11 +10,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from coordinator.api import CoordinatorSettings, create_app
-from coordinator.auth import TokenStore
+from coordinator.api import CoordinatorSettings
 from fedge.serde import state_dict_to_safetensors
 from registry import Registry, RegistryConfig, RunCreate
-from simulations.config import load_config
+from tests.apps import operator_app
 
 Api = tuple[TestClient, dict[str, str], Registry]
 
@@ -23,14 +22,7 @@ Api = tuple[TestClient, dict[str, str], Registry]
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     config = RegistryConfig(root=str(tmp_path / "reg"))
-    app = create_app(
-        CoordinatorSettings(registry=config),
-        deployment=None,
-        load_run_config=lambda name, ov: load_config(ov, config_name=name).to_dict(),
-    )
-    store = TokenStore(config.resolved_database_url())
-    tokens = {role: store.create(name=f"{role}-1", role=role)[1] for role in ("viewer", "operator", "admin")}
-    store.close()
+    app, tokens = operator_app(CoordinatorSettings(registry=config))
     with TestClient(app) as client:
         yield client, tokens, app.state.registry
 
