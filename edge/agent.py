@@ -310,7 +310,11 @@ class EdgeAgent:
                 if self._drift is not None and self._window is None  # noisy windows replace exact counts
                 else {"bin_edges": [], "counts": {}}
             )
-            served = self._drift.served if self._drift is not None else 0
+            # A noisy window counts the rows it was fed; the exact accumulator is idle meanwhile.
+            if self._window is not None:
+                served = self._window.rows
+            else:
+                served = self._drift.served if self._drift is not None else 0
         active = self.state.active()
         return {
             "device": self.device_name,

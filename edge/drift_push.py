@@ -68,6 +68,7 @@ class EdgeDriftWindow:
         self.counts = np.zeros((self.edges.shape[0], self.edges.shape[1] - 1), dtype=np.float64)
         self.class_counts = np.zeros(self.num_classes, dtype=np.float64) if self.num_classes else None
         self.rows = 0
+        self.predicted_rows = 0
 
     def add(self, x: np.ndarray, predicted: np.ndarray | None = None) -> None:
         """Count served rows ``x[rows, features]`` (and their predicted classes) into the window."""
@@ -82,6 +83,7 @@ class EdgeDriftWindow:
                     np.clip(np.asarray(predicted, dtype=np.int64), 0, self.num_classes - 1),
                     minlength=self.num_classes,
                 )
+                self.predicted_rows += len(rows)
             self.rows += len(rows)
 
     def close(self) -> dict[str, Any] | None:
@@ -94,6 +96,8 @@ class EdgeDriftWindow:
         """
         with self._lock:
             counts, class_counts, rows, window = self.counts, self.class_counts, self.rows, self.window
+            if self.predicted_rows != rows:  # class counts only when every row came with its prediction
+                class_counts = None
             self._reset()
             self.window += 1
         if rows < self.settings.min_window:

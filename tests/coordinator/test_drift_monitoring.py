@@ -143,6 +143,9 @@ def test_the_edge_body_carries_only_noisy_counts_window_size_and_identifiers(api
     assert result["sites"] == 1
     window.add(rows[:50])
     assert window.close() is None, "below the minimum window nothing is sent"
+    window.add(rows)  # served rows without their predictions: no class histogram of zeros plus noise
+    unpredicted = window.close()
+    assert unpredicted is not None and unpredicted["class_counts"] is None
 
 
 def test_per_site_statistics_match_scipy_on_the_same_counts() -> None:
