@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedge.drift_summary import DRIFT_QUERY
-from fedge.protocol import RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
+from fedge.protocol import DRIFT_QUERY, RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
 
 if TYPE_CHECKING:
     from client.local_data import LocalData

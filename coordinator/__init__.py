@@ -15,7 +15,7 @@ from coordinator.strategies import (
     available_strategies,
     validate_strategy_config,
 )
-from coordinator.superlink import ManagedSuperLink, flower_env, stop_process_tree
+from coordinator.superlink import ManagedSuperLink
 
 __all__ = [
     "STRATEGIES",
@@ -28,10 +28,8 @@ __all__ = [
     "StrategyConfig",
     "available_strategies",
     "execute_run",
-    "flower_env",
     "follow_run_logs",
     "new_run_id",
     "resolve_run_config",
-    "stop_process_tree",
     "validate_strategy_config",
 ]

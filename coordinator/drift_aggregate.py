@@ -39,7 +39,6 @@ class WindowAggregate:
     overall: dict[str, np.ndarray]
     per_site: dict[str, np.ndarray]
     classes: dict[str, float] | None
-    total_counts: np.ndarray
 
 
 def check_summary(summary: SiteSummary, reference: DriftReference) -> None:
@@ -155,5 +154,4 @@ def aggregate_window(
         overall={name: np.asarray(getattr(stats, name)) for name in STATISTICS},
         per_site=site_statistics(reference.counts, stacked, reference.edges, smoothing=smoothing),
         classes=classes,
-        total_counts=total,
     )

@@ -191,7 +191,7 @@ class RetrainTrigger:
             r.run_id
             for r in self.registry.store.list_runs(limit=50)
             if r.task == model
-            and r.status in (RunStatus.PENDING, RunStatus.RUNNING)
+            and r.status not in RunStatus.FINISHED
             and (r.config or {}).get("mode", "train") != "monitor"  # monitoring is not training
         ]
         if busy:

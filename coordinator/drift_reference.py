@@ -22,7 +22,6 @@ from registry import Registry
 
 __all__ = [
     "LINEAGE_KEY",
-    "MANIFEST_KEY",
     "fine_grid",
     "load_reference",
     "manifest_entry",
@@ -31,7 +30,6 @@ __all__ = [
 ]
 
 LINEAGE_KEY = "drift_reference"  # in the version's lineage: the full reference
-MANIFEST_KEY = "drift"  # in the bundle manifest's preprocessing: what a device needs to count
 
 
 def monitored_features(settings: DriftSettings, schema: DataSchema) -> list[int]:

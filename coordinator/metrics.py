@@ -40,7 +40,6 @@ RUN_STATUSES: tuple[str, ...] = (
 )
 # Upper bounds (seconds) of the round-duration histogram; +Inf is added when rendering.
 DURATION_BUCKETS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-ACTIVE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 # The round recorder's central evaluation keys come first; the nodes' weighted means are the fallback.
 LOSS_KEYS = ("central-loss", EVAL_LOSS)
 ACCURACY_KEYS = ("central-accuracy", EVAL_ACCURACY)
@@ -234,7 +233,7 @@ def _families(snapshot: _Snapshot) -> Iterator[Metric]:
 def _participant_runs(snapshot: _Snapshot) -> list[RunInfo]:
     """Active runs with a checkpoint, plus the most recently finished run with one."""
     with_rounds = [r for r in snapshot.runs if snapshot.checkpoints[r.run_id]]
-    chosen = [r for r in with_rounds if r.status in ACTIVE_STATUSES]
+    chosen = [r for r in with_rounds if r.status not in RunStatus.FINISHED]
     finished = [r for r in with_rounds if r.status in RunStatus.FINISHED]
     if finished:
         chosen.append(max(finished, key=lambda r: _utc(r.finished_at or r.created_at)))

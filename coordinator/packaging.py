@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from fedge.crypto import load_or_create_private_key
+from fedge.drift_summary import MANIFEST_KEY
 from fedge.serde import state_dict_to_safetensors
 from fedge.tasks import Task, TaskConfig
 from registry import (
@@ -113,7 +114,7 @@ def package_and_register(
         draft,
         private_key=load_or_create_private_key(signing_key_path),
         reference_inputs=reference_rows,
-        preprocessing={**_preprocessing(task), **({"drift": drift} if drift is not None else {})},
+        preprocessing={**_preprocessing(task), **({MANIFEST_KEY: drift} if drift is not None else {})},
         int8_bytes=int8_bytes,
     )
     complete = replace(draft, artifacts=(*draft.artifacts, *signed))

@@ -27,8 +27,6 @@ __all__ = ["DeploymentRuns", "LogPage"]
 
 log = logging.getLogger(__name__)
 
-_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
-
 
 @dataclass(frozen=True)
 class LogPage:
@@ -169,7 +167,7 @@ class DeploymentRuns:
             If the run already finished.
         """
         run = self.get(run_id)
-        if run.status not in _ACTIVE:
+        if run.status in RunStatus.FINISHED:
             raise ConflictError(f"run {run_id} already finished ({run.status}); nothing to stop")
         if run.flower_run_id is None:
             raise ConflictError(f"run {run_id} was never submitted to the SuperLink")
@@ -188,7 +186,7 @@ class DeploymentRuns:
         if not path.exists():
             if run.mode != "deployment":
                 raise NotFoundError(f"run {run_id} has no log on this coordinator")
-            return LogPage(run_id, offset, offset, "", run.status not in _ACTIVE)
+            return LogPage(run_id, offset, offset, "", run.status in RunStatus.FINISHED)
         with path.open("rb") as fh:
             fh.seek(max(0, offset))
             chunk = fh.read(max(1, limit))
@@ -199,7 +197,7 @@ class DeploymentRuns:
             offset=offset,
             next_offset=offset + len(chunk),
             text=chunk.decode("utf-8", errors="replace"),
-            finished=run.status not in _ACTIVE,
+            finished=run.status in RunStatus.FINISHED,
         )
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from fedge.processes import flower_env, free_port, stop_process_tree
 if TYPE_CHECKING:
     from fedge.tls import TlsFiles
 
-__all__ = ["ManagedSuperLink", "flower_env", "free_port", "stop_process_tree"]
+__all__ = ["ManagedSuperLink"]
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from edge.runtime import PRECISIONS, ModelRuntime, Precision
 from edge.slot import ModelSlot
 from edge.state import EdgeState, VersionRecord
 from fedge.crypto import Ed25519PublicKey
-from fedge.drift_summary import DriftSettings
+from fedge.drift_summary import MANIFEST_KEY, DriftSettings
 from fedge.errors import ArtifactError, FedgeError, NoModelAvailableError
 from fedge.privacy_ledger import PrivacyLedger
 from fedge.release_format import VerifiedBundle, verify_bundle
@@ -491,7 +491,7 @@ class EdgeAgent:
         return self.slot.swap(runtime)
 
     def _drift_window(self, runtime: ModelRuntime, record: VersionRecord | None) -> EdgeDriftWindow | None:
-        bins = (runtime.manifest.get("preprocessing") or {}).get("drift")
+        bins = (runtime.manifest.get("preprocessing") or {}).get(MANIFEST_KEY)
         if self.drift_settings is None or not bins or record is None:
             return None
         ledger = PrivacyLedger(

@@ -30,10 +30,12 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "public_key_path_for",
+    "read_key_file",
     "save_private_key",
     "save_public_key",
     "sign",
     "verify_signature",
+    "write_new_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,7 @@ def save_private_key(
         serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
     )
     pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    return _write_new(Path(path), pem, mode=0o600, what="private key")
+    return write_new_file(Path(path), pem, mode=0o600, what="private key")
 
 
 def save_public_key(public_key: Ed25519PublicKey, path: str | os.PathLike[str]) -> Path:
@@ -107,7 +109,7 @@ def save_public_key(public_key: Ed25519PublicKey, path: str | os.PathLike[str]) 
         If the file cannot be created.
     """
     pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return _write_new(Path(path), pem, mode=0o644, what="public key")
+    return write_new_file(Path(path), pem, mode=0o644, what="public key")
 
 
 def load_private_key(path: str | os.PathLike[str], *, password: bytes | None = None) -> Ed25519PrivateKey:
@@ -120,7 +122,7 @@ def load_private_key(path: str | os.PathLike[str], *, password: bytes | None = N
         password, or holds a key of another algorithm; the message names the file.
     """
     path = Path(path)
-    data = _read_key_file(path, "private key")
+    data = read_key_file(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=password)
     except TypeError as exc:  # encrypted without a password, or a password for a plain key
@@ -151,7 +153,7 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
         algorithm; the message names the file.
     """
     path = Path(path)
-    data = _read_key_file(path, "public key")
+    data = read_key_file(path, "public key")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -164,7 +166,8 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     return key
 
 
-def _read_key_file(path: Path, what: str) -> bytes:
+def read_key_file(path: Path, what: str) -> bytes:
+    """The bytes of a key file; a missing or unreadable file is a ConfigError naming it."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -173,7 +176,8 @@ def _read_key_file(path: Path, what: str) -> bytes:
         raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from exc
 
 
-def _write_new(path: Path, data: bytes, *, mode: int, what: str) -> Path:
+def write_new_file(path: Path, data: bytes, *, mode: int, what: str) -> Path:
+    """Create ``path`` with ``data`` and ``mode``; an existing file is a ConflictError, never overwritten."""
     # O_EXCL makes "refuse to overwrite" atomic; the mode is set at creation so the private key
     # is never readable by others, even for an instant, and fchmod undoes a permissive umask.
     try:

@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from fedge.drift import (
     gaussian_noise_counts,
-    gaussian_sigma,
     histogram_counts,
+    histogram_sensitivity,
     laplace_noise_counts,
-    laplace_scale,
 )
 from fedge.errors import ConfigError, DataError
+from fedge.protocol import DRIFT_QUERY  # the message type, re-exported with the drift keys
 
 __all__ = [
     "COUNTS_KEY",
     "DRIFT_QUERY",
     "EDGES_KEY",
+    "MANIFEST_KEY",
     "META_KEY",
     "MODE_REFERENCE",
     "MODE_REFERENCE_FINE",
@@ -39,7 +40,6 @@ __all__ = [
     "SiteSummary",
     "add_noise",
     "class_edges",
-    "noise_std",
     "noisy_histograms",
     "record_array",
     "record_value",
@@ -49,9 +49,10 @@ __all__ = [
 ]
 
 # Flower message type of a drift query (``@app.query("drift")`` on the ClientApp).
-DRIFT_QUERY = "query.drift"
 
 # Record keys of a drift query (server -> client) and its reply (client -> server).
+# In a release manifest's ``preprocessing``: the drift bins a device counts served rows into.
+MANIFEST_KEY = "drift"
 QUERY_KEY = "drift.query"  # ConfigRecord: mode, window, num_classes, features
 EDGES_KEY = "drift.edges"  # ArrayRecord: edges [features, bins + 1]
 COUNTS_KEY = "drift.counts"  # ArrayRecord: counts [features, bins], class_counts [classes]
@@ -238,11 +239,6 @@ class DriftReference:
     sites: int
 
     @property
-    def num_bins(self) -> int:
-        """Bins per feature."""
-        return int(self.edges.shape[1] - 1)
-
-    @property
     def num_classes(self) -> int:
         """Bins of the predicted-class histogram (0 when not monitored)."""
         return 0 if self.class_counts is None else len(self.class_counts)
@@ -319,18 +315,10 @@ def summary_sensitivity(settings: DriftSettings, *, num_features: int, with_clas
     contributes at most ``contribution_bound`` rows. L1 (Laplace): ``bound * (features + classes?)``;
     L2 (Gaussian): ``bound * sqrt(features + classes?)``.
     """
-    touched = num_features + (1 if with_classes else 0)
-    if touched < 1:
+    if num_features < 1:
         raise ConfigError("a drift summary needs at least one monitored feature")
-    base = float(touched) if settings.mechanism == "laplace" else math.sqrt(touched)
-    return settings.contribution_bound * base
-
-
-def noise_std(settings: DriftSettings, *, epsilon: float, sensitivity: float) -> float:
-    """Standard deviation of the noise added to each count (public: the coordinator may use it)."""
-    if settings.mechanism == "laplace":
-        return math.sqrt(2.0) * laplace_scale(epsilon=epsilon, sensitivity=sensitivity)
-    return gaussian_sigma(epsilon=epsilon, delta=settings.delta, sensitivity=sensitivity)
+    norm: Literal["l1", "l2"] = "l1" if settings.mechanism == "laplace" else "l2"
+    return settings.contribution_bound * histogram_sensitivity(num_features + int(with_classes), norm)
 
 
 def add_noise(

@@ -47,6 +47,7 @@ __all__ = [
     "RegistryUnavailableError",
     "UnknownStrategyError",
     "UnknownTaskError",
+    "error_for_code",
     "http_status_for",
 ]
 
@@ -205,3 +206,18 @@ HTTP_STATUS_BY_CODE: dict[str, int] = {
 def http_status_for(error: FedgeError) -> int:
     """Return the HTTP status for an error's code (500 for codes not in the table)."""
     return HTTP_STATUS_BY_CODE.get(error.code, 500)
+
+
+def error_for_code(code: str, message: str) -> FedgeError:
+    """The error an HTTP answer names by ``code`` (a plain FedgeError for a code not known here).
+
+    Clients of fedge's APIs raise what the server raised, so a refused config is still a
+    :class:`ConfigError` (exit code 2 in the CLI) on the caller's side.
+    """
+    pending: list[type[FedgeError]] = [FedgeError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return cls(message)
+        pending.extend(cls.__subclasses__())
+    return FedgeError(message)

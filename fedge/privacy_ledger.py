@@ -61,11 +61,6 @@ class PrivacyLedger:
         """Total epsilon spent (basic composition)."""
         return float(sum(e.epsilon for e in self.entries()))
 
-    @property
-    def remaining_epsilon(self) -> float:
-        """Budget left."""
-        return max(self.budget_epsilon - self.spent_epsilon, 0.0)
-
     def spend(self, epsilon: float, *, purpose: str, delta: float = 0.0) -> LedgerEntry:
         """Record a spend of ``epsilon`` before the noisy result leaves the site.
 

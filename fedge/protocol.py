@@ -13,6 +13,7 @@ __all__ = [
     "ARRAYS_KEY",
     "CLIENT_INFO_KEY",
     "CONFIG_KEY",
+    "DRIFT_QUERY",
     "EVAL_ACCURACY",
     "EVAL_LOSS",
     "INFO_FINGERPRINT",
@@ -51,6 +52,9 @@ CLIENT_INFO_KEY = "fedge.client"
 INFO_FINGERPRINT = "data-fingerprint"
 INFO_NUM_ROWS = "data-rows"
 INFO_NAME = "node-name"
+
+# Flower message type of a drift query (``@app.query("drift")`` on the ClientApp).
+DRIFT_QUERY = "query.drift"
 
 # SuperNode node-config key naming the Unix socket of the client agent's warm worker.
 WORKER_SOCKET_KEY = "fedge-worker-socket"

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedge.crypto import _write_new
+from fedge.crypto import read_key_file, write_new_file
 from fedge.errors import ConfigError, ConflictError
 
 __all__ = [
@@ -234,7 +234,7 @@ def init_federation_tls(
     for path, (data, mode, what) in outputs.items():
         if overwrite:
             path.unlink(missing_ok=True)
-        _write_new(path, data, mode=mode, what=what)
+        write_new_file(path, data, mode=mode, what=what)
     return TlsFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")
 
 
@@ -279,8 +279,8 @@ def generate_node_keypair(out_dir: str | os.PathLike[str], name: str = "node") -
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    _write_new(private_path, private, mode=0o600, what="node private key")
-    _write_new(public_path, public + f" fedge-node:{name}\n".encode(), mode=0o644, what="node public key")
+    write_new_file(private_path, private, mode=0o600, what="node private key")
+    write_new_file(public_path, public + f" fedge-node:{name}\n".encode(), mode=0o644, what="node public key")
     return private_path, public_path
 
 
@@ -309,12 +309,7 @@ def load_node_public_key(source: str | os.PathLike[str] | bytes) -> bytes:
     else:
         path = Path(source)
         label = f"public key file {path}"
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(f"{label} does not exist; check the path") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read {label}: {exc.strerror}") from exc
+        data = read_key_file(path, "public key")
     text = data.strip()
     if b"PRIVATE KEY" in text[:64]:
         raise ConfigError(

@@ -9,35 +9,15 @@ from typing import Any
 import httpx
 
 from fedge.errors import (
-    HTTP_STATUS_BY_CODE,
     ArtifactError,
-    AuthenticationError,
     ConfigError,
-    ConflictError,
     FedgeError,
-    GateRefusedError,
-    NotFoundError,
-    PermissionDeniedError,
     RegistryUnavailableError,
+    error_for_code,
 )
 from registry.schemas import ArtifactRef, ModelVersion
 
 __all__ = ["RegistryClient"]
-
-_ERRORS: dict[str, type[FedgeError]] = {
-    cls.code: cls
-    for cls in (
-        ArtifactError,
-        AuthenticationError,
-        ConfigError,
-        ConflictError,
-        GateRefusedError,
-        NotFoundError,
-        PermissionDeniedError,
-        RegistryUnavailableError,
-    )
-}
-assert set(_ERRORS) <= set(HTTP_STATUS_BY_CODE)
 
 
 class RegistryClient:
@@ -76,7 +56,7 @@ class RegistryClient:
             raise FedgeError(
                 f"the registry answered HTTP {response.status_code}: {response.text[:200]}"
             ) from None
-        raise _ERRORS.get(code, FedgeError)(message)
+        raise error_for_code(code, message)
 
     def list_versions(self, *, name: str | None = None, limit: int = 100) -> list[ModelVersion]:
         """Versions, newest first."""

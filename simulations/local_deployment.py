@@ -29,7 +29,7 @@ from fedge.errors import FederationError
 from fedge.processes import free_port, stop_process_tree
 from fedge.tasks import Dataset, TaskConfig
 from fedge.tls import generate_node_keypair, init_federation_tls
-from registry import RegistryConfig
+from registry import RegistryConfig, RunStatus
 
 __all__ = ["AgentProcess", "LocalDeployment", "partition_file"]
 
@@ -270,7 +270,7 @@ class LocalDeployment:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = self.api("GET", f"/runs/{run_id}", role="viewer").json()
-            if run["status"] in ("completed", "failed", "stopped"):
+            if run["status"] in RunStatus.FINISHED:
                 return dict(run)
             time.sleep(1.0)
         raise FederationError(f"run {run_id} did not finish within {timeout:.0f}s:\n{self.coordinator_log()}")

@@ -64,13 +64,15 @@ def drift_status(
         console.print(f"trigger {t['id']} [{t['outcome']}] run {t['run_id'] or '-'}: {t['reason']}")
 
 
-def print_scenario_report(console: Console, report: Any) -> None:
-    """The final table of ``fedge simulate scenario=drift``."""
+def print_scenario_report(console: Console, report: Any, policy: Any) -> None:
+    """The final table of ``fedge simulate scenario=drift`` (sites flagged as ``policy`` counts them)."""
+    from coordinator.drift_policy import window_verdict
+
     windows = Table(title="drift per window (all sites)")
     for col in ("window", "sites", "rows", "epsilon", "max psi", "max js", "flagged", "flagged sites"):
         windows.add_column(col, justify="right")
     for r in report.reports:
-        flagged_sites = sum(1 for s in r.per_site.values() if sum(v > 0.2 for v in s["psi"]) >= 2)
+        flagged_sites = len(window_verdict(r, policy).flagged_sites)
         windows.add_row(
             str(r.window),
             str(len(r.sites)),
@@ -124,7 +126,7 @@ def drift_scenario(config: Any) -> None:
             "interrupted: every process the scenario started was stopped", fg=typer.colors.YELLOW, err=True
         )
         raise typer.Exit(130) from None
-    print_scenario_report(console, report)
+    print_scenario_report(console, report, config.drift.policy)
     if not report.succeeded:
         run = report.train.outcome.run
         typer.secho(

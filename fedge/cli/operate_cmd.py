@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.errors import AuthenticationError, FedgeError
+from fedge.errors import AuthenticationError, FedgeError, error_for_code
 
 __all__ = ["client_start", "nodes_app", "runs_app"]
 
@@ -67,10 +67,10 @@ class _Api:
             return response.json()
         try:
             error = response.json()["error"]
-            message = f"{error['message']} (HTTP {response.status_code}, {error['code']})"
+            code, message = str(error["code"]), str(error["message"])
         except (ValueError, KeyError, TypeError):
-            message = f"HTTP {response.status_code}: {response.text[:300]}"
-        raise FedgeError(message)
+            raise FedgeError(f"HTTP {response.status_code}: {response.text[:300]}") from None
+        raise error_for_code(code, f"{message} (HTTP {response.status_code})")
 
     def close(self) -> None:
         self._client.close()

@@ -109,7 +109,7 @@ def test_runs_create_with_an_unknown_key_fails_naming_it(coordinator: Coordinato
         coordinator.tokens["operator"],
     )
 
-    assert code != 0 and out == ""
+    assert code == 2 and out == "", "the API's ConfigError is a ConfigError here too (exit 2)"
     assert "strategy.nope" in err and "HTTP 422" in err and "config_invalid" in err
     assert [r.run_id for r in coordinator.registry.store.list_runs(limit=10)] == ["run-cli-1"]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from coordinator import ManagedSuperLink, flower_env, stop_process_tree
+from coordinator import ManagedSuperLink
+from fedge.processes import flower_env, stop_process_tree
 from tests.processes import processes_under
 
 
