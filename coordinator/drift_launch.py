@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from coordinator.drift_metrics import DriftMetrics
 from coordinator.drift_policy import Launcher, RetrainRequest
 from coordinator.drift_reports import DriftReportStore
 from coordinator.drift_service import DriftService
@@ -104,16 +103,9 @@ def open_drift_service(
     url: str,
     *,
     launcher: Launcher | None = None,
-    metrics: DriftMetrics | None = None,
 ) -> DriftService:
-    """A :class:`DriftService` on the coordinator's tables at ``url`` (with fresh gauges by default)."""
-    return DriftService(
-        store=DriftReportStore(url),
-        registry=registry,
-        settings=settings,
-        launcher=launcher,
-        metrics=metrics or DriftMetrics(),
-    )
+    """A :class:`DriftService` on the coordinator's tables at ``url``."""
+    return DriftService(store=DriftReportStore(url), registry=registry, settings=settings, launcher=launcher)
 
 
 def start_requested_runs(

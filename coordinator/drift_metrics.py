@@ -1,69 +1,77 @@
-"""Prometheus gauges of drift: the latest window's statistic per model, feature and statistic."""
+"""Prometheus metrics of drift, read from the stored reports when scraped.
+
+Drift windows land in more than one process (the operator API for edge pushes, a Flower monitor
+run in the SuperLink's process tree), so in-process gauges would show only some of them: the
+report store is the source of truth, as the registry is for :mod:`coordinator.metrics`.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from coordinator.drift_policy import window_verdict
+from coordinator.drift_reports import DriftReport, DriftReportStore
+from fedge.drift_summary import DriftPolicyConfig
 
 __all__ = ["DriftMetrics"]
 
+log = logging.getLogger(__name__)
 
-class DriftMetrics:
-    """Drift gauges on their own :class:`CollectorRegistry`; also a collector, so the app's scrape
-    registry can include them (``scrape_registry.register(drift_metrics)``)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.statistic = Gauge(
-            "fedge_drift_statistic",
-            "Latest window's drift of the summed site counts from the version's reference",
-            ["model", "version", "feature", "statistic"],
-            registry=self.registry,
-        )
-        self.flagged_site_fraction = Gauge(
-            "fedge_drift_flagged_site_fraction",
-            "Share of the reporting sites flagged by the policy in the latest window",
-            ["model", "version"],
-            registry=self.registry,
-        )
-        self.window = Gauge(
-            "fedge_drift_window", "Latest reported window", ["model", "version"], registry=self.registry
-        )
-        self.epsilon = Gauge(
-            "fedge_drift_window_epsilon",
-            "Largest per-site epsilon of the latest window",
-            ["model", "version"],
-            registry=self.registry,
-        )
-        self.triggers = Counter(
-            "fedge_drift_triggers",
-            "Policy decisions that fired, by outcome",
-            ["model", "outcome"],
-            registry=self.registry,
-        )
+class DriftMetrics(Collector):
+    """The latest window of every monitored version, per feature and statistic, and the triggers."""
+
+    def __init__(
+        self, store: DriftReportStore, policy: DriftPolicyConfig, *, recent_reports: int = 500
+    ) -> None:
+        self.store, self.policy, self.recent_reports = store, policy, recent_reports
 
     def collect(self) -> Iterator[Metric]:
-        """Every drift metric (the collector protocol)."""
-        yield from self.registry.collect()
-
-    def observe(self, report: Any) -> None:
-        """Set the gauges from a stored :class:`~coordinator.drift_reports.DriftReport`."""
-        labels = {"model": report.model, "version": str(report.version)}
-        for stat, values in report.overall.items():
-            for feature, value in zip(report.features, values, strict=True):
-                self.statistic.labels(**labels, feature=feature, statistic=stat).set(value)
-        for stat, value in (report.classes or {}).items():
-            self.statistic.labels(**labels, feature="predicted_class", statistic=stat).set(value)
-        self.window.labels(**labels).set(report.window)
-        self.epsilon.labels(**labels).set(report.epsilon)
-
-    def set_flagged_fraction(self, model: str, version: int, fraction: float) -> None:
-        """Share of flagged sites in the latest window."""
-        self.flagged_site_fraction.labels(model=model, version=str(version)).set(fraction)
-
-    def triggered(self, model: str, outcome: str) -> None:
-        """Count a fired decision."""
-        self.triggers.labels(model=model, outcome=outcome).inc()
+        """Every drift metric (a scrape never raises: a failing store yields nothing)."""
+        try:
+            latest: dict[tuple[str, int], DriftReport] = {}
+            for report in self.store.reports(limit=self.recent_reports):
+                latest[(report.model, report.version)] = report  # oldest first: the last one wins
+            triggers = Counter((t.model, t.outcome) for t in self.store.triggers(limit=10_000))
+        except Exception as exc:  # the database is down: the registry's fedge_registry_up says so
+            log.warning("drift metrics unavailable: %s", exc)
+            return
+        statistic = GaugeMetricFamily(
+            "fedge_drift_statistic",
+            "Latest window's drift of the summed site counts from the version's reference",
+            labels=["model", "version", "feature", "statistic"],
+        )
+        flagged = GaugeMetricFamily(
+            "fedge_drift_flagged_site_fraction",
+            "Share of the reporting sites flagged by the policy in the latest window",
+            labels=["model", "version"],
+        )
+        window = GaugeMetricFamily(
+            "fedge_drift_window", "Latest reported window", labels=["model", "version"]
+        )
+        epsilon = GaugeMetricFamily(
+            "fedge_drift_window_epsilon",
+            "Largest per-site epsilon of the latest window",
+            labels=["model", "version"],
+        )
+        for (model, version), report in sorted(latest.items()):
+            labels = [model, str(version)]
+            for stat, values in report.overall.items():
+                for feature, value in zip(report.features, values, strict=True):
+                    statistic.add_metric([*labels, feature, stat], float(value))
+            for stat, value in (report.classes or {}).items():
+                statistic.add_metric([*labels, "predicted_class", stat], float(value))
+            flagged.add_metric(labels, window_verdict(report, self.policy).site_fraction)
+            window.add_metric(labels, report.window)
+            epsilon.add_metric(labels, report.epsilon)
+        fired = CounterMetricFamily(
+            "fedge_drift_triggers", "Policy decisions that fired, by outcome", labels=["model", "outcome"]
+        )
+        for (model, outcome), count in sorted(triggers.items()):
+            fired.add_metric([model, outcome], count)
+        yield from (statistic, flagged, window, epsilon, fired)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
+from types import SimpleNamespace
 from typing import Any
 
 from coordinator.drift_aggregate import aggregate_window, check_summary
-from coordinator.drift_metrics import DriftMetrics
 from coordinator.drift_policy import Launcher, PolicyDecision, RetrainTrigger, evaluate_policy, window_verdict
 from coordinator.drift_reference import load_reference
 from coordinator.drift_reports import DriftReport, DriftReportStore, DriftTrigger
@@ -34,9 +34,8 @@ class DriftService:
         registry: Registry,
         settings: DriftSettings,
         launcher: Launcher | None = None,
-        metrics: DriftMetrics | None = None,
     ) -> None:
-        self.store, self.registry, self.settings, self.metrics = store, registry, settings, metrics
+        self.store, self.registry, self.settings = store, registry, settings
         self.trigger = RetrainTrigger(
             store=store,
             registry=registry,
@@ -95,28 +94,22 @@ class DriftService:
     def _report(self, reference: DriftReference, window: int) -> DriftReport:
         stored = self.store.summaries(reference.model, reference.version, window)
         agg = aggregate_window(reference, stored, smoothing=self.settings.smoothing)
-        report = self.store.put_report(
+        # The verdict reads the per-site statistics before anything is stored: one write per window.
+        unstored = SimpleNamespace(
+            window=window,
+            features=reference.feature_names,
+            per_site={
+                site: {k: agg.per_site[k][i] for k in agg.per_site} for i, site in enumerate(agg.sites)
+            },
+        )
+        return self.store.put_report(
             model=reference.model,
             version=reference.version,
             window=window,
             features=reference.feature_names,
             agg=agg,
-            flagged=False,
+            flagged=window_verdict(unstored, self.settings.policy).flagged,
         )
-        verdict = window_verdict(report, self.settings.policy)
-        if verdict.flagged:
-            report = self.store.put_report(
-                model=reference.model,
-                version=reference.version,
-                window=window,
-                features=reference.feature_names,
-                agg=agg,
-                flagged=True,
-            )
-        if self.metrics is not None:
-            self.metrics.observe(report)
-            self.metrics.set_flagged_fraction(reference.model, reference.version, verdict.site_fraction)
-        return report
 
     def decide(self, model: str, version: int, *, performance: float | None = None) -> PolicyDecision:
         """The policy's decision on the stored reports of ``model:version`` (no side effect)."""
@@ -132,8 +125,6 @@ class DriftService:
             log.warning(
                 "drift policy fired for %s:%d: %s (%s)", model, version, trigger.outcome, trigger.reason
             )
-            if self.metrics is not None:
-                self.metrics.triggered(model, trigger.outcome)
         return trigger
 
     def status(self, model: str | None = None) -> dict[str, Any]:

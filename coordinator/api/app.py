@@ -18,6 +18,7 @@ from coordinator.auth import Principal, TokenStore, require_role
 from coordinator.deployment import Deployment
 from coordinator.device_reports import DeviceReportStore
 from coordinator.drift_launch import open_drift_service
+from coordinator.drift_metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
 from fedge.drift_summary import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, http_status_for
@@ -163,8 +164,9 @@ def create_app(
         return deployment.nodes.online_count()
 
     scrape_registry = metrics_registry(registry, nodes_online=nodes_online if deployment else None)
-    if drift.metrics is not None:
-        scrape_registry.register(drift.metrics)  # fedge_drift_* gauges on the same /metrics
+    scrape_registry.register(
+        DriftMetrics(drift.store, settings.drift.policy)
+    )  # fedge_drift_* from the reports
 
     @app.get("/metrics", tags=["metrics"])
     def metrics(_actor: Annotated[str, Depends(reader)]) -> Response:
