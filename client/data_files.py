@@ -65,11 +65,6 @@ class ClientData(LocalData):
     num_rows: int
     dropped_rows: int = 0
 
-    @property
-    def local(self) -> LocalData:
-        """The train and val parts alone (what the trainer takes)."""
-        return LocalData(train=self.train, val=self.val)
-
 
 @dataclass(frozen=True)
 class _Columns:

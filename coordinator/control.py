@@ -73,7 +73,6 @@ class FlowerControl:
         from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
 
         self.address = address
-        self.root_certificates = root_certificates
         self._client = ControlHttpClient.from_server_address(
             server_address=address,
             insecure=root_certificates is None,

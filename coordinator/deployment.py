@@ -77,7 +77,7 @@ class Deployment:
         """Start the SuperLink and register every active enrolment it does not know."""
         self.superlink.start()
         try:
-            ca = self.tls.ca_cert.read_bytes()
+            ca = self.superlink.root_certificates
             self.control = FlowerControl(self.superlink.address, ca)
             self.nodes = NodeRegistry(self.registry_config.resolved_database_url(), self.control)
             restored = self.nodes.reconcile()

@@ -84,6 +84,7 @@ class LocalDeployment:
     coordinator: subprocess.Popen[bytes] | None = None
     agents: dict[str, AgentProcess] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
+    _clients: dict[str, httpx.Client] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -152,15 +153,16 @@ class LocalDeployment:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.coordinator.poll() is not None:
-                raise FederationError(f"the coordinator exited while starting:\n{self.coordinator_log()}")
-            try:
-                if self.client("viewer").get("/healthz").is_success:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+        with self.client(None) as http:
+            while time.monotonic() < deadline:
+                if self.coordinator.poll() is not None:
+                    raise FederationError(f"the coordinator exited while starting:\n{self.coordinator_log()}")
+                try:
+                    if http.get("/healthz").is_success:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
         raise FederationError(
             f"the coordinator did not answer within {timeout:.0f}s:\n{self.coordinator_log()}"
         )
@@ -181,9 +183,10 @@ class LocalDeployment:
         )
 
     def api(self, method: str, path: str, role: str = "admin", **kwargs: Any) -> httpx.Response:
-        """One request to ``/api/v1`` + ``path`` as ``role``."""
-        with self.client(role) as http:
-            return http.request(method, f"/api/v1{path}", **kwargs)
+        """One request to ``/api/v1`` + ``path`` as ``role`` (one kept-alive client per role)."""
+        if role not in self._clients:
+            self._clients[role] = self.client(role)
+        return self._clients[role].request(method, f"/api/v1{path}", **kwargs)
 
     def institution(
         self,
@@ -286,6 +289,9 @@ class LocalDeployment:
         """Stop every agent and the coordinator (idempotent)."""
         for name in list(self.agents):
             self.stop_agent(name)
+        for http in self._clients.values():
+            http.close()
+        self._clients.clear()
         if self.coordinator is not None:
             stop_process_tree(self.coordinator.pid, timeout=20)
             self.coordinator.wait(timeout=10)

@@ -57,7 +57,7 @@ def test_the_same_table_reads_and_fingerprints_the_same_in_every_format(
 
     assert {d.fingerprint for d in loaded} == {dataset_fingerprint(rows)}
     for data in loaded:
-        assert isinstance(data.local, LocalData) and data.local.train is data.train
+        assert isinstance(data, LocalData), "a ClientData is what the trainer takes"
         assert data.num_rows == 50 and len(data.train) + len(data.val) == 50 and len(data.val) == 12
         np.testing.assert_array_equal(data.train.x, loaded[0].train.x)
         np.testing.assert_array_equal(data.val.y, loaded[0].val.y)
