@@ -32,7 +32,7 @@ from fedge.drift_summary import (
     record_array,
     record_value,
 )
-from fedge.errors import ConfigError, FederationError
+from fedge.errors import FederationError
 from fedge.protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES
 from fedge.serde import state_dict_from_safetensors, state_dict_to_arrays
 from fedge.tasks import Task
@@ -207,8 +207,6 @@ def run_monitor(*, grid: Grid, config: dict[str, Any], flower_run_id: int) -> No
     Decisions (the policy, a retraining run) are the coordinator's, outside this Flower run.
     """
     settings = DriftSettings.from_dict(config.get("drift"))
-    if settings.secure_aggregation:
-        raise ConfigError("drift.secure_aggregation is not available on Flower's Message API (see README)")
     run_id = str(config["run_id"])
     registry_config = RegistryConfig.from_dict(config["registry"])
     registry = open_registry(registry_config)

@@ -147,13 +147,15 @@ class DriftSettings:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> DriftSettings:
-        """From the plain dict in the run config (unknown keys refused)."""
+        """From the plain dict in the run config (unknown keys and out-of-range values refused)."""
         data = dict(raw or {})
-        policy = DriftPolicyConfig(**dict(data.pop("policy", {}) or {}))
+        policy = dict(data.pop("policy", {}) or {})
         try:
-            return cls(**data, policy=policy)
+            settings = cls(**data, policy=DriftPolicyConfig(**policy))
         except TypeError as exc:
             raise ConfigError(f"drift settings: {exc}") from exc
+        validate_drift_settings(settings)
+        return settings
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-able)."""
