@@ -8,7 +8,7 @@ Sections:
   receive decoded JSON): its aggregation runs on a subset of sites and is extrapolated linearly, its
   statistics run in full; the ratio is printed.
 - ``service``: the same 10,000 summaries through the coordinator's real aggregation path,
-  :func:`coordinator.drift_aggregate.aggregate_window` (validation of every summary, the sum, the overall
+  :func:`coordinator.drift.aggregate.aggregate_window` (validation of every summary, the sum, the overall
   statistics and all four statistics per site); goal < 1 s. Also the stored path: summaries written to
   and read back from SQLite (informational).
 - ``client``: one window of 100,000 rows x 100 features counted into the fixed bins and Laplace-noised,
@@ -167,8 +167,8 @@ def _summaries(sites: int, rng: np.random.Generator) -> tuple[Any, list[Any]]:
 def bench_service(args: argparse.Namespace, table: Callable[..., None]) -> bool:
     import tempfile
 
-    from coordinator.drift_aggregate import aggregate_window
-    from coordinator.drift_reports import DriftReportStore
+    from coordinator.drift.aggregate import aggregate_window
+    from coordinator.drift.store import DriftReportStore
 
     reference, summaries = _summaries(args.sites, np.random.default_rng(2))
     t_agg = _best(lambda: aggregate_window(reference, summaries), args.repeats)

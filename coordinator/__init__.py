@@ -1,6 +1,7 @@
 """The coordinator: Flower ServerApp and strategies, the managed SuperLink, the run lifecycle."""
 
-from coordinator.control import FlowerControl, FlowerRunState, follow_run_logs
+from coordinator.deployment.control import FlowerControl, FlowerRunState, follow_run_logs
+from coordinator.deployment.superlink import ManagedSuperLink
 from coordinator.lifecycle import (
     RunOutcome,
     RunProgress,
@@ -15,7 +16,6 @@ from coordinator.strategies import (
     available_strategies,
     validate_strategy_config,
 )
-from coordinator.superlink import ManagedSuperLink
 
 __all__ = [
     "STRATEGIES",

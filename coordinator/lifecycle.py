@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from coordinator.control import FlowerControl, FlowerRunState, follow_run_logs
+from coordinator.deployment.control import FlowerControl, FlowerRunState, follow_run_logs
+from coordinator.deployment.superlink import ManagedSuperLink
 from coordinator.flower_app import build_shim_fab
-from coordinator.superlink import ManagedSuperLink
 from fedge.errors import FederationError
 from fedge.interrupts import raise_if_interrupted
 from fedge.protocol import RUN_CONFIG_KEY, config_hash, encode_run_config

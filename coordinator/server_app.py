@@ -10,8 +10,8 @@ import torch
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from coordinator.drift_monitor import release_reference, run_monitor
-from coordinator.drift_reference import LINEAGE_KEY, manifest_entry
+from coordinator.drift.monitor import release_reference, run_monitor
+from coordinator.drift.reference import LINEAGE_KEY, manifest_entry
 from coordinator.packaging import package_and_register, warm_up_exporter
 from coordinator.round_recorder import RoundRecorder, with_round_recording
 from coordinator.strategies import StrategyConfig, strategy_class, strategy_kwargs

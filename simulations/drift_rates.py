@@ -2,7 +2,7 @@
 
 Five sites with ``FEATURES`` standard-normal features release a reference (noisy fine histograms ->
 equal-mass edges -> noisy reference counts), then send noisy window summaries that the coordinator's
-:class:`~coordinator.drift_service.DriftService` stores, aggregates and judges with the default policy:
+:class:`~coordinator.drift.service.DriftService` stores, aggregates and judges with the default policy:
 
 - false alarms: ``seeds`` runs of two unshifted windows; an alarm is a policy trigger;
 - detection: ``seeds`` runs where 3 of 5 sites shift every feature's mean by ``shift`` standard
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coordinator.drift_reference import reference_edges
-from coordinator.drift_reports import DriftReportStore
-from coordinator.drift_service import DriftService
+from coordinator.drift.reference import reference_edges
+from coordinator.drift.service import DriftService
+from coordinator.drift.store import DriftReportStore
 from fedge.drift import fixed_bin_edges
 from fedge.drift_summary import (
     DriftReference,

@@ -22,9 +22,9 @@ import numpy as np
 
 from client.drift_telemetry import shift_rows
 from client.local_data import load_simulation_partition
-from coordinator.drift_launch import SimulationLauncher
-from coordinator.drift_policy import RetrainRequest
-from coordinator.drift_reports import DriftReport, DriftReportStore, DriftTrigger
+from coordinator.drift.launch import SimulationLauncher
+from coordinator.drift.policy import RetrainRequest
+from coordinator.drift.store import DriftReport, DriftReportStore, DriftTrigger
 from coordinator.lifecycle import RunOutcome
 from fedge.serde import state_dict_from_safetensors
 from fedge.tasks import Dataset, TaskConfig, get_task

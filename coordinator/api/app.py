@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from coordinator.api.drift_routes import create_drift_router
 from coordinator.api.operations import RunConfigLoader, create_operations_router
 from coordinator.auth import Principal, TokenStore, require_role
-from coordinator.deployment import Deployment
+from coordinator.deployment.deployment import Deployment
 from coordinator.device_reports import DeviceReportStore
-from coordinator.drift_launch import open_drift_service
-from coordinator.drift_metrics import DriftMetrics
+from coordinator.drift.launch import open_drift_service
+from coordinator.drift.metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
 from fedge.drift_summary import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, http_status_for

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.drift_service import DriftService
+from coordinator.drift.service import DriftService
 from fedge.drift_summary import SiteSummary
 
 __all__ = ["DriftSummaryIn", "EvaluateIn", "create_drift_router"]

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.auth import TokenStore
-from coordinator.deployment import Deployment
+from coordinator.deployment.deployment import Deployment
 from fedge.errors import ConfigError, FederationError
 from registry import Registry, RunInfo
 

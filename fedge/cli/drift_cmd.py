@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.registry_cmd import RootOpt, UrlOpt, _opened
+from fedge.cli.options import DatabaseUrlOpt, RootOpt, opened_registry
 
 __all__ = ["drift_app", "print_scenario_report"]
 
@@ -21,16 +21,16 @@ drift_app = typer.Typer(help="Privacy-preserving drift monitoring.", no_args_is_
 @reports_errors
 def drift_status(
     root: RootOpt = ".fedge",
-    database_url: UrlOpt = "",
+    database_url: DatabaseUrlOpt = "",
     model: Annotated[str | None, typer.Option(help="Only this model")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """The latest window of every monitored version: top features, flagged sites, the policy's triggers."""
-    from coordinator.drift_launch import open_drift_service
+    from coordinator.drift.launch import open_drift_service
     from fedge.drift_summary import DriftSettings
     from registry import RegistryConfig
 
-    with _opened(root, database_url) as registry:
+    with opened_registry(root, database_url) as registry:
         url = RegistryConfig(root=root, database_url=database_url).resolved_database_url()
         service = open_drift_service(DriftSettings(), registry, url)
         try:
@@ -66,7 +66,7 @@ def drift_status(
 
 def print_scenario_report(console: Console, report: Any, policy: Any) -> None:
     """The final table of ``fedge simulate scenario=drift`` (sites flagged as ``policy`` counts them)."""
-    from coordinator.drift_policy import window_verdict
+    from coordinator.drift.policy import window_verdict
 
     windows = Table(title="drift per window (all sites)")
     for col in ("window", "sites", "rows", "epsilon", "max psi", "max js", "flagged", "flagged sites"):

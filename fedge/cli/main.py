@@ -6,13 +6,17 @@ import logging
 
 import typer
 
-from fedge.cli.admin_cmd import audit_app, coordinator_app, tokens_app
-from fedge.cli.deploy_cmd import certs_app, client_app
+from fedge.cli.audit_cmd import audit_app
+from fedge.cli.certs_cmd import certs_app
+from fedge.cli.client_cmd import client_app
+from fedge.cli.coordinator_cmd import coordinator_app
 from fedge.cli.drift_cmd import drift_app
 from fedge.cli.edge_cmd import edge_app
-from fedge.cli.operate_cmd import client_start, nodes_app, runs_app
+from fedge.cli.nodes_cmd import nodes_app
 from fedge.cli.registry_cmd import registry_app
+from fedge.cli.runs_cmd import runs_app
 from fedge.cli.simulate_cmd import simulate_command
+from fedge.cli.tokens_cmd import tokens_app
 from fedge.interrupts import install_interrupt_handlers
 
 __all__ = ["app", "main"]
@@ -36,7 +40,6 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(edge_app, name="edge")
 app.add_typer(certs_app, name="certs")
-client_app.command("start")(client_start)
 app.add_typer(client_app, name="client")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(runs_app, name="runs")

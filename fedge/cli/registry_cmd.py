@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,50 +11,26 @@ from rich.console import Console
 from rich.table import Table
 
 from fedge.cli.errors import reports_errors
+from fedge.cli.options import DatabaseUrlOpt, RootOpt, actor_name, opened_registry
 
 if TYPE_CHECKING:
-    from registry import Registry, RegistryClient
+    from registry import RegistryClient
 
 __all__ = ["registry_app"]
 
 registry_app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
-
-RootOpt = Annotated[
-    str,
-    typer.Option("--root", envvar="FEDGE_REGISTRY_ROOT", help="Registry folder (SQLite + artifacts)"),
-]
-UrlOpt = Annotated[
-    str,
-    typer.Option("--database-url", envvar="FEDGE_REGISTRY_DATABASE_URL", help="SQLAlchemy URL of the store"),
-]
-
-
-@contextmanager
-def _opened(root: str, database_url: str, *, create: bool = False) -> Iterator[Registry]:
-    from fedge.errors import RegistryUnavailableError
-    from registry import RegistryConfig, open_registry
-
-    if not create and not database_url and not (Path(root).expanduser() / "registry.db").exists():
-        raise RegistryUnavailableError(
-            f"no registry at {root} (no registry.db): run `fedge simulate` first or pass --root"
-        )
-    registry = open_registry(RegistryConfig(root=root, database_url=database_url))
-    try:
-        yield registry
-    finally:
-        registry.close()
 
 
 @registry_app.command("list")
 @reports_errors
 def list_versions(
     root: RootOpt = ".fedge",
-    database_url: UrlOpt = "",
+    database_url: DatabaseUrlOpt = "",
     name: Annotated[str | None, typer.Option(help="Only this model")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """List model versions, newest first."""
-    with _opened(root, database_url) as registry:
+    with opened_registry(root, database_url) as registry:
         versions = registry.store.list_versions(name=name)
     if as_json:
         print(json.dumps([_version_dict(v) for v in versions], indent=2, default=str))
@@ -84,10 +58,10 @@ def list_versions(
 def show_version(
     version: Annotated[str, typer.Argument(help="ID, NAME:NUMBER or NAME@ALIAS")],
     root: RootOpt = ".fedge",
-    database_url: UrlOpt = "",
+    database_url: DatabaseUrlOpt = "",
 ) -> None:
     """Show one version: artifacts, metrics, lineage, approvals, its run (config whole) and checkpoints."""
-    with _opened(root, database_url) as registry:
+    with opened_registry(root, database_url) as registry:
         v = registry.resolve(version)
         checkpoints = registry.store.list_checkpoints(v.run_id) if v.run_id else []
         run = registry.store.get_run(v.run_id) if v.run_id else None
@@ -106,9 +80,9 @@ def show_version(
 
 @registry_app.command("runs")
 @reports_errors
-def list_runs(root: RootOpt = ".fedge", database_url: UrlOpt = "") -> None:
+def list_runs(root: RootOpt = ".fedge", database_url: DatabaseUrlOpt = "") -> None:
     """List runs, newest first."""
-    with _opened(root, database_url) as registry:
+    with opened_registry(root, database_url) as registry:
         runs = registry.store.list_runs()
         counts = {r.run_id: len(registry.store.list_checkpoints(r.run_id)) for r in runs}
     table = Table(title=f"runs in {root}")
@@ -137,7 +111,7 @@ def download(
         str, typer.Option(help="bundle (signed zip), onnx, onnx-int8, weights, manifest")
     ] = "bundle",
     root: RootOpt = ".fedge",
-    database_url: UrlOpt = "",
+    database_url: DatabaseUrlOpt = "",
     url: Annotated[str | None, typer.Option("--url", envvar="FEDGE_URL", help="Coordinator URL")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="FEDGE_TOKEN", help="API token")] = None,
 ) -> None:
@@ -155,12 +129,15 @@ def download(
     else:
         from registry import assemble_bundle
 
-        with _opened(root, database_url) as registry:
+        with opened_registry(root, database_url) as registry:
             v = registry.resolve(version)
             data = assemble_bundle(registry, v) if kind == "bundle" else registry.read_artifact(v, kind)
             if kind == "bundle":
                 registry.store.append_audit(
-                    action="bundle.downloaded", actor=_actor(None), subject=f"{v.name}:{v.number}", details={}
+                    action="bundle.downloaded",
+                    actor=actor_name(None),
+                    subject=f"{v.name}:{v.number}",
+                    details={},
                 )
         label = f"{v.name}:{v.number}"
     out.write_bytes(data)
@@ -191,12 +168,6 @@ def _version_dict(v: object) -> dict[str, object]:
     return asdict(v)  # type: ignore[call-overload]
 
 
-def _actor(actor: str | None) -> str:
-    import getpass
-
-    return actor or f"cli:{getpass.getuser()}"
-
-
 OverrideOpt = Annotated[
     list[str] | None,
     typer.Option("--override", "-o", help="Hydra override for the registry config, e.g. registry.gates...=2"),
@@ -223,7 +194,7 @@ def promote_cmd(
     moves: Annotated[list[str], typer.Argument(help="VERSION=ALIAS pairs, all moved in one transaction")],
     reason: Annotated[str, typer.Option(help="Why (recorded with the move)")],
     root: RootOpt = ".fedge",
-    database_url: UrlOpt = "",
+    database_url: DatabaseUrlOpt = "",
     actor: ActorOpt = None,
     url: UrlApiOpt = None,
     token: TokenOpt = None,
@@ -249,8 +220,8 @@ def promote_cmd(
         from simulations import load_config
 
         gates = load_config([f"registry.root={root}", *(override or [])]).registry.gates
-        with _opened(root, database_url) as registry:
-            moved = promote(registry, moves=pairs, actor=_actor(actor), reason=reason, gates=gates)
+        with opened_registry(root, database_url) as registry:
+            moved = promote(registry, moves=pairs, actor=actor_name(actor), reason=reason, gates=gates)
     for v in moved:
         typer.echo(f"{v.name}:{v.number} (id {v.id}) now holds {', '.join(v.aliases)}")
 
@@ -262,7 +233,7 @@ def approve_cmd(
     alias: Annotated[str, typer.Option(help="The alias this approval is for")] = "production",
     comment: Annotated[str, typer.Option(help="Why")] = "",
     root: RootOpt = ".fedge",
-    database_url: UrlOpt = "",
+    database_url: DatabaseUrlOpt = "",
     actor: ActorOpt = None,
     url: UrlApiOpt = None,
     token: TokenOpt = None,
@@ -278,6 +249,6 @@ def approve_cmd(
         return
     from registry import approve
 
-    with _opened(root, database_url) as registry:
-        approval = approve(registry, ref=version, alias=alias, actor=_actor(actor), comment=comment)
+    with opened_registry(root, database_url) as registry:
+        approval = approve(registry, ref=version, alias=alias, actor=actor_name(actor), comment=comment)
     typer.echo(f"approved {version} for {alias} as {approval.actor}")

@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from coordinator.api import CoordinatorSettings, create_app
-from coordinator.drift_aggregate import aggregate_window, site_statistics
-from coordinator.drift_policy import RetrainRequest
-from coordinator.drift_reference import LINEAGE_KEY, manifest_entry
-from coordinator.drift_reports import DriftReportStore
-from coordinator.drift_service import DriftService
+from coordinator.drift.aggregate import aggregate_window, site_statistics
+from coordinator.drift.policy import RetrainRequest
+from coordinator.drift.reference import LINEAGE_KEY, manifest_entry
+from coordinator.drift.service import DriftService
+from coordinator.drift.store import DriftReportStore
 from edge.drift_push import EdgeDriftWindow, push_summary
 from fedge.drift import compare, fixed_bin_edges, histogram_counts
 from fedge.drift_summary import DriftPolicyConfig, DriftReference, DriftSettings, SiteSummary
@@ -305,7 +305,7 @@ def test_requested_runs_are_started_once_with_the_trigger_run_id_reason_and_warm
 ) -> None:
     """Without a launcher (edge pushes, monitor runs) a fired policy records a requested run; the
     deployment coordinator's watcher opens it through its run manager, once."""
-    from coordinator.drift_launch import start_requested_runs
+    from coordinator.drift.launch import start_requested_runs
 
     _register(registry, _reference())
     store = DriftReportStore(f"sqlite:///{tmp_path / 'drift.db'}")

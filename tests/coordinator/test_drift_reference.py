@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.drift_reference import (
+from coordinator.drift.reference import (
     LINEAGE_KEY,
     fine_grid,
     load_reference,

@@ -492,7 +492,7 @@ def test_slot_and_metrics_are_shared_with_the_server(coordinator: Coordinator, t
 def test_a_release_with_drift_bins_pushes_noisy_windows_instead_of_exact_counts(
     coordinator: Coordinator, tmp_path: Path
 ) -> None:
-    from coordinator.drift_reference import manifest_entry
+    from coordinator.drift.reference import manifest_entry
     from fedge.drift import fixed_bin_edges, histogram_counts
     from fedge.drift_summary import DriftReference, DriftSettings
 

@@ -11,10 +11,10 @@ from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
 
-from coordinator.drift_aggregate import aggregate_window, check_summary
-from coordinator.drift_policy import Launcher, PolicyDecision, RetrainTrigger, evaluate_policy, window_verdict
-from coordinator.drift_reference import load_reference
-from coordinator.drift_reports import DriftReport, DriftReportStore, DriftTrigger
+from coordinator.drift.aggregate import aggregate_window, check_summary
+from coordinator.drift.policy import Launcher, PolicyDecision, RetrainTrigger, evaluate_policy, window_verdict
+from coordinator.drift.reference import load_reference
+from coordinator.drift.store import DriftReport, DriftReportStore, DriftTrigger
 from fedge.drift_summary import DriftReference, DriftSettings, SiteSummary
 from fedge.errors import DataError
 from registry import Registry

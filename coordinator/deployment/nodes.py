@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, DateTime, Integer, String, Table, Text, insert, select, update
 from sqlalchemy.engine import Engine
 
-from coordinator.control import FlowerControl, FlowerNode
+from coordinator.deployment.control import FlowerControl, FlowerNode
 from coordinator.tables import coordinator_metadata, open_coordinator_engine
 from fedge.errors import ConfigError, ConflictError, FederationError, NotFoundError
 from fedge.tls import load_node_public_key, public_key_fingerprint

@@ -15,8 +15,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from coordinator.drift_launch import open_drift_service
-from coordinator.drift_reference import fine_grid, load_reference, monitored_features, reference_edges
+from coordinator.drift.launch import open_drift_service
+from coordinator.drift.reference import fine_grid, load_reference, monitored_features, reference_edges
 from fedge.drift_summary import (
     COUNTS_KEY,
     DRIFT_QUERY,
@@ -163,7 +163,7 @@ def release_reference(
     model_name: str,
     min_nodes: int,
 ) -> DriftReference | None:
-    """Fix a version's reference from the clients' noisy training histograms (see drift_reference).
+    """Fix a version's reference from the clients' noisy training histograms (coordinator.drift.reference).
 
     Returns ``None`` (the version is released unmonitored, with a warning) when no client answered.
     """

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from coordinator.drift_reports import DriftReportStore, DriftTrigger
+from coordinator.drift.store import DriftReportStore, DriftTrigger
 from fedge.drift_summary import DriftPolicyConfig
 from registry import Registry, RunStatus
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.control import FlowerControl, follow_run_logs
+from coordinator.deployment.control import FlowerControl, follow_run_logs
 from coordinator.flower_app import build_shim_fab
 from coordinator.lifecycle import finish_run, new_run_id, resolve_run_config, status_of
 from fedge.errors import ConflictError, FederationError, NotFoundError

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from coordinator.drift_policy import Launcher, RetrainRequest
-from coordinator.drift_reports import DriftReportStore
-from coordinator.drift_service import DriftService
+from coordinator.drift.policy import Launcher, RetrainRequest
+from coordinator.drift.service import DriftService
+from coordinator.drift.store import DriftReportStore
 from coordinator.lifecycle import RunOutcome, SimulationBackend, execute_run
 from fedge.drift_summary import DriftSettings
 from registry import Registry, RegistryConfig, open_registry

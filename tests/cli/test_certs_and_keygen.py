@@ -9,7 +9,8 @@ import typer
 from cryptography import x509
 from typer.testing import CliRunner
 
-from fedge.cli.deploy_cmd import certs_app, client_app
+from fedge.cli.certs_cmd import certs_app
+from fedge.cli.client_cmd import client_app
 from fedge.tls import load_node_public_key, public_key_fingerprint
 
 runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})

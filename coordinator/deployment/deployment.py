@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from coordinator.control import FlowerControl
-from coordinator.drift_launch import start_requested_runs
-from coordinator.drift_reports import DriftReportStore
-from coordinator.nodes import NodeRegistry
-from coordinator.runs import DeploymentRuns
-from coordinator.superlink import ManagedSuperLink
+from coordinator.deployment.control import FlowerControl
+from coordinator.deployment.superlink import ManagedSuperLink
+from coordinator.deployment.nodes import NodeRegistry
+from coordinator.deployment.runs import DeploymentRuns
+from coordinator.drift.launch import start_requested_runs
+from coordinator.drift.store import DriftReportStore
 from fedge.tls import TlsFiles
 from registry import Registry, RegistryConfig
 

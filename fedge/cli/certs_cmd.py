@@ -1,8 +1,4 @@
-"""``fedge certs init`` and ``fedge client keygen``: the TLS and node keys of a deployed federation.
-
-The operator makes the federation's CA and SuperLink certificate; each institution makes its node key
-pair and sends only the public half to the operator. Both need only the kernel (no torch, no flwr).
-"""
+"""``fedge certs init``: the federation's private CA and the SuperLink's TLS certificate (kernel only)."""
 
 from __future__ import annotations
 
@@ -13,10 +9,9 @@ import typer
 
 from fedge.cli.errors import reports_errors
 
-__all__ = ["certs_app", "client_app"]
+__all__ = ["certs_app"]
 
 certs_app = typer.Typer(help="The federation's TLS certificates (a private CA).", no_args_is_help=True)
-client_app = typer.Typer(help="Run a client agent at an institution.", no_args_is_help=True)
 
 
 @certs_app.command("init")
@@ -50,24 +45,3 @@ def certs_init(
     typer.echo(f"wrote {out / 'ca.key'} (0600; keep it offline: it can mint server certificates)")
     typer.echo(f"wrote {files.server_cert} and {files.server_key} (0600): the SuperLink's TLS identity")
     typer.echo(f"server certificate names: {', '.join(names)}")
-
-
-@client_app.command("keygen")
-@reports_errors
-def client_keygen(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for NAME.key and NAME.pub")],
-    name: Annotated[str, typer.Option("--name", help="This node's name (file names and enrolment)")] = "node",
-) -> None:
-    """Create this node's key pair for Flower node authentication (EC P-384, OpenSSH format)."""
-    from fedge.tls import generate_node_keypair, load_node_public_key, public_key_fingerprint
-
-    private_path, public_path = generate_node_keypair(out, name)
-    fingerprint = public_key_fingerprint(load_node_public_key(public_path))
-    typer.echo(f"private key: {private_path} (0600; it never leaves this machine)")
-    typer.echo(f"public key:  {public_path}")
-    typer.echo(f"fingerprint: sha256:{fingerprint}")
-    typer.echo(
-        f"send {public_path.name} to the federation operator, who enrols it with "
-        f"`fedge nodes add --name {name} {public_path.name}`; confirm the fingerprint with them by "
-        "another channel"
-    )

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from coordinator.drift_aggregate import STATISTICS, WindowAggregate
+from coordinator.drift.aggregate import STATISTICS, WindowAggregate
 from coordinator.tables import coordinator_metadata, open_coordinator_engine
 from fedge.drift_summary import SiteSummary
 from fedge.errors import ConflictError

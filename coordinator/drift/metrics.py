@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from coordinator.drift_policy import window_verdict
-from coordinator.drift_reports import DriftReport, DriftReportStore
+from coordinator.drift.policy import window_verdict
+from coordinator.drift.store import DriftReport, DriftReportStore
 from fedge.drift_summary import DriftPolicyConfig
 
 __all__ = ["DriftMetrics"]

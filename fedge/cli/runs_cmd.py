@@ -1,0 +1,96 @@
+"""``fedge runs create|list|show|logs|stop``: federated runs on the coordinator.
+
+They talk to the coordinator's operator API over HTTPS with a bearer token (``FEDGE_URL``,
+``FEDGE_TOKEN``, ``FEDGE_CA``), so operators never touch Flower's unauthenticated Control API.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from fedge.cli.errors import reports_errors
+from fedge.cli.options import ApiUrlOpt, CaOpt, OperatorApi, TokenOpt, print_json
+
+__all__ = ["runs_app"]
+
+runs_app = typer.Typer(
+    help="Create, follow and stop federated runs on the coordinator.", no_args_is_help=True
+)
+
+
+@runs_app.command("create")
+@reports_errors
+def runs_create(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Hydra overrides, e.g. strategy.num_rounds=3")
+    ] = None,
+    config: Annotated[str, typer.Option("--config", help="Config name in configs/")] = "config",
+    reason: Annotated[str, typer.Option("--reason", help="Why this run (recorded)")] = "operator",
+    url: ApiUrlOpt = "https://127.0.0.1:8080",
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+) -> None:
+    """Start a run on the coordinator's federation; prints the run id."""
+    with OperatorApi(url, token, ca) as api:
+        run = api.call(
+            "POST", "/runs", json={"config": config, "overrides": overrides or [], "reason": reason}
+        )
+    typer.echo(run["run_id"])
+
+
+@runs_app.command("list")
+@reports_errors
+def runs_list(url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None) -> None:
+    """Runs, newest first."""
+    with OperatorApi(url, token, ca) as api:
+        for r in api.call("GET", "/runs"):
+            typer.echo(f"{r['run_id']}\t{r['status']}\t{r['rounds_done']}/{r['num_rounds']}\t{r['reason']}")
+
+
+@runs_app.command("show")
+@reports_errors
+def runs_show(
+    run_id: str, url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None
+) -> None:
+    """A run with its rounds' metrics and participants (JSON)."""
+    with OperatorApi(url, token, ca) as api:
+        print_json(api.call("GET", f"/runs/{run_id}"))
+
+
+@runs_app.command("logs")
+@reports_errors
+def runs_logs(
+    run_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow until the run ends")] = False,
+    url: ApiUrlOpt = "https://127.0.0.1:8080",
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+) -> None:
+    """Print the run's log (page by page; --follow keeps reading until the run finishes)."""
+    import time
+
+    offset = 0
+    with OperatorApi(url, token, ca) as api:
+        while True:
+            page = api.call("GET", f"/runs/{run_id}/logs", params={"offset": offset})
+            sys.stdout.write(page["text"])
+            sys.stdout.flush()
+            offset = page["next_offset"]
+            if not page["text"]:
+                if page["finished"] or not follow:
+                    return
+                time.sleep(1.0)
+
+
+@runs_app.command("stop")
+@reports_errors
+def runs_stop(
+    run_id: str, url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None
+) -> None:
+    """Ask the coordinator to stop a run."""
+    with OperatorApi(url, token, ca) as api:
+        api.call("POST", f"/runs/{run_id}/stop")
+    typer.echo(f"stop requested for run {run_id}")

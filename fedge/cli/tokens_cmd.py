@@ -1,0 +1,78 @@
+"""``fedge tokens create|list|revoke``: the operator API's bearer tokens (stored hashed, shown once)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fedge.cli.errors import reports_errors
+from fedge.cli.options import DatabaseUrlOpt, RootOpt, actor_name, opened_registry
+
+if TYPE_CHECKING:
+    from coordinator.auth import TokenStore
+
+__all__ = ["tokens_app"]
+
+tokens_app = typer.Typer(help="API tokens (stored hashed; shown once).", no_args_is_help=True)
+
+
+def _tokens(root: str, database_url: str) -> TokenStore:
+    from coordinator.auth import TokenStore
+    from registry import RegistryConfig
+
+    return TokenStore(RegistryConfig(root=root, database_url=database_url).resolved_database_url())
+
+
+@tokens_app.command("create")
+@reports_errors
+def tokens_create(
+    role: Annotated[str, typer.Option(help="admin, operator or viewer")],
+    name: Annotated[str, typer.Option(help="Who or what uses it (recorded as the actor)")],
+    root: RootOpt = ".fedge",
+    database_url: DatabaseUrlOpt = "",
+) -> None:
+    """Create a token and print it once; only its hash is stored (creates the database if new)."""
+    with opened_registry(root, database_url, create=True) as registry:
+        store = _tokens(root, database_url)
+        try:
+            info, secret = store.create(name=name, role=role)
+        finally:
+            store.close()
+        registry.store.append_audit(
+            action="token.created",
+            actor=actor_name(None),
+            subject=f"token {info.id}",
+            details={"name": name, "role": role},
+        )
+    typer.echo(secret)
+    typer.echo(f"token {info.id} ({name}, {role}) created; it is shown only now", err=True)
+
+
+@tokens_app.command("list")
+@reports_errors
+def tokens_list(root: RootOpt = ".fedge", database_url: DatabaseUrlOpt = "") -> None:
+    """List tokens (never their secrets)."""
+    store = _tokens(root, database_url)
+    try:
+        for t in store.list():
+            state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
+            typer.echo(f"{t.id}\t{t.name}\t{t.role}\t{state}")
+    finally:
+        store.close()
+
+
+@tokens_app.command("revoke")
+@reports_errors
+def tokens_revoke(token_id: int, root: RootOpt = ".fedge", database_url: DatabaseUrlOpt = "") -> None:
+    """Revoke a token by id."""
+    with opened_registry(root, database_url) as registry:
+        store = _tokens(root, database_url)
+        try:
+            store.revoke(token_id)
+        finally:
+            store.close()
+        registry.store.append_audit(
+            action="token.revoked", actor=actor_name(None), subject=f"token {token_id}", details={}
+        )
+    typer.echo(f"token {token_id} revoked")
