@@ -28,7 +28,7 @@ from client.local_data import LocalData
 from client.trainer import ClientIdentity, evaluate_reply, train_reply
 from client.worker import WorkerServer
 from fedge.drift_summary import DRIFT_QUERY, QUERY_KEY, DriftSettings, record_value
-from fedge.errors import ConfigError, FederationError
+from fedge.errors import ConfigError, FederationError, NodeRefusedError
 from fedge.interrupts import raise_if_interrupted
 from fedge.privacy_ledger import PrivacyLedger
 from fedge.processes import flower_env, free_port, stop_process_tree
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # `fedge client start` exits with this code when the SuperLink refuses the node's key (not
 # enrolled, or revoked); flower-supernode itself exits with 305, which a shell sees as 49.
-EXIT_REFUSED = 4
+EXIT_REFUSED = NodeRefusedError.exit_code
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from pathlib import Path
 from types import TracebackType
 
 from coordinator.deployment.control import FlowerControl
-from coordinator.deployment.superlink import ManagedSuperLink
 from coordinator.deployment.nodes import NodeRegistry
 from coordinator.deployment.runs import DeploymentRuns
+from coordinator.deployment.superlink import ManagedSuperLink
 from coordinator.drift.launch import start_requested_runs
 from coordinator.drift.store import DriftReportStore
 from fedge.tls import TlsFiles

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from fedge.errors import ConfigError, DataError, FedgeError, RegistryUnavailableError
+from fedge.errors import FedgeError
 
 __all__ = ["exit_code_for", "reports_errors"]
 
@@ -18,12 +18,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def exit_code_for(error: FedgeError) -> int:
-    """2 for bad configuration or input, 3 for an unusable registry, 1 for everything else."""
-    if isinstance(error, ConfigError | DataError):
-        return 2
-    if isinstance(error, RegistryUnavailableError):
-        return 3
-    return 1
+    """The error class's exit code: 2 bad configuration or input, 3 unusable registry, 4 node refused,
+    1 for everything else (the table is in ``fedge.errors``)."""
+    return error.exit_code
 
 
 # Modules that come with the `server` extra; an edge-only install lacks them.

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coordinator.deployment.control import FlowerControl
-from coordinator.deployment.superlink import ManagedSuperLink
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from coordinator.deployment.control import FlowerControl
 from coordinator.deployment.nodes import NodeRegistry
+from coordinator.deployment.superlink import ManagedSuperLink
 from fedge.errors import ConfigError, ConflictError, FederationError, NotFoundError
 from fedge.processes import free_port
 from fedge.tls import TlsFiles, generate_node_keypair, init_federation_tls
