@@ -5,7 +5,8 @@
     FedgeError                      code                     HTTP exit
     ├── ConfigError                 config_invalid           422  2
     │   ├── UnknownTaskError        unknown_task             422  2
-    │   └── UnknownStrategyError    unknown_strategy         422  2
+    │   ├── UnknownStrategyError    unknown_strategy         422  2
+    │   └── TaskDefinitionError     task_invalid             422  2
     ├── DataError                   data_invalid             422  2
     ├── RequestRejectedError        request_rejected         400  2
     │   ├── BodyTooLargeError       body_too_large           413  2
@@ -67,6 +68,7 @@ __all__ = [
     "RegistryUnavailableError",
     "ReleaseRefusedError",
     "RequestRejectedError",
+    "TaskDefinitionError",
     "UnknownStrategyError",
     "UnknownTaskError",
     "error_for_code",
@@ -124,6 +126,12 @@ class UnknownStrategyError(ConfigError):
     """The configured strategy name is not one fedge allows."""
 
     code = "unknown_strategy"
+
+
+class TaskDefinitionError(ConfigError):
+    """A task's definition is unusable: import error, missing method, spec or output mismatch."""
+
+    code = "task_invalid"
 
 
 class DataError(FedgeError):

@@ -1,11 +1,11 @@
-"""Small torch models for the built-in tasks; every model takes flat ``[batch, features]`` rows."""
+"""Small torch models for the built-in tasks: MLPs over rows, CNNs over images, fixed pre/post layers."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["MLP", "SmallCNN", "Standardize"]
+__all__ = ["MLP", "ImageCNN", "Rescale", "SmallCNN", "Standardize"]
 
 
 class Standardize(nn.Module):
@@ -65,3 +65,39 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         img = x.reshape(-1, 1, self.side, self.side)  # [B, S*S] -> [B, 1, S, S]
         return self.head(torch.flatten(self.features(img), 1))  # [B, C]
+
+
+class Rescale(nn.Module):
+    """``x * scale + offset`` with declared constants: maps a standardized output back to its units."""
+
+    def __init__(self, offset: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("offset", offset.clone().float())
+        self.register_buffer("scale", scale.clone().float())
+
+    offset: torch.Tensor
+    scale: torch.Tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset  # [B, K]
+
+
+class ImageCNN(nn.Module):
+    """Two conv blocks over ``[B, C, H, W]`` images (H, W divisible by 4) and a linear head."""
+
+    def __init__(
+        self, in_channels: int, height: int, width: int, num_outputs: int, channels: int = 8
+    ) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),  # [B, c, H, W]
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # [B, c, H/2, W/2]
+            nn.Conv2d(channels, 2 * channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # [B, 2c, H/4, W/4]
+        )
+        self.head = nn.Linear(2 * channels * (height // 4) * (width // 4), num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.features(x), 1))  # [B, K]
