@@ -208,7 +208,8 @@ class TargetSpec:
             )
         if self.kind == "multiclass" and len(self.class_names) < 2:
             raise TaskDefinitionError(
-                f"task {task!r}: a multiclass target needs at least 2 class names, got {len(self.class_names)}"
+                f"task {task!r}: a multiclass target needs at least 2 class names, "
+                f"got {len(self.class_names)}"
             )
         if self.kind == "regression" and not self.output_names:
             raise TaskDefinitionError(
