@@ -16,6 +16,7 @@ from fedge.cli.nodes_cmd import nodes_app
 from fedge.cli.registry_cmd import registry_app
 from fedge.cli.runs_cmd import runs_app
 from fedge.cli.simulate_cmd import simulate_command
+from fedge.cli.tasks_cmd import new_command, tasks_app
 from fedge.cli.tokens_cmd import tokens_app
 from fedge.interrupts import install_interrupt_handlers
 
@@ -44,6 +45,10 @@ app.add_typer(client_app, name="client")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(runs_app, name="runs")
 app.add_typer(drift_app, name="drift")
+app.add_typer(tasks_app, name="tasks")
+app.command("new", help="Scaffold a task package (pip install -e it, then fedge simulate task=NAME).")(
+    new_command
+)
 
 
 def main() -> None:
