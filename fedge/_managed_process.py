@@ -42,7 +42,7 @@ def _prctl() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
 
@@ -174,7 +174,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=preexec,  # noqa: PLW1509 - the hook only calls prctl, see _die_with_parent
+                preexec_fn=preexec,  # only calls prctl: see _die_with_parent
             )
         except FileNotFoundError as exc:
             if self.cwd is not None and not self.cwd.is_dir():

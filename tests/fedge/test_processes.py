@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 IGNORE_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
 
 
-def _python(code: str, tmp_path: Path, **kwargs: object) -> ManagedProcess:
-    return ManagedProcess([sys.executable, "-c", code], log_path=tmp_path / "logs" / "child.log", **kwargs)
+def _python(code: str, tmp_path: Path, name: str | None = None) -> ManagedProcess:
+    return ManagedProcess([sys.executable, "-c", code], log_path=tmp_path / "logs" / "child.log", name=name)
 
 
 def _gone(pid: int) -> bool:
