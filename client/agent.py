@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,9 +28,8 @@ from client.trainer import ClientIdentity, evaluate_reply, train_reply
 from client.worker import WorkerServer
 from fedge.drift_summary import DRIFT_QUERY, QUERY_KEY, DriftSettings, record_value
 from fedge.errors import ConfigError, FederationError, NodeRefusedError
-from fedge.interrupts import raise_if_interrupted
 from fedge.privacy_ledger import PrivacyLedger
-from fedge.processes import flower_env, free_port, stop_process_tree
+from fedge.processes import ManagedProcess, flower_env, free_port
 from fedge.protocol import RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
 from fedge.tasks import TaskConfig
 
@@ -89,7 +87,7 @@ class ClientAgent:
         self.local: LocalData | None = None
         self.identity: ClientIdentity | None = None
         self.worker: WorkerServer | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ManagedProcess | None = None
         self.messages_served = 0
         self._loaded_stamp: tuple[int, int] | None = None
 
@@ -197,22 +195,18 @@ class ClientAgent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "flwr-home").mkdir(exist_ok=True)
         self.worker = WorkerServer(self.socket_path, self.handle).start()
-        log_fh = self.log_path.open("ab")
+        self.process = ManagedProcess(
+            self.supernode_command(free_port()),
+            log_path=self.log_path,
+            env=flower_env(self.state_dir / "flwr-home"),
+            cwd=self.state_dir,
+            install_hint="install fedge[server]",
+        )
         try:
-            self.process = subprocess.Popen(
-                self.supernode_command(free_port()),
-                env=flower_env(self.state_dir / "flwr-home"),
-                stdout=log_fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.state_dir,
-            )
-        except FileNotFoundError as exc:
+            self.process.start()
+        except BaseException:
             self.stop()
-            raise FederationError("flower-supernode is not on PATH: install fedge[server]") from exc
-        finally:
-            log_fh.close()
+            raise
         log.info("SuperNode started (pid %d) towards %s", self.process.pid, self.config.superlink)
         return self
 
@@ -220,13 +214,7 @@ class ClientAgent:
         """Wait for the SuperNode to exit; return its exit code (``None`` on timeout)."""
         if self.process is None:
             return None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.process.poll() is None:
-            raise_if_interrupted()
-            if deadline is not None and time.monotonic() > deadline:
-                return None
-            time.sleep(0.2)
-        return self.process.returncode
+        return self.process.wait(timeout)
 
     def refusal(self) -> str | None:
         """Why the SuperLink refused this node, from the SuperNode's log (``None`` if it did not)."""
@@ -245,7 +233,7 @@ class ClientAgent:
     def stop(self) -> None:
         """Stop the SuperNode (and its ClientApp processes) and the worker (idempotent)."""
         if self.process is not None:
-            stop_process_tree(self.process.pid)
+            self.process.stop()
             self.process = None
         if self.worker is not None:
             self.worker.stop()

@@ -1,20 +1,19 @@
-"""Processes fedge starts: free ports, the Flower environment, and stopping a whole process tree.
+"""Processes fedge starts: :class:`ManagedProcess`, free ports, the Flower environment, tree stops.
 
-Shared by the coordinator (its SuperLink) and the client agent (its SuperNode); nothing here
-starts a server.
+Shared by the coordinator (its SuperLink), the client agent (its SuperNode) and the local
+deployment harness (a coordinator and client agents); nothing here starts a server by itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 from pathlib import Path
 
-import psutil
+from fedge._managed_process import ManagedProcess
+from fedge._process_tree import log_tail, stop_process_tree
 
-__all__ = ["flower_env", "free_port", "stop_process_tree"]
+__all__ = ["ManagedProcess", "flower_env", "free_port", "log_tail", "stop_process_tree"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -43,29 +42,3 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
         }
     )
     return env
-
-
-def stop_process_tree(pid: int, *, timeout: float = 10.0) -> list[int]:
-    """Terminate ``pid`` and every descendant (SIGTERM, then SIGKILL after ``timeout``).
-
-    Descendants are collected before the parent is signalled, so that processes reparented on
-    its death (Ray's workers, the SuperExec) are still found. Returns the pids signalled.
-    """
-    try:
-        root = psutil.Process(pid)
-        procs = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return []
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    # A child may have forked after the first sweep; look again before killing.
-    for proc in list(alive):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            alive.extend(c for c in proc.children(recursive=True) if c not in alive)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=5)
-    return [p.pid for p in procs]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from client.data_files import write_client_file
 from client.local_data import load_simulation_partition
 from coordinator.auth import TokenStore
 from fedge.errors import FederationError
-from fedge.processes import free_port, stop_process_tree
+from fedge.processes import ManagedProcess, free_port
 from fedge.tasks import Dataset, TaskConfig
 from fedge.tls import generate_node_keypair, init_federation_tls
 from registry import RegistryConfig, RunStatus
@@ -55,10 +54,14 @@ class AgentProcess:
     """A ``fedge client start`` process and where its output goes."""
 
     name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    process: ManagedProcess
     key: Path
     data: Path
+
+    @property
+    def log_path(self) -> Path:
+        """Where the agent's output goes."""
+        return self.process.log_path
 
     def output(self) -> str:
         """What the agent printed so far."""
@@ -66,10 +69,7 @@ class AgentProcess:
 
     def wait(self, timeout: float) -> int | None:
         """Exit code, or ``None`` if still running after ``timeout`` seconds."""
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        return self.process.wait(timeout)
 
 
 @dataclass
@@ -81,7 +81,7 @@ class LocalDeployment:
     python: str = sys.executable
     api_port: int = field(default_factory=free_port)
     superlink_port: int = field(default_factory=free_port)
-    coordinator: subprocess.Popen[bytes] | None = None
+    coordinator: ManagedProcess | None = None
     agents: dict[str, AgentProcess] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     _clients: dict[str, httpx.Client] = field(default_factory=dict, repr=False)
@@ -125,8 +125,7 @@ class LocalDeployment:
 
     def start_coordinator(self, timeout: float = 90.0) -> None:
         """Start ``fedge coordinator serve --tls-dir`` and wait for its API."""
-        log = (self.root / "coordinator.log").open("ab")
-        self.coordinator = subprocess.Popen(
+        self.coordinator = ManagedProcess(
             [
                 self.python,
                 "-m",
@@ -144,28 +143,20 @@ class LocalDeployment:
                 f"registry.root={self.registry_root}",
                 f"task={self.task}",
             ],
-            cwd=self.root,
+            log_path=self.root / "coordinator.log",
             env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            cwd=self.root,
+            name="the coordinator",
         )
-        log.close()
-        deadline = time.monotonic() + timeout
         with self.client(None) as http:
-            while time.monotonic() < deadline:
-                if self.coordinator.poll() is not None:
-                    raise FederationError(f"the coordinator exited while starting:\n{self.coordinator_log()}")
+
+            def answers() -> bool:
                 try:
-                    if http.get("/healthz").is_success:
-                        return
+                    return http.get("/healthz").is_success
                 except httpx.HTTPError:
-                    pass
-                time.sleep(0.3)
-        raise FederationError(
-            f"the coordinator did not answer within {timeout:.0f}s:\n{self.coordinator_log()}"
-        )
+                    return False
+
+            self.coordinator.start(health=answers, timeout=timeout, interval=0.3)
 
     def coordinator_log(self) -> str:
         """The coordinator's output so far."""
@@ -222,37 +213,33 @@ class LocalDeployment:
     def start_agent(self, name: str, key: Path, data: Path) -> AgentProcess:
         """Start ``fedge client start`` for an institution."""
         folder = self.root / "institutions" / name
-        log_path = folder / "agent.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [
-                    self.python,
-                    "-m",
-                    "fedge.cli.main",
-                    "client",
-                    "start",
-                    "--coordinator",
-                    self.fleet_address,
-                    "--ca",
-                    str(self.tls_dir / "ca.crt"),
-                    "--key",
-                    str(key),
-                    "--data",
-                    str(data),
-                    "--name",
-                    name,
-                    "--state-dir",
-                    str(folder / "state"),
-                    f"task={self.task}",
-                ],
-                cwd=folder,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        agent = AgentProcess(name, proc, log_path, key, data)
+        process = ManagedProcess(
+            [
+                self.python,
+                "-m",
+                "fedge.cli.main",
+                "client",
+                "start",
+                "--coordinator",
+                self.fleet_address,
+                "--ca",
+                str(self.tls_dir / "ca.crt"),
+                "--key",
+                str(key),
+                "--data",
+                str(data),
+                "--name",
+                name,
+                "--state-dir",
+                str(folder / "state"),
+                f"task={self.task}",
+            ],
+            log_path=folder / "agent.log",
+            env=self.env,
+            cwd=folder,
+            name=f"the client agent of {name}",
+        ).start()
+        agent = AgentProcess(name, process, key, data)
         self.agents[name] = agent
         return agent
 
@@ -282,8 +269,7 @@ class LocalDeployment:
         """Stop one agent (SIGTERM to its process tree)."""
         agent = self.agents.pop(name, None)
         if agent is not None:
-            stop_process_tree(agent.process.pid)
-            agent.process.wait(timeout=10)
+            agent.process.stop()
 
     def stop(self) -> None:
         """Stop every agent and the coordinator (idempotent)."""
@@ -293,8 +279,7 @@ class LocalDeployment:
             http.close()
         self._clients.clear()
         if self.coordinator is not None:
-            stop_process_tree(self.coordinator.pid, timeout=20)
-            self.coordinator.wait(timeout=10)
+            self.coordinator.stop(timeout=20)
             self.coordinator = None
 
     def __enter__(self) -> LocalDeployment:

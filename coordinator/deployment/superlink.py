@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import logging
 import ssl
-import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import httpx
-import psutil
 
-from fedge.errors import FederationError
-from fedge.processes import flower_env, free_port, stop_process_tree
+from fedge.processes import ManagedProcess, flower_env, free_port, log_tail
 
 if TYPE_CHECKING:
     from fedge.tls import TlsFiles
@@ -49,6 +45,10 @@ class ManagedSuperLink:
         CA, certificate and key of the SuperLink: HTTPS on every API. ``None``: plain HTTP.
     node_auth : bool
         Accept only SuperNodes whose public key was registered (``--enable-supernode-auth``).
+    startup_timeout : float
+        Seconds to wait for ``/health`` before giving up (the process is then stopped).
+    extra_args : list of str or None
+        Appended to the command line.
     """
 
     def __init__(
@@ -71,9 +71,8 @@ class ManagedSuperLink:
         self.node_auth = node_auth
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args or [])
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ManagedProcess | None = None
         self.log_path = self.home / "superlink.log"
-        self.tracked_pids: set[int] = set()
 
     @property
     def address(self) -> str:
@@ -128,40 +127,17 @@ class ManagedSuperLink:
             included.
         """
         (self.home / "flwr-home").mkdir(parents=True, exist_ok=True)
-        log_fh = self.log_path.open("ab")
-        try:
-            self.process = subprocess.Popen(
-                self.command(),
-                env=flower_env(self.home / "flwr-home"),
-                stdout=log_fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.home,
-            )
-        except FileNotFoundError as exc:
-            raise FederationError(
-                "flower-superlink is not on PATH: install fedge (it depends on flwr) in this environment"
-            ) from exc
-        finally:
-            log_fh.close()
-        self.tracked_pids.add(self.process.pid)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise FederationError(
-                    f"flower-superlink exited with code {self.process.returncode} while starting; "
-                    f"its log ends:\n{self.log_tail()}"
-                )
-            if self.healthy():
-                log.info("SuperLink up on %s (pid %d)", self.address, self.process.pid)
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise FederationError(
-            f"flower-superlink did not become healthy on {self.address} within "
-            f"{self.startup_timeout:.0f}s; its log ends:\n{self.log_tail()}"
+        self.process = ManagedProcess(
+            self.command(),
+            log_path=self.log_path,
+            env=flower_env(self.home / "flwr-home"),
+            cwd=self.home,
+            name=f"flower-superlink on {self.address}",
+            install_hint="install fedge (it depends on flwr) in this environment",
         )
+        self.process.start(health=self.healthy, timeout=self.startup_timeout)
+        log.info("SuperLink up on %s (pid %d)", self.address, self.process.pid)
+        return self
 
     def healthy(self) -> bool:
         """Whether ``/health`` answers 2xx (over HTTPS, trusting only the federation's CA, with TLS)."""
@@ -176,35 +152,18 @@ class ManagedSuperLink:
 
     def track_children(self) -> None:
         """Remember the current descendants, so they are stopped even if reparented later."""
-        if self.process is None:
-            return
-        try:
-            for child in psutil.Process(self.process.pid).children(recursive=True):
-                self.tracked_pids.add(child.pid)
-        except psutil.NoSuchProcess:
-            pass
+        if self.process is not None:
+            self.process.track_children()
 
     def stop(self) -> None:
         """Stop the SuperLink and every process it started (idempotent)."""
-        if self.process is None:
-            return
-        self.track_children()
-        stop_process_tree(self.process.pid)
-        for pid in self.tracked_pids:
-            if psutil.pid_exists(pid):
-                stop_process_tree(pid, timeout=5)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.process = None
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of the SuperLink log."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> ManagedSuperLink:
         return self.start()

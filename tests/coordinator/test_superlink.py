@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ def test_superlink_starts_healthy_and_stops_completely(tmp_path: Path) -> None:
         pid = link.process.pid if link.process else -1
         assert link.healthy()
         assert link.address.startswith("127.0.0.1:")
+        assert stat.S_IMODE(link.log_path.stat().st_mode) == 0o600
 
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not link.healthy()
