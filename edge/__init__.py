@@ -4,13 +4,17 @@ An ONNX model from a verified release bundle runs in a :class:`ModelRuntime` (in
 ``predict``, manifest-checked ``validate``); a :class:`ModelSlot` holds the active runtime, swaps it
 atomically and can split traffic with, or shadow, a second one; :func:`create_serving_app` serves a
 slot over HTTP (JSON or .npy, micro-batched in cloud mode by :class:`MicroBatcher`) with Prometheus
-:class:`ServingMetrics` on a private registry. The :class:`EdgeAgent` follows a registry alias:
-download, verify (signature, digests, reference outputs), activate atomically, roll back, report.
+:class:`ServingMetrics` on a private registry. The :class:`EdgeAgent` (configured by
+:class:`EdgeSettings`) schedules a :class:`ReleaseFollower` (follow a registry alias: download,
+verify signature, digests and reference outputs, activate atomically, roll back) and a
+:class:`DeviceReporter` (health, rows served, drift windows).
 """
 
-from edge.agent import ActivationResult, EdgeAgent, NoModelAvailableError
+from edge.agent import ActivationResult, EdgeAgent, EdgeSettings, NoModelAvailableError
 from edge.batching import MicroBatcher
+from edge.follower import ReleaseFollower
 from edge.metrics import METRICS_CONTENT_TYPE, ServingMetrics
+from edge.reporter import DeviceReporter
 from edge.runtime import PRECISIONS, InputRejectedError, ModelRuntime, Precision
 from edge.server import NPY_CONTENT_TYPE, create_serving_app
 from edge.slot import ModelSlot, Route, SecondaryMode, ShadowStats
@@ -21,7 +25,9 @@ __all__ = [
     "NPY_CONTENT_TYPE",
     "PRECISIONS",
     "ActivationResult",
+    "DeviceReporter",
     "EdgeAgent",
+    "EdgeSettings",
     "EdgeState",
     "InputRejectedError",
     "MicroBatcher",
@@ -29,6 +35,7 @@ __all__ = [
     "ModelSlot",
     "NoModelAvailableError",
     "Precision",
+    "ReleaseFollower",
     "Route",
     "SecondaryMode",
     "ServingMetrics",

@@ -11,12 +11,12 @@ import logging
 import threading
 from typing import Any
 
-import httpx
 import numpy as np
 
+from fedge.api_client import ApiClient
 from fedge.drift import histogram_counts
 from fedge.drift_summary import DriftSettings, SiteSummary, add_noise, summary_sensitivity
-from fedge.errors import DataError, FederationError
+from fedge.errors import DataError
 from fedge.privacy_ledger import PrivacyLedger
 
 __all__ = ["DRIFT_SUMMARIES_PATH", "EdgeDriftWindow", "push_summary"]
@@ -128,22 +128,14 @@ class EdgeDriftWindow:
         return summary.to_wire()
 
 
-def push_summary(http: httpx.Client, base_url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST a summary body to the coordinator (``http`` carries the bearer token).
+def push_summary(api: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a summary body to the coordinator's ``/api/v1/drift/summaries`` (``api`` at its root).
 
     Raises
     ------
-    FederationError
-        When the coordinator refuses it or cannot be reached (the window is not retried: its
-        epsilon is spent either way).
+    FedgeError
+        What the coordinator's refusal names (a ``DataError`` for a malformed window...), or a
+        network failure. The window is not retried: its epsilon is spent either way.
     """
-    try:
-        response = http.post(f"{base_url.rstrip('/')}{DRIFT_SUMMARIES_PATH}", json=body)
-    except httpx.HTTPError as exc:
-        raise FederationError(f"cannot reach the coordinator to push drift: {exc}") from exc
-    if response.status_code != 201:
-        raise FederationError(
-            f"the coordinator refused the drift summary ({response.status_code}): {response.text}"
-        )
-    result: dict[str, Any] = response.json()
+    result: dict[str, Any] = api.post_json(DRIFT_SUMMARIES_PATH, body)
     return result

@@ -1,9 +1,10 @@
 """The serving HTTP app (device and cloud): predict in JSON or .npy, model info, health, metrics.
 
-Bodies are read raw (never through a pydantic model: parsing with orjson is much faster, see
-FACTS.md) with the size limit enforced while reading. Every bad request gets a 4xx with
-``{"error": {"code", "message"}}`` and is counted by reason; the handler parses, calls the slot's
-runtime (through the micro-batcher in cloud mode), and renders.
+Bodies are read raw (never through a pydantic model: parsing with orjson is much faster) with the
+size limit enforced while reading. Every refusal is a :class:`~fedge.errors.FedgeError` rendered by
+one path as ``{"error": {"code", "message"}}`` with the class's ``http_status``; bad requests are
+counted by reason. The handler parses, calls the slot's runtime (through the micro-batcher in cloud
+mode), and renders.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from edge.batching import MicroBatcher
 from edge.metrics import METRICS_CONTENT_TYPE, ServingMetrics
 from edge.runtime import InputRejectedError, ModelRuntime
 from edge.slot import ModelSlot, Route
-from fedge.errors import FedgeError, http_status_for
+from fedge.errors import (
+    BodyTooLargeError,
+    EmptyBodyError,
+    FedgeError,
+    InvalidJsonError,
+    InvalidNpyError,
+    ModelNotLoadedError,
+    PredictionFailedError,
+    RequestRejectedError,
+)
 
 try:
     import orjson
@@ -53,14 +63,7 @@ __all__ = ["NPY_CONTENT_TYPE", "create_serving_app"]
 log = logging.getLogger(__name__)
 NPY_CONTENT_TYPE = "application/x-npy"
 StatusProvider = Callable[[], Mapping[str, Any]]
-
-
-class _Rejected(Exception):
-    """A request refused at the transport: HTTP status, error code, message, metrics reason."""
-
-    def __init__(self, status: int, code: str, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.reason = status, code, message, reason
+NO_MODEL = "no model is loaded yet: the edge agent has not activated one"
 
 
 def create_serving_app(
@@ -117,39 +120,26 @@ def create_serving_app(
 
     @app.exception_handler(FedgeError)
     async def _fedge_error(request: Request, exc: FedgeError) -> Response:
-        return _error(http_status_for(exc), exc.code, exc.message)
+        return _error(exc)
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         route = slot.route()
-        if route is None:
-            metrics.record_request(status=503, version="none")
-            return _error(503, "no_model", "no model is loaded yet: the edge agent has not activated one")
-        runtime = route.runtime
+        version = route.runtime.version_label if route is not None else "none"
         try:
+            if route is None:
+                raise ModelNotLoadedError(NO_MODEL)
+            runtime = route.runtime
             npy = request.headers.get("content-type", "").startswith(NPY_CONTENT_TYPE)
             body = await _read_body(request, max_body_bytes)
             x = _parse_npy(body, runtime) if npy else _parse_json(body, runtime)
-        except _Rejected as exc:
-            metrics.record_rejection(exc.reason)
-            metrics.record_request(status=exc.status, version=runtime.version_label)
-            return _error(exc.status, exc.code, exc.message)
-        except InputRejectedError as exc:
-            metrics.record_rejection(exc.reason)
-            metrics.record_request(status=422, version=runtime.version_label)
-            return _error(422, exc.code, exc.message)
-        try:
-            if batching:
-                out = await batcher().submit(runtime, x)
-            else:
-                out = runtime.predict(x)
-                metrics.record_batch(len(x))
-        except Exception as exc:  # a model failure is the server's fault: 500, logged, counted
-            log.exception("prediction failed on %s", runtime.version_label)
-            metrics.record_error("predict")
-            metrics.record_request(status=500, version=runtime.version_label)
-            return _error(500, "predict_failed", f"the model failed on these rows: {exc}")
+            out = await _run(runtime, x)
+        except FedgeError as exc:
+            if isinstance(exc, RequestRejectedError | InputRejectedError):  # a bad request, by reason
+                metrics.record_rejection(exc.reason)
+            metrics.record_request(status=exc.http_status, version=version)
+            return _error(exc)
         task = BackgroundTask(slot.run_shadow, route, x, out) if route.shadow is not None else None
         metrics.record_request(
             status=200, version=runtime.version_label, seconds=time.perf_counter() - started
@@ -161,11 +151,24 @@ def create_serving_app(
         payload = _dumps({"outputs": out, "version": runtime.version_label, "precision": runtime.precision})
         return Response(payload, media_type="application/json", background=task)
 
+    async def _run(runtime: ModelRuntime, x: np.ndarray) -> np.ndarray:
+        """The model's outputs; a model failure is the server's fault: 500, logged, counted."""
+        try:
+            if batching:
+                return await batcher().submit(runtime, x)
+            out = runtime.predict(x)
+            metrics.record_batch(len(x))
+            return out
+        except Exception as exc:
+            log.exception("prediction failed on %s", runtime.version_label)
+            metrics.record_error("predict")
+            raise PredictionFailedError(f"the model failed on these rows: {exc}") from exc
+
     @app.get("/v1/model")
     async def model() -> Response:
         runtime = slot.current()
         if runtime is None:
-            return _error(503, "no_model", "no model is loaded yet: the edge agent has not activated one")
+            raise ModelNotLoadedError(NO_MODEL)
         body: dict[str, Any] = {**runtime.info, "secondary": slot.secondary_info(), "batching": batching}
         if status_provider is not None:
             body["agent"] = dict(status_provider())
@@ -192,24 +195,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 once it passes ``limit`` bytes (declared or actually sent)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _Rejected(
-            413, "body_too_large", f"request body of {declared} bytes exceeds {limit}", "too_large"
-        )
+        raise BodyTooLargeError(f"request body of {declared} bytes exceeds {limit}", reason="too_large")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _Rejected(
-                413, "body_too_large", f"request body exceeds {limit} bytes: send fewer rows per request",
-                "too_large",
-            )  # fmt: skip
+            raise BodyTooLargeError(
+                f"request body exceeds {limit} bytes: send fewer rows per request", reason="too_large"
+            )
         chunks.append(chunk)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not body:
-        raise _Rejected(
-            400, "empty_body", 'the request body is empty: send {"rows": [[...], ...]}', "empty_body"
-        )
+        raise EmptyBodyError('the request body is empty: send {"rows": [[...], ...]}', reason="empty_body")
     return body
 
 
@@ -217,10 +215,10 @@ def _parse_json(body: bytes, runtime: ModelRuntime) -> np.ndarray:
     try:
         doc = _loads(body)
     except _DECODE_ERRORS as exc:
-        raise _Rejected(400, "invalid_json", f"the body is not valid JSON: {exc}", "invalid_json") from exc
+        raise InvalidJsonError(f"the body is not valid JSON: {exc}", reason="invalid_json") from exc
     if not isinstance(doc, dict) or "rows" not in doc:
-        raise _Rejected(
-            422, "data_invalid", 'the body must be a JSON object with "rows": [[...], ...]', "missing_rows"
+        raise InputRejectedError(
+            'the body must be a JSON object with "rows": [[...], ...]', reason="missing_rows"
         )
     # Not np.array(rows, dtype=float32): that would quietly turn "0.5" (a string) into a number.
     return runtime.validate(doc["rows"])
@@ -230,9 +228,7 @@ def _parse_npy(body: bytes, runtime: ModelRuntime) -> np.ndarray:
     try:
         x = np.load(io.BytesIO(body), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise _Rejected(
-            400, "invalid_npy", f"the body is not a readable .npy array: {exc}", "invalid_npy"
-        ) from exc
+        raise InvalidNpyError(f"the body is not a readable .npy array: {exc}", reason="invalid_npy") from exc
     if not isinstance(x, np.ndarray) or x.dtype != np.float32:
         raise InputRejectedError(
             f"a .npy body must hold a float32 array, got {getattr(x, 'dtype', type(x).__name__)}: "
@@ -252,5 +248,8 @@ def _headers(route: Route) -> dict[str, str]:
     return {"x-fedge-version": route.runtime.version_label, "x-fedge-precision": route.runtime.precision}
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _error(error: FedgeError) -> Response:
+    """The one rendering of a refusal: the class's HTTP status and ``{"error": {"code", "message"}}``."""
+    return JSONResponse(
+        {"error": {"code": error.code, "message": error.message}}, status_code=error.http_status
+    )

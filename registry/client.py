@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from fedge.errors import (
-    ArtifactError,
-    ConfigError,
-    FedgeError,
-    RegistryUnavailableError,
-    error_for_code,
-)
+from fedge.api_client import ApiClient
+from fedge.errors import RegistryUnavailableError
 from registry.schemas import ArtifactRef, ModelVersion
 
-__all__ = ["RegistryClient"]
+__all__ = ["MAX_DOWNLOAD_BYTES", "RegistryClient"]
+
+# The largest artifact or bundle a client accepts unless told otherwise.
+MAX_DOWNLOAD_BYTES = 4 * 2**30
 
 
 class RegistryClient:
@@ -31,83 +29,97 @@ class RegistryClient:
         A fedge API token (``fedge tokens create``).
     client : httpx.Client, optional
         An HTTP client to use (tests pass FastAPI's ``TestClient``); one is made otherwise.
+    timeout : float
+        Seconds for connecting and for each read.
+    ca : path, optional
+        A CA certificate the coordinator's TLS chains to.
+    transport : httpx.BaseTransport, optional
+        The network seam (tests fake the network, not the client).
     """
 
     def __init__(
-        self, base_url: str, token: str, *, client: httpx.Client | None = None, timeout: float = 30.0
+        self,
+        base_url: str,
+        token: str,
+        *,
+        client: httpx.Client | None = None,
+        timeout: float = 30.0,
+        ca: str | Path | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._prefix = base_url.rstrip("/") + "/api/v1/registry"
-        self._http = client or httpx.Client(timeout=timeout)
-        self._headers = {"Authorization": f"Bearer {token}"}
-
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, self._prefix + path, headers=self._headers, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RegistryUnavailableError(f"cannot reach the registry at {self._prefix}: {exc}") from exc
-        if response.is_success:
-            return response
-        try:
-            error = response.json()["error"]
-            code, message = str(error["code"]), str(error["message"])
-        except (ValueError, KeyError, TypeError):
-            if response.status_code == 422:
-                raise ConfigError(f"the registry rejected the request: {response.text[:500]}") from None
-            raise FedgeError(
-                f"the registry answered HTTP {response.status_code}: {response.text[:200]}"
-            ) from None
-        raise error_for_code(code, message)
+        self._api = ApiClient(
+            base_url.rstrip("/") + "/api/v1/registry",
+            token=token,
+            ca=ca,
+            timeout=timeout,
+            transport=transport,
+            client=client,
+            service="the registry",
+            unreachable=RegistryUnavailableError,
+        )
 
     def list_versions(self, *, name: str | None = None, limit: int = 100) -> list[ModelVersion]:
         """Versions, newest first."""
         params: dict[str, Any] = {"limit": limit} | ({"name": name} if name else {})
-        return [_version(v) for v in self._request("GET", "/versions", params=params).json()]
+        return [_version(v) for v in self._api.get_json("/versions", params=params)]
 
     def get_version(self, ref: str) -> ModelVersion:
         """One version by ``ID``, ``NAME:NUMBER`` or ``NAME@ALIAS``."""
-        return _version(self._request("GET", f"/versions/{ref}").json())
+        return _version(self._api.get_json(f"/versions/{ref}"))
 
-    def download_artifact(self, ref: str, kind: str) -> bytes:
-        """An artifact's bytes, checked against the digest the server announces."""
-        response = self._request("GET", f"/versions/{ref}/artifacts/{kind}")
-        expected = response.headers.get("X-Content-SHA256", "")
-        actual = hashlib.sha256(response.content).hexdigest()
-        if actual != expected:
-            raise ArtifactError(
-                f"downloaded {kind} of {ref} has sha256 {actual[:12]}.. but the registry announced "
-                f"{expected[:12]}..: the transfer is corrupt or was tampered with"
-            )
-        return response.content
+    def download_artifact(self, ref: str, kind: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
+        """An artifact's bytes, checked against the digest the server announces.
 
-    def download_bundle(self, ref: str) -> bytes:
+        Raises
+        ------
+        ArtifactError
+            When the bytes do not match the announced sha256 or exceed ``max_bytes``.
+        """
+        return self._api.download_bytes(f"/versions/{ref}/artifacts/{kind}", max_bytes=max_bytes)
+
+    def download_bundle(self, ref: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
         """The version's signed release bundle (verify it with :func:`registry.verify_bundle`)."""
-        response = self._request("GET", f"/versions/{ref}/bundle")
-        if hashlib.sha256(response.content).hexdigest() != response.headers.get("X-Content-SHA256", ""):
-            raise ArtifactError(f"the bundle of {ref} was corrupted in transfer")
-        return response.content
+        return self._api.download_bytes(f"/versions/{ref}/bundle", max_bytes=max_bytes)
+
+    def download_to(
+        self, ref: str, dest: str | Path, *, kind: str = "bundle", max_bytes: int = MAX_DOWNLOAD_BYTES
+    ) -> int:
+        """Stream the bundle (or the artifact ``kind``) to ``dest``, digest-checked; return its size.
+
+        Nothing is left at ``dest`` when the transfer is cut, altered or too large.
+        """
+        path = f"/versions/{ref}/bundle" if kind == "bundle" else f"/versions/{ref}/artifacts/{kind}"
+        self._api.download(path, dest, max_bytes=max_bytes)
+        return Path(dest).stat().st_size
 
     def approve(self, ref: str, *, alias: str, comment: str = "") -> dict[str, Any]:
         """Approve a version for an alias as this token's operator."""
-        result: dict[str, Any] = self._request(
-            "POST", f"/versions/{ref}/approvals", json={"alias": alias, "comment": comment}
-        ).json()
+        result: dict[str, Any] = self._api.post_json(
+            f"/versions/{ref}/approvals", {"alias": alias, "comment": comment}
+        )
         return result
 
     def promote(self, moves: list[tuple[str, str]], *, reason: str) -> list[ModelVersion]:
         """Move aliases (``(version ref, alias)`` pairs) in one transaction, through the gates."""
         body = {"moves": [{"version": v, "alias": a} for v, a in moves], "reason": reason}
-        return [_version(v) for v in self._request("POST", "/promotions", json=body).json()]
+        return [_version(v) for v in self._api.post_json("/promotions", body)]
 
     def audit(self, *, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Audit entries in order."""
-        result: list[dict[str, Any]] = self._request(
-            "GET", "/audit", params={"after_seq": after_seq, "limit": limit}
-        ).json()
+        result: list[dict[str, Any]] = self._api.get_json(
+            "/audit", params={"after_seq": after_seq, "limit": limit}
+        )
         return result
 
     def close(self) -> None:
         """Close the HTTP client."""
-        self._http.close()
+        self._api.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def _version(data: dict[str, Any]) -> ModelVersion:

@@ -32,6 +32,10 @@ def run(
     name: Annotated[str, typer.Option("--name", help="Model name to follow")] = "digits",
     alias: Annotated[str, typer.Option("--alias", help="Alias to follow")] = "production",
     token: Annotated[str, typer.Option("--token", envvar="FEDGE_TOKEN", help="Bearer token (viewer)")] = "",
+    ca: Annotated[
+        str | None,
+        typer.Option("--ca", envvar="FEDGE_CA", help="CA certificate the coordinator's TLS chains to"),
+    ] = None,
     host: Annotated[str, typer.Option(help="Serving bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Serving port")] = 8090,
     poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between polls")] = 30.0,
@@ -58,7 +62,7 @@ def run(
     import uvicorn
 
     from edge import ModelSlot, ServingMetrics, create_serving_app
-    from edge.agent import EdgeAgent
+    from edge.agent import EdgeAgent, EdgeSettings
     from fedge.crypto import load_public_key
     from fedge.drift_summary import DriftSettings, validate_drift_settings
     from fedge.errors import ConfigError
@@ -72,21 +76,21 @@ def run(
         validate_drift_settings(drift)
     metrics = ServingMetrics()
     slot = ModelSlot(metrics=metrics)
-    agent = EdgeAgent(
-        registry,
-        name,
-        alias,
-        load_public_key(public_key),
-        state_dir,
+    settings = EdgeSettings(
+        registry_url=registry,
+        name=name,
+        alias=alias,
+        public_key=load_public_key(public_key),
+        state_dir=state_dir,
         token=token or None,
-        slot=slot,
-        metrics=metrics,
+        ca=ca,
         precision=precision,  # type: ignore[arg-type]
         poll_interval_s=poll_interval,
         report_interval_s=report_interval,
         device_name=device_name or socket.gethostname(),
-        drift_settings=drift,
+        drift=drift,
     )
+    agent = EdgeAgent(settings, slot=slot, metrics=metrics)
     agent.start_offline()
     stop = threading.Event()
     poller = threading.Thread(target=agent.run_forever, args=(stop,), name="edge-agent", daemon=True)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import ApiUrlOpt, CaOpt, OperatorApi, TokenOpt
+from fedge.cli.options import ApiUrlOpt, CaOpt, TokenOpt, operator_api
 
 __all__ = ["nodes_app"]
 
@@ -36,7 +36,7 @@ def nodes_add(
     from fedge.tls import load_node_public_key
 
     load_node_public_key(public_key)  # a clear local error before any request
-    with OperatorApi(url, token, ca) as api:
+    with operator_api(url, token, ca) as api:
         node = api.call("POST", "/nodes", json={"name": name, "public_key": public_key.read_text()})
     typer.echo(f"node {node['name']} enrolled (key sha256 {node['key_sha256'][:16]}..)")
 
@@ -45,7 +45,7 @@ def nodes_add(
 @reports_errors
 def nodes_list(url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None) -> None:
     """Enrolled nodes and their state (online, offline, registered, revoked)."""
-    with OperatorApi(url, token, ca) as api:
+    with operator_api(url, token, ca) as api:
         for n in api.call("GET", "/nodes"):
             typer.echo(f"{n['name']}\t{n['state']}\t{n['last_seen'] or '-'}\t{n['key_sha256'][:16]}")
 
@@ -59,6 +59,6 @@ def nodes_revoke(
     ca: CaOpt = None,
 ) -> None:
     """Revoke a node: its key can no longer connect."""
-    with OperatorApi(url, token, ca) as api:
+    with operator_api(url, token, ca) as api:
         api.call("DELETE", f"/nodes/{name}")
     typer.echo(f"node {name} revoked")

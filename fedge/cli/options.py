@@ -10,20 +10,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fedge.errors import AuthenticationError, FedgeError, error_for_code
+from fedge.errors import AuthenticationError
 
 if TYPE_CHECKING:
+    from fedge.api_client import ApiClient
     from registry import Registry
 
 __all__ = [
     "ApiUrlOpt",
     "CaOpt",
     "DatabaseUrlOpt",
-    "OperatorApi",
     "RootOpt",
     "TokenOpt",
     "actor_name",
     "opened_registry",
+    "operator_api",
     "print_json",
 ]
 
@@ -74,50 +75,13 @@ def actor_name(actor: str | None) -> str:
     return actor or f"cli:{getpass.getuser()}"
 
 
-class OperatorApi:
-    """A small client of the operator API: JSON in, JSON out, errors as FedgeError lines."""
+def operator_api(url: str, token: str, ca: Path | None) -> ApiClient:
+    """A client of the coordinator's operator API (``{url}/api/v1``); refuses to start without a token."""
+    from fedge.api_client import ApiClient
 
-    def __init__(self, url: str, token: str, ca: Path | None) -> None:
-        import ssl
-
-        import httpx
-
-        if not token:
-            raise AuthenticationError("no token: pass --token or set FEDGE_TOKEN (see `fedge tokens create`)")
-        verify: bool | ssl.SSLContext = True
-        if ca is not None:
-            verify = ssl.create_default_context(cafile=str(ca))
-        self._client = httpx.Client(
-            base_url=url.rstrip("/") + "/api/v1",
-            headers={"Authorization": f"Bearer {token}"},
-            verify=verify,
-            timeout=60.0,
-        )
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
-        try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise FedgeError(f"cannot reach the coordinator at {self._client.base_url}: {exc}") from exc
-        if response.is_success:
-            return response.json()
-        try:
-            error = response.json()["error"]
-            code, message = str(error["code"]), str(error["message"])
-        except (ValueError, KeyError, TypeError):
-            raise FedgeError(f"HTTP {response.status_code}: {response.text[:300]}") from None
-        raise error_for_code(code, f"{message} (HTTP {response.status_code})")
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> OperatorApi:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    if not token:
+        raise AuthenticationError("no token: pass --token or set FEDGE_TOKEN (see `fedge tokens create`)")
+    return ApiClient(url.rstrip("/") + "/api/v1", token=token, ca=ca, timeout=60.0)
 
 
 def print_json(value: Any) -> None:

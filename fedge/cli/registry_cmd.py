@@ -117,31 +117,24 @@ def download(
 ) -> None:
     """Write a version's signed release bundle (or one artifact), digest-verified, to a file."""
     if url:
-        client = _client(url, token)
-        try:
-            if kind == "bundle":
-                data = client.download_bundle(version)
-            else:
-                data = client.download_artifact(version, kind)
-        finally:
-            client.close()
-        label = version
-    else:
-        from registry import assemble_bundle
+        with _client(url, token) as client:
+            size = client.download_to(version, out, kind=kind)  # streamed, digest-checked
+        typer.echo(f"wrote {kind} of {version} ({size} bytes) to {out}")
+        return
+    from registry import assemble_bundle
 
-        with opened_registry(root, database_url) as registry:
-            v = registry.resolve(version)
-            data = assemble_bundle(registry, v) if kind == "bundle" else registry.read_artifact(v, kind)
-            if kind == "bundle":
-                registry.store.append_audit(
-                    action="bundle.downloaded",
-                    actor=actor_name(None),
-                    subject=f"{v.name}:{v.number}",
-                    details={},
-                )
-        label = f"{v.name}:{v.number}"
+    with opened_registry(root, database_url) as registry:
+        v = registry.resolve(version)
+        data = assemble_bundle(registry, v) if kind == "bundle" else registry.read_artifact(v, kind)
+        if kind == "bundle":
+            registry.store.append_audit(
+                action="bundle.downloaded",
+                actor=actor_name(None),
+                subject=f"{v.name}:{v.number}",
+                details={},
+            )
     out.write_bytes(data)
-    typer.echo(f"wrote {kind} of {label} ({len(data)} bytes) to {out}")
+    typer.echo(f"wrote {kind} of {v.name}:{v.number} ({len(data)} bytes) to {out}")
 
 
 @registry_app.command("verify")
@@ -210,11 +203,8 @@ def promote_cmd(
             raise ConfigError(f"{item!r} is not VERSION=ALIAS (e.g. digits:3=production)")
         pairs.append((ref, alias))
     if url:
-        client = _client(url, token)
-        try:
+        with _client(url, token) as client:
             moved = client.promote(pairs, reason=reason)
-        finally:
-            client.close()
     else:
         from registry import promote
         from simulations import load_config
@@ -240,11 +230,8 @@ def approve_cmd(
 ) -> None:
     """Approve a version for an alias (one approval per operator)."""
     if url:
-        client = _client(url, token)
-        try:
+        with _client(url, token) as client:
             result = client.approve(version, alias=alias, comment=comment)
-        finally:
-            client.close()
         typer.echo(f"approved {version} for {alias} as {result['actor']}")
         return
     from registry import approve

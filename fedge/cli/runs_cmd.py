@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import ApiUrlOpt, CaOpt, OperatorApi, TokenOpt, print_json
+from fedge.cli.options import ApiUrlOpt, CaOpt, TokenOpt, operator_api, print_json
 
 __all__ = ["runs_app"]
 
@@ -34,7 +34,7 @@ def runs_create(
     ca: CaOpt = None,
 ) -> None:
     """Start a run on the coordinator's federation; prints the run id."""
-    with OperatorApi(url, token, ca) as api:
+    with operator_api(url, token, ca) as api:
         run = api.call(
             "POST", "/runs", json={"config": config, "overrides": overrides or [], "reason": reason}
         )
@@ -45,7 +45,7 @@ def runs_create(
 @reports_errors
 def runs_list(url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None) -> None:
     """Runs, newest first."""
-    with OperatorApi(url, token, ca) as api:
+    with operator_api(url, token, ca) as api:
         for r in api.call("GET", "/runs"):
             typer.echo(f"{r['run_id']}\t{r['status']}\t{r['rounds_done']}/{r['num_rounds']}\t{r['reason']}")
 
@@ -56,7 +56,7 @@ def runs_show(
     run_id: str, url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None
 ) -> None:
     """A run with its rounds' metrics and participants (JSON)."""
-    with OperatorApi(url, token, ca) as api:
+    with operator_api(url, token, ca) as api:
         print_json(api.call("GET", f"/runs/{run_id}"))
 
 
@@ -73,7 +73,7 @@ def runs_logs(
     import time
 
     offset = 0
-    with OperatorApi(url, token, ca) as api:
+    with operator_api(url, token, ca) as api:
         while True:
             page = api.call("GET", f"/runs/{run_id}/logs", params={"offset": offset})
             sys.stdout.write(page["text"])
@@ -91,6 +91,6 @@ def runs_stop(
     run_id: str, url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None
 ) -> None:
     """Ask the coordinator to stop a run."""
-    with OperatorApi(url, token, ca) as api:
+    with operator_api(url, token, ca) as api:
         api.call("POST", f"/runs/{run_id}/stop")
     typer.echo(f"stop requested for run {run_id}")

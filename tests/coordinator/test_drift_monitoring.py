@@ -17,6 +17,7 @@ from coordinator.drift.reference import LINEAGE_KEY, manifest_entry
 from coordinator.drift.service import DriftService
 from coordinator.drift.store import DriftReportStore
 from edge.drift_push import EdgeDriftWindow, push_summary
+from fedge.api_client import ApiClient
 from fedge.drift import compare, fixed_bin_edges, histogram_counts
 from fedge.drift_summary import DriftPolicyConfig, DriftReference, DriftSettings, SiteSummary
 from fedge.privacy_ledger import PrivacyLedger
@@ -132,7 +133,7 @@ def test_the_edge_body_carries_only_noisy_counts_window_size_and_identifiers(api
 
     body = window.close()
     assert body is not None
-    result = push_summary(client, "", body)
+    result = push_summary(ApiClient(str(client.base_url), client=client), body)
 
     assert set(body) == {
         "site", "model", "version", "window", "window_size", "counts", "class_counts", "epsilon", "delta",

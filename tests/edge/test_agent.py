@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from coordinator.api import CoordinatorSettings, create_app
 from coordinator.auth import TokenStore
 from edge import ModelRuntime, ModelSlot, ServingMetrics, create_serving_app
-from edge.agent import ActivationResult, EdgeAgent, NoModelAvailableError, ObservedRuntime
+from edge.agent import ActivationResult, EdgeAgent, EdgeSettings, NoModelAvailableError, ObservedRuntime
 from fedge.crypto import Ed25519PrivateKey, generate_private_key, sign
 from fedge.release_format import INT8_MODEL, MODEL, VerifiedBundle, canonical_manifest_bytes, zip_members
 from fedge.tasks import TaskConfig, get_task
@@ -153,16 +153,32 @@ def coordinator(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Ite
     served.stop()
 
 
-def make_agent(coordinator: Coordinator, state: Path, *, url: str | None = None, **kwargs: Any) -> EdgeAgent:
+def make_agent(
+    coordinator: Coordinator,
+    state: Path,
+    *,
+    url: str | None = None,
+    slot: ModelSlot | None = None,
+    metrics: ServingMetrics | None = None,
+    transport: httpx.BaseTransport | None = None,
+    runtime_factory: Callable[[VerifiedBundle, Any, str], ModelRuntime] | None = None,
+    **settings: Any,
+) -> EdgeAgent:
     return EdgeAgent(
-        url or coordinator.url,
-        NAME,
-        "production",
-        coordinator.key.public_key(),
-        str(state),
-        token=coordinator.token,
-        poll_interval_s=0.05,
-        **kwargs,
+        EdgeSettings(
+            registry_url=url or coordinator.url,
+            name=NAME,
+            alias="production",
+            public_key=coordinator.key.public_key(),
+            state_dir=str(state),
+            token=coordinator.token,
+            poll_interval_s=0.05,
+            **settings,
+        ),
+        slot=slot,
+        metrics=metrics,
+        transport=transport,
+        runtime_factory=runtime_factory,
     )
 
 
@@ -290,10 +306,11 @@ class InTransit(httpx.BaseTransport):
     def __init__(self, rewrite: Callable[[httpx.Response], httpx.Response]) -> None:
         self.inner = httpx.HTTPTransport()
         self.rewrite = rewrite
+        self.armed = False
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self.inner.handle_request(request)
-        if not request.url.path.endswith("/bundle"):
+        if not self.armed or not request.url.path.endswith("/bundle"):
             return response
         response.read()
         return self.rewrite(response)
@@ -339,17 +356,18 @@ def test_download_cut_or_altered_in_transit_is_refused(
     marked_bad: bool,
 ) -> None:
     v1 = coordinator.release(0)
-    agent = make_agent(coordinator, tmp_path / "state")
+    transit = InTransit(rewrite)
+    agent = make_agent(coordinator, tmp_path / "state", transport=transit)
     assert agent.poll_once().result == "activated"
     v2 = coordinator.release(1)
-    agent.http = httpx.Client(transport=InTransit(rewrite), headers=agent.http.headers)
+    transit.armed = True
 
     with caplog.at_level(logging.WARNING, logger="edge.agent"):
         result = agent.poll_once()
 
     assert_refused(agent, result, reason, f"{NAME}:{v1.number}", caplog, match)
     assert (agent.state.bad_reason(f"{NAME}:{v2.number}") is not None) is marked_bad
-    agent.http.close()
+    agent.close()
 
 
 class Misbehaving(ModelRuntime):
@@ -422,11 +440,10 @@ def test_offline_start_without_a_model_is_a_clear_error(coordinator: Coordinator
     assert info.value.code == "edge_no_model"
 
 
-def test_report_counts_served_rows_into_bins(
-    serving: tuple[EdgeAgent, ModelVersion], coordinator: Coordinator
-) -> None:
-    agent, v1 = serving
-    agent.device_name = "device-7"
+def test_report_counts_served_rows_into_bins(coordinator: Coordinator, tmp_path: Path) -> None:
+    v1 = coordinator.release(0)
+    agent = make_agent(coordinator, tmp_path / "state", device_name="device-7")
+    assert agent.poll_once().result == "activated"
     app = create_serving_app(agent.slot, batching=False, metrics=agent.metrics)
     rows = coordinator.models.rows[:5]
     server = Served(app)
@@ -451,15 +468,17 @@ def test_report_counts_served_rows_into_bins(
     ).json()
     assert any(d["device"] == "device-7" for d in devices)
     assert agent.report()["served"] == 0, "a sent window starts again"
+    agent.close()
 
 
 def test_report_to_an_unreachable_coordinator_is_ignored(
-    serving: tuple[EdgeAgent, ModelVersion], caplog: pytest.LogCaptureFixture
+    serving: tuple[EdgeAgent, ModelVersion], coordinator: Coordinator, tmp_path: Path
 ) -> None:
-    agent, _ = serving
-    agent.registry_url = "http://127.0.0.1:9"
+    offline = make_agent(coordinator, tmp_path / "state", url="http://127.0.0.1:9")
+    assert offline.start_offline().result == "activated", "a model serves: only the report is at stake"
 
-    assert agent.report_once() is False
+    assert offline.report_once() is False
+    offline.close()
 
 
 def test_run_forever_backs_off_and_stops(coordinator: Coordinator, tmp_path: Path) -> None:
@@ -507,9 +526,7 @@ def test_a_release_with_drift_bins_pushes_noisy_windows_instead_of_exact_counts(
     version = coordinator.release(
         0, drift={"manifest": manifest_entry(reference), "reference": reference.to_dict()}
     )
-    agent = make_agent(
-        coordinator, tmp_path / "state", drift_settings=DriftSettings(), device_name="device-d"
-    )
+    agent = make_agent(coordinator, tmp_path / "state", drift=DriftSettings(), device_name="device-d")
     try:
         assert agent.poll_once().result == "activated"
         agent.observe(rows)

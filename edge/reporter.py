@@ -1,0 +1,134 @@
+"""What a device tells the coordinator: health, rows served, and drift counts (exact or noisy)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.drift_push import EdgeDriftWindow, push_summary
+from edge.observe import DriftAccumulator, ObservedRuntime
+from edge.runtime import ModelRuntime
+from edge.state import VersionRecord
+from fedge.api_client import ApiClient
+from fedge.drift_summary import MANIFEST_KEY, DriftSettings
+from fedge.errors import FedgeError
+from fedge.privacy_ledger import PrivacyLedger
+
+__all__ = ["EDGE_REPORTS_PATH", "DeviceReporter"]
+
+log = logging.getLogger(__name__)
+
+EDGE_REPORTS_PATH = "/api/v1/edge/reports"
+
+
+class DeviceReporter:
+    """Counts the rows the active model serves and reports them with the device's health.
+
+    Parameters
+    ----------
+    api : ApiClient
+        The coordinator, at its root URL.
+    device_name : str
+        How this device names itself in reports.
+    state_root : path
+        The agent's state folder (the privacy ledger lives there).
+    drift : DriftSettings, optional
+        With a release that carries drift bins (``preprocessing.drift``), every report also closes
+        a window: its counts are noised (``epsilon`` spent from ``<state_root>/privacy-ledger.json``)
+        and pushed to ``/api/v1/drift/summaries``; the exact counts then never leave the device.
+    """
+
+    def __init__(
+        self, api: ApiClient, *, device_name: str, state_root: Path, drift: DriftSettings | None
+    ) -> None:
+        self.api = api
+        self.device_name = device_name
+        self.state_root = Path(state_root)
+        self.drift_settings = drift
+        self._lock = threading.Lock()
+        self._drift: DriftAccumulator | None = None
+        self._window: EdgeDriftWindow | None = None
+
+    def track(self, runtime: ModelRuntime | None, record: VersionRecord | None) -> None:
+        """Count what ``runtime`` serves from now on, in fresh bins (``None``: count nothing)."""
+        drift = window = None
+        if runtime is not None:
+            drift = DriftAccumulator.from_manifest(
+                runtime.manifest, runtime.num_features, runtime.feature_names
+            )
+            window = self._drift_window(runtime, record)
+            if isinstance(runtime, ObservedRuntime):
+                runtime.observer = self.observe
+        with self._lock:
+            self._drift, self._window = drift, window
+
+    def observe(self, x: np.ndarray) -> None:
+        """Count served rows into the active model's drift bins."""
+        drift, window = self._drift, self._window
+        if window is not None:
+            window.add(x)
+        elif drift is not None:
+            with self._lock:
+                drift.add(x)
+
+    def report(self, *, model: dict[str, str], health: dict[str, Any]) -> dict[str, Any]:
+        """The report body: device, model, health, rows served and drift counts since the last one."""
+        with self._lock:
+            drift = (
+                self._drift.summary()
+                if self._drift is not None and self._window is None  # noisy windows replace exact counts
+                else {"bin_edges": [], "counts": {}}
+            )
+            # A noisy window counts the rows it was fed; the exact accumulator is idle meanwhile.
+            if self._window is not None:
+                served = self._window.rows
+            else:
+                served = self._drift.served if self._drift is not None else 0
+        return {
+            "device": self.device_name,
+            "model": model,
+            "health": health,
+            "served": served,
+            "drift": drift,
+        }
+
+    def send(self, body: dict[str, Any]) -> bool:
+        """POST a report; on success start new counts and push the noisy window. Never raises."""
+        try:
+            self.api.request("POST", EDGE_REPORTS_PATH, json=body)
+        except FedgeError as exc:
+            log.info("device report not sent (%s); it will be retried", exc)
+            return False
+        with self._lock:
+            if self._drift is not None:
+                self._drift.reset()
+        self._push_drift_window()
+        return True
+
+    def _push_drift_window(self) -> None:
+        """Close the noisy drift window and push it (nothing below the minimum window or the budget)."""
+        window = self._window
+        if window is None:
+            return
+        try:
+            body = window.close()
+            if body is not None:
+                push_summary(self.api, body)
+        except FedgeError as exc:
+            log.info("drift window not sent: %s", exc)
+
+    def _drift_window(self, runtime: ModelRuntime, record: VersionRecord | None) -> EdgeDriftWindow | None:
+        bins = (runtime.manifest.get("preprocessing") or {}).get(MANIFEST_KEY)
+        if self.drift_settings is None or not bins or record is None:
+            return None
+        ledger = PrivacyLedger(
+            self.state_root / "privacy-ledger.json", budget_epsilon=self.drift_settings.budget_epsilon
+        )
+        return EdgeDriftWindow(
+            bins, model=record.name, version=record.number, site=self.device_name,
+            settings=self.drift_settings, ledger=ledger,
+        )  # fmt: skip
