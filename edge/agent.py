@@ -29,10 +29,11 @@ from edge.observe import DriftAccumulator, ObservedRuntime
 from edge.runtime import PRECISIONS, ModelRuntime, Precision
 from edge.slot import ModelSlot
 from edge.state import EdgeState, VersionRecord
+from fedge.config import DriftSettings
 from fedge.crypto import Ed25519PublicKey
-from fedge.drift_summary import MANIFEST_KEY, DriftSettings
 from fedge.errors import ArtifactError, FedgeError, NoModelAvailableError
 from fedge.privacy_ledger import PrivacyLedger
+from fedge.protocol import MANIFEST_KEY
 from fedge.release_format import VerifiedBundle, verify_bundle
 
 __all__ = [

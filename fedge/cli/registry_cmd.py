@@ -216,8 +216,8 @@ def promote_cmd(
         finally:
             client.close()
     else:
+        from fedge.config import load_config
         from registry import promote
-        from simulations import load_config
 
         gates = load_config([f"registry.root={root}", *(override or [])]).registry.gates
         with opened_registry(root, database_url) as registry:
