@@ -94,13 +94,13 @@ def run_bare(root: Path, rounds: int, console: Console) -> list[tuple[int, float
     """An insecure SuperLink and 3 SuperNodes running the same ClientApp without a worker."""
     from coordinator import FlowerControl, ManagedSuperLink, new_run_id, resolve_run_config
     from coordinator.flower_app import build_shim_fab
+    from fedge.config import load_config
     from fedge.processes import flower_env, free_port, stop_process_tree
     from fedge.protocol import RUN_CONFIG_KEY, encode_run_config
     from registry import RegistryConfig, RunCreate, open_registry
-    from simulations import load_config
 
     registry_config = RegistryConfig(root=str(root / ".fedge"))
-    config = load_config(_overrides(rounds)).to_dict()
+    config = load_config(_overrides(rounds))
     run_id = new_run_id()
     resolved = resolve_run_config(config, registry_config, run_id)
     registry = open_registry(registry_config)
@@ -110,7 +110,7 @@ def run_bare(root: Path, rounds: int, console: Console) -> list[tuple[int, float
             task="digits",
             strategy="fedavg",
             num_rounds=rounds,
-            config=resolved,
+            config=resolved.to_dict(),
             config_hash="bare",
             reason="benchmark",
             mode="deployment",

@@ -201,8 +201,9 @@ def bench_client_reply(args: argparse.Namespace, table: Callable[..., None]) -> 
     from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
     from client.drift_telemetry import drift_reply
-    from fedge.drift_summary import EDGES_KEY, MODE_WINDOW, QUERY_KEY, DriftSettings
+    from fedge.config import DriftSettings
     from fedge.privacy_ledger import PrivacyLedger
+    from fedge.protocol import EDGES_KEY, MODE_WINDOW, QUERY_KEY
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(args.rows, FEATURES))

@@ -83,7 +83,7 @@ def _unix(moment: Any) -> float:
 
 def run_fedge(overrides: list[str]) -> tuple[FedgeRun, Any]:
     """``simulate()`` on ``overrides``; wall time covers config loading to the returned report."""
-    from simulations.config import load_config
+    from fedge.config import load_config
     from simulations.runner import simulate
 
     started_unix = time.time()
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from simulations.config import load_config
+    from fedge.config import load_config
 
     # Wide enough for the tables when stdout is a file or a pipe (rich would assume 80 columns).
     console = Console() if sys.stdout.isatty() else Console(width=120)

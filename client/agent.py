@@ -26,11 +26,11 @@ from client.drift_telemetry import MODE_WINDOW, drift_query_reply
 from client.local_data import LocalData
 from client.trainer import ClientIdentity, evaluate_reply, train_reply
 from client.worker import WorkerServer
-from fedge.drift_summary import DRIFT_QUERY, QUERY_KEY, DriftSettings, record_value
+from fedge.drift_summary import record_value
 from fedge.errors import ConfigError, FederationError, NodeRefusedError
 from fedge.privacy_ledger import PrivacyLedger
 from fedge.processes import ManagedProcess, flower_env, free_port
-from fedge.protocol import RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
+from fedge.protocol import DRIFT_QUERY, QUERY_KEY, RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
 from fedge.tasks import TaskConfig
 
 __all__ = ["EXIT_REFUSED", "AgentConfig", "ClientAgent"]
@@ -130,7 +130,7 @@ class ClientAgent:
         if self.local is None or self.identity is None:
             raise FederationError("the agent's data is not loaded")
         config = decode_run_config({RUN_CONFIG_KEY: raw_config})
-        run_task = str(config.get("task", {}).get("name", ""))
+        run_task = config.task.name
         if run_task != self.config.task.name:
             raise ConfigError(
                 f"this client holds {self.config.task.name!r} data; the run asks for task {run_task!r}"
@@ -147,12 +147,9 @@ class ClientAgent:
             ledger = PrivacyLedger(
                 self.state_dir / "privacy-ledger.json", budget_epsilon=self.config.drift_budget_epsilon
             )
-            drift = dict(config.get("drift") or {})
-            run_min = DriftSettings.from_dict(drift).min_window
-            drift["min_window"] = max(run_min, self.config.drift_min_window)
-            reply = drift_query_reply(
-                content, {**config, "drift": drift}, self._drift_rows(content), ledger=ledger
-            )
+            min_window = max(config.drift.min_window, self.config.drift_min_window)
+            config = replace(config, drift=replace(config.drift, min_window=min_window))
+            reply = drift_query_reply(content, config, self._drift_rows(content), ledger=ledger)
         else:
             raise ConfigError(f"this client does not answer {message_type!r} messages")
         log.info("%s message served in %.3f s", message_type, time.perf_counter() - started)

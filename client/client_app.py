@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -22,6 +22,7 @@ from fedge.protocol import DRIFT_QUERY, RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decod
 if TYPE_CHECKING:
     from client.local_data import LocalData
     from client.trainer import ClientIdentity
+    from fedge.config import FedgeConfig
 
 __all__ = ["app"]
 
@@ -37,17 +38,16 @@ def _simulated(raw_config: str, partition_id: int, num_partitions: int) -> tuple
     from client.data_files import dataset_fingerprint
     from client.local_data import load_simulation_partition
     from client.trainer import ClientIdentity
-    from fedge.tasks import TaskConfig
 
     config = decode_run_config({RUN_CONFIG_KEY: raw_config})
-    sim = config["simulation"]
+    sim = config.simulation
     local = load_simulation_partition(
-        task=TaskConfig(**config["task"]),
+        task=config.task,
         partition_id=partition_id,
         num_partitions=num_partitions,
-        scheme=sim["partition"],
-        alpha=float(sim["alpha"]),
-        seed=int(sim["seed"]),
+        scheme=sim.partition,
+        alpha=sim.alpha,
+        seed=sim.seed,
     )
     rows = len(local.train) + len(local.val)
     identity = ClientIdentity(
@@ -85,24 +85,22 @@ def _handle(msg: Message, context: Context) -> Message:
     return Message(content=reply, reply_to=msg)
 
 
-def _current(local: LocalData, config: dict[str, Any], partition_id: int) -> LocalData:
+def _current(local: LocalData, config: FedgeConfig, partition_id: int) -> LocalData:
     # Simulation only: a client's data after a configured covariate shift (drift scenario).
     from client.drift_telemetry import simulated_current_data
 
-    return simulated_current_data(local, config.get("drift"), partition_id)
+    return simulated_current_data(local, config.drift, partition_id)
 
 
 def _drift_reply(
-    msg: Message, context: Context, config: dict[str, Any], local: LocalData, partition_id: int
+    msg: Message, context: Context, config: FedgeConfig, local: LocalData, partition_id: int
 ) -> RecordDict:
     from pathlib import Path
 
     from client.drift_telemetry import drift_query_reply, ledger_for
-    from fedge.drift_summary import DriftSettings
 
-    settings = DriftSettings.from_dict(config.get("drift"))
     ledger = ledger_for(
-        dict(context.node_config), settings, Path(config["registry"]["root"]) / "client-ledgers"
+        dict(context.node_config), config.drift, Path(config.registry.root) / "client-ledgers"
     )
     return drift_query_reply(msg.content, config, local, ledger=ledger, partition_id=partition_id)
 

@@ -15,7 +15,12 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from client.local_data import LocalData
-from fedge.drift_summary import (
+from fedge.config import DriftSettings, FedgeConfig
+from fedge.drift_summary import noisy_histograms, record_array, record_value
+from fedge.errors import DataError, FedgeError
+from fedge.privacy_ledger import PrivacyLedger
+from fedge.protocol import (
+    ARRAYS_KEY,
     COUNTS_KEY,
     EDGES_KEY,
     META_KEY,
@@ -23,14 +28,7 @@ from fedge.drift_summary import (
     MODE_REFERENCE_FINE,
     MODE_WINDOW,
     QUERY_KEY,
-    DriftSettings,
-    noisy_histograms,
-    record_array,
-    record_value,
 )
-from fedge.errors import DataError, FedgeError
-from fedge.privacy_ledger import PrivacyLedger
-from fedge.protocol import ARRAYS_KEY
 from fedge.tasks import Dataset
 
 __all__ = [
@@ -81,7 +79,7 @@ def simulated_window(
 
 def drift_query_reply(
     content: RecordDict,
-    config: dict[str, Any],
+    config: FedgeConfig,
     local: LocalData | np.ndarray,
     *,
     ledger: PrivacyLedger,
@@ -89,14 +87,14 @@ def drift_query_reply(
 ) -> RecordDict:
     """:func:`drift_reply` with the run's drift settings and, when the query carries the model's
     weights, its predicted classes (torch is loaded only then)."""
-    settings = DriftSettings.from_dict(config.get("drift"))
+    settings = config.drift
     predict = None
     if ARRAYS_KEY in content:
         from fedge.serde import state_dict_from_arrays
-        from fedge.tasks import TaskConfig, get_task
+        from fedge.tasks import get_task
         from fedge.tasks.training import load_weights, predict_logits
 
-        task_cfg = TaskConfig(**config["task"])
+        task_cfg = config.task
         model = get_task(task_cfg.name).build_model(task_cfg)
         load_weights(model, state_dict_from_arrays(content[ARRAYS_KEY]))  # type: ignore[arg-type]
 
@@ -106,12 +104,9 @@ def drift_query_reply(
     return drift_reply(content, local, ledger, settings, predict=predict, partition_id=partition_id)
 
 
-def simulated_current_data(
-    local: LocalData, raw_drift: dict[str, Any] | None, partition_id: int
-) -> LocalData:
+def simulated_current_data(local: LocalData, settings: DriftSettings, partition_id: int) -> LocalData:
     """A simulation client's data as it is now: shifted when ``drift.shift_active`` and this client is one
     of ``drift.shift_clients`` (a retraining after the shift trains on the shifted data)."""
-    settings = DriftSettings.from_dict(raw_drift)
     if not settings.shift_active or partition_id not in settings.shift_clients:
         return local
     ref = np.concatenate([local.train.x, local.val.x]) if len(local.val) else local.train.x

@@ -15,6 +15,7 @@ import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from client.local_data import LocalData
+from fedge.config import FedgeConfig
 from fedge.protocol import (
     ARRAYS_KEY,
     CLIENT_INFO_KEY,
@@ -31,7 +32,7 @@ from fedge.protocol import (
     TRAIN_SECONDS,
 )
 from fedge.serde import state_dict_from_arrays, state_dict_to_arrays
-from fedge.tasks import TaskConfig, get_task
+from fedge.tasks import get_task
 from fedge.tasks.training import evaluate_model, load_weights, train_model
 
 __all__ = ["ClientIdentity", "evaluate_reply", "train_reply"]
@@ -53,8 +54,8 @@ class ClientIdentity:
         )
 
 
-def _model(content: RecordDict, config: dict[str, Any]) -> torch.nn.Module:
-    task_cfg = TaskConfig(**config["task"])
+def _model(content: RecordDict, config: FedgeConfig) -> torch.nn.Module:
+    task_cfg = config.task
     torch.set_num_threads(1)
     model = get_task(task_cfg.name).build_model(task_cfg)
     load_weights(model, state_dict_from_arrays(content[ARRAYS_KEY]))  # type: ignore[arg-type]
@@ -62,11 +63,11 @@ def _model(content: RecordDict, config: dict[str, Any]) -> torch.nn.Module:
 
 
 def train_reply(
-    content: RecordDict, config: dict[str, Any], local: LocalData, identity: ClientIdentity
+    content: RecordDict, config: FedgeConfig, local: LocalData, identity: ClientIdentity
 ) -> RecordDict:
     """Train the received global model on ``local.train``; return weights, metrics and identity."""
     started = time.perf_counter()
-    task_cfg = TaskConfig(**config["task"])
+    task_cfg = config.task
     model = _model(content, config)
     round_cfg: dict[str, Any] = dict(content.get(CONFIG_KEY, {}) or {})
     result = train_model(

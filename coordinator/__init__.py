@@ -9,13 +9,10 @@ from coordinator.lifecycle import (
     execute_run,
     new_run_id,
     resolve_run_config,
+    run_record,
 )
-from coordinator.strategies import (
-    STRATEGIES,
-    StrategyConfig,
-    available_strategies,
-    validate_strategy_config,
-)
+from coordinator.strategies import STRATEGIES, available_strategies, validate_strategy_config
+from fedge.config import StrategyConfig
 
 __all__ = [
     "STRATEGIES",
@@ -31,5 +28,6 @@ __all__ = [
     "follow_run_logs",
     "new_run_id",
     "resolve_run_config",
+    "run_record",
     "validate_strategy_config",
 ]

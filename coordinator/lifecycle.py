@@ -7,14 +7,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from coordinator.deployment.control import FlowerControl, FlowerRunState, follow_run_logs
 from coordinator.deployment.superlink import ManagedSuperLink
 from coordinator.flower_app import build_shim_fab
+from coordinator.strategies import validate_strategy_config
+from fedge.config import FedgeConfig
 from fedge.errors import FederationError
 from fedge.interrupts import raise_if_interrupted
 from fedge.protocol import RUN_CONFIG_KEY, config_hash, encode_run_config
@@ -28,6 +29,7 @@ __all__ = [
     "finish_run",
     "new_run_id",
     "resolve_run_config",
+    "run_record",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,24 +73,50 @@ def new_run_id() -> str:
 
 
 def resolve_run_config(
-    config: dict[str, Any], registry_config: RegistryConfig, run_id: str
-) -> dict[str, Any]:
-    """The config a run carries: ``run_id`` set and the registry's locations made absolute.
+    config: FedgeConfig,
+    registry_config: RegistryConfig,
+    run_id: str,
+    *,
+    reason: str | None = None,
+) -> FedgeConfig:
+    """The config a run carries: ``run_id`` (and ``reason``) set, the registry's locations made absolute.
 
     The ServerApp runs in another process and working directory, so relative paths would point
     elsewhere; a PostgreSQL URL stays as configured (its password comes from the environment).
+
+    Raises
+    ------
+    ConfigError
+        If ``strategy.params`` names an argument the Flower strategy does not take: refused before
+        the run is recorded.
     """
-    resolved = dict(config)
-    resolved["run_id"] = run_id
+    validate_strategy_config(config.strategy)
     url = registry_config.resolved_database_url()
-    resolved["registry"] = {
-        **registry_config.to_dict(),
-        "root": str(Path(registry_config.root).expanduser().resolve()),
-        "signing_key": str(registry_config.resolved_signing_key()),
-        "database_url": url if url.startswith("sqlite") else registry_config.database_url,
-        "artifact_uri": registry_config.resolved_artifact_uri(),
-    }
-    return resolved
+    registry = replace(
+        registry_config,
+        root=str(Path(registry_config.root).expanduser().resolve()),
+        signing_key=str(registry_config.resolved_signing_key()),
+        database_url=url if url.startswith("sqlite") else registry_config.database_url,
+        artifact_uri=registry_config.resolved_artifact_uri(),
+    )
+    return replace(
+        config, run_id=run_id, registry=registry, reason=config.reason if reason is None else reason
+    )
+
+
+def run_record(config: FedgeConfig, *, mode: str) -> RunCreate:
+    """The registry's record of a run about to start, from its resolved config (``mode``: simulation or
+    deployment)."""
+    return RunCreate(
+        run_id=config.run_id,
+        task=config.task.name,
+        strategy=config.strategy.name,
+        num_rounds=config.strategy.num_rounds,
+        config=config.to_dict(),
+        config_hash=config_hash(config),
+        reason=config.reason,
+        mode=mode,
+    )
 
 
 def finish_run(registry: Registry, run_id: str, status: str, error: str | None) -> RunInfo:
@@ -118,7 +146,7 @@ def status_of(state: FlowerRunState) -> tuple[str, str | None]:
 def execute_run(
     *,
     registry: Registry,
-    config: dict[str, Any],
+    config: FedgeConfig,
     work_dir: Path,
     simulation: SimulationBackend,
     timeout_s: float = 900.0,
@@ -132,24 +160,13 @@ def execute_run(
     ``pending -> running -> completed | failed | stopped``. On Ctrl-C the Flower run is stopped,
     the run is marked ``stopped`` and :class:`KeyboardInterrupt` propagates.
     """
-    run_id = str(config["run_id"])
+    run_id = config.run_id
     started = time.monotonic()
     run_dir = work_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "flower-run.log"
-    num_rounds = int(config["strategy"]["num_rounds"])
-    registry.store.create_run(
-        RunCreate(
-            run_id=run_id,
-            task=str(config["task"]["name"]),
-            strategy=str(config["strategy"]["name"]),
-            num_rounds=num_rounds,
-            config=config,
-            config_hash=config_hash(config),
-            reason=str(config.get("reason", "operator")),
-            mode="simulation",
-        )
-    )
+    num_rounds = config.strategy.num_rounds
+    registry.store.create_run(run_record(config, mode="simulation"))
     superlink = ManagedSuperLink(run_dir / "superlink", simulation=True)
     control: FlowerControl | None = None
     flower_run_id: int | None = None

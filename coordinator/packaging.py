@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fedge.crypto import load_or_create_private_key
-from fedge.drift_summary import MANIFEST_KEY
+from fedge.protocol import MANIFEST_KEY
 from fedge.serde import state_dict_to_safetensors
 from fedge.tasks import Task, TaskConfig
 from registry import (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 import torch
 from flwr.app import ConfigRecord, Context
@@ -14,14 +13,14 @@ from coordinator.drift.monitor import release_reference, run_monitor
 from coordinator.drift.reference import LINEAGE_KEY, manifest_entry
 from coordinator.packaging import package_and_register, warm_up_exporter
 from coordinator.round_recorder import RoundRecorder, with_round_recording
-from coordinator.strategies import StrategyConfig, strategy_class, strategy_kwargs
+from coordinator.strategies import strategy_class, strategy_kwargs
 from coordinator.warm_start import warm_start
-from fedge.drift_summary import DriftSettings
+from fedge.config import FedgeConfig
 from fedge.protocol import config_hash, decode_run_config
 from fedge.serde import state_dict_to_arrays
-from fedge.tasks import TaskConfig, get_task
+from fedge.tasks import get_task
 from fedge.version import fedge_version, git_commit
-from registry import RegistryConfig, RunStatus, open_registry
+from registry import RunStatus, open_registry
 
 __all__ = ["app", "run_federation"]
 
@@ -35,36 +34,30 @@ def main(grid: Grid, context: Context) -> None:
     """Flower entry point: decode the fedge config and run the federation (or, ``mode=monitor``, the
     drift monitoring windows of the ``production`` version)."""
     config = decode_run_config(context.run_config)
-    if config.get("mode") == "monitor":
+    if config.mode == "monitor":
         run_monitor(grid=grid, config=config, flower_run_id=context.run_id)
         return
     run_federation(grid=grid, config=config, flower_run_id=context.run_id)
 
 
-def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) -> None:
+def run_federation(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> None:
     """Train for ``strategy.num_rounds`` rounds, checkpointing each, then package the result.
 
     The final aggregate is exported to ONNX, checked for parity, and registered as a version
     holding the ``candidate`` alias.
     """
-    run_id = str(config["run_id"])
-    task_cfg = TaskConfig(**config["task"])
-    strategy_cfg = StrategyConfig(**config["strategy"])
-    registry_config = RegistryConfig.from_dict(config["registry"])
+    run_id = config.run_id
+    task_cfg, strategy_cfg, registry_config = config.task, config.strategy, config.registry
     registry = open_registry(registry_config)
     try:
         registry.store.update_run(run_id, status=RunStatus.RUNNING, flower_run_id=flower_run_id)
         task = get_task(task_cfg.name)
-        torch.manual_seed(int(config.get("seed", 0)))
+        torch.manual_seed(config.seed)
         torch.set_num_threads(1)
         model = task.build_model(task_cfg)
-        warm = (
-            warm_start(registry, model, str(config["warm_start_from"]))
-            if config.get("warm_start_from")
-            else None
-        )
+        warm = warm_start(registry, model, config.warm_start_from) if config.warm_start_from else None
         _, holdout = task.split_holdout(task_cfg)
-        central = bool(config.get("central_evaluation", True))
+        central = config.central_evaluation
         lineage = {
             "run_id": run_id,
             "flower_run_id": flower_run_id,
@@ -74,7 +67,7 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
             "task": task_cfg.name,
             "fedge_version": fedge_version(),
             "git_commit": git_commit(),
-            "reason": config.get("reason", "operator"),
+            "reason": config.reason,
             "warm_start_from": warm,
         }
         recorder = RoundRecorder(
@@ -86,7 +79,7 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
         )
         # The exporter's first use costs seconds of CPU: pay them during the rounds only where a
         # core is free of simulated clients (measured on 2 cores: slower rounds ate the gain).
-        reserved = int(config.get("simulation", {}).get("backend_cpus", 0))
+        reserved = config.simulation.backend_cpus
         warm_up = warm_up_exporter(task, task_cfg) if (os.cpu_count() or 1) > reserved else None
         cls = with_round_recording(strategy_class(strategy_cfg.name), recorder)
         strategy = cls(**strategy_kwargs(strategy_cfg, cls))
@@ -104,7 +97,7 @@ def run_federation(*, grid: Grid, config: dict[str, Any], flower_run_id: int) ->
         if warm_up is not None:
             warm_up.join()
         recorder.model.load_state_dict(result.arrays.to_torch_state_dict())
-        drift = DriftSettings.from_dict(config.get("drift"))
+        drift = config.drift
         reference = (
             release_reference(
                 grid, settings=drift, task=task, model_arrays=result.arrays, public_rows=holdout.x,

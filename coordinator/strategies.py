@@ -1,43 +1,23 @@
-"""Strategy configuration and the allow-list of Flower Message-API strategies fedge builds."""
+"""The allow-list of Flower Message-API strategies fedge builds, and their arguments from the config."""
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
 from typing import Any
 
+from fedge.config import StrategyConfig, validate_strategy
 from fedge.errors import ConfigError, UnknownStrategyError
 
-__all__ = ["STRATEGIES", "StrategyConfig", "available_strategies", "strategy_class"]
+__all__ = [
+    "STRATEGIES",
+    "available_strategies",
+    "strategy_class",
+    "strategy_kwargs",
+    "validate_strategy_config",
+]
 
 
-@dataclass
-class StrategyConfig:
-    """Hydra schema of the ``strategy`` group.
-
-    Attributes
-    ----------
-    name : str
-        One of :data:`STRATEGIES`.
-    num_rounds : int
-        Federated rounds to run.
-    params : dict
-        Keyword arguments of the Flower strategy beyond the common ones (for example
-        ``proximal_mu`` for FedProx, ``eta`` for FedAdam); unknown names are refused.
-    """
-
-    name: str = "fedavg"
-    num_rounds: int = 3
-    fraction_train: float = 1.0
-    fraction_evaluate: float = 1.0
-    min_train_nodes: int = 2
-    min_evaluate_nodes: int = 2
-    min_available_nodes: int = 2
-    round_timeout_s: float = 600.0
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-# name -> class name in flwr.serverapp.strategy
+# name -> class name in flwr.serverapp.strategy (the names are fedge.config.STRATEGY_NAMES)
 STRATEGIES: dict[str, str] = {
     "fedavg": "FedAvg",
     "fedavgm": "FedAvgM",
@@ -112,21 +92,14 @@ def strategy_kwargs(config: StrategyConfig, cls: type) -> dict[str, Any]:
 
 
 def validate_strategy_config(config: StrategyConfig) -> None:
-    """Check names, ranges and params without building anything.
+    """Check names and ranges (as the config does) and ``params`` against the Flower strategy.
 
     Raises
     ------
+    UnknownStrategyError
+        For a name not in :data:`STRATEGIES`.
     ConfigError
         Naming the first offending key.
     """
-    cls = strategy_class(config.name)
-    if config.num_rounds < 1:
-        raise ConfigError(f"strategy.num_rounds must be >= 1, got {config.num_rounds}")
-    for key in ("fraction_train", "fraction_evaluate"):
-        value = getattr(config, key)
-        if not 0.0 < value <= 1.0:
-            raise ConfigError(f"strategy.{key} must be in (0, 1], got {value}")
-    for key in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
-        if getattr(config, key) < 1:
-            raise ConfigError(f"strategy.{key} must be >= 1, got {getattr(config, key)}")
-    strategy_kwargs(config, cls)
+    validate_strategy(config)
+    strategy_kwargs(config, strategy_class(config.name))

@@ -29,8 +29,8 @@ from edge.runtime import Precision
 from edge.slot import ModelSlot
 from edge.state import EdgeState
 from fedge.api_client import ApiClient
+from fedge.config import DriftSettings
 from fedge.crypto import Ed25519PublicKey
-from fedge.drift_summary import DriftSettings
 from fedge.errors import NoModelAvailableError
 
 __all__ = [

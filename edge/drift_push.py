@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from fedge.api_client import ApiClient
+from fedge.config import DriftSettings
 from fedge.drift import histogram_counts
-from fedge.drift_summary import DriftSettings, SiteSummary, add_noise, summary_sensitivity
+from fedge.drift_summary import SiteSummary, add_noise, summary_sensitivity
 from fedge.errors import DataError
 from fedge.privacy_ledger import PrivacyLedger
 

@@ -14,9 +14,10 @@ from edge.observe import DriftAccumulator, ObservedRuntime
 from edge.runtime import ModelRuntime
 from edge.state import VersionRecord
 from fedge.api_client import ApiClient
-from fedge.drift_summary import MANIFEST_KEY, DriftSettings
+from fedge.config import DriftSettings
 from fedge.errors import FedgeError
 from fedge.privacy_ledger import PrivacyLedger
+from fedge.protocol import MANIFEST_KEY
 
 __all__ = ["EDGE_REPORTS_PATH", "DeviceReporter"]
 

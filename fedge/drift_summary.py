@@ -1,20 +1,21 @@
-"""Drift telemetry shared by clients, devices and the coordinator: settings, reference, noisy summaries.
+"""Drift telemetry shared by clients, devices and the coordinator: the release reference, noisy summaries.
 
 A :class:`DriftReference` is fixed when a version is released: the monitored feature indices, their bin
 edges ``edges[features, bins + 1]``, the reference counts ``counts[features, bins]`` and the reference
 distribution of predicted classes ``class_counts[classes]``. A site counts its recent window into those
 bins, adds calibrated noise (:func:`summarize_window`) and sends a :class:`SiteSummary`: the noisy counts,
-the window size and identifiers, nothing else.
+the window size and identifiers, nothing else. The settings are ``fedge.config.DriftSettings``; the
+wire keys of drift messages live in :mod:`fedge.protocol`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from fedge.config import DriftSettings
 from fedge.drift import (
     gaussian_noise_counts,
     histogram_counts,
@@ -22,21 +23,9 @@ from fedge.drift import (
     laplace_noise_counts,
 )
 from fedge.errors import ConfigError, DataError
-from fedge.protocol import DRIFT_QUERY  # the message type, re-exported with the drift keys
 
 __all__ = [
-    "COUNTS_KEY",
-    "DRIFT_QUERY",
-    "EDGES_KEY",
-    "MANIFEST_KEY",
-    "META_KEY",
-    "MODE_REFERENCE",
-    "MODE_REFERENCE_FINE",
-    "MODE_WINDOW",
-    "QUERY_KEY",
-    "DriftPolicyConfig",
     "DriftReference",
-    "DriftSettings",
     "SiteSummary",
     "add_noise",
     "class_edges",
@@ -45,164 +34,7 @@ __all__ = [
     "record_value",
     "summarize_window",
     "summary_sensitivity",
-    "validate_drift_settings",
 ]
-
-# Flower message type of a drift query (``@app.query("drift")`` on the ClientApp).
-
-# Record keys of a drift query (server -> client) and its reply (client -> server).
-# In a release manifest's ``preprocessing``: the drift bins a device counts served rows into.
-MANIFEST_KEY = "drift"
-QUERY_KEY = "drift.query"  # ConfigRecord: mode, window, num_classes, features
-EDGES_KEY = "drift.edges"  # ArrayRecord: edges [features, bins + 1]
-COUNTS_KEY = "drift.counts"  # ArrayRecord: counts [features, bins], class_counts [classes]
-META_KEY = "drift.meta"  # ConfigRecord: status, window, window_size, epsilon, reason
-
-MODE_REFERENCE_FINE = "reference-fine"  # training rows on the fine grid (release, step 1)
-MODE_REFERENCE = "reference"  # training rows on the fixed reference bins (release, step 2)
-MODE_WINDOW = "window"  # the recent window on the fixed reference bins (monitoring)
-
-
-@dataclass
-class DriftPolicyConfig:
-    """When drift opens a training run (Hydra schema of ``drift.policy``).
-
-    A window is *flagged* when at least ``min_site_fraction`` of the reporting sites each have at least
-    ``min_features`` features whose ``statistic`` exceeds ``threshold``; the policy triggers after
-    ``consecutive_windows`` flagged windows in a row (a window needs ``min_sites`` reporting sites), or
-    when the federated evaluation metric ``performance_metric`` falls below ``min_performance`` (0
-    disables that rule).
-    """
-
-    statistic: str = "psi"
-    threshold: float = 0.2
-    min_features: int = 2
-    min_site_fraction: float = 0.3
-    consecutive_windows: int = 2
-    min_sites: int = 2
-    performance_metric: str = "eval-accuracy"
-    min_performance: float = 0.0
-    cooldown_s: float = 3600.0
-
-
-@dataclass
-class DriftSettings:
-    """Hydra schema of the ``drift`` group: reference bins, privacy of the telemetry, the policy.
-
-    Attributes
-    ----------
-    enabled : bool
-        Fix a reference at release and accept summaries for it.
-    num_bins, fine_bins : int
-        Bins per feature of the reference, and of the fine grid its edges are read from.
-    features : list of int
-        Monitored feature indices (empty: all). Fewer features mean less noise per count.
-    mechanism : str
-        ``laplace`` (pure epsilon) or ``gaussian`` (epsilon < 1, delta).
-    epsilon, delta : float
-        Privacy cost of one window summary at one site.
-    reference_epsilon : float
-        Privacy cost of each of the two reference histograms a client sends at release.
-    contribution_bound : int
-        At most this many rows of one individual in a window; the sensitivity scales with it.
-    min_window : int
-        Below this many rows a site sends nothing.
-    budget_epsilon : float
-        A site's total telemetry budget; requests beyond it are refused.
-    smoothing : float
-        Probability smoothing of PSI and KL.
-    secure_aggregation : bool
-        Ask for SecAgg+ sums of the Flower clients' counts (not available on the Message API in
-        Flower 1.42: refused with an explanation).
-    warm_start : bool
-        A triggered run starts from the ``production`` version's weights.
-    windows, window_size, shift_clients, shift_size, shift_from_window : monitoring in simulation
-        Windows the monitor run queries, rows per window, which client partitions shift their window,
-        by how many standard deviations, from which window on.
-    shift_active : bool
-        Training runs see the shifted data too (a retraining after the shift, in simulation).
-    """
-
-    enabled: bool = True
-    num_bins: int = 10
-    fine_bins: int = 50
-    features: list[int] = field(default_factory=list)
-    mechanism: str = "laplace"
-    epsilon: float = 1.0
-    delta: float = 1e-5
-    reference_epsilon: float = 1.0
-    contribution_bound: int = 1
-    min_window: int = 200
-    budget_epsilon: float = 100.0
-    smoothing: float = 1e-6
-    secure_aggregation: bool = False
-    warm_start: bool = True
-    policy: DriftPolicyConfig = field(default_factory=DriftPolicyConfig)
-    windows: int = 4
-    window_size: int = 1000
-    shift_clients: list[int] = field(default_factory=list)
-    shift_size: float = 0.0
-    shift_from_window: int = 1
-    shift_active: bool = False
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> DriftSettings:
-        """From the plain dict in the run config (unknown keys and out-of-range values refused)."""
-        data = dict(raw or {})
-        policy = dict(data.pop("policy", {}) or {})
-        try:
-            settings = cls(**data, policy=DriftPolicyConfig(**policy))
-        except TypeError as exc:
-            raise ConfigError(f"drift settings: {exc}") from exc
-        validate_drift_settings(settings)
-        return settings
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (JSON-able)."""
-        return asdict(self)
-
-
-def validate_drift_settings(s: DriftSettings) -> None:
-    """Check ranges the schema cannot.
-
-    Raises
-    ------
-    ConfigError
-        Naming the offending ``drift.*`` key.
-    """
-    if s.mechanism not in ("laplace", "gaussian"):
-        raise ConfigError(f"drift.mechanism must be 'laplace' or 'gaussian', got {s.mechanism!r}")
-    if s.num_bins < 2 or s.fine_bins < s.num_bins:
-        raise ConfigError(
-            f"drift.num_bins={s.num_bins} must be >= 2 and drift.fine_bins={s.fine_bins} >= num_bins"
-        )
-    for key in ("epsilon", "reference_epsilon", "budget_epsilon"):
-        if not (math.isfinite(getattr(s, key)) and getattr(s, key) > 0):
-            raise ConfigError(f"drift.{key} must be a finite number > 0, got {getattr(s, key)}")
-    if s.mechanism == "gaussian":
-        if s.epsilon >= 1 or s.reference_epsilon >= 1:
-            raise ConfigError("drift.mechanism=gaussian needs drift.epsilon and drift.reference_epsilon < 1")
-        if not 0 < s.delta < 1:
-            raise ConfigError(f"drift.delta must lie in (0, 1), got {s.delta}")
-    if s.contribution_bound < 1 or s.min_window < 1:
-        raise ConfigError("drift.contribution_bound and drift.min_window must be >= 1")
-    if s.secure_aggregation:
-        raise ConfigError(
-            "drift.secure_aggregation=true is not supported: Flower 1.42 has SecAgg+ only on its legacy "
-            "API, and its mod acts only on messages of type 'train', not on 'query.drift'; the counts are "
-            "protected by local noise instead. Set drift.secure_aggregation=false"
-        )
-    if any(i < 0 for i in s.features):
-        raise ConfigError(f"drift.features holds a negative index: {s.features}")
-    p = s.policy
-    if p.statistic not in ("psi", "js", "kl", "wasserstein"):
-        raise ConfigError(f"drift.policy.statistic must be psi, js, kl or wasserstein, got {p.statistic!r}")
-    if p.min_features < 1 or p.consecutive_windows < 1 or not 0 < p.min_site_fraction <= 1:
-        raise ConfigError(
-            "drift.policy needs min_features >= 1, consecutive_windows >= 1 and min_site_fraction in (0, 1]"
-        )
-    if p.cooldown_s < 0:
-        raise ConfigError(f"drift.policy.cooldown_s must be >= 0, got {p.cooldown_s}")
 
 
 def record_array(record: Any, key: str) -> np.ndarray:

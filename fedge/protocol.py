@@ -1,4 +1,4 @@
-"""Names shared by the coordinator and the clients: run-config keys and message record keys."""
+"""Names shared by the coordinator, the clients and devices: the run config on the wire, record keys."""
 
 from __future__ import annotations
 
@@ -7,20 +7,29 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from fedge.config import FedgeConfig
 from fedge.errors import ConfigError
 
 __all__ = [
     "ARRAYS_KEY",
     "CLIENT_INFO_KEY",
     "CONFIG_KEY",
+    "COUNTS_KEY",
     "DRIFT_QUERY",
+    "EDGES_KEY",
     "EVAL_ACCURACY",
     "EVAL_LOSS",
     "INFO_FINGERPRINT",
     "INFO_NAME",
     "INFO_NUM_ROWS",
+    "MANIFEST_KEY",
+    "META_KEY",
     "METRICS_KEY",
+    "MODE_REFERENCE",
+    "MODE_REFERENCE_FINE",
+    "MODE_WINDOW",
     "NUM_EXAMPLES",
+    "QUERY_KEY",
     "RUN_CONFIG_KEY",
     "TRAIN_ACCURACY",
     "TRAIN_LOSS",
@@ -56,22 +65,40 @@ INFO_NAME = "node-name"
 # Flower message type of a drift query (``@app.query("drift")`` on the ClientApp).
 DRIFT_QUERY = "query.drift"
 
+# Record keys of a drift query (server -> client) and its reply (client -> server).
+QUERY_KEY = "drift.query"  # ConfigRecord: mode, window, num_classes, features
+EDGES_KEY = "drift.edges"  # ArrayRecord: edges [features, bins + 1]
+COUNTS_KEY = "drift.counts"  # ArrayRecord: counts [features, bins], class_counts [classes]
+META_KEY = "drift.meta"  # ConfigRecord: status, window, window_size, epsilon, reason
+# In a release manifest's ``preprocessing``: the drift bins a device counts served rows into.
+MANIFEST_KEY = "drift"
+
+# The ``mode`` of a drift query.
+MODE_REFERENCE_FINE = "reference-fine"  # training rows on the fine grid (release, step 1)
+MODE_REFERENCE = "reference"  # training rows on the fixed reference bins (release, step 2)
+MODE_WINDOW = "window"  # the recent window on the fixed reference bins (monitoring)
+
 # SuperNode node-config key naming the Unix socket of the client agent's warm worker.
 WORKER_SOCKET_KEY = "fedge-worker-socket"
 
 
-def encode_run_config(config: Mapping[str, Any]) -> str:
-    """Serialize a resolved config to canonical JSON (sorted keys, no spaces)."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+def _plain(config: FedgeConfig | Mapping[str, Any]) -> Mapping[str, Any]:
+    return config.to_dict() if isinstance(config, FedgeConfig) else config
 
 
-def decode_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """Read the fedge config from a Flower ``context.run_config``.
+def encode_run_config(config: FedgeConfig | Mapping[str, Any]) -> str:
+    """Serialize a config to canonical JSON (sorted keys, no spaces)."""
+    return json.dumps(_plain(config), sort_keys=True, separators=(",", ":"))
+
+
+def decode_run_config(run_config: Mapping[str, Any]) -> FedgeConfig:
+    """Read and validate the fedge config from a Flower ``context.run_config``.
 
     Raises
     ------
     ConfigError
-        If the key is absent or does not hold a JSON object.
+        If the key is absent, does not hold a JSON object, or the object is not a valid config
+        (the message names the key).
     """
     raw = run_config.get(RUN_CONFIG_KEY, "")
     if not raw:
@@ -82,9 +109,9 @@ def decode_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{RUN_CONFIG_KEY!r} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ConfigError(f"{RUN_CONFIG_KEY!r} must be a JSON object")
-    return value
+    return FedgeConfig.from_dict(value)
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
+def config_hash(config: FedgeConfig | Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of ``config``."""
     return hashlib.sha256(encode_run_config(config).encode()).hexdigest()

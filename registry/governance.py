@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from fedge.errors import ConfigError, GateRefusedError
+from fedge.config import AliasGate, GatesConfig, default_gates, gates_from_dict
+from fedge.errors import GateRefusedError
 from registry.schemas import AliasMove, Approval, ModelVersion
 from registry.service import Registry
 
@@ -25,65 +25,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PARITY_METRIC = "onnx-parity-max-abs-diff"
-
-
-@dataclass
-class AliasGate:
-    """What a version needs to take one alias.
-
-    Attributes
-    ----------
-    min_metrics : dict
-        Aggregate metric floors, e.g. ``{"central-accuracy": 0.9}``.
-    min_client_metrics : dict
-        Floors every participating client's evaluation metric must meet, e.g.
-        ``{"eval-accuracy": 0.8}`` ("no client below 0.8").
-    max_parity_diff : float or None
-        Largest ONNX-vs-torch max abs difference allowed; ``None`` skips the gate.
-    required_approvals : int
-        Approvals from distinct operators for this version and alias.
-    """
-
-    min_metrics: dict[str, float] = field(default_factory=dict)
-    min_client_metrics: dict[str, float] = field(default_factory=dict)
-    max_parity_diff: float | None = None
-    required_approvals: int = 0
-
-
-def default_gates() -> dict[str, AliasGate]:
-    """Gates when the config names none: parity for staging; metrics and 1 approval for production."""
-    return {
-        "staging": AliasGate(max_parity_diff=1e-4),
-        "production": AliasGate(
-            min_metrics={"central-accuracy": 0.8}, max_parity_diff=1e-4, required_approvals=1
-        ),
-    }
-
-
-@dataclass
-class GatesConfig:
-    """Hydra schema of ``registry.gates``: one :class:`AliasGate` per alias name."""
-
-    aliases: dict[str, AliasGate] = field(default_factory=default_gates)
-
-
-def gates_from_dict(raw: Mapping[str, Any] | None) -> GatesConfig:
-    """Build a :class:`GatesConfig` from plain data (a decoded run config or JSON).
-
-    Raises
-    ------
-    ConfigError
-        For an unknown gate key.
-    """
-    if raw is None:
-        return GatesConfig()
-    aliases: dict[str, AliasGate] = {}
-    for alias, spec in dict(raw.get("aliases", {})).items():
-        try:
-            aliases[alias] = AliasGate(**dict(spec))
-        except TypeError as exc:
-            raise ConfigError(f"registry.gates.aliases.{alias}: {exc}") from None
-    return GatesConfig(aliases=aliases)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,6 @@
 """Local multi-client scenarios on the same code path as deployment (never imported by services)."""
 
-from simulations.config import (
-    CONFIG_DIR,
-    FedgeConfig,
-    SimulationConfig,
-    load_config,
-    validate_config,
-)
+from fedge.config import CONFIG_DIR, FedgeConfig, SimulationConfig, load_config, validate_config
 from simulations.runner import SimulationReport, new_run_id, simulate
 
 __all__ = [

@@ -23,13 +23,9 @@ import numpy as np
 from coordinator.drift.reference import reference_edges
 from coordinator.drift.service import DriftService
 from coordinator.drift.store import DriftReportStore
+from fedge.config import DriftSettings
 from fedge.drift import fixed_bin_edges
-from fedge.drift_summary import (
-    DriftReference,
-    DriftSettings,
-    noisy_histograms,
-    summarize_window,
-)
+from fedge.drift_summary import DriftReference, noisy_histograms, summarize_window
 
 FEATURES, SITES, SHIFTED_SITES, TRAIN_ROWS = 10, 5, 3, 2000
 

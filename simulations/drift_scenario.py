@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +26,11 @@ from coordinator.drift.launch import SimulationLauncher
 from coordinator.drift.policy import RetrainRequest
 from coordinator.drift.store import DriftReport, DriftReportStore, DriftTrigger
 from coordinator.lifecycle import RunOutcome
+from fedge.config import FedgeConfig, RegistryConfig
 from fedge.serde import state_dict_from_safetensors
-from fedge.tasks import Dataset, TaskConfig, get_task
+from fedge.tasks import Dataset, get_task
 from fedge.tasks.training import evaluate_model, load_weights
-from registry import ModelVersion, Registry, RegistryConfig, approve, open_registry, promote
-from simulations.config import FedgeConfig
+from registry import ModelVersion, Registry, approve, open_registry, promote
 from simulations.runner import SimulationReport, simulate
 
 __all__ = ["DriftScenarioReport", "VersionAccuracy", "run_drift_scenario"]
@@ -80,14 +80,12 @@ class DriftScenarioReport:
 
 
 def _absolute(config: FedgeConfig) -> RegistryConfig:
-    raw = config.registry.to_dict()
-    raw["root"] = str(Path(config.registry.root).expanduser().resolve())
-    return RegistryConfig.from_dict(raw)
+    return replace(config.registry, root=str(Path(config.registry.root).expanduser().resolve()))
 
 
 def _shifted_data(config: FedgeConfig) -> Dataset:
     """The shifted clients' rows as they are after the shift (what the monitored model now meets)."""
-    task_cfg, sim, drift = TaskConfig(**config.task.__dict__), config.simulation, config.drift
+    task_cfg, sim, drift = config.task, config.simulation, config.drift
     parts = []
     for pid in drift.shift_clients:
         local = load_simulation_partition(
@@ -101,7 +99,7 @@ def _shifted_data(config: FedgeConfig) -> Dataset:
 
 
 def _accuracy(registry: Registry, version: ModelVersion, config: FedgeConfig) -> VersionAccuracy:
-    task_cfg = TaskConfig(**config.task.__dict__)
+    task_cfg = config.task
     task = get_task(task_cfg.name)
     model = task.build_model(task_cfg)
     load_weights(model, state_dict_from_safetensors(registry.read_artifact(version, "weights")))

@@ -15,8 +15,8 @@ from coordinator import (
     new_run_id,
     resolve_run_config,
 )
+from fedge.config import FedgeConfig
 from registry import open_registry
-from simulations.config import FedgeConfig
 
 __all__ = ["SimulationReport", "new_run_id", "simulate"]
 
@@ -50,11 +50,11 @@ def simulate(
     """
     registry = open_registry(config.registry)
     try:
-        resolved = resolve_run_config(config.to_dict(), config.registry, run_id or new_run_id())
+        resolved = resolve_run_config(config, config.registry, run_id or new_run_id())
         outcome = execute_run(
             registry=registry,
             config=resolved,
-            work_dir=Path(resolved["registry"]["root"]) / "runs",
+            work_dir=Path(resolved.registry.root) / "runs",
             simulation=SimulationBackend(
                 num_supernodes=config.simulation.num_clients,
                 client_cpus=config.simulation.client_cpus,

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from coordinator.api import CoordinatorSettings, create_app
 from coordinator.auth import ROLES, TokenStore
-from simulations.config import load_config
+from fedge.config import load_config
 
 
 def role_tokens(database_url: str) -> dict[str, str]:
@@ -23,6 +23,6 @@ def operator_app(settings: CoordinatorSettings) -> tuple[FastAPI, dict[str, str]
     app = create_app(
         settings,
         deployment=None,
-        load_run_config=lambda name, overrides: load_config(overrides, config_name=name).to_dict(),
+        load_run_config=lambda name, overrides: load_config(overrides, config_name=name),
     )
     return app, role_tokens(settings.registry.resolved_database_url())

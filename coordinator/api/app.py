@@ -20,7 +20,7 @@ from coordinator.device_reports import DeviceReportStore
 from coordinator.drift.launch import open_drift_service
 from coordinator.drift.metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
-from fedge.drift_summary import DriftSettings
+from fedge.config import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, http_status_for
 from registry import Registry, RegistryConfig, create_registry_router, open_registry
 

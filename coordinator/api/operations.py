@@ -17,13 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.auth import TokenStore
 from coordinator.deployment.deployment import Deployment
+from fedge.config import FedgeConfig
 from fedge.errors import ConfigError, FederationError
 from registry import Registry, RunInfo
 
 __all__ = ["RunConfigLoader", "create_operations_router"]
 
 # (config name, Hydra overrides) -> the resolved config as a plain dict; raises ConfigError.
-RunConfigLoader = Callable[[str, list[str]], dict[str, Any]]
+RunConfigLoader = Callable[[str, list[str]], FedgeConfig]
 
 
 class RunCreateIn(BaseModel):

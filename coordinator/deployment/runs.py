@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from coordinator.deployment.control import FlowerControl, follow_run_logs
 from coordinator.flower_app import build_shim_fab
-from coordinator.lifecycle import finish_run, new_run_id, resolve_run_config, status_of
+from coordinator.lifecycle import finish_run, new_run_id, resolve_run_config, run_record, status_of
+from fedge.config import FedgeConfig
 from fedge.errors import ConflictError, FederationError, NotFoundError
-from fedge.protocol import RUN_CONFIG_KEY, config_hash, encode_run_config
-from registry import Registry, RegistryConfig, RunCreate, RunInfo, RunStatus
+from fedge.protocol import RUN_CONFIG_KEY, encode_run_config
+from registry import Registry, RegistryConfig, RunInfo, RunStatus
 
 __all__ = ["DeploymentRuns", "LogPage"]
 
@@ -73,7 +73,7 @@ class DeploymentRuns:
 
     def create(
         self,
-        config: dict[str, Any],
+        config: FedgeConfig,
         *,
         reason: str = "operator",
         actor: str = "operator",
@@ -89,19 +89,8 @@ class DeploymentRuns:
             If the SuperLink refuses the run (the run is recorded as failed with the reason).
         """
         run_id = run_id or new_run_id()
-        resolved = resolve_run_config({**config, "reason": reason}, self.registry_config, run_id)
-        self.registry.store.create_run(
-            RunCreate(
-                run_id=run_id,
-                task=str(resolved["task"]["name"]),
-                strategy=str(resolved["strategy"]["name"]),
-                num_rounds=int(resolved["strategy"]["num_rounds"]),
-                config=resolved,
-                config_hash=config_hash(resolved),
-                reason=reason,
-                mode="deployment",
-            )
-        )
+        resolved = resolve_run_config(config, self.registry_config, run_id, reason=reason)
+        self.registry.store.create_run(run_record(resolved, mode="deployment"))
         self.registry.store.append_audit(
             action="run.created", actor=actor, subject=f"run {run_id}", details={"reason": reason}
         )

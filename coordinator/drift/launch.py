@@ -13,7 +13,7 @@ from coordinator.drift.policy import Launcher, RetrainRequest
 from coordinator.drift.service import DriftService
 from coordinator.drift.store import DriftReportStore
 from coordinator.lifecycle import RunOutcome, SimulationBackend, execute_run
-from fedge.drift_summary import DriftSettings
+from fedge.config import DriftSettings, FedgeConfig
 from registry import Registry, RegistryConfig, open_registry
 
 __all__ = ["SimulationLauncher", "open_drift_service", "retrain_config", "start_requested_runs"]
@@ -32,9 +32,15 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def retrain_config(
     registry: Registry, request: RetrainRequest, overrides: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> FedgeConfig:
     """The config of the run a trigger opens: the monitored version's own training config, with a new
-    run id, the policy's evidence as its reason, training mode and the warm start."""
+    run id, the policy's evidence as its reason, training mode and the warm start.
+
+    Raises
+    ------
+    ConfigError
+        If the stored config with ``overrides`` is not a valid config (naming the key).
+    """
     version = registry.store.get_version_by_number(request.model, request.version)
     base = registry.store.get_run(version.run_id).config if version.run_id else {}
     config = _merge(base, overrides or {})
@@ -44,7 +50,7 @@ def retrain_config(
         mode="train",
         warm_start_from=request.warm_start_from,
     )
-    return config
+    return FedgeConfig.from_dict(config)
 
 
 class SimulationLauncher:
@@ -77,17 +83,15 @@ class SimulationLauncher:
         registry = open_registry(self.registry_config)
         try:
             config = retrain_config(registry, request, self.overrides)
-            sim = config.get("simulation", {})
+            sim = config.simulation
             self.outcomes[request.run_id] = execute_run(
                 registry=registry,
                 config=config,
                 work_dir=self.work_dir,
                 simulation=SimulationBackend(
-                    num_supernodes=int(sim.get("num_clients", 5)),
-                    client_cpus=int(sim.get("client_cpus", 1)),
-                    backend_cpus=int(sim.get("backend_cpus", 2)),
+                    num_supernodes=sim.num_clients, client_cpus=sim.client_cpus, backend_cpus=sim.backend_cpus
                 ),
-                timeout_s=float(sim.get("timeout_s", 900.0)),
+                timeout_s=sim.timeout_s,
             )
         except Exception:
             log.exception("the retraining run %s failed", request.run_id)
@@ -111,7 +115,7 @@ def open_drift_service(
 def start_requested_runs(
     store: DriftReportStore,
     registry: Registry,
-    create: Callable[[dict[str, Any], str, str], object],
+    create: Callable[[FedgeConfig, str, str], object],
 ) -> list[str]:
     """Start every run a drift trigger requested and nothing has started yet; return their ids.
 

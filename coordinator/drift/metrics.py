@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from coordinator.drift.policy import window_verdict
 from coordinator.drift.store import DriftReport, DriftReportStore
-from fedge.drift_summary import DriftPolicyConfig
+from fedge.config import DriftPolicyConfig
 
 __all__ = ["DriftMetrics"]
 

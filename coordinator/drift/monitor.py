@@ -17,26 +17,26 @@ from flwr.serverapp import Grid
 
 from coordinator.drift.launch import open_drift_service
 from coordinator.drift.reference import fine_grid, load_reference, monitored_features, reference_edges
-from fedge.drift_summary import (
+from fedge.config import DriftSettings, FedgeConfig
+from fedge.drift_summary import DriftReference, SiteSummary, record_array, record_value
+from fedge.errors import FederationError
+from fedge.protocol import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
     COUNTS_KEY,
     DRIFT_QUERY,
     EDGES_KEY,
     META_KEY,
+    METRICS_KEY,
     MODE_REFERENCE,
     MODE_REFERENCE_FINE,
     MODE_WINDOW,
+    NUM_EXAMPLES,
     QUERY_KEY,
-    DriftReference,
-    DriftSettings,
-    SiteSummary,
-    record_array,
-    record_value,
 )
-from fedge.errors import FederationError
-from fedge.protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES
 from fedge.serde import state_dict_from_safetensors, state_dict_to_arrays
 from fedge.tasks import Task
-from registry import Registry, RegistryConfig, RunStatus, open_registry
+from registry import Registry, RunStatus, open_registry
 
 __all__ = ["NodeCounts", "federated_performance", "query_drift", "release_reference", "run_monitor"]
 
@@ -201,27 +201,25 @@ def release_reference(
     return reference
 
 
-def run_monitor(*, grid: Grid, config: dict[str, Any], flower_run_id: int) -> None:
+def run_monitor(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> None:
     """``mode=monitor``: query ``drift.windows`` windows of the ``production`` version and store reports.
 
     Decisions (the policy, a retraining run) are the coordinator's, outside this Flower run.
     """
-    settings = DriftSettings.from_dict(config.get("drift"))
-    run_id = str(config["run_id"])
-    registry_config = RegistryConfig.from_dict(config["registry"])
+    settings, run_id, registry_config = config.drift, config.run_id, config.registry
     registry = open_registry(registry_config)
     service = open_drift_service(settings, registry, registry_config.resolved_database_url())
     try:
         registry.store.update_run(run_id, status=RunStatus.RUNNING, flower_run_id=flower_run_id)
-        name = str(config["task"]["name"])
+        name = config.task.name
         version = registry.resolve(f"{name}@production")
         reference = load_reference(registry, name, version.number)
         service.use_reference(reference)
         arrays = _version_arrays(registry, version)
         # Every simulated client, or the strategy's minimum in deployment, before a window is asked for.
-        min_nodes = int(config.get("strategy", {}).get("min_available_nodes", 1))
+        min_nodes = config.strategy.min_available_nodes
         if registry.store.get_run(run_id).mode == "simulation":
-            min_nodes = max(min_nodes, int(config.get("simulation", {}).get("num_clients", 1)))
+            min_nodes = max(min_nodes, config.simulation.num_clients)
         for window in range(settings.windows):
             replies = query_drift(
                 grid, mode=MODE_WINDOW, edges=reference.edges, features=reference.features,

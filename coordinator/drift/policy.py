@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from coordinator.drift.store import DriftReportStore, DriftTrigger
-from fedge.drift_summary import DriftPolicyConfig
+from fedge.config import DriftPolicyConfig
 from registry import Registry, RunStatus
 
 __all__ = [

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from fedge.config import DriftSettings
 from fedge.drift import bin_edges_from_histogram, fixed_bin_edges
-from fedge.drift_summary import DriftReference, DriftSettings
+from fedge.drift_summary import DriftReference
 from fedge.errors import DataError, NotFoundError
 from fedge.tasks import DataSchema
 from registry import Registry

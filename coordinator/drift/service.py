@@ -15,7 +15,8 @@ from coordinator.drift.aggregate import aggregate_window, check_summary
 from coordinator.drift.policy import Launcher, PolicyDecision, RetrainTrigger, evaluate_policy, window_verdict
 from coordinator.drift.reference import load_reference
 from coordinator.drift.store import DriftReport, DriftReportStore, DriftTrigger
-from fedge.drift_summary import DriftReference, DriftSettings, SiteSummary
+from fedge.config import DriftSettings
+from fedge.drift_summary import DriftReference, SiteSummary
 from fedge.errors import DataError
 from registry import Registry
 

@@ -64,7 +64,7 @@ def client_start(
 ) -> None:
     """Run the client agent: validate the data, keep it warm, and serve Flower rounds over TLS."""
     from client.agent import EXIT_REFUSED, AgentConfig, ClientAgent
-    from simulations import load_config
+    from fedge.config import load_config
 
     logging.getLogger("client").setLevel(logging.INFO)
     task = load_config(overrides or []).task

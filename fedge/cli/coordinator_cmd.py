@@ -41,15 +41,15 @@ def serve(
 
     from coordinator.api import CoordinatorSettings, create_app
     from coordinator.deployment.deployment import Deployment, DeploymentSettings
+    from fedge.config import FedgeConfig, load_config
     from registry import open_registry
-    from simulations import load_config
 
     config = load_config(overrides or [])
     if tls_dir is None and host not in ("127.0.0.1", "::1", "localhost"):
         raise ConfigError(f"--host {host} without --tls-dir would serve tokens in clear text: add --tls-dir")
 
-    def load_run_config(name: str, run_overrides: list[str]) -> dict[str, object]:
-        return load_config([*(overrides or []), *run_overrides], config_name=name).to_dict()
+    def load_run_config(name: str, run_overrides: list[str]) -> FedgeConfig:
+        return load_config([*(overrides or []), *run_overrides], config_name=name)
 
     registry = open_registry(config.registry)
     deployment = None
@@ -62,7 +62,8 @@ def serve(
             ).start()
             typer.echo(f"SuperLink (TLS, node authentication) on {deployment.fleet_address}", err=True)
         app = create_app(
-            CoordinatorSettings(registry=config.registry),
+            # the composed drift settings too: windows that devices push obey drift.* overrides
+            CoordinatorSettings(registry=config.registry, drift=config.drift),
             deployment=deployment,
             load_run_config=load_run_config,
         )

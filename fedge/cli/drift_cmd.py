@@ -24,15 +24,20 @@ def drift_status(
     database_url: DatabaseUrlOpt = "",
     model: Annotated[str | None, typer.Option(help="Only this model")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Hydra overrides of the drift settings, e.g. drift.policy.threshold=0.3"),
+    ] = None,
 ) -> None:
     """The latest window of every monitored version: top features, flagged sites, the policy's triggers."""
     from coordinator.drift.launch import open_drift_service
-    from fedge.drift_summary import DriftSettings
-    from registry import RegistryConfig
+    from fedge.config import RegistryConfig, load_config
 
+    # The policy is read from the composed config, as `fedge coordinator serve` reads it.
+    settings = load_config(overrides or []).drift
     with opened_registry(root, database_url) as registry:
         url = RegistryConfig(root=root, database_url=database_url).resolved_database_url()
-        service = open_drift_service(DriftSettings(), registry, url)
+        service = open_drift_service(settings, registry, url)
         try:
             status = service.status(model)
         finally:

@@ -63,8 +63,8 @@ def run(
 
     from edge import ModelSlot, ServingMetrics, create_serving_app
     from edge.agent import EdgeAgent, EdgeSettings
+    from fedge.config import DriftSettings, validate_drift_settings
     from fedge.crypto import load_public_key
-    from fedge.drift_summary import DriftSettings, validate_drift_settings
     from fedge.errors import ConfigError
 
     if precision not in ("fp32", "int8"):

@@ -206,8 +206,8 @@ def promote_cmd(
         with _client(url, token) as client:
             moved = client.promote(pairs, reason=reason)
     else:
+        from fedge.config import load_config
         from registry import promote
-        from simulations import load_config
 
         gates = load_config([f"registry.root={root}", *(override or [])]).registry.gates
         with opened_registry(root, database_url) as registry:

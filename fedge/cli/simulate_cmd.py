@@ -24,7 +24,8 @@ def simulate_command(
 ) -> None:
     """Run a local multi-client federation end to end."""
     from coordinator import RunProgress
-    from simulations import load_config, simulate
+    from fedge.config import load_config
+    from simulations import simulate
 
     if verbose:
         logging.getLogger().setLevel(logging.INFO)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fedge.config import NAN_POLICIES, DataFileSchema, TaskConfig
 from fedge.errors import UnknownTaskError
-from fedge.tasks.base import NAN_POLICIES, DataFileSchema, DataSchema, Dataset, Task, TaskConfig
+from fedge.tasks.base import DataSchema, Dataset, Task
 
 __all__ = [
     "NAN_POLICIES",

@@ -4,67 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["NAN_POLICIES", "DataFileSchema", "DataSchema", "Dataset", "Task", "TaskConfig"]
+    from fedge.config import TaskConfig
 
-
-# How a client treats a missing value (NaN or an empty cell) in its data file.
-NAN_POLICIES = ("reject", "drop_rows")
-
-
-@dataclass
-class DataFileSchema:
-    """Hydra schema of ``task.data``: how an institution's own data file maps onto the task.
-
-    Attributes
-    ----------
-    label_column : str
-        The column holding the integer class label.
-    feature_columns : list of str
-        Feature columns in model input order; empty means the task's ``DataSchema.feature_names``.
-    min_value, max_value : float or None
-        The range every feature value must lie in; ``None`` means the task's ``DataSchema`` bound.
-    nan_policy : str
-        ``reject`` (a missing value is an error naming its row) or ``drop_rows`` (skip such rows).
-    min_rows : int
-        Fewest usable rows a client may train on; fewer is an error before any training.
-    """
-
-    label_column: str = "label"
-    feature_columns: list[str] = field(default_factory=list)
-    min_value: float | None = None
-    max_value: float | None = None
-    nan_policy: str = "reject"
-    min_rows: int = 20
-
-
-@dataclass
-class TaskConfig:
-    """Hydra schema of the ``task`` group: which task, its model and local training settings."""
-
-    name: str = "digits"
-    model: str = "mlp"
-    hidden: int = 64
-    local_epochs: int = 2
-    batch_size: int = 32
-    lr: float = 0.1
-    momentum: float = 0.9
-    test_fraction: float = 0.2
-    val_fraction: float = 0.2
-    data_seed: int = 0
-    data: DataFileSchema = field(default_factory=DataFileSchema)
-
-    def __post_init__(self) -> None:
-        # A config that travelled as JSON (run config, a version's model_config) holds a plain dict.
-        if isinstance(self.data, dict):
-            raw: dict[str, Any] = self.data
-            self.data = DataFileSchema(**raw)
+__all__ = ["DataSchema", "Dataset", "Task"]
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedge.config import TaskConfig
 from fedge.errors import ConfigError
-from fedge.tasks.base import DataSchema, Dataset, Task, TaskConfig
+from fedge.tasks.base import DataSchema, Dataset, Task
 
 if TYPE_CHECKING:
     from torch import nn

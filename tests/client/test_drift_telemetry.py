@@ -18,8 +18,8 @@ from client.drift_telemetry import (
     simulated_window,
 )
 from client.local_data import LocalData
+from fedge.config import DriftSettings
 from fedge.drift import fixed_bin_edges, histogram_counts
-from fedge.drift_summary import DriftSettings
 from fedge.errors import PrivacyBudgetError
 from fedge.privacy_ledger import PrivacyLedger
 from fedge.tasks import Dataset

@@ -18,8 +18,9 @@ from coordinator.drift.service import DriftService
 from coordinator.drift.store import DriftReportStore
 from edge.drift_push import EdgeDriftWindow, push_summary
 from fedge.api_client import ApiClient
+from fedge.config import DriftPolicyConfig, DriftSettings, FedgeConfig
 from fedge.drift import compare, fixed_bin_edges, histogram_counts
-from fedge.drift_summary import DriftPolicyConfig, DriftReference, DriftSettings, SiteSummary
+from fedge.drift_summary import DriftReference, SiteSummary
 from fedge.privacy_ledger import PrivacyLedger
 from registry import ModelVersionCreate, Registry, RegistryConfig, RunCreate, RunStatus
 from tests.apps import role_tokens
@@ -319,20 +320,20 @@ def test_requested_runs_are_started_once_with_the_trigger_run_id_reason_and_warm
         _window(svc, 0, shift=1.0)
         _, trigger = _window(svc, 1, shift=1.0)
         assert trigger is not None and trigger.outcome == "requested"
-        created: list[tuple[dict[str, Any], str, str]] = []
+        created: list[tuple[FedgeConfig, str, str]] = []
 
-        def create(config: dict[str, Any], reason: str, run_id: str) -> None:
+        def create(config: FedgeConfig, reason: str, run_id: str) -> None:
             created.append((config, reason, run_id))
 
         assert start_requested_runs(store, registry, create) == [trigger.run_id]
         config, reason, run_id = created[0]
-        assert run_id == trigger.run_id and config["run_id"] == trigger.run_id
+        assert run_id == trigger.run_id and config.run_id == trigger.run_id
         assert reason == trigger.reason and "psi > 0.2" in reason
-        assert config["warm_start_from"] == "digits@production" and config["mode"] == "train"
+        assert config.warm_start_from == "digits@production" and config.mode == "train"
         assert store.triggers(limit=1)[0].outcome == "started"
         assert start_requested_runs(store, registry, create) == [], "a started run is not started again"
 
-        def refuses(config: dict[str, Any], reason: str, run_id: str) -> None:
+        def refuses(config: FedgeConfig, reason: str, run_id: str) -> None:
             raise RuntimeError("SuperLink down")
 
         store.set_outcome(trigger.id, "requested")

@@ -13,8 +13,9 @@ from coordinator.drift.reference import (
     monitored_features,
     reference_edges,
 )
+from fedge.config import DriftSettings
 from fedge.drift import fixed_bin_edges, histogram_counts
-from fedge.drift_summary import DriftReference, DriftSettings
+from fedge.drift_summary import DriftReference
 from fedge.errors import DataError
 from fedge.tasks import get_task
 from registry import ModelVersionCreate, Registry

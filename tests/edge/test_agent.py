@@ -512,8 +512,9 @@ def test_a_release_with_drift_bins_pushes_noisy_windows_instead_of_exact_counts(
     coordinator: Coordinator, tmp_path: Path
 ) -> None:
     from coordinator.drift.reference import manifest_entry
+    from fedge.config import DriftSettings
     from fedge.drift import fixed_bin_edges, histogram_counts
-    from fedge.drift_summary import DriftReference, DriftSettings
+    from fedge.drift_summary import DriftReference
 
     rows = np.random.default_rng(0).random((250, 64))
     features = [19, 20, 27, 28]

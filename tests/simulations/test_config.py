@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from coordinator import resolve_run_config
 from fedge.errors import ConfigError, UnknownStrategyError, UnknownTaskError
 from simulations import load_config
 
@@ -29,8 +30,11 @@ def test_extra_strategy_params_are_checked_against_the_strategy() -> None:
     cfg = load_config(["strategy=fedadam", "strategy.params.eta=0.5"])
     assert cfg.strategy.params["eta"] == 0.5
 
+    # The config holds the strategy's name; its Flower signature is checked where a run is resolved,
+    # before the run is recorded.
+    bogus = load_config(["strategy=fedadam", "+strategy.params.bogus=1"])
     with pytest.raises(ConfigError, match=r"\['bogus'\] are not accepted by fedadam"):
-        load_config(["strategy=fedadam", "+strategy.params.bogus=1"])
+        resolve_run_config(bogus, bogus.registry, "run-1")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,43 @@
+"""The typed run config: schemas of every Hydra group, one validating ``from_dict``, Hydra loading."""
+
+from fedge.config.compose import CONFIG_DIR, load_config
+from fedge.config.drift import DriftPolicyConfig, DriftSettings
+from fedge.config.schemas import (
+    NAN_POLICIES,
+    STRATEGY_NAMES,
+    AliasGate,
+    DataFileSchema,
+    FedgeConfig,
+    GatesConfig,
+    RegistryConfig,
+    ScenarioConfig,
+    SimulationConfig,
+    StrategyConfig,
+    TaskConfig,
+    default_gates,
+    gates_from_dict,
+)
+from fedge.config.validation import validate_config, validate_drift_settings, validate_strategy
+
+__all__ = [
+    "CONFIG_DIR",
+    "NAN_POLICIES",
+    "STRATEGY_NAMES",
+    "AliasGate",
+    "DataFileSchema",
+    "DriftPolicyConfig",
+    "DriftSettings",
+    "FedgeConfig",
+    "GatesConfig",
+    "RegistryConfig",
+    "ScenarioConfig",
+    "SimulationConfig",
+    "StrategyConfig",
+    "TaskConfig",
+    "default_gates",
+    "gates_from_dict",
+    "load_config",
+    "validate_config",
+    "validate_drift_settings",
+    "validate_strategy",
+]

@@ -1,0 +1,88 @@
+"""Hydra composition of the YAML groups in ``configs/`` into a validated :class:`FedgeConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedge.config.schemas import FedgeConfig
+from fedge.config.validation import validate_config
+from fedge.errors import ConfigError, UnknownStrategyError, UnknownTaskError
+
+__all__ = ["CONFIG_DIR", "load_config"]
+
+# configs/ is installed beside the packages (as data), both in a checkout and in site-packages.
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def load_config(
+    overrides: list[str] | None = None, *, config_dir: Path | None = None, config_name: str = "config"
+) -> FedgeConfig:
+    """Compose ``configs/<config_name>.yaml`` with Hydra overrides and check it against the schema.
+
+    Hydra is imported here, not at module import, so the kernel stays light for the edge.
+
+    Raises
+    ------
+    UnknownTaskError, UnknownStrategyError
+        For a group option that does not exist (``task=nope``).
+    ConfigError
+        For an unknown key, a wrong type, or a value out of range; the message names the key.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides or [])
+    folder = config_dir or CONFIG_DIR
+    if not (folder / f"{config_name}.yaml").is_file():
+        names = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"unknown config {config_name!r}: choose one of {', '.join(names)}")
+    _check_group_choices(overrides, folder)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+            composed = compose(config_name=config_name, overrides=overrides)
+        merged = OmegaConf.merge(OmegaConf.structured(FedgeConfig), composed)
+        config: FedgeConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except MissingConfigException as exc:
+        raise ConfigError(_first_line(str(exc))) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_describe_omegaconf_error(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    validate_config(config)
+    return config
+
+
+def _check_group_choices(overrides: list[str], config_dir: Path) -> None:
+    """Turn ``task=nope`` / ``strategy=nope`` into errors listing the options that exist."""
+    errors = {"task": UnknownTaskError, "strategy": UnknownStrategyError}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.lstrip("+~")
+        if not sep or "." in key or "/" in key:
+            continue
+        group_dir = config_dir / key
+        if group_dir.is_dir():
+            options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+            if value not in options:
+                error = errors.get(key, ConfigError)
+                raise error(f"unknown {key} {value!r}: choose one of {', '.join(options)}")
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def _describe_omegaconf_error(exc: Exception) -> str:
+    """One line naming the key and the problem, from a Hydra/OmegaConf error."""
+    cause = exc.__cause__ or exc.__context__
+    full_key = getattr(exc, "full_key", None) or getattr(cause, "full_key", None)
+    msg = _first_line(str(cause if cause is not None and not getattr(exc, "full_key", None) else exc))
+    if "not in struct" in msg or "not in '" in msg:
+        return f"unknown config key {full_key!r}: the schema has no such key (check the spelling)"
+    if full_key:
+        return f"config key {full_key!r}: {msg}"
+    return f"invalid config: {_first_line(str(exc))}"

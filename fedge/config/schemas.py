@@ -1,0 +1,295 @@
+"""The run config's plain-data schemas: one dataclass per Hydra group, composed into FedgeConfig."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedge.config.drift import DriftPolicyConfig, DriftSettings
+from fedge.config.validation import build, validate_config, validate_gates
+
+__all__ = [
+    "NAN_POLICIES",
+    "STRATEGY_NAMES",
+    "AliasGate",
+    "DataFileSchema",
+    "DriftPolicyConfig",
+    "DriftSettings",
+    "FedgeConfig",
+    "GatesConfig",
+    "RegistryConfig",
+    "ScenarioConfig",
+    "SimulationConfig",
+    "StrategyConfig",
+    "TaskConfig",
+    "default_gates",
+    "gates_from_dict",
+]
+
+# How a client treats a missing value (NaN or an empty cell) in its data file.
+NAN_POLICIES = ("reject", "drop_rows")
+
+# Names accepted in ``strategy.name``; the coordinator maps each to its Flower class.
+STRATEGY_NAMES = (
+    "fedadagrad",
+    "fedadam",
+    "fedavg",
+    "fedavgm",
+    "fedmedian",
+    "fedprox",
+    "fedtrimmedavg",
+    "fedyogi",
+    "krum",
+    "multikrum",
+)
+
+
+@dataclass
+class DataFileSchema:
+    """Hydra schema of ``task.data``: how an institution's own data file maps onto the task.
+
+    Attributes
+    ----------
+    label_column : str
+        The column holding the integer class label.
+    feature_columns : list of str
+        Feature columns in model input order; empty means the task's ``DataSchema.feature_names``.
+    min_value, max_value : float or None
+        The range every feature value must lie in; ``None`` means the task's ``DataSchema`` bound.
+    nan_policy : str
+        ``reject`` (a missing value is an error naming its row) or ``drop_rows`` (skip such rows).
+    min_rows : int
+        Fewest usable rows a client may train on; fewer is an error before any training.
+    """
+
+    label_column: str = "label"
+    feature_columns: list[str] = field(default_factory=list)
+    min_value: float | None = None
+    max_value: float | None = None
+    nan_policy: str = "reject"
+    min_rows: int = 20
+
+
+@dataclass
+class TaskConfig:
+    """Hydra schema of the ``task`` group: which task, its model and local training settings."""
+
+    name: str = "digits"
+    model: str = "mlp"
+    hidden: int = 64
+    local_epochs: int = 2
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.9
+    test_fraction: float = 0.2
+    val_fraction: float = 0.2
+    data_seed: int = 0
+    data: DataFileSchema = field(default_factory=DataFileSchema)
+
+    def __post_init__(self) -> None:
+        # A version's stored ``model_config`` holds ``data`` as a plain dict.
+        if isinstance(self.data, dict):
+            raw: dict[str, Any] = self.data
+            self.data = DataFileSchema(**raw)
+
+
+@dataclass
+class StrategyConfig:
+    """Hydra schema of the ``strategy`` group.
+
+    Attributes
+    ----------
+    name : str
+        One of :data:`STRATEGY_NAMES`.
+    num_rounds : int
+        Federated rounds to run.
+    params : dict
+        Keyword arguments of the Flower strategy beyond the common ones (for example
+        ``proximal_mu`` for FedProx, ``eta`` for FedAdam); the coordinator refuses unknown names.
+    """
+
+    name: str = "fedavg"
+    num_rounds: int = 3
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_train_nodes: int = 2
+    min_evaluate_nodes: int = 2
+    min_available_nodes: int = 2
+    round_timeout_s: float = 600.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AliasGate:
+    """What a version needs to take one alias.
+
+    Attributes
+    ----------
+    min_metrics : dict
+        Aggregate metric floors, e.g. ``{"central-accuracy": 0.9}``.
+    min_client_metrics : dict
+        Floors every participating client's evaluation metric must meet, e.g.
+        ``{"eval-accuracy": 0.8}`` ("no client below 0.8").
+    max_parity_diff : float or None
+        Largest ONNX-vs-torch max abs difference allowed; ``None`` skips the gate.
+    required_approvals : int
+        Approvals from distinct operators for this version and alias.
+    """
+
+    min_metrics: dict[str, float] = field(default_factory=dict)
+    min_client_metrics: dict[str, float] = field(default_factory=dict)
+    max_parity_diff: float | None = None
+    required_approvals: int = 0
+
+
+def default_gates() -> dict[str, AliasGate]:
+    """Gates when the config names none: parity for staging; metrics and 1 approval for production."""
+    return {
+        "staging": AliasGate(max_parity_diff=1e-4),
+        "production": AliasGate(
+            min_metrics={"central-accuracy": 0.8}, max_parity_diff=1e-4, required_approvals=1
+        ),
+    }
+
+
+@dataclass
+class GatesConfig:
+    """Hydra schema of ``registry.gates``: one :class:`AliasGate` per alias name."""
+
+    aliases: dict[str, AliasGate] = field(default_factory=default_gates)
+
+
+def gates_from_dict(raw: dict[str, Any] | None) -> GatesConfig:
+    """Build a :class:`GatesConfig` from plain data (a decoded run config or JSON).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown gate key or a value of the wrong type, naming it.
+    """
+    gates = GatesConfig() if raw is None else build(GatesConfig, raw, "registry.gates")
+    validate_gates(gates)
+    return gates
+
+
+@dataclass
+class RegistryConfig:
+    """Hydra schema of the ``registry`` group.
+
+    Attributes
+    ----------
+    root : str
+        Folder for the embedded defaults: ``registry.db`` (SQLite) and ``artifacts/``.
+    database_url : str
+        A SQLAlchemy URL; empty means ``sqlite:///<root>/registry.db``. A password belongs in the
+        ``FEDGE_REGISTRY_DATABASE_URL`` environment variable, never in a config file.
+    artifact_uri : str
+        Where artifacts go; empty means ``<root>/artifacts``.
+    signing_key : str
+        Ed25519 private key (PEM) that signs release manifests; empty means
+        ``<root>/keys/signing-key.pem``, created on first use.
+    gates : GatesConfig
+        What each alias requires (metrics, parity, approvals).
+    """
+
+    root: str = ".fedge"
+    database_url: str = ""
+    artifact_uri: str = ""
+    signing_key: str = ""
+    gates: GatesConfig = field(default_factory=GatesConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RegistryConfig:
+        """Rebuild from plain data (a decoded run config), nested gates included."""
+        config = build(cls, raw, "registry")
+        validate_gates(config.gates)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-able)."""
+        return asdict(self)
+
+    def resolved_signing_key(self) -> Path:
+        """Path of the signing key after defaults are applied."""
+        if self.signing_key:
+            return Path(self.signing_key).expanduser().resolve()
+        return Path(self.root).expanduser().resolve() / "keys" / "signing-key.pem"
+
+    def resolved_database_url(self) -> str:
+        """The database URL after defaults and the environment are applied."""
+        env = os.environ.get("FEDGE_REGISTRY_DATABASE_URL", "")
+        if self.database_url or env:
+            return self.database_url or env
+        return f"sqlite:///{Path(self.root).expanduser().resolve() / 'registry.db'}"
+
+    def resolved_artifact_uri(self) -> str:
+        """The artifact store URI after defaults are applied."""
+        return self.artifact_uri or str(Path(self.root).expanduser().resolve() / "artifacts")
+
+
+@dataclass
+class SimulationConfig:
+    """Hydra schema of the ``simulation`` group: the local federation's shape."""
+
+    num_clients: int = 5
+    partition: str = "iid"
+    alpha: float = 0.5
+    seed: int = 42
+    client_cpus: int = 1
+    backend_cpus: int = 2
+    timeout_s: float = 900.0
+
+
+@dataclass
+class ScenarioConfig:
+    """Hydra schema of the ``scenario`` group: ``none`` (one training run) or ``drift``."""
+
+    name: str = "none"
+    actor: str = "drift-scenario"
+    plot: str = ""
+
+
+@dataclass
+class FedgeConfig:
+    """The composed run config: every group, plus what the coordinator sets for one run.
+
+    It travels to the ServerApp and the ClientApps as canonical JSON
+    (:func:`fedge.protocol.encode_run_config`) and is rebuilt there with :meth:`from_dict`.
+    """
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    seed: int = 0
+    central_evaluation: bool = True
+    reason: str = "operator"
+    # train (a federation that registers a version) | monitor (drift windows of production)
+    mode: str = "train"
+    # a version reference (digits@production) whose weights the run starts from; empty: fresh weights
+    warm_start_from: str = ""
+    # set by the coordinator when it records the run; empty in a composed config
+    run_id: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FedgeConfig:
+        """Build and validate the config from plain data (missing keys take their defaults).
+
+        Raises
+        ------
+        ConfigError
+            For an unknown key, a value of the wrong type or out of range; the message names the key.
+        UnknownTaskError, UnknownStrategyError
+            For a task or strategy name that does not exist.
+        """
+        config = build(cls, raw, "")
+        validate_config(config)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-able)."""
+        return asdict(self)

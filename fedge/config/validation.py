@@ -1,0 +1,207 @@
+"""Building the config's dataclasses from plain data, and the checks a schema cannot express."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fedge.errors import ConfigError, UnknownStrategyError, UnknownTaskError
+
+if TYPE_CHECKING:
+    from fedge.config.drift import DriftSettings
+    from fedge.config.schemas import FedgeConfig, GatesConfig, StrategyConfig, TaskConfig
+
+__all__ = [
+    "build",
+    "validate_config",
+    "validate_drift_settings",
+    "validate_gates",
+    "validate_strategy",
+    "validate_task",
+]
+
+T = TypeVar("T")
+
+
+def build(cls: type[T], raw: Any, key: str) -> T:
+    """Build the dataclass ``cls`` from plain data at config ``key``, recursing into nested schemas.
+
+    Missing keys take their defaults; an unknown key or a value of the wrong type is refused.
+
+    Raises
+    ------
+    ConfigError
+        Naming the full key (``simulation.num_clients``) and what was wrong.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config key {key or '<root>'!r} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        full = f"{key}.{name}" if key else str(name)
+        if name not in names:
+            raise ConfigError(f"unknown config key {full!r}: the schema has no such key (check the spelling)")
+        values[name] = _value(hints[name], value, full)
+    return cls(**values)
+
+
+def _value(hint: Any, value: Any, key: str) -> Any:
+    """``value`` checked (and int widened to float) against the type ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key)  # type: ignore[arg-type]
+    if origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        return _value(next(a for a in args if a is not type(None)), value, key)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+        return [_value(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+        return {str(k): _value(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"config key {key!r}: expected {hint.__name__}, got {value!r}")
+
+
+def validate_task(task: TaskConfig) -> None:
+    """Check the ``task`` group: a known task, positive sizes, fractions in (0, 1), the data rules."""
+    from fedge.config.schemas import NAN_POLICIES
+    from fedge.tasks import available_tasks
+
+    if task.name not in available_tasks():
+        raise UnknownTaskError(f"unknown task {task.name!r}: choose one of {', '.join(available_tasks())}")
+    for key in ("local_epochs", "batch_size", "hidden"):
+        if getattr(task, key) < 1:
+            raise ConfigError(f"task.{key} must be >= 1, got {getattr(task, key)}")
+    if task.data.nan_policy not in NAN_POLICIES:
+        raise ConfigError(
+            f"task.data.nan_policy must be one of {', '.join(NAN_POLICIES)}, got {task.data.nan_policy!r}"
+        )
+    if task.data.min_rows < 1:
+        raise ConfigError(f"task.data.min_rows must be >= 1, got {task.data.min_rows}")
+    if not task.lr > 0:
+        raise ConfigError(f"task.lr must be > 0, got {task.lr}")
+    for key in ("test_fraction", "val_fraction"):
+        if not 0.0 < getattr(task, key) < 1.0:
+            raise ConfigError(f"task.{key} must be in (0, 1), got {getattr(task, key)}")
+
+
+def validate_strategy(strategy: StrategyConfig) -> None:
+    """Check the ``strategy`` group's name and ranges (the coordinator checks ``params`` against Flower)."""
+    from fedge.config.schemas import STRATEGY_NAMES
+
+    if strategy.name not in STRATEGY_NAMES:
+        raise UnknownStrategyError(
+            f"unknown strategy {strategy.name!r}: choose one of {', '.join(sorted(STRATEGY_NAMES))}"
+        )
+    if strategy.num_rounds < 1:
+        raise ConfigError(f"strategy.num_rounds must be >= 1, got {strategy.num_rounds}")
+    for key in ("fraction_train", "fraction_evaluate"):
+        value = getattr(strategy, key)
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(f"strategy.{key} must be in (0, 1], got {value}")
+    for key in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
+        if getattr(strategy, key) < 1:
+            raise ConfigError(f"strategy.{key} must be >= 1, got {getattr(strategy, key)}")
+
+
+def validate_gates(gates: GatesConfig) -> None:
+    """Check ``registry.gates``: approvals are counts."""
+    for alias, gate in gates.aliases.items():
+        if gate.required_approvals < 0:
+            raise ConfigError(
+                f"registry.gates.aliases.{alias}.required_approvals must be >= 0, "
+                f"got {gate.required_approvals}"
+            )
+
+
+def validate_drift_settings(s: DriftSettings) -> None:
+    """Check the ``drift`` group's ranges.
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending ``drift.*`` key.
+    """
+    if s.mechanism not in ("laplace", "gaussian"):
+        raise ConfigError(f"drift.mechanism must be 'laplace' or 'gaussian', got {s.mechanism!r}")
+    if s.num_bins < 2 or s.fine_bins < s.num_bins:
+        raise ConfigError(
+            f"drift.num_bins={s.num_bins} must be >= 2 and drift.fine_bins={s.fine_bins} >= num_bins"
+        )
+    for key in ("epsilon", "reference_epsilon", "budget_epsilon"):
+        if not (math.isfinite(getattr(s, key)) and getattr(s, key) > 0):
+            raise ConfigError(f"drift.{key} must be a finite number > 0, got {getattr(s, key)}")
+    if s.mechanism == "gaussian":
+        if s.epsilon >= 1 or s.reference_epsilon >= 1:
+            raise ConfigError("drift.mechanism=gaussian needs drift.epsilon and drift.reference_epsilon < 1")
+        if not 0 < s.delta < 1:
+            raise ConfigError(f"drift.delta must lie in (0, 1), got {s.delta}")
+    if s.contribution_bound < 1 or s.min_window < 1:
+        raise ConfigError("drift.contribution_bound and drift.min_window must be >= 1")
+    if s.secure_aggregation:
+        raise ConfigError(
+            "drift.secure_aggregation=true is not supported: Flower 1.42 has SecAgg+ only on its legacy "
+            "API, and its mod acts only on messages of type 'train', not on 'query.drift'; the counts are "
+            "protected by local noise instead. Set drift.secure_aggregation=false"
+        )
+    if any(i < 0 for i in s.features):
+        raise ConfigError(f"drift.features holds a negative index: {s.features}")
+    p = s.policy
+    if p.statistic not in ("psi", "js", "kl", "wasserstein"):
+        raise ConfigError(f"drift.policy.statistic must be psi, js, kl or wasserstein, got {p.statistic!r}")
+    if p.min_features < 1 or p.consecutive_windows < 1 or not 0 < p.min_site_fraction <= 1:
+        raise ConfigError(
+            "drift.policy needs min_features >= 1, consecutive_windows >= 1 and min_site_fraction in (0, 1]"
+        )
+    if p.cooldown_s < 0:
+        raise ConfigError(f"drift.policy.cooldown_s must be >= 0, got {p.cooldown_s}")
+
+
+def validate_config(config: FedgeConfig) -> None:
+    """Check every group, then what spans groups (a run that could never gather its nodes).
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending key and the accepted values.
+    UnknownTaskError, UnknownStrategyError
+        For a task or strategy name that does not exist.
+    """
+    validate_task(config.task)
+    validate_strategy(config.strategy)
+    validate_drift_settings(config.drift)
+    validate_gates(config.registry.gates)
+    if config.mode not in ("train", "monitor"):
+        raise ConfigError(f"mode must be 'train' or 'monitor', got {config.mode!r}")
+    if config.scenario.name not in ("none", "drift"):
+        raise ConfigError(f"scenario.name must be 'none' or 'drift', got {config.scenario.name!r}")
+    sim = config.simulation
+    if sim.num_clients < 1:
+        raise ConfigError(f"simulation.num_clients must be >= 1, got {sim.num_clients}")
+    if sim.partition not in ("iid", "dirichlet"):
+        raise ConfigError(f"simulation.partition must be 'iid' or 'dirichlet', got {sim.partition!r}")
+    if not sim.alpha > 0:
+        raise ConfigError(f"simulation.alpha must be > 0, got {sim.alpha}")
+    if sim.client_cpus <= 0 or sim.backend_cpus < 1:
+        raise ConfigError("simulation.client_cpus must be > 0 and simulation.backend_cpus >= 1")
+    for key in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
+        needed = getattr(config.strategy, key)
+        if needed > sim.num_clients:
+            raise ConfigError(
+                f"strategy.{key}={needed} exceeds simulation.num_clients={sim.num_clients}: the "
+                f"run would wait forever; lower strategy.{key} or add clients"
+            )
