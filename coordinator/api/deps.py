@@ -1,11 +1,9 @@
-"""The API's dependencies: who is calling (``Viewer``, ``Operator``, ``Admin``) and what it serves.
+"""The API's dependencies: the caller's role (``Viewer``, ``Operator``, ``Admin``) and what the app serves."""
 
-Each alias is an ``Annotated[..., Depends()]`` that reads what :func:`create_app` put on
-``request.app.state``, so routers are plain module-level ``APIRouter`` objects and nothing is
-built at import time. The role aliases authenticate from the ``Authorization`` header alone and
-hand the route the principal's name (the actor written to the audit log); roles rank
-admin > operator > viewer.
-"""
+# Each alias is an ``Annotated[..., Depends()]`` reading what ``create_app`` put on
+# ``request.app.state``: routers are plain module-level ``APIRouter`` objects and nothing is built at
+# import time. The role aliases authenticate from the ``Authorization`` header alone, rank roles
+# admin > operator > viewer, and hand the route the principal's name (the audit log's actor).
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at runtime.
 

@@ -1,8 +1,7 @@
-"""Operator routes: runs (create, list, get, logs, stop), nodes (enrol, list, revoke) and tokens.
+"""Operator routes: runs (create, list, get, logs, stop), nodes (enrol, list, revoke) and tokens."""
 
-Roles: ``viewer`` reads, ``operator`` creates and stops runs, ``admin`` manages nodes and tokens.
-Every change is written to the registry's audit log with the token's name as the actor.
-"""
+# Roles: ``viewer`` reads, ``operator`` creates and stops runs, ``admin`` manages nodes and tokens.
+# Every change is written to the registry's audit log with the token's name as the actor.
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at runtime.
 

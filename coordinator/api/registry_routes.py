@@ -1,8 +1,7 @@
-"""``/api/v1/registry``: model versions, artifacts, bundles, approvals, promotions, aliases, audit.
+"""``/api/v1/registry``: model versions, artifacts, bundles, approvals, promotions, aliases, audit."""
 
-Handlers parse, call one registry function, and return a public schema. ``Viewer`` reads,
-``Operator`` approves, promotes and reads the audit log.
-"""
+# Handlers parse, call one registry function and return a public schema. ``Viewer`` reads;
+# ``Operator`` approves, promotes and reads the audit log.
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at runtime.
 
