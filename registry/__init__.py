@@ -22,7 +22,6 @@ from registry.governance import (
     gates_from_dict,
     promote,
 )
-from registry.http import create_registry_router
 from registry.onnx_export import (
     DEFAULT_PARITY_TOLERANCE,
     ParityReport,
@@ -83,7 +82,6 @@ __all__ = [
     "assemble_bundle",
     "check_gates",
     "check_parity",
-    "create_registry_router",
     "export_onnx",
     "gates_from_dict",
     "open_artifact_store",

@@ -22,7 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "edge": {"fedge", "edge"},
     "simulations": {"fedge", "simulations", *SERVICES},
 }
-FORBIDDEN_THIRD_PARTY = {"registry": {"flwr"}, "edge": {"torch", "flwr"}}
+# The registry serves no HTTP itself: its routes live in coordinator/api/registry_routes.py.
+FORBIDDEN_THIRD_PARTY = {"registry": {"flwr", "fastapi", "starlette"}, "edge": {"torch", "flwr"}}
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""The coordinator's operator HTTP API."""
+"""The coordinator's operator HTTP API: ``create_app``, its routers, dependencies and response schemas."""
 
 from coordinator.api.app import CoordinatorSettings, create_app
 

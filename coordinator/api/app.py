@@ -1,28 +1,24 @@
 """``create_app(settings)``: the operator API (FastAPI), with the registry mounted under /api/v1."""
 
-# No `from __future__ import annotations` here: FastAPI resolves the dependency aliases built
-# inside the factory from the annotations at runtime.
-
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.api.drift_routes import create_drift_router
-from coordinator.api.operations import RunConfigLoader, create_operations_router
-from coordinator.auth import Principal, TokenStore, require_role
+from coordinator.api import device_routes, drift_routes, operations, registry_routes
+from coordinator.api.deps import RunConfigLoader, Viewer
+from coordinator.auth import TokenStore
 from coordinator.deployment.deployment import Deployment
 from coordinator.device_reports import DeviceReportStore
 from coordinator.drift.launch import open_drift_service
 from coordinator.drift.metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
 from fedge.config import DriftSettings
-from fedge.errors import AuthenticationError, FedgeError, http_status_for
-from registry import Registry, RegistryConfig, create_registry_router, open_registry
+from fedge.errors import FedgeError
+from registry import RegistryConfig, open_registry
 
 __all__ = ["CoordinatorSettings", "create_app"]
 
@@ -41,25 +37,6 @@ class CoordinatorSettings:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tokens_url: str = ""
     drift: DriftSettings = field(default_factory=DriftSettings)
-
-
-class ModelRef(BaseModel):
-    """The model a device serves."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=128)
-    version: str = Field(min_length=1, max_length=64)
-
-
-class DeviceReportIn(BaseModel):
-    """A device's periodic report: aggregates only, never an input row."""
-
-    model_config = ConfigDict(extra="forbid")
-    device: str = Field(min_length=1, max_length=128)
-    model: ModelRef
-    served: int = Field(ge=0)
-    health: dict[str, Any] = Field(default_factory=dict)
-    drift: dict[str, Any] = Field(default_factory=dict)
 
 
 def create_app(
@@ -97,79 +74,34 @@ def create_app(
     )
     app.state.registry = registry
     app.state.tokens = tokens
+    app.state.gates = settings.registry.gates
+    app.state.device_reports = reports
+    app.state.drift = drift
+    app.state.deployment = deployment
+    app.state.load_run_config = load_run_config
 
-    def principal(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            raise AuthenticationError("missing bearer token: send 'Authorization: Bearer fedge_...'")
-        return tokens.authenticate(token.strip())
-
-    def reader(p: Annotated[Principal, Depends(principal)]) -> str:
-        return require_role(p, "viewer").name
-
-    def operator(p: Annotated[Principal, Depends(principal)]) -> str:
-        return require_role(p, "operator").name
-
-    def admin(p: Annotated[Principal, Depends(principal)]) -> str:
-        return require_role(p, "admin").name
-
-    def get_registry() -> Registry:
-        return registry
-
-    app.include_router(
-        create_registry_router(
-            get_registry=get_registry, gates=settings.registry.gates, reader=reader, operator=operator
-        ),
-        prefix=f"{API_PREFIX}/registry",
-    )
-
-    app.include_router(
-        create_operations_router(
-            get_registry=get_registry,
-            get_deployment=lambda: deployment,
-            tokens=tokens,
-            load_run_config=load_run_config,
-            reader=reader,
-            operator=operator,
-            admin=admin,
-        ),
-        prefix=API_PREFIX,
-    )
-    app.include_router(
-        create_drift_router(get_service=lambda: drift, reader=reader, operator=operator),
-        prefix=f"{API_PREFIX}/drift",
-    )
-
-    @app.post(f"{API_PREFIX}/edge/reports", status_code=201, tags=["edge"])
-    def post_device_report(body: DeviceReportIn, actor: Annotated[str, Depends(reader)]) -> dict[str, Any]:
-        stored = reports.add(
-            device=body.device,
-            model_name=body.model.name,
-            model_version=body.model.version,
-            served=body.served,
-            health=body.health,
-            drift=body.drift,
-            reported_by=actor,
-        )
-        return {"id": stored.id, "received_at": stored.received_at.isoformat()}
-
-    @app.get(f"{API_PREFIX}/edge/devices", tags=["edge"])
-    def list_devices(_actor: Annotated[str, Depends(reader)]) -> list[dict[str, Any]]:
-        return [asdict(r) for r in reports.latest_by_device()]
+    app.include_router(registry_routes.router, prefix=f"{API_PREFIX}/registry")
+    app.include_router(operations.router, prefix=API_PREFIX)
+    app.include_router(drift_routes.router, prefix=f"{API_PREFIX}/drift")
+    app.include_router(device_routes.router, prefix=f"{API_PREFIX}/edge")
 
     def nodes_online() -> int:
-        if deployment is None or deployment.nodes is None:
+        if deployment is None:
             raise RuntimeError("no deployment")
-        return deployment.nodes.online_count()
+        return deployment.nodes.online_count()  # a stopped deployment raises: the gauge is left out
 
     scrape_registry = metrics_registry(registry, nodes_online=nodes_online if deployment else None)
     scrape_registry.register(
         DriftMetrics(drift.store, settings.drift.policy)
     )  # fedge_drift_* from the reports
 
-    @app.get("/metrics", tags=["metrics"])
-    def metrics(_actor: Annotated[str, Depends(reader)]) -> Response:
+    @app.get(
+        "/metrics",
+        tags=["metrics"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+    )
+    def metrics(_actor: Viewer) -> Response:
         """Prometheus metrics (viewer token: Prometheus sends it with ``authorization``)."""
         body, content_type = render_metrics(scrape_registry)
         return Response(content=body, media_type=content_type)
@@ -180,7 +112,7 @@ def create_app(
 
     @app.exception_handler(FedgeError)
     async def fedge_error(_request: Request, exc: FedgeError) -> JSONResponse:
-        status = http_status_for(exc)
+        status = exc.http_status
         if status >= 500:
             log.error("request failed: %s", exc)
         else:

@@ -2,18 +2,23 @@
 
 # No `from __future__ import annotations`: FastAPI reads the dependency aliases at runtime.
 
-from collections.abc import Callable
-from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.drift.service import DriftService
+from coordinator.api.deps import DriftServiceDep, Operator, Viewer
+from coordinator.api.drift_schemas import (
+    DriftDecision,
+    DriftReportPublic,
+    DriftStatusPublic,
+    DriftTriggerPublic,
+    SummaryAccepted,
+)
 from fedge.drift_summary import SiteSummary
 
-__all__ = ["DriftSummaryIn", "EvaluateIn", "create_drift_router"]
+__all__ = ["DriftSummaryIn", "EvaluateIn", "router"]
 
 
 class DriftSummaryIn(BaseModel):
@@ -60,60 +65,51 @@ class EvaluateIn(BaseModel):
     performance: float | None = None
 
 
-def _public(obj: Any) -> dict[str, Any]:
-    out = asdict(obj)
-    if "created_at" in out:
-        out["created_at"] = obj.created_at.isoformat()
-    return out
+router = APIRouter(tags=["drift"])
 
 
-def create_drift_router(
-    *, get_service: Callable[[], DriftService], reader: Callable[..., str], operator: Callable[..., str]
-) -> APIRouter:
-    """Routes over ``get_service()``; ``reader``/``operator`` are the app's role dependencies."""
-    router = APIRouter(tags=["drift"])
-    Service = Annotated[DriftService, Depends(get_service)]
+@router.post("/summaries", status_code=201, response_model=SummaryAccepted)
+def post_summary(body: DriftSummaryIn, actor: Viewer, service: DriftServiceDep) -> SummaryAccepted:
+    """Aggregate one site's noisy window counts into the window's report (a device token may push)."""
+    report, trigger = service.ingest([body.to_summary()], source="edge", actor=actor)
+    return SummaryAccepted(
+        report_id=report.id,
+        window=report.window,
+        sites=len(report.sites),
+        flagged=report.flagged,
+        trigger=None if trigger is None else DriftTriggerPublic.model_validate(trigger),
+    )
 
-    @router.post("/summaries", status_code=201)
-    def post_summary(
-        body: DriftSummaryIn, service: Service, actor: Annotated[str, Depends(reader)]
-    ) -> dict[str, Any]:
-        report, trigger = service.ingest([body.to_summary()], source="edge", actor=actor)
-        return {
-            "report_id": report.id,
-            "window": report.window,
-            "sites": len(report.sites),
-            "flagged": report.flagged,
-            "trigger": None if trigger is None else _public(trigger),
-        }
 
-    @router.get("/reports")
-    def list_reports(
-        service: Service,
-        _actor: Annotated[str, Depends(reader)],
-        model: str | None = None,
-        version: int | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[dict[str, Any]]:
-        return [_public(r) for r in service.store.reports(model, version=version, limit=limit)]
+@router.get("/reports", response_model=list[DriftReportPublic])
+def list_reports(
+    _actor: Viewer,
+    service: DriftServiceDep,
+    model: str | None = None,
+    version: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DriftReportPublic]:
+    """Window reports, oldest first, optionally of one model or version."""
+    reports = service.store.reports(model, version=version, limit=limit)
+    return [DriftReportPublic.model_validate(r) for r in reports]
 
-    @router.get("/triggers")
-    def list_triggers(
-        service: Service, _actor: Annotated[str, Depends(reader)], model: str | None = None
-    ) -> list[dict[str, Any]]:
-        return [_public(t) for t in service.store.triggers(model)]
 
-    @router.get("/status")
-    def status(
-        service: Service, _actor: Annotated[str, Depends(reader)], model: str | None = None
-    ) -> dict[str, Any]:
-        return service.status(model)
+@router.get("/triggers", response_model=list[DriftTriggerPublic])
+def list_triggers(
+    _actor: Viewer, service: DriftServiceDep, model: str | None = None
+) -> list[DriftTriggerPublic]:
+    """The policy's triggers, optionally of one model."""
+    return [DriftTriggerPublic.model_validate(t) for t in service.store.triggers(model)]
 
-    @router.post("/evaluate")
-    def evaluate(
-        body: EvaluateIn, service: Service, _actor: Annotated[str, Depends(operator)]
-    ) -> dict[str, Any]:
-        trigger = service.evaluate(body.model, body.version, performance=body.performance)
-        return {"trigger": None if trigger is None else _public(trigger)}
 
-    return router
+@router.get("/status", response_model=DriftStatusPublic)
+def status(_actor: Viewer, service: DriftServiceDep, model: str | None = None) -> DriftStatusPublic:
+    """Per version: the latest window's top features, flagged sites, decision; recent triggers."""
+    return DriftStatusPublic.model_validate(service.status(model))
+
+
+@router.post("/evaluate", response_model=DriftDecision)
+def evaluate(body: EvaluateIn, _actor: Operator, service: DriftServiceDep) -> DriftDecision:
+    """Ask the policy to decide now (optionally with a federated evaluation metric)."""
+    trigger = service.evaluate(body.model, body.version, performance=body.performance)
+    return DriftDecision(trigger=None if trigger is None else DriftTriggerPublic.model_validate(trigger))

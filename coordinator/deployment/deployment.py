@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from coordinator.deployment.control import FlowerControl
 from coordinator.deployment.nodes import NodeRegistry
@@ -22,12 +23,15 @@ from coordinator.deployment.runs import DeploymentRuns
 from coordinator.deployment.superlink import ManagedSuperLink
 from coordinator.drift.launch import start_requested_runs
 from coordinator.drift.store import DriftReportStore
+from fedge.errors import FederationError
 from fedge.tls import TlsFiles
 from registry import Registry, RegistryConfig
 
 __all__ = ["Deployment", "DeploymentSettings"]
 
 log = logging.getLogger(__name__)
+
+_Part = TypeVar("_Part")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,11 @@ class DeploymentSettings:
 
 
 class Deployment:
-    """Start the SuperLink, then the node registry and the run manager on it; stop all of it."""
+    """Start the SuperLink, then the node registry and the run manager on it; stop all of it.
+
+    ``control``, ``nodes`` and ``runs`` exist between :meth:`start` and :meth:`stop`; reading
+    them outside that span raises :class:`FederationError`.
+    """
 
     def __init__(
         self, settings: DeploymentSettings, registry: Registry, registry_config: RegistryConfig
@@ -61,12 +69,40 @@ class Deployment:
             tls=self.tls,
             node_auth=True,
         )
-        self.control: FlowerControl | None = None
-        self.nodes: NodeRegistry | None = None
-        self.runs: DeploymentRuns | None = None
+        self._control: FlowerControl | None = None
+        self._nodes: NodeRegistry | None = None
+        self._runs: DeploymentRuns | None = None
         self._drift_store: DriftReportStore | None = None
         self._stopping = threading.Event()
         self._drift_thread: threading.Thread | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` succeeded and :meth:`stop` has not run since."""
+        return self._runs is not None
+
+    @property
+    def control(self) -> FlowerControl:
+        """fedge's client of the SuperLink's Control API."""
+        return self._started(self._control)
+
+    @property
+    def nodes(self) -> NodeRegistry:
+        """The enrolled nodes (institutions' SuperNode keys)."""
+        return self._started(self._nodes)
+
+    @property
+    def runs(self) -> DeploymentRuns:
+        """The runs submitted to the SuperLink, and their logs."""
+        return self._started(self._runs)
+
+    def _started(self, part: _Part | None) -> _Part:
+        if part is None or self._runs is None:
+            raise FederationError(
+                "the deployment is not running: call Deployment.start() (or use it as a context "
+                "manager) before reaching its nodes or runs"
+            )
+        return part
 
     @property
     def fleet_address(self) -> str:
@@ -78,12 +114,12 @@ class Deployment:
         self.superlink.start()
         try:
             ca = self.superlink.root_certificates
-            self.control = FlowerControl(self.superlink.address, ca)
-            self.nodes = NodeRegistry(self.registry_config.resolved_database_url(), self.control)
-            restored = self.nodes.reconcile()
+            self._control = FlowerControl(self.superlink.address, ca)
+            self._nodes = NodeRegistry(self.registry_config.resolved_database_url(), self._control)
+            restored = self._nodes.reconcile()
             if restored:
                 log.info("registered %d enrolled node(s) the SuperLink did not know", restored)
-            self.runs = DeploymentRuns(
+            self._runs = DeploymentRuns(
                 registry=self.registry,
                 registry_config=self.registry_config,
                 address=self.superlink.address,
@@ -101,7 +137,7 @@ class Deployment:
 
     def start_requested_runs(self) -> list[str]:
         """Open the training runs drift triggers requested (from edge pushes or monitor runs)."""
-        runs, store = self.runs, self._drift_store
+        runs, store = self._runs, self._drift_store
         if runs is None or store is None:
             return []
 
@@ -127,15 +163,15 @@ class Deployment:
         if self._drift_store is not None:
             self._drift_store.close()
             self._drift_store = None
-        if self.runs is not None:
-            self.runs.close()
-            self.runs = None
-        if self.nodes is not None:
-            self.nodes.close()
-            self.nodes = None
-        if self.control is not None:
-            self.control.close()
-            self.control = None
+        if self._runs is not None:
+            self._runs.close()
+            self._runs = None
+        if self._nodes is not None:
+            self._nodes.close()
+            self._nodes = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         self.superlink.stop()
 
     def __enter__(self) -> Deployment:

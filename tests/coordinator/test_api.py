@@ -196,3 +196,33 @@ def test_devices_report_aggregates_and_the_latest_per_device_is_listed(api) -> N
     assert with_rows.status_code == 422 and "rows" in with_rows.text
     assert anonymous.status_code == 401
     assert [(d["device"], d["served"], d["reported_by"]) for d in devices] == [("kiosk-7", 150, "viewer-1")]
+
+
+def test_the_openapi_schema_documents_every_routes_response(api) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = api
+
+    spec = client.get("/api/v1/openapi.json").json()
+
+    undocumented = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            code = next(c for c in operation["responses"] if c.startswith("2"))
+            content = operation["responses"][code].get("content", {})
+            schema = content.get("application/json", {}).get("schema", {})
+            named = "$ref" in schema or "$ref" in schema.get("items", {})
+            if not named and not (content and "application/json" not in content):
+                undocumented.append(f"{method.upper()} {path}")
+    assert not undocumented, undocumented
+    version = spec["components"]["schemas"]["VersionPublic"]["properties"]
+    assert {"model_config", "aliases", "artifacts"} <= set(version)
+
+
+def test_a_version_answers_its_model_config_under_that_name(api) -> None:  # type: ignore[no-untyped-def]
+    client, tokens, registry = api
+
+    response = client.get("/api/v1/registry/versions/digits:1", headers=auth(tokens["viewer"]))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_config"] == {} and body["aliases"] == ["candidate"]
+    assert body["artifacts"][0]["sha256"] == registry.resolve("digits:1").artifacts[0].sha256

@@ -10,10 +10,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from coordinator.api import CoordinatorSettings
+from coordinator.api import CoordinatorSettings, create_app
+from coordinator.deployment import Deployment, DeploymentSettings
+from fedge.errors import FederationError
 from fedge.serde import state_dict_to_safetensors
-from registry import Registry, RegistryConfig, RunCreate
-from tests.apps import operator_app
+from fedge.tls import init_federation_tls
+from registry import Registry, RegistryConfig, RunCreate, open_registry
+from tests.apps import operator_app, role_tokens
 
 Api = tuple[TestClient, dict[str, str], Registry]
 
@@ -294,3 +297,43 @@ def test_node_routes_need_an_admin_to_change_nodes(api: Api) -> None:
     revoke = client.delete("/api/v1/nodes/hospital-a", headers=auth(tokens["operator"]))
 
     assert enrol.status_code == 403 and revoke.status_code == 403
+
+
+# --- a deployment that is not running ---------------------------------------------------------------
+@pytest.fixture
+def unstarted(tmp_path: Path) -> Iterator[tuple[Deployment, Registry]]:
+    config = RegistryConfig(root=str(tmp_path / "reg"))
+    registry = open_registry(config)
+    init_federation_tls(tmp_path / "tls", ["localhost"])
+    settings = DeploymentSettings(state_dir=tmp_path / "state", tls_dir=tmp_path / "tls")
+    yield Deployment(settings, registry, config), registry
+    registry.close()
+
+
+@pytest.mark.parametrize("part", ["runs", "nodes", "control"])
+def test_a_deployment_not_started_refuses_to_hand_out_its_parts(
+    unstarted: tuple[Deployment, Registry], part: str
+) -> None:
+    deployment, _ = unstarted
+
+    with pytest.raises(FederationError, match=r"not running: call Deployment.start\(\)") as caught:
+        getattr(deployment, part)
+
+    assert not deployment.started
+    assert caught.value.code == "federation_failed"
+
+
+def test_routes_given_a_deployment_that_is_not_running_are_502(
+    unstarted: tuple[Deployment, Registry],
+) -> None:
+    deployment, _ = unstarted
+    config = deployment.registry_config
+    app = create_app(CoordinatorSettings(registry=config), deployment=deployment)
+    tokens = role_tokens(config.resolved_database_url())
+
+    with TestClient(app) as client:
+        nodes = client.get("/api/v1/nodes", headers=auth(tokens["viewer"]))
+        metrics = client.get("/metrics", headers=auth(tokens["viewer"]))
+
+    assert nodes.status_code == 502 and "fedge coordinator serve --tls-dir" in _error(nodes)["message"]
+    assert metrics.status_code == 200 and "fedge_nodes_online" not in metrics.text

@@ -1,0 +1,166 @@
+"""``/api/v1/registry``: model versions, artifacts, bundles, approvals, promotions, aliases, audit."""
+
+# Handlers parse, call one registry function and return a public schema. ``Viewer`` reads;
+# ``Operator`` approves, promotes and reads the audit log.
+
+# No `from __future__ import annotations`: FastAPI reads the dependency annotations at runtime.
+
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from coordinator.api.deps import GatesDep, Operator, RegistryDep, Viewer
+from coordinator.api.registry_schemas import (
+    AliasEventPublic,
+    ApprovalPublic,
+    ApprovalRequest,
+    AuditEntryPublic,
+    AuditVerificationPublic,
+    CheckpointPublic,
+    PromotionRequest,
+    RegistryRunPublic,
+    VersionPublic,
+)
+from registry import approve, assemble_bundle, promote, verify_chain
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["registry"])
+
+_BINARY: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}
+}
+
+
+@router.get("/versions", response_model=list[VersionPublic])
+def list_versions(
+    registry: RegistryDep,
+    _actor: Viewer,
+    name: str | None = None,
+    run_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[VersionPublic]:
+    """Versions, newest first, optionally of one model or one run."""
+    versions = registry.store.list_versions(name=name, run_id=run_id, limit=limit)
+    return [VersionPublic.model_validate(v) for v in versions]
+
+
+@router.get("/versions/{ref}", response_model=VersionPublic)
+def get_version(ref: str, registry: RegistryDep, _actor: Viewer) -> VersionPublic:
+    """A version by reference (``12``, ``digits:3``, ``digits@staging``)."""
+    return VersionPublic.model_validate(registry.resolve(ref))
+
+
+@router.get("/versions/{ref}/artifacts/{kind}", response_class=Response, responses=_BINARY)
+def get_artifact(ref: str, kind: str, registry: RegistryDep, _actor: Viewer) -> Response:
+    """One artifact's bytes; ``X-Content-SHA256`` carries the digest to check them against."""
+    version = registry.resolve(ref)
+    data = registry.read_artifact(version, kind)
+    artifact = version.artifact(kind)
+    assert artifact is not None  # read_artifact refused a kind the version lacks
+    return Response(
+        content=data,
+        media_type=artifact.media_type,
+        headers={
+            "X-Content-SHA256": artifact.sha256,
+            "X-Model-Version": f"{version.name}:{version.number}",
+        },
+    )
+
+
+@router.get("/versions/{ref}/bundle", response_class=Response, responses=_BINARY)
+def get_bundle(ref: str, registry: RegistryDep, actor: Viewer) -> Response:
+    """The version's signed release bundle (a zip); the download is audited."""
+    version = registry.resolve(ref)
+    data = assemble_bundle(registry, version)
+    registry.store.append_audit(
+        action="bundle.downloaded", actor=actor, subject=f"{version.name}:{version.number}", details={}
+    )
+    return Response(
+        content=data,
+        media_type="application/zip",
+        headers={
+            "X-Content-SHA256": hashlib.sha256(data).hexdigest(),
+            "X-Model-Version": f"{version.name}:{version.number}",
+            "Content-Disposition": f'attachment; filename="{version.name}-{version.number}.fedge.zip"',
+        },
+    )
+
+
+@router.get("/versions/{ref}/approvals", response_model=list[ApprovalPublic])
+def list_approvals(ref: str, registry: RegistryDep, _actor: Viewer) -> list[ApprovalPublic]:
+    """A version's approvals, oldest first."""
+    approvals = registry.store.list_approvals(registry.resolve(ref).id)
+    return [ApprovalPublic.model_validate(a) for a in approvals]
+
+
+@router.post("/versions/{ref}/approvals", status_code=201, response_model=ApprovalPublic)
+def add_approval(ref: str, body: ApprovalRequest, registry: RegistryDep, actor: Operator) -> ApprovalPublic:
+    """Approve a version for an alias (a gate may require approvals before a promotion)."""
+    approval = approve(registry, ref=ref, alias=body.alias, actor=actor, comment=body.comment)
+    return ApprovalPublic.model_validate(approval)
+
+
+@router.post("/promotions", response_model=list[VersionPublic])
+def promote_versions(
+    body: PromotionRequest, registry: RegistryDep, gates: GatesDep, actor: Operator
+) -> list[VersionPublic]:
+    """Move aliases (all or none) once every gate passes; answer the versions moved."""
+    moved = promote(
+        registry,
+        moves=[(m.version, m.alias) for m in body.moves],
+        actor=actor,
+        reason=body.reason,
+        gates=gates,
+    )
+    return [VersionPublic.model_validate(v) for v in moved]
+
+
+@router.get("/aliases/{name}/{alias}", response_model=VersionPublic)
+def get_alias(name: str, alias: str, registry: RegistryDep, _actor: Viewer) -> VersionPublic:
+    """The version ``name@alias`` points at."""
+    return VersionPublic.model_validate(registry.store.get_alias(name, alias))
+
+
+@router.get("/models/{name}/alias-history", response_model=list[AliasEventPublic])
+def alias_history(
+    name: str, registry: RegistryDep, _actor: Viewer, alias: str | None = None
+) -> list[AliasEventPublic]:
+    """A model's alias moves, oldest first (one alias with ``alias``)."""
+    return [AliasEventPublic.model_validate(e) for e in registry.store.list_alias_events(name, alias)]
+
+
+@router.get("/runs", response_model=list[RegistryRunPublic])
+def list_runs(
+    registry: RegistryDep, _actor: Viewer, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[RegistryRunPublic]:
+    """Runs as stored, newest first, with their resolved configs."""
+    return [RegistryRunPublic.model_validate(r) for r in registry.store.list_runs(limit=limit)]
+
+
+@router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointPublic])
+def list_checkpoints(run_id: str, registry: RegistryDep, _actor: Viewer) -> list[CheckpointPublic]:
+    """A run's checkpoints in round order (404 for an unknown run)."""
+    registry.store.get_run(run_id)
+    return [CheckpointPublic.model_validate(c) for c in registry.store.list_checkpoints(run_id)]
+
+
+@router.get("/audit", response_model=list[AuditEntryPublic])
+def list_audit(
+    registry: RegistryDep,
+    _actor: Operator,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> list[AuditEntryPublic]:
+    """Audit entries after ``after_seq``, in order."""
+    entries = registry.store.list_audit(after_seq=after_seq, limit=limit)
+    return [AuditEntryPublic.model_validate(e) for e in entries]
+
+
+@router.get("/audit/verify", response_model=AuditVerificationPublic)
+def verify_audit(registry: RegistryDep, _actor: Operator) -> AuditVerificationPublic:
+    """Walk the audit chain against its stored head; say where it first breaks."""
+    seq, head = registry.store.audit_head()
+    verification = verify_chain(registry.store.list_audit(), head_seq=seq, head_hash=head)
+    return AuditVerificationPublic.model_validate(verification)
