@@ -3,6 +3,7 @@
 from fedge.config.compose import CONFIG_DIR, load_config
 from fedge.config.drift import DriftPolicyConfig, DriftSettings
 from fedge.config.schemas import (
+    DEVICES,
     NAN_POLICIES,
     STRATEGY_NAMES,
     AliasGate,
@@ -21,6 +22,7 @@ from fedge.config.validation import validate_config, validate_drift_settings, va
 
 __all__ = [
     "CONFIG_DIR",
+    "DEVICES",
     "NAN_POLICIES",
     "STRATEGY_NAMES",
     "AliasGate",

@@ -39,6 +39,7 @@ def load_config(
     if not (folder / f"{config_name}.yaml").is_file():
         names = sorted(p.stem for p in folder.glob("*.yaml"))
         raise ConfigError(f"unknown config {config_name!r}: choose one of {', '.join(names)}")
+    overrides = _task_references(overrides, folder)
     _check_group_choices(overrides, folder)
     GlobalHydra.instance().clear()
     try:
@@ -56,6 +57,29 @@ def load_config(
     return config
 
 
+def _task_references(overrides: list[str], config_dir: Path) -> list[str]:
+    """``task=pkg.mod:Class`` or ``task=<entry point>``: the generic task group with that name.
+
+    A task without a YAML file of its own (a user's task, found by import path or through the
+    ``fedge.tasks`` entry points) takes ``configs/task/custom.yaml``'s training settings.
+    """
+    from fedge.tasks.catalog import BUILTIN_TASKS, ENTRY_POINT_GROUP
+
+    options = {p.stem for p in (config_dir / "task").glob("*.yaml")}
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.lstrip("+~") == "task" and value not in options and "custom" in options:
+            from importlib import metadata
+
+            installed = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+            if ":" in value or (value in installed and value not in BUILTIN_TASKS):
+                out += ["task=custom", f"task.name={value}"]
+                continue
+        out.append(item)
+    return out
+
+
 def _check_group_choices(overrides: list[str], config_dir: Path) -> None:
     """Turn ``task=nope`` / ``strategy=nope`` into errors listing the options that exist."""
     errors = {"task": UnknownTaskError, "strategy": UnknownStrategyError}
@@ -67,6 +91,10 @@ def _check_group_choices(overrides: list[str], config_dir: Path) -> None:
         group_dir = config_dir / key
         if group_dir.is_dir():
             options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+            if value not in options and key == "task":
+                from fedge.tasks import get_task
+
+                get_task(value)  # raises UnknownTaskError naming the known tasks and the import-path form
             if value not in options:
                 error = errors.get(key, ConfigError)
                 raise error(f"unknown {key} {value!r}: choose one of {', '.join(options)}")

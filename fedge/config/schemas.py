@@ -11,6 +11,7 @@ from fedge.config.drift import DriftPolicyConfig, DriftSettings
 from fedge.config.validation import build, validate_config, validate_gates
 
 __all__ = [
+    "DEVICES",
     "NAN_POLICIES",
     "STRATEGY_NAMES",
     "AliasGate",
@@ -30,6 +31,8 @@ __all__ = [
 
 # How a client treats a missing value (NaN or an empty cell) in its data file.
 NAN_POLICIES = ("reject", "drop_rows")
+# Where a client trains: auto picks CUDA when the process sees a GPU.
+DEVICES = ("auto", "cpu", "cuda")
 
 # Names accepted in ``strategy.name``; the coordinator maps each to its Flower class.
 STRATEGY_NAMES = (
@@ -74,7 +77,11 @@ class DataFileSchema:
 
 @dataclass
 class TaskConfig:
-    """Hydra schema of the ``task`` group: which task, its model and local training settings."""
+    """Hydra schema of the ``task`` group: which task, its model and local training settings.
+
+    ``name`` is a built-in task, an installed ``fedge.tasks`` entry point, or an import path
+    ``package.module:Class``.
+    """
 
     name: str = "digits"
     model: str = "mlp"
@@ -86,6 +93,8 @@ class TaskConfig:
     test_fraction: float = 0.2
     val_fraction: float = 0.2
     data_seed: int = 0
+    # auto: CUDA when the process has a GPU, else CPU; cpu or cuda force one (cuda without a GPU fails)
+    device: str = "auto"
     data: DataFileSchema = field(default_factory=DataFileSchema)
 
     def __post_init__(self) -> None:

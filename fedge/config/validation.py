@@ -78,11 +78,18 @@ def _value(hint: Any, value: Any, key: str) -> Any:
 
 def validate_task(task: TaskConfig) -> None:
     """Check the ``task`` group: a known task, positive sizes, fractions in (0, 1), the data rules."""
-    from fedge.config.schemas import NAN_POLICIES
-    from fedge.tasks import available_tasks
+    from fedge.config.schemas import DEVICES, NAN_POLICIES
+    from fedge.tasks import get_task
 
-    if task.name not in available_tasks():
-        raise UnknownTaskError(f"unknown task {task.name!r}: choose one of {', '.join(available_tasks())}")
+    if not task.name:
+        raise UnknownTaskError("task.name is empty: name a task (task=digits, or task=my_pkg.tasks:MyTask)")
+    found = get_task(task.name)  # UnknownTaskError / TaskDefinitionError name what is wrong
+    if task.model not in found.models:
+        raise ConfigError(
+            f"task {found.name!r} has no model {task.model!r}: choose one of {', '.join(found.models)}"
+        )
+    if task.device not in DEVICES:
+        raise ConfigError(f"task.device must be one of {', '.join(DEVICES)}, got {task.device!r}")
     for key in ("local_epochs", "batch_size", "hidden"):
         if getattr(task, key) < 1:
             raise ConfigError(f"task.{key} must be >= 1, got {getattr(task, key)}")

@@ -1,57 +1,46 @@
-"""Tasks fedge can federate: look one up by name with :func:`get_task`."""
+"""The public task API: what a user's task defines, and how fedge finds it.
+
+A task is a :class:`Task` subclass in the user's own package (see :mod:`fedge.tasks.api` for a
+complete example), found by import path (``task=my_pkg.tasks:ChestXray``), by the ``fedge.tasks``
+entry-point group, or by a built-in name (``digits``, ``breast_cancer``, ``wine``, ``diabetes``,
+``shapes``). Nothing here imports torch at package import.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from fedge.config import NAN_POLICIES, DataFileSchema, TaskConfig
-from fedge.errors import UnknownTaskError
-from fedge.tasks.base import DataSchema, Dataset, Task
+from fedge.tasks.api import Dataset, Task
+from fedge.tasks.base import DataSchema
+from fedge.tasks.catalog import (
+    BUILTIN_TASKS,
+    ENTRY_POINT_GROUP,
+    TaskInfo,
+    available_tasks,
+    check_dataset,
+    get_task,
+    list_tasks,
+    load_task,
+)
+from fedge.tasks.metrics import compute_metrics
+from fedge.tasks.spec import DriftSpec, InputSpec, TargetSpec
 
 __all__ = [
+    "BUILTIN_TASKS",
+    "ENTRY_POINT_GROUP",
     "NAN_POLICIES",
     "DataFileSchema",
     "DataSchema",
     "Dataset",
+    "DriftSpec",
+    "InputSpec",
+    "TargetSpec",
     "Task",
     "TaskConfig",
+    "TaskInfo",
     "available_tasks",
+    "check_dataset",
+    "compute_metrics",
     "get_task",
+    "list_tasks",
+    "load_task",
 ]
-
-
-def _digits() -> Task:
-    from fedge.tasks.builtin import DigitsTask
-
-    return DigitsTask()
-
-
-def _breast_cancer() -> Task:
-    from fedge.tasks.builtin import BreastCancerTask
-
-    return BreastCancerTask()
-
-
-_FACTORIES: dict[str, Callable[[], Task]] = {"digits": _digits, "breast_cancer": _breast_cancer}
-
-
-def available_tasks() -> list[str]:
-    """Names of the tasks :func:`get_task` knows."""
-    return sorted(_FACTORIES)
-
-
-def get_task(name: str) -> Task:
-    """Return the task called ``name``.
-
-    Raises
-    ------
-    UnknownTaskError
-        If no task has that name; the message lists the known ones.
-    """
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
-        raise UnknownTaskError(
-            f"unknown task {name!r}: choose one of {', '.join(available_tasks())}"
-        ) from None
-    return factory()

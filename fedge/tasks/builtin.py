@@ -9,7 +9,8 @@ import numpy as np
 
 from fedge.config import TaskConfig
 from fedge.errors import ConfigError
-from fedge.tasks.base import DataSchema, Dataset, Task
+from fedge.tasks.api import Dataset, Task
+from fedge.tasks.spec import InputSpec, TargetSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -22,21 +23,20 @@ class DigitsTask(Task):
 
     name = "digits"
     preprocessing_note = "8x8 grey image, row-major, intensities 0..16 divided by 16"
-    schema = DataSchema(
-        feature_names=tuple(f"pixel_{r}_{c}" for r in range(8) for c in range(8)),
-        num_classes=10,
-        value_min=0.0,
-        value_max=1.0,
-        class_names=tuple(str(d) for d in range(10)),
+    models = ("mlp", "cnn")
+    description = "scikit-learn digits: 8x8 images as 64 features in [0, 1] -> 10 digits (MLP or CNN)"
+    input_spec = InputSpec.tabular(
+        tuple(f"pixel_{r}_{c}" for r in range(8) for c in range(8)), value_min=0.0, value_max=1.0
     )
+    target = TargetSpec.multiclass(tuple(str(d) for d in range(10)))
 
     def build_model(self, config: TaskConfig) -> nn.Module:
         from fedge.tasks.models import MLP, SmallCNN
 
         if config.model == "mlp":
-            return MLP(self.schema.num_features, self.schema.num_classes, hidden=config.hidden)
+            return MLP(self.input_spec.num_features, self.target.num_classes, hidden=config.hidden)
         if config.model == "cnn":
-            return SmallCNN(side=8, num_classes=self.schema.num_classes, channels=config.hidden // 4)
+            return SmallCNN(side=8, num_classes=self.target.num_classes, channels=config.hidden // 4)
         raise ConfigError(f"task 'digits' has no model {config.model!r}: choose 'mlp' or 'cnn'")
 
     def load_dataset(self) -> Dataset:
@@ -52,19 +52,16 @@ class BreastCancerTask(Task):
     """
 
     name = "breast_cancer"
+    models = ("mlp",)
+    description = "scikit-learn breast cancer: 30 measurements -> malignant/benign (MLP)"
     preprocessing_note = "raw measurements; standardization is inside the model"
 
     def __init__(self) -> None:
         from sklearn.datasets import load_breast_cancer
 
         names = tuple(str(n).replace(" ", "_") for n in load_breast_cancer().feature_names)
-        self.schema = DataSchema(
-            feature_names=names,
-            num_classes=2,
-            value_min=0.0,
-            value_max=1e5,
-            class_names=("malignant", "benign"),
-        )
+        self.input_spec = InputSpec.tabular(names, value_min=0.0, value_max=1e5)
+        self.target = TargetSpec.binary(("malignant", "benign"))
 
     def build_model(self, config: TaskConfig) -> nn.Module:
         import torch
@@ -75,7 +72,7 @@ class BreastCancerTask(Task):
             raise ConfigError(f"task 'breast_cancer' has no model {config.model!r}: choose 'mlp'")
         x, _ = _load_sklearn("breast_cancer")
         prep = Standardize(torch.from_numpy(x.mean(0)), torch.from_numpy(x.std(0) + 1e-6))
-        return MLP(self.schema.num_features, 2, hidden=config.hidden, standardize=prep)
+        return MLP(self.input_spec.num_features, 2, hidden=config.hidden, standardize=prep)
 
     def load_dataset(self) -> Dataset:
         x, y = _load_sklearn("breast_cancer")

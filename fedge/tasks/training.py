@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedge.tasks.base import Dataset
+from fedge.tasks.api import Dataset
 
 __all__ = ["EvalResult", "TrainResult", "evaluate_model", "predict_logits", "train_model"]
 

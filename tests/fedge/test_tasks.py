@@ -13,11 +13,12 @@ from fedge.tasks.training import evaluate_model, train_model
 
 def test_unknown_task_lists_the_known_ones() -> None:
     with pytest.raises(
-        UnknownTaskError, match="unknown task 'mnist': choose one of breast_cancer, digits"
+        UnknownTaskError,
+        match="unknown task 'mnist': choose one of breast_cancer, diabetes, digits, shapes, wine",
     ) as info:
         get_task("mnist")
     assert info.value.code == "unknown_task"
-    assert available_tasks() == ["breast_cancer", "digits"]
+    assert available_tasks() == ["breast_cancer", "diabetes", "digits", "shapes", "wine"]
 
 
 @pytest.mark.parametrize(("name", "model"), [("digits", "mlp"), ("digits", "cnn"), ("breast_cancer", "mlp")])

@@ -43,7 +43,7 @@ def test_extra_strategy_params_are_checked_against_the_strategy() -> None:
         (
             ["task=mnist"],
             UnknownTaskError,
-            "unknown task 'mnist': choose one of breast_cancer, digits",
+            "unknown task 'mnist': choose one of breast_cancer, diabetes, digits, shapes, wine",
         ),
         (["strategy=fedsgd"], UnknownStrategyError, "unknown strategy 'fedsgd': choose one of"),
         (["task.name=mnist"], UnknownTaskError, "unknown task 'mnist'"),
