@@ -12,6 +12,7 @@ from registry.bundle import (
     write_bundle,
 )
 from registry.client import RegistryClient
+from registry.db import SqlStoreBase, open_engine, redact_url, session_scope
 from registry.factory import RegistryConfig, open_registry
 from registry.governance import (
     AliasGate,
@@ -23,6 +24,7 @@ from registry.governance import (
     promote,
 )
 from registry.http import create_registry_router
+from registry.migrate import MigrationHistory, run_environment, upgrade_schema
 from registry.onnx_export import (
     DEFAULT_PARITY_TOLERANCE,
     ParityReport,
@@ -65,6 +67,7 @@ __all__ = [
     "GateCheck",
     "GatesConfig",
     "LocalArtifactStore",
+    "MigrationHistory",
     "ModelVersion",
     "ModelVersionCreate",
     "NodeContribution",
@@ -78,6 +81,7 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "SqlRegistryStore",
+    "SqlStoreBase",
     "VerifiedBundle",
     "approve",
     "assemble_bundle",
@@ -87,14 +91,19 @@ __all__ = [
     "export_onnx",
     "gates_from_dict",
     "open_artifact_store",
+    "open_engine",
     "open_registry",
     "parse_version_ref",
     "prepare_release",
     "promote",
     "quantize_int8",
+    "redact_url",
     "release_bundle",
+    "run_environment",
     "run_onnx",
+    "session_scope",
     "sha256_hex",
+    "upgrade_schema",
     "verify_bundle",
     "verify_chain",
     "write_bundle",
