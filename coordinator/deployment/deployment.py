@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from sqlalchemy.engine import Engine
+
 from coordinator.deployment.control import FlowerControl
 from coordinator.deployment.nodes import NodeRegistry
 from coordinator.deployment.runs import DeploymentRuns
@@ -23,7 +25,7 @@ from coordinator.deployment.superlink import ManagedSuperLink
 from coordinator.drift.launch import start_requested_runs
 from coordinator.drift.store import DriftReportStore
 from fedge.tls import TlsFiles
-from registry import Registry, RegistryConfig
+from registry import Registry, RegistryConfig, open_engine
 
 __all__ = ["Deployment", "DeploymentSettings"]
 
@@ -65,6 +67,7 @@ class Deployment:
         self.nodes: NodeRegistry | None = None
         self.runs: DeploymentRuns | None = None
         self._drift_store: DriftReportStore | None = None
+        self._engine: Engine | None = None
         self._stopping = threading.Event()
         self._drift_thread: threading.Thread | None = None
 
@@ -79,7 +82,9 @@ class Deployment:
         try:
             ca = self.superlink.root_certificates
             self.control = FlowerControl(self.superlink.address, ca)
-            self.nodes = NodeRegistry(self.registry_config.resolved_database_url(), self.control)
+            # One engine for the coordinator's tables, shared by the node registry and drift store.
+            self._engine = open_engine(self.registry_config.resolved_database_url())
+            self.nodes = NodeRegistry(self._engine, self.control)
             restored = self.nodes.reconcile()
             if restored:
                 log.info("registered %d enrolled node(s) the SuperLink did not know", restored)
@@ -91,7 +96,7 @@ class Deployment:
                 work_dir=Path(self.settings.state_dir) / "runs",
                 poll_interval_s=self.settings.poll_interval_s,
             )
-            self._drift_store = DriftReportStore(self.registry_config.resolved_database_url())
+            self._drift_store = DriftReportStore(self._engine)
             self._drift_thread = threading.Thread(target=self._watch_drift, name="drift-runs", daemon=True)
             self._drift_thread.start()
         except BaseException:
@@ -136,6 +141,9 @@ class Deployment:
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
         self.superlink.stop()
 
     def __enter__(self) -> Deployment:
