@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, update
+from sqlalchemy import Column, DateTime
 from sqlmodel import Field, select
 
 from coordinator.tables import CoordinatorRow, CoordinatorStore
@@ -119,11 +119,11 @@ class TokenStore(CoordinatorStore):
     def revoke(self, token_id: int) -> None:
         """Revoke a token; it authenticates no more."""
         with self._session() as s:
-            result = s.execute(
-                update(TokenRow).where(TokenRow.id == token_id).values(revoked_at=datetime.now(UTC))  # type: ignore[arg-type]
-            )
-        if result.rowcount == 0:
-            raise NotFoundError(f"token {token_id} does not exist")
+            row = s.get(TokenRow, token_id)
+            if row is None:
+                raise NotFoundError(f"token {token_id} does not exist")
+            row.revoked_at = datetime.now(UTC)
+            s.add(row)
 
     def list(self) -> list[TokenInfo]:
         """Every token, newest first, without secrets."""

@@ -85,17 +85,7 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
 
     # --- runs -------------------------------------------------------------------------------
     def create_run(self, run: RunCreate) -> RunInfo:
-        row = RunRow(
-            run_id=run.run_id,
-            task=run.task,
-            strategy=run.strategy,
-            num_rounds=run.num_rounds,
-            status=RunStatus.PENDING,
-            config=run.config,
-            config_hash=run.config_hash,
-            reason=run.reason,
-            mode=run.mode,
-        )
+        row = RunRow.from_create(run)
         with self._session() as s:
             s.add(row)
         return row.to_info()
@@ -132,14 +122,7 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
 
     # --- checkpoints --------------------------------------------------------------------------
     def add_checkpoint(self, checkpoint: CheckpointCreate) -> Checkpoint:
-        row = CheckpointRow(
-            run_id=checkpoint.run_id,
-            round=checkpoint.round,
-            weights_sha256=checkpoint.weights.sha256,
-            weights_size=checkpoint.weights.size,
-            metrics=dict(checkpoint.metrics),
-            lineage=dict(checkpoint.lineage),
-        )
+        row = CheckpointRow.from_create(checkpoint)
         with self._session() as s:
             _get(s, RunRow, checkpoint.run_id, f"run {checkpoint.run_id!r}")
             s.add(row)
@@ -168,30 +151,11 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
             last = s.exec(
                 select(func.max(ModelVersionRow.number)).where(ModelVersionRow.name == version.name)
             ).one()
-            row = ModelVersionRow(
-                name=version.name,
-                number=(last or 0) + 1,
-                run_id=version.run_id,
-                checkpoint_id=version.checkpoint_id,
-                metrics=dict(version.metrics),
-                lineage=dict(version.lineage),
-                model_config_json=dict(version.model_config),
-                description=version.description,
-                parent_version_id=version.parent_version_id,
-            )
+            row = ModelVersionRow.from_create(version, number=(last or 0) + 1)
             s.add(row)
             s.flush()
             assert row.id is not None
-            for art in version.artifacts:
-                s.add(
-                    VersionArtifactRow(
-                        version_id=row.id,
-                        kind=art.kind,
-                        sha256=art.sha256,
-                        size=art.size,
-                        media_type=art.media_type,
-                    )
-                )
+            s.add_all(VersionArtifactRow.from_ref(row.id, art) for art in version.artifacts)
             append_entry(
                 s,
                 action="version.registered",

@@ -15,8 +15,12 @@ from registry.schemas import (
     ArtifactRef,
     AuditEntry,
     Checkpoint,
+    CheckpointCreate,
     ModelVersion,
+    ModelVersionCreate,
+    RunCreate,
     RunInfo,
+    RunStatus,
 )
 
 __all__ = [
@@ -56,6 +60,21 @@ class RunRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
     finished_at: datetime | None = None
 
+    @classmethod
+    def from_create(cls, run: RunCreate) -> RunRow:
+        """The row of a new, pending run."""
+        return cls(
+            run_id=run.run_id,
+            task=run.task,
+            strategy=run.strategy,
+            num_rounds=run.num_rounds,
+            status=RunStatus.PENDING,
+            config=run.config,
+            config_hash=run.config_hash,
+            reason=run.reason,
+            mode=run.mode,
+        )
+
     def to_info(self) -> RunInfo:
         """The run as the registry's API returns it."""
         return RunInfo(
@@ -90,6 +109,18 @@ class CheckpointRow(SQLModel, table=True):
     lineage: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=_now)
 
+    @classmethod
+    def from_create(cls, checkpoint: CheckpointCreate) -> CheckpointRow:
+        """The row of a new checkpoint."""
+        return cls(
+            run_id=checkpoint.run_id,
+            round=checkpoint.round,
+            weights_sha256=checkpoint.weights.sha256,
+            weights_size=checkpoint.weights.size,
+            metrics=dict(checkpoint.metrics),
+            lineage=dict(checkpoint.lineage),
+        )
+
     def to_entity(self) -> Checkpoint:
         """The checkpoint as the registry's API returns it."""
         assert self.id is not None, "a checkpoint row is converted after it was flushed"
@@ -121,6 +152,21 @@ class ModelVersionRow(SQLModel, table=True):
     model_config_json: dict[str, Any] = Field(sa_column=Column("model_config", JSON, nullable=False))
     description: str = Field(default="")
     created_at: datetime = Field(default_factory=_now)
+
+    @classmethod
+    def from_create(cls, version: ModelVersionCreate, *, number: int) -> ModelVersionRow:
+        """The row of a new version, numbered ``number`` among its model's."""
+        return cls(
+            name=version.name,
+            number=number,
+            run_id=version.run_id,
+            checkpoint_id=version.checkpoint_id,
+            metrics=dict(version.metrics),
+            lineage=dict(version.lineage),
+            model_config_json=dict(version.model_config),
+            description=version.description,
+            parent_version_id=version.parent_version_id,
+        )
 
     def to_entity(self, *, artifacts: tuple[ArtifactRef, ...], aliases: tuple[str, ...]) -> ModelVersion:
         """The version as the registry's API returns it, with its artifacts and the aliases on it."""
@@ -161,6 +207,13 @@ class VersionArtifactRow(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     size: int
     media_type: str = Field(max_length=128)
+
+    @classmethod
+    def from_ref(cls, version_id: int, ref: ArtifactRef) -> VersionArtifactRow:
+        """The row linking artifact ``ref`` to version ``version_id``."""
+        return cls(
+            version_id=version_id, kind=ref.kind, sha256=ref.sha256, size=ref.size, media_type=ref.media_type
+        )
 
 
 class AliasRow(SQLModel, table=True):

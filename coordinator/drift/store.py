@@ -6,6 +6,7 @@ are stored as float64 bytes (decoding 10,000 summaries stays a ``frombuffer`` ea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -102,21 +103,24 @@ class DriftSummaryRow(CoordinatorRow, table=True):
     received_from: str = Field(max_length=256)
     received_at: datetime = _when()
 
-    def to_summary(self) -> SiteSummary:
-        """The summary as the site sent it."""
+    @staticmethod
+    def summary_from_columns(columns: Mapping[Any, Any]) -> SiteSummary:
+        """The summary as the site sent it, from this table's columns by name.
+
+        A plain row's ``_mapping``: reading a window of 10,000 summaries skips the ORM.
+        """
+        class_counts = columns["class_counts"]
         return SiteSummary(
-            site=self.site,
-            model=self.model,
-            version=self.version,
-            window=self.window,
-            window_size=self.window_size,
-            counts=np.frombuffer(self.counts, dtype=np.float64).reshape(self.shape),
-            class_counts=None
-            if self.class_counts is None
-            else np.frombuffer(self.class_counts, dtype=np.float64),
-            epsilon=self.epsilon,
-            delta=self.delta,
-            mechanism=self.mechanism,
+            site=columns["site"],
+            model=columns["model"],
+            version=columns["version"],
+            window=columns["window"],
+            window_size=columns["window_size"],
+            counts=np.frombuffer(columns["counts"], dtype=np.float64).reshape(columns["shape"]),
+            class_counts=None if class_counts is None else np.frombuffer(class_counts, dtype=np.float64),
+            epsilon=columns["epsilon"],
+            delta=columns["delta"],
+            mechanism=columns["mechanism"],
         )
 
 
@@ -215,7 +219,8 @@ class DriftReportStore(CoordinatorStore):
         ]
         try:
             with self._session() as s:
-                s.execute(insert(DriftSummaryRow), rows)
+                # The table, not the ORM entity: one executemany, no per-row bookkeeping.
+                s.execute(insert(DriftSummaryRow.__table__), rows)  # type: ignore[attr-defined]
         except ConflictError as exc:
             raise ConflictError(
                 "a site already sent a summary for this version and window: each site counts once per "
@@ -224,17 +229,15 @@ class DriftReportStore(CoordinatorStore):
 
     def summaries(self, model: str, version: int, window: int) -> list[SiteSummary]:
         """A window's summaries, in arrival order."""
+        table = DriftSummaryRow.__table__  # type: ignore[attr-defined]
         query = (
-            select(DriftSummaryRow)
-            .where(
-                DriftSummaryRow.model == model,
-                DriftSummaryRow.version == version,
-                DriftSummaryRow.window == window,
-            )
-            .order_by(DriftSummaryRow.id)  # type: ignore[arg-type]
+            table.select()
+            .where(table.c.model == model, table.c.version == version, table.c.window == window)
+            .order_by(table.c.id)
         )
         with self._session() as s:
-            return [r.to_summary() for r in s.exec(query)]
+            rows = s.connection().execute(query).all()
+        return [DriftSummaryRow.summary_from_columns(r._mapping) for r in rows]
 
     # --- reports --------------------------------------------------------------------------------------
 
