@@ -174,7 +174,7 @@ def bench_service(args: argparse.Namespace, table: Callable[..., None]) -> bool:
     t_agg = _best(lambda: aggregate_window(reference, summaries), args.repeats)
     one = _best(lambda: aggregate_window(reference, summaries[:1]), args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
-        store = DriftReportStore(f"sqlite:///{tmp}/drift.db")
+        store = DriftReportStore.from_url(f"sqlite:///{tmp}/drift.db")
         start = time.perf_counter()
         store.add_summaries(summaries, source="bench", received_from="bench")
         t_write = time.perf_counter() - start

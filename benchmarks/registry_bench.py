@@ -401,7 +401,7 @@ def bench_lookups(args: argparse.Namespace) -> list[Goal]:
     results: dict[int, dict[str, float]] = {}
     for versions in (1_000, args.versions):
         with tempfile.TemporaryDirectory(prefix="fedge-bench-lookups-") as tmp:
-            store = SqlRegistryStore(f"sqlite:///{tmp}/registry.db")
+            store = SqlRegistryStore.from_url(f"sqlite:///{tmp}/registry.db")
             models = 100
             t = time.perf_counter()
             _fill(store, versions=versions, models=models)

@@ -8,19 +8,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Integer,
-    String,
-    Table,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.engine import Engine
+from sqlalchemy import Column, DateTime
+from sqlmodel import Field, select
 
-from coordinator.tables import coordinator_metadata, open_coordinator_engine
+from coordinator.tables import CoordinatorRow, CoordinatorStore
 from fedge.errors import (
     AuthenticationError,
     ConfigError,
@@ -28,22 +19,11 @@ from fedge.errors import (
     PermissionDeniedError,
 )
 
-__all__ = ["ROLES", "Principal", "TokenInfo", "TokenStore", "require_role"]
+__all__ = ["ROLES", "Principal", "TokenInfo", "TokenRow", "TokenStore", "require_role"]
 
 # Higher includes lower: an admin may do what an operator may, an operator what a viewer may.
 ROLES: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
 TOKEN_PREFIX = "fedge_"
-
-_tokens = Table(
-    "api_tokens",
-    coordinator_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(128), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("token_sha256", String(64), nullable=False, unique=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
-)
 
 
 @dataclass(frozen=True)
@@ -66,15 +46,41 @@ class TokenInfo:
     revoked_at: datetime | None
 
 
+class TokenRow(CoordinatorRow, table=True):
+    """A stored token: its name, role and the sha256 of its secret."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    role: str = Field(max_length=16)
+    token_sha256: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+    def to_info(self) -> TokenInfo:
+        """The token as listed (never the secret)."""
+        assert self.id is not None, "a token row is converted after it was flushed"
+        return TokenInfo(self.id, self.name, self.role, self.created_at, self.revoked_at)
+
+    def to_principal(self) -> Principal:
+        """Who authenticates with this token."""
+        assert self.id is not None, "a token row is converted after it was flushed"
+        return Principal(name=self.name, role=self.role, token_id=self.id)
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class TokenStore:
-    """Tokens in a SQL table; only a sha256 of each secret is stored."""
+class TokenStore(CoordinatorStore):
+    """Tokens in a SQL table; only a sha256 of each secret is stored.
 
-    def __init__(self, url: str) -> None:
-        self._engine: Engine = open_coordinator_engine(url)
+    Parameters
+    ----------
+    engine : Engine
+        The database's shared engine (``TokenStore.from_url(url)`` opens one of its own).
+    """
 
     def create(self, *, name: str, role: str) -> tuple[TokenInfo, str]:
         """Create a token; return its info and the secret (shown once, never stored)."""
@@ -84,12 +90,11 @@ class TokenStore:
             raise ConfigError("a token needs a name (who or what uses it)")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        with self._engine.begin() as conn:
-            result = conn.execute(
-                insert(_tokens).values(name=name, role=role, token_sha256=_digest(secret), created_at=now)
-            )
-            token_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        return TokenInfo(token_id, name, role, now, None), secret
+        row = TokenRow(name=name, role=role, token_sha256=_digest(secret), created_at=now)
+        with self._session() as s:
+            s.add(row)
+            s.flush()
+        return row.to_info(), secret
 
     def authenticate(self, token: str | None) -> Principal:
         """Return the principal of an active token.
@@ -105,30 +110,26 @@ class TokenStore:
                 "missing or malformed bearer token: send 'Authorization: Bearer fedge_...'"
             )
         digest = _digest(token)
-        with self._engine.connect() as conn:
-            row = conn.execute(select(_tokens).where(_tokens.c.token_sha256 == digest)).first()
+        with self._session() as s:
+            row = s.exec(select(TokenRow).where(TokenRow.token_sha256 == digest)).first()
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_sha256, digest):
             raise AuthenticationError("the bearer token is unknown or revoked")
-        return Principal(name=row.name, role=row.role, token_id=row.id)
+        return row.to_principal()
 
     def revoke(self, token_id: int) -> None:
         """Revoke a token; it authenticates no more."""
-        with self._engine.begin() as conn:
-            result = conn.execute(
-                update(_tokens).where(_tokens.c.id == token_id).values(revoked_at=datetime.now(UTC))
-            )
-        if result.rowcount == 0:
-            raise NotFoundError(f"token {token_id} does not exist")
+        with self._session() as s:
+            row = s.get(TokenRow, token_id)
+            if row is None:
+                raise NotFoundError(f"token {token_id} does not exist")
+            row.revoked_at = datetime.now(UTC)
+            s.add(row)
 
     def list(self) -> list[TokenInfo]:
         """Every token, newest first, without secrets."""
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(_tokens).order_by(_tokens.c.id.desc())).all()
-        return [TokenInfo(r.id, r.name, r.role, r.created_at, r.revoked_at) for r in rows]
-
-    def close(self) -> None:
-        """Release connections."""
-        self._engine.dispose()
+        with self._session() as s:
+            rows = s.exec(select(TokenRow).order_by(TokenRow.id.desc())).all()  # type: ignore[union-attr]
+            return [r.to_info() for r in rows]
 
 
 def require_role(principal: Principal, role: str) -> Principal:

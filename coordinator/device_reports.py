@@ -9,26 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, insert, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import JSON, Column, DateTime
+from sqlmodel import Field, select
 
-from coordinator.tables import coordinator_metadata, open_coordinator_engine
+from coordinator.tables import CoordinatorRow, CoordinatorStore
 
-__all__ = ["DeviceReport", "DeviceReportStore"]
-
-_reports = Table(
-    "device_reports",
-    coordinator_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("device", String(128), nullable=False, index=True),
-    Column("model_name", String(128), nullable=False),
-    Column("model_version", String(64), nullable=False),
-    Column("served", Integer, nullable=False),
-    Column("health", JSON, nullable=False),
-    Column("drift", JSON, nullable=False),
-    Column("reported_by", String(256), nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
-)
+__all__ = ["DeviceReport", "DeviceReportRow", "DeviceReportStore"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +32,45 @@ class DeviceReport:
     received_at: datetime
 
 
-class DeviceReportStore:
-    """Device reports in a SQL table (the coordinator's own, beside the registry's)."""
+class DeviceReportRow(CoordinatorRow, table=True):
+    """A stored device report."""
 
-    def __init__(self, url: str) -> None:
-        self._engine: Engine = open_coordinator_engine(url)
+    __tablename__ = "device_reports"
+
+    id: int | None = Field(default=None, primary_key=True)
+    device: str = Field(max_length=128, index=True)
+    model_name: str = Field(max_length=128)
+    model_version: str = Field(max_length=64)
+    served: int
+    health: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    drift: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    reported_by: str = Field(max_length=256)
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+    def to_entity(self) -> DeviceReport:
+        """The report as the API lists it."""
+        assert self.id is not None, "a report row is converted after it was flushed"
+        return DeviceReport(
+            id=self.id,
+            device=self.device,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            served=self.served,
+            health=self.health,
+            drift=self.drift,
+            reported_by=self.reported_by,
+            received_at=self.received_at,
+        )
+
+
+class DeviceReportStore(CoordinatorStore):
+    """Device reports in a SQL table (the coordinator's own, beside the registry's).
+
+    Parameters
+    ----------
+    engine : Engine
+        The database's shared engine (``DeviceReportStore.from_url(url)`` opens one of its own).
+    """
 
     def add(
         self,
@@ -64,42 +84,26 @@ class DeviceReportStore:
         reported_by: str,
     ) -> DeviceReport:
         """Store a report."""
-        now = datetime.now(UTC)
-        values = {
-            "device": device,
-            "model_name": model_name,
-            "model_version": model_version,
-            "served": served,
-            "health": health,
-            "drift": drift,
-            "reported_by": reported_by,
-            "received_at": now,
-        }
-        with self._engine.begin() as conn:
-            result = conn.execute(insert(_reports).values(**values))
-            report_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        return DeviceReport(id=report_id, **values)  # type: ignore[arg-type]
+        row = DeviceReportRow(
+            device=device,
+            model_name=model_name,
+            model_version=model_version,
+            served=served,
+            health=health,
+            drift=drift,
+            reported_by=reported_by,
+            received_at=datetime.now(UTC),
+        )
+        with self._session() as s:
+            s.add(row)
+            s.flush()
+        return row.to_entity()
 
     def latest_by_device(self) -> list[DeviceReport]:
         """Each device's newest report."""
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(_reports).order_by(_reports.c.id.desc())).all()
         seen: dict[str, DeviceReport] = {}
-        for r in rows:
-            if r.device not in seen:
-                seen[r.device] = DeviceReport(
-                    r.id,
-                    r.device,
-                    r.model_name,
-                    r.model_version,
-                    r.served,
-                    r.health,
-                    r.drift,
-                    r.reported_by,
-                    r.received_at,
-                )
+        with self._session() as s:
+            for r in s.exec(select(DeviceReportRow).order_by(DeviceReportRow.id.desc())):  # type: ignore[union-attr]
+                if r.device not in seen:
+                    seen[r.device] = r.to_entity()
         return sorted(seen.values(), key=lambda d: d.device)
-
-    def close(self) -> None:
-        """Release connections."""
-        self._engine.dispose()

@@ -22,6 +22,7 @@
     │   └── PrivacyBudgetError      privacy_budget_exhausted 409  1
     ├── RegistryError               registry_error           500  1
     │   └── RegistryUnavailableError registry_unavailable    503  3
+    ├── DatabaseUnavailableError    database_unavailable     503  3
     ├── ArtifactError               artifact_invalid         422  1
     │   └── ReleaseRefusedError     release_refused          422  1
     ├── ExportError                 export_failed            500  1
@@ -49,6 +50,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "DataError",
+    "DatabaseUnavailableError",
     "EmptyBodyError",
     "ExportError",
     "FederationError",
@@ -192,6 +194,14 @@ class RegistryUnavailableError(RegistryError):
     """The registry database or artifact folder cannot be opened or written."""
 
     code = "registry_unavailable"
+    http_status = 503
+    exit_code = 3
+
+
+class DatabaseUnavailableError(FedgeError):
+    """The coordinator's database (tokens, nodes, device and drift reports) cannot be opened or written."""
+
+    code = "database_unavailable"
     http_status = 503
     exit_code = 3
 

@@ -12,6 +12,7 @@ from registry.bundle import (
     write_bundle,
 )
 from registry.client import RegistryClient
+from registry.db import SqlStoreBase, open_engine, redact_url, session_scope
 from registry.factory import RegistryConfig, open_registry
 from registry.governance import (
     AliasGate,
@@ -22,6 +23,7 @@ from registry.governance import (
     gates_from_dict,
     promote,
 )
+from registry.migrate import MigrationHistory, run_environment, upgrade_schema
 from registry.onnx_export import (
     DEFAULT_PARITY_TOLERANCE,
     ParityReport,
@@ -64,6 +66,7 @@ __all__ = [
     "GateCheck",
     "GatesConfig",
     "LocalArtifactStore",
+    "MigrationHistory",
     "ModelVersion",
     "ModelVersionCreate",
     "NodeContribution",
@@ -77,6 +80,7 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "SqlRegistryStore",
+    "SqlStoreBase",
     "VerifiedBundle",
     "approve",
     "assemble_bundle",
@@ -85,14 +89,19 @@ __all__ = [
     "export_onnx",
     "gates_from_dict",
     "open_artifact_store",
+    "open_engine",
     "open_registry",
     "parse_version_ref",
     "prepare_release",
     "promote",
     "quantize_int8",
+    "redact_url",
     "release_bundle",
+    "run_environment",
     "run_onnx",
+    "session_scope",
     "sha256_hex",
+    "upgrade_schema",
     "verify_bundle",
     "verify_chain",
     "write_bundle",

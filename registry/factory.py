@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+
 from fedge.config import RegistryConfig
 from fedge.errors import RegistryUnavailableError
 from registry.artifacts import open_artifact_store
@@ -14,8 +16,12 @@ from registry.sql_store import SqlRegistryStore
 __all__ = ["RegistryConfig", "open_registry"]
 
 
-def open_registry(config: RegistryConfig) -> Registry:
+def open_registry(config: RegistryConfig, *, engine: Engine | None = None) -> Registry:
     """Open (creating if needed) the registry ``config`` describes.
+
+    ``engine`` (from :func:`registry.db.open_engine` on the configured database URL) is shared
+    with the caller's other stores and stays open when the registry closes; without one, the
+    registry opens and closes its own.
 
     Raises
     ------
@@ -36,5 +42,8 @@ def open_registry(config: RegistryConfig) -> Registry:
                 f"the registry folder {root} is not writable; choose a writable location (registry.root=PATH)"
             )
     artifacts = open_artifact_store(config.resolved_artifact_uri())
-    store = SqlRegistryStore(config.resolved_database_url())
+    if engine is None:
+        store = SqlRegistryStore.from_url(config.resolved_database_url())
+    else:
+        store = SqlRegistryStore(engine)
     return Registry(store=store, artifacts=artifacts)

@@ -1,12 +1,27 @@
-"""SQLModel tables of the registry (rows stay inside the SQL store)."""
+"""SQLModel tables of the registry; each row converts itself to its public schema (rows stay in the store)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from registry.schemas import (
+    AliasEvent,
+    Approval,
+    ArtifactRef,
+    AuditEntry,
+    Checkpoint,
+    CheckpointCreate,
+    ModelVersion,
+    ModelVersionCreate,
+    RunCreate,
+    RunInfo,
+    RunStatus,
+)
 
 __all__ = [
     "AliasEventRow",
@@ -45,6 +60,39 @@ class RunRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
     finished_at: datetime | None = None
 
+    @classmethod
+    def from_create(cls, run: RunCreate) -> RunRow:
+        """The row of a new, pending run."""
+        return cls(
+            run_id=run.run_id,
+            task=run.task,
+            strategy=run.strategy,
+            num_rounds=run.num_rounds,
+            status=RunStatus.PENDING,
+            config=run.config,
+            config_hash=run.config_hash,
+            reason=run.reason,
+            mode=run.mode,
+        )
+
+    def to_info(self) -> RunInfo:
+        """The run as the registry's API returns it."""
+        return RunInfo(
+            run_id=self.run_id,
+            task=self.task,
+            strategy=self.strategy,
+            num_rounds=self.num_rounds,
+            status=self.status,
+            config=dict(self.config),
+            config_hash=self.config_hash,
+            reason=self.reason,
+            mode=self.mode,
+            flower_run_id=int(self.flower_run_id) if self.flower_run_id is not None else None,
+            error=self.error,
+            created_at=self.created_at,
+            finished_at=self.finished_at,
+        )
+
 
 class CheckpointRow(SQLModel, table=True):
     """One round's aggregate of a run."""
@@ -60,6 +108,31 @@ class CheckpointRow(SQLModel, table=True):
     metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     lineage: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=_now)
+
+    @classmethod
+    def from_create(cls, checkpoint: CheckpointCreate) -> CheckpointRow:
+        """The row of a new checkpoint."""
+        return cls(
+            run_id=checkpoint.run_id,
+            round=checkpoint.round,
+            weights_sha256=checkpoint.weights.sha256,
+            weights_size=checkpoint.weights.size,
+            metrics=dict(checkpoint.metrics),
+            lineage=dict(checkpoint.lineage),
+        )
+
+    def to_entity(self) -> Checkpoint:
+        """The checkpoint as the registry's API returns it."""
+        assert self.id is not None, "a checkpoint row is converted after it was flushed"
+        return Checkpoint(
+            id=self.id,
+            run_id=self.run_id,
+            round=self.round,
+            weights=ArtifactRef("weights", self.weights_sha256, self.weights_size, "application/safetensors"),
+            metrics=dict(self.metrics),
+            lineage=dict(self.lineage),
+            created_at=self.created_at,
+        )
 
 
 class ModelVersionRow(SQLModel, table=True):
@@ -80,6 +153,47 @@ class ModelVersionRow(SQLModel, table=True):
     description: str = Field(default="")
     created_at: datetime = Field(default_factory=_now)
 
+    @classmethod
+    def from_create(cls, version: ModelVersionCreate, *, number: int) -> ModelVersionRow:
+        """The row of a new version, numbered ``number`` among its model's."""
+        return cls(
+            name=version.name,
+            number=number,
+            run_id=version.run_id,
+            checkpoint_id=version.checkpoint_id,
+            metrics=dict(version.metrics),
+            lineage=dict(version.lineage),
+            model_config_json=dict(version.model_config),
+            description=version.description,
+            parent_version_id=version.parent_version_id,
+        )
+
+    def to_entity(self, *, artifacts: tuple[ArtifactRef, ...], aliases: tuple[str, ...]) -> ModelVersion:
+        """The version as the registry's API returns it, with its artifacts and the aliases on it."""
+        columns = {**self.model_dump(), "model_config": self.model_config_json}
+        return ModelVersionRow.entity_from_columns(columns, artifacts=artifacts, aliases=aliases)
+
+    @staticmethod
+    def entity_from_columns(
+        columns: Mapping[str, Any], *, artifacts: tuple[ArtifactRef, ...], aliases: tuple[str, ...]
+    ) -> ModelVersion:
+        """The same from this table's columns by name (a plain row's ``_mapping``: listing skips the ORM)."""
+        return ModelVersion(
+            id=columns["id"],
+            name=columns["name"],
+            number=columns["number"],
+            run_id=columns["run_id"],
+            checkpoint_id=columns["checkpoint_id"],
+            artifacts=artifacts,
+            metrics=dict(columns["metrics"]),
+            lineage=dict(columns["lineage"]),
+            model_config=dict(columns["model_config"]),
+            description=columns["description"],
+            aliases=aliases,
+            created_at=columns["created_at"],
+            parent_version_id=columns["parent_version_id"],
+        )
+
 
 class VersionArtifactRow(SQLModel, table=True):
     """An artifact (by digest) that belongs to a model version."""
@@ -93,6 +207,13 @@ class VersionArtifactRow(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     size: int
     media_type: str = Field(max_length=128)
+
+    @classmethod
+    def from_ref(cls, version_id: int, ref: ArtifactRef) -> VersionArtifactRow:
+        """The row linking artifact ``ref`` to version ``version_id``."""
+        return cls(
+            version_id=version_id, kind=ref.kind, sha256=ref.sha256, size=ref.size, media_type=ref.media_type
+        )
 
 
 class AliasRow(SQLModel, table=True):
@@ -120,6 +241,20 @@ class AliasEventRow(SQLModel, table=True):
     reason: str = Field(default="")
     created_at: datetime = Field(default_factory=_now)
 
+    def to_entity(self) -> AliasEvent:
+        """The alias move as the registry's API returns it."""
+        assert self.id is not None, "an alias event row is converted after it was flushed"
+        return AliasEvent(
+            self.id,
+            self.name,
+            self.alias,
+            self.from_version_id,
+            self.to_version_id,
+            self.actor,
+            self.reason,
+            self.created_at,
+        )
+
 
 class ApprovalRow(SQLModel, table=True):
     """An operator's approval of a version for an alias (one per operator, version and alias)."""
@@ -136,6 +271,11 @@ class ApprovalRow(SQLModel, table=True):
     comment: str = Field(default="")
     created_at: datetime = Field(default_factory=_now)
 
+    def to_entity(self) -> Approval:
+        """The approval as the registry's API returns it."""
+        assert self.id is not None, "an approval row is converted after it was flushed"
+        return Approval(self.id, self.version_id, self.alias, self.actor, self.comment, self.created_at)
+
 
 class AuditRow(SQLModel, table=True):
     """An append-only, hash-chained record of a lifecycle event."""
@@ -150,6 +290,19 @@ class AuditRow(SQLModel, table=True):
     details: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+    def to_entity(self) -> AuditEntry:
+        """The entry as the registry's API returns it (and as its hash covers it)."""
+        return AuditEntry(
+            seq=self.seq,
+            created_at=self.created_at,
+            actor=self.actor,
+            action=self.action,
+            subject=self.subject,
+            details=dict(self.details),
+            prev_hash=self.prev_hash,
+            hash=self.hash,
+        )
 
 
 class AuditHeadRow(SQLModel, table=True):

@@ -83,7 +83,7 @@ def measure_rates(
     """Run ``seeds`` null and ``seeds`` shifted scenarios through the real path (SQLite in a temp dir)."""
     settings = settings or DriftSettings()
     with tempfile.TemporaryDirectory() as tmp:
-        store = DriftReportStore(f"sqlite:///{tmp}/drift.db")
+        store = DriftReportStore.from_url(f"sqlite:///{tmp}/drift.db")
         service = DriftService(store=store, registry=None, settings=settings)  # type: ignore[arg-type]
         try:
             alarms = sum(_run(service, settings, seed, 0.0, window) for seed in range(seeds))

@@ -128,7 +128,7 @@ def run_drift_scenario(
     v1 = report.train.outcome.version
     registry_config = _absolute(config)
     registry = open_registry(registry_config)
-    store = DriftReportStore(registry_config.resolved_database_url())
+    store = DriftReportStore.from_url(registry_config.resolved_database_url())
     try:
         ref = f"{v1.name}:{v1.number}"
         step(f"2/5 releasing {ref} to production as {actor!r}")

@@ -115,7 +115,7 @@ class LocalDeployment:
         self.root.mkdir(parents=True, exist_ok=True)
         init_federation_tls(self.tls_dir, ["localhost"], overwrite=True)
         self.registry_root.mkdir(parents=True, exist_ok=True)
-        store = TokenStore(self.registry_config.resolved_database_url())
+        store = TokenStore.from_url(self.registry_config.resolved_database_url())
         try:
             for role in ("admin", "operator", "viewer"):
                 _, secret = store.create(name=f"test-{role}", role=role)

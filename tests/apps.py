@@ -11,7 +11,7 @@ from fedge.config import load_config
 
 def role_tokens(database_url: str) -> dict[str, str]:
     """Create a token for every role (named ``<role>-1``) and return the secrets by role."""
-    store = TokenStore(database_url)
+    store = TokenStore.from_url(database_url)
     try:
         return {role: store.create(name=f"{role}-1", role=role)[1] for role in ROLES}
     finally:

@@ -18,7 +18,7 @@ from coordinator.drift.metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
 from fedge.config import DriftSettings
 from fedge.errors import FedgeError
-from registry import RegistryConfig, open_registry
+from registry import RegistryConfig, open_engine, open_registry
 
 __all__ = ["CoordinatorSettings", "create_app"]
 
@@ -50,20 +50,21 @@ def create_app(
     ``deployment`` (the SuperLink the coordinator manages, its nodes and runs) enables the run
     and node routes; ``load_run_config`` composes a run's config from a name and overrides.
     """
-    registry = open_registry(settings.registry)
-    tokens = TokenStore(settings.tokens_url or settings.registry.resolved_database_url())
-    reports = DeviceReportStore(settings.tokens_url or settings.registry.resolved_database_url())
-    drift = open_drift_service(
-        settings.drift, registry, settings.tokens_url or settings.registry.resolved_database_url()
-    )
+    # One engine per database URL, shared by every store on it (the coordinator's tables live in
+    # the registry's database unless tokens_url names another).
+    registry_url = settings.registry.resolved_database_url()
+    engines = {url: open_engine(url) for url in {registry_url, settings.tokens_url or registry_url}}
+    registry = open_registry(settings.registry, engine=engines[registry_url])
+    coordinator_engine = engines[settings.tokens_url or registry_url]
+    tokens = TokenStore(coordinator_engine)
+    reports = DeviceReportStore(coordinator_engine)
+    drift = open_drift_service(settings.drift, registry, coordinator_engine)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
         yield
-        registry.close()
-        tokens.close()
-        reports.close()
-        drift.store.close()
+        for engine in engines.values():
+            engine.dispose()
 
     app = FastAPI(
         title="fedge coordinator",

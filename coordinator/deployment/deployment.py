@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from sqlalchemy.engine import Engine
+
 from coordinator.deployment.control import FlowerControl
 from coordinator.deployment.nodes import NodeRegistry
 from coordinator.deployment.runs import DeploymentRuns
@@ -25,7 +27,7 @@ from coordinator.drift.launch import start_requested_runs
 from coordinator.drift.store import DriftReportStore
 from fedge.errors import FederationError
 from fedge.tls import TlsFiles
-from registry import Registry, RegistryConfig
+from registry import Registry, RegistryConfig, open_engine
 
 __all__ = ["Deployment", "DeploymentSettings"]
 
@@ -73,6 +75,7 @@ class Deployment:
         self._nodes: NodeRegistry | None = None
         self._runs: DeploymentRuns | None = None
         self._drift_store: DriftReportStore | None = None
+        self._engine: Engine | None = None
         self._stopping = threading.Event()
         self._drift_thread: threading.Thread | None = None
 
@@ -115,7 +118,9 @@ class Deployment:
         try:
             ca = self.superlink.root_certificates
             self._control = FlowerControl(self.superlink.address, ca)
-            self._nodes = NodeRegistry(self.registry_config.resolved_database_url(), self._control)
+            # One engine for the coordinator's tables, shared by the node registry and drift store.
+            self._engine = open_engine(self.registry_config.resolved_database_url())
+            self._nodes = NodeRegistry(self._engine, self._control)
             restored = self._nodes.reconcile()
             if restored:
                 log.info("registered %d enrolled node(s) the SuperLink did not know", restored)
@@ -127,7 +132,7 @@ class Deployment:
                 work_dir=Path(self.settings.state_dir) / "runs",
                 poll_interval_s=self.settings.poll_interval_s,
             )
-            self._drift_store = DriftReportStore(self.registry_config.resolved_database_url())
+            self._drift_store = DriftReportStore(self._engine)
             self._drift_thread = threading.Thread(target=self._watch_drift, name="drift-runs", daemon=True)
             self._drift_thread.start()
         except BaseException:
@@ -172,6 +177,9 @@ class Deployment:
         if self._control is not None:
             self._control.close()
             self._control = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
         self.superlink.stop()
 
     def __enter__(self) -> Deployment:

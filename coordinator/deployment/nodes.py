@@ -8,32 +8,19 @@ registers active keys again). Revoking unregisters the key: the node can no long
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, Text, insert, select, update
+from sqlalchemy import Column, DateTime, Text, update
 from sqlalchemy.engine import Engine
+from sqlmodel import Field, select
 
 from coordinator.deployment.control import FlowerControl, FlowerNode
-from coordinator.tables import coordinator_metadata, open_coordinator_engine
+from coordinator.tables import CoordinatorRow, CoordinatorStore
 from fedge.errors import ConfigError, ConflictError, FederationError, NotFoundError
 from fedge.tls import load_node_public_key, public_key_fingerprint
 
-__all__ = ["NodeInfo", "NodeRegistry"]
-
-_nodes = Table(
-    "nodes",
-    coordinator_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(128), nullable=False, unique=True),
-    Column("public_key_pem", Text, nullable=False),
-    Column("key_sha256", String(64), nullable=False),
-    Column("flower_node_id", String(24), nullable=True),
-    Column("enrolled_at", DateTime(timezone=True), nullable=False),
-    Column("enrolled_by", String(128), nullable=False),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
-    Column("revoked_by", String(128), nullable=True),
-)
+__all__ = ["NodeInfo", "NodeRegistry", "NodeRow"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +42,50 @@ class NodeInfo:
     last_seen: str = ""
 
 
+class NodeRow(CoordinatorRow, table=True):
+    """A stored enrolment: the node's name and public key, and its Flower node id."""
+
+    __tablename__ = "nodes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+    public_key_pem: str = Field(sa_column=Column(Text, nullable=False))
+    key_sha256: str = Field(max_length=64)
+    # Flower node ids are unsigned 64-bit; SQL integers are signed, so the id is kept as text.
+    flower_node_id: str | None = Field(default=None, max_length=24)
+    enrolled_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    enrolled_by: str = Field(max_length=128)
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    revoked_by: str | None = Field(default=None, max_length=128)
+
+    def to_info(self, *, live: FlowerNode | None = None) -> NodeInfo:
+        """The enrolment, with the live state ``live`` (the SuperLink's view of it) gives."""
+        assert self.id is not None, "a node row is converted after it was flushed"
+        if self.revoked_at is not None:
+            state, seen = "revoked", ""
+        elif live is not None:
+            state = live.status
+            seen = live.last_activated_at if live.status == "online" else live.last_deactivated_at
+        else:
+            state, seen = "unknown", ""
+        return NodeInfo(
+            self.id,
+            self.name,
+            self.key_sha256,
+            self.flower_id,
+            self.enrolled_at,
+            self.enrolled_by,
+            self.revoked_at,
+            state=state,
+            last_seen=seen or "",
+        )
+
+    @property
+    def flower_id(self) -> int | None:
+        """The node's id at the SuperLink, once registered there."""
+        return int(self.flower_node_id) if self.flower_node_id else None
+
+
 def _check_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 128 or not all(c.isalnum() or c in "-_." for c in name):
@@ -62,11 +93,20 @@ def _check_name(name: str) -> str:
     return name
 
 
-class NodeRegistry:
-    """Enrolments in a SQL table, mirrored into the SuperLink through its Control API."""
+class NodeRegistry(CoordinatorStore):
+    """Enrolments in a SQL table, mirrored into the SuperLink through its Control API.
 
-    def __init__(self, url: str, control: FlowerControl | None) -> None:
-        self._engine: Engine = open_coordinator_engine(url)
+    Parameters
+    ----------
+    engine : Engine
+        The database's shared engine (``NodeRegistry.from_url(url, control=...)`` opens one of
+        its own).
+    control : FlowerControl | None
+        The SuperLink's Control API; ``None`` lists enrolments without live state.
+    """
+
+    def __init__(self, engine: Engine, control: FlowerControl | None) -> None:
+        super().__init__(engine)
         self.control = control
 
     def _control(self) -> FlowerControl:
@@ -89,30 +129,28 @@ class NodeRegistry:
         name = _check_name(name)
         pem = load_node_public_key(public_key)
         digest = public_key_fingerprint(pem)
-        with self._engine.connect() as conn:
-            for row in conn.execute(select(_nodes).where(_nodes.c.revoked_at.is_(None))).all():
+        with self._session() as s:
+            for row in s.exec(select(NodeRow).where(NodeRow.revoked_at.is_(None))):  # type: ignore[union-attr]
                 if row.name == name:
                     raise ConflictError(f"a node named {name!r} is already enrolled (revoke it first)")
                 if row.key_sha256 == digest:
                     raise ConflictError(f"this key is already enrolled as node {row.name!r}")
-            taken = conn.execute(select(_nodes.c.id).where(_nodes.c.name == name)).first()
+            taken = s.exec(select(NodeRow.id).where(NodeRow.name == name)).first()
         if taken is not None:
             raise ConflictError(f"the name {name!r} belonged to a revoked node: enrol under a new name")
         flower_id = self._control().register_node(pem, name)
-        now = datetime.now(UTC)
-        with self._engine.begin() as conn:
-            result = conn.execute(
-                insert(_nodes).values(
-                    name=name,
-                    public_key_pem=pem.decode(),
-                    key_sha256=digest,
-                    flower_node_id=str(flower_id),
-                    enrolled_at=now,
-                    enrolled_by=actor,
-                )
-            )
-            node_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        return NodeInfo(node_id, name, digest, flower_id, now, actor, None, state="registered")
+        row = NodeRow(
+            name=name,
+            public_key_pem=pem.decode(),
+            key_sha256=digest,
+            flower_node_id=str(flower_id),
+            enrolled_at=datetime.now(UTC),
+            enrolled_by=actor,
+        )
+        with self._session() as s:
+            s.add(row)
+            s.flush()
+        return replace(row.to_info(), state="registered")
 
     def revoke(self, name: str, *, actor: str) -> NodeInfo:
         """Unregister the node's key at the SuperLink and mark it revoked.
@@ -132,16 +170,15 @@ class NodeRegistry:
             if live.get(flower_id, "unregistered") != "unregistered":
                 control.unregister_node(flower_id)
         now = datetime.now(UTC)
-        with self._engine.begin() as conn:
-            conn.execute(update(_nodes).where(_nodes.c.id == row.id).values(revoked_at=now, revoked_by=actor))
-        return NodeInfo(
-            row.id, row.name, row.key_sha256, None, row.enrolled_at, row.enrolled_by, now, state="revoked"
-        )
+        with self._session() as s:
+            s.execute(update(NodeRow).where(NodeRow.id == row.id).values(revoked_at=now, revoked_by=actor))  # type: ignore[arg-type]
+        row.revoked_at, row.revoked_by = now, actor
+        return replace(row.to_info(), flower_node_id=None)
 
-    def _active(self, name: str):  # type: ignore[no-untyped-def]
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(_nodes).where(_nodes.c.name == name, _nodes.c.revoked_at.is_(None))
+    def _active(self, name: str) -> NodeRow:
+        with self._session() as s:
+            row = s.exec(
+                select(NodeRow).where(NodeRow.name == name, NodeRow.revoked_at.is_(None))  # type: ignore[union-attr]
             ).first()
         if row is None:
             raise NotFoundError(f"no enrolled node is named {name!r} (see `fedge nodes list`)")
@@ -155,33 +192,9 @@ class NodeRegistry:
                 live = {n.node_id: n for n in self.control.list_nodes()}
             except FederationError:
                 live = {}
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(_nodes).order_by(_nodes.c.id)).all()
-        out = []
-        for r in rows:
-            flower_id = int(r.flower_node_id) if r.flower_node_id else None
-            node = live.get(flower_id) if flower_id is not None else None
-            if r.revoked_at is not None:
-                state, seen = "revoked", ""
-            elif node is not None:
-                state = node.status
-                seen = node.last_activated_at if node.status == "online" else node.last_deactivated_at
-            else:
-                state, seen = "unknown", ""
-            out.append(
-                NodeInfo(
-                    r.id,
-                    r.name,
-                    r.key_sha256,
-                    flower_id,
-                    r.enrolled_at,
-                    r.enrolled_by,
-                    r.revoked_at,
-                    state=state,
-                    last_seen=seen or "",
-                )
-            )
-        return out
+        with self._session() as s:
+            rows = s.exec(select(NodeRow).order_by(NodeRow.id)).all()  # type: ignore[arg-type]
+        return [r.to_info(live=live.get(r.flower_id) if r.flower_id is not None else None) for r in rows]
 
     def reconcile(self) -> int:
         """Make the SuperLink match the enrolments; return how many active nodes were registered.
@@ -191,26 +204,22 @@ class NodeRegistry:
         """
         control = self._control()
         known = {n.node_id for n in control.list_nodes() if n.status != "unregistered"}
-        with self._engine.connect() as conn:
-            revoked = conn.execute(select(_nodes).where(_nodes.c.revoked_at.is_not(None))).all()
-            rows = conn.execute(select(_nodes).where(_nodes.c.revoked_at.is_(None))).all()
+        with self._session() as s:
+            revoked = s.exec(select(NodeRow).where(NodeRow.revoked_at.is_not(None))).all()  # type: ignore[union-attr]
+            rows = s.exec(select(NodeRow).where(NodeRow.revoked_at.is_(None))).all()  # type: ignore[union-attr]
         for r in revoked:
-            if r.flower_node_id and int(r.flower_node_id) in known:
-                control.unregister_node(int(r.flower_node_id))
+            if r.flower_id is not None and r.flower_id in known:
+                control.unregister_node(r.flower_id)
         fixed = 0
         for r in rows:
-            if r.flower_node_id and int(r.flower_node_id) in known:
+            if r.flower_id is not None and r.flower_id in known:
                 continue
             flower_id = control.register_node(r.public_key_pem.encode(), r.name)
-            with self._engine.begin() as conn:
-                conn.execute(update(_nodes).where(_nodes.c.id == r.id).values(flower_node_id=str(flower_id)))
+            with self._session() as s:
+                s.execute(update(NodeRow).where(NodeRow.id == r.id).values(flower_node_id=str(flower_id)))  # type: ignore[arg-type]
             fixed += 1
         return fixed
 
     def online_count(self) -> int:
         """How many active nodes the SuperLink reports online."""
         return sum(1 for n in self.list() if n.state == "online")
-
-    def close(self) -> None:
-        """Release connections."""
-        self._engine.dispose()

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
 from coordinator.drift.policy import Launcher, RetrainRequest
 from coordinator.drift.service import DriftService
 from coordinator.drift.store import DriftReportStore
@@ -104,12 +106,16 @@ class SimulationLauncher:
 def open_drift_service(
     settings: DriftSettings,
     registry: Registry,
-    url: str,
+    database: Engine | str,
     *,
     launcher: Launcher | None = None,
 ) -> DriftService:
-    """A :class:`DriftService` on the coordinator's tables at ``url``."""
-    return DriftService(store=DriftReportStore(url), registry=registry, settings=settings, launcher=launcher)
+    """A :class:`DriftService` on the coordinator's tables: a shared engine, or a URL for its own."""
+    if isinstance(database, Engine):
+        store = DriftReportStore(database)
+    else:
+        store = DriftReportStore.from_url(database)
+    return DriftService(store=store, registry=registry, settings=settings, launcher=launcher)
 
 
 def start_requested_runs(

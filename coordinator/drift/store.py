@@ -6,89 +6,28 @@ are stored as float64 bytes (decoding 10,000 summaries stays a ``frombuffer`` ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    DateTime,
-    Float,
-    Integer,
-    LargeBinary,
-    String,
-    Table,
-    UniqueConstraint,
-    delete,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import JSON, Column, DateTime, LargeBinary, UniqueConstraint, delete, insert, update
+from sqlmodel import Field, select
 
 from coordinator.drift.aggregate import STATISTICS, WindowAggregate
-from coordinator.tables import coordinator_metadata, open_coordinator_engine
+from coordinator.tables import CoordinatorRow, CoordinatorStore
 from fedge.drift_summary import SiteSummary
 from fedge.errors import ConflictError
 
-__all__ = ["DriftReport", "DriftReportStore", "DriftTrigger"]
-
-_summaries = Table(
-    "drift_summaries",
-    coordinator_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model", String(128), nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("window", Integer, nullable=False),
-    Column("site", String(128), nullable=False),
-    Column("source", String(16), nullable=False),
-    Column("window_size", Integer, nullable=False),
-    Column("epsilon", Float, nullable=False),
-    Column("delta", Float, nullable=False),
-    Column("mechanism", String(16), nullable=False),
-    Column("shape", JSON, nullable=False),
-    Column("counts", LargeBinary, nullable=False),
-    Column("class_counts", LargeBinary, nullable=True),
-    Column("received_from", String(256), nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("model", "version", "window", "site", name="uq_drift_summary_site_window"),
-)
-
-_reports = Table(
-    "drift_reports",
-    coordinator_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model", String(128), nullable=False, index=True),
-    Column("version", Integer, nullable=False),
-    Column("window", Integer, nullable=False),
-    Column("sites", JSON, nullable=False),
-    Column("window_rows", Integer, nullable=False),
-    Column("epsilon", Float, nullable=False),
-    Column("features", JSON, nullable=False),
-    Column("overall", JSON, nullable=False),
-    Column("per_site", JSON, nullable=False),
-    Column("classes", JSON, nullable=True),
-    Column("flagged", Boolean, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("model", "version", "window", name="uq_drift_report_window"),
-)
-
-_triggers = Table(
-    "drift_triggers",
-    coordinator_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model", String(128), nullable=False, index=True),
-    Column("version", Integer, nullable=False),
-    Column("run_id", String(64), nullable=True),
-    Column("outcome", String(32), nullable=False),
-    Column("reason", String(512), nullable=False),
-    Column("evidence", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
+__all__ = [
+    "DriftReport",
+    "DriftReportRow",
+    "DriftReportStore",
+    "DriftSummaryRow",
+    "DriftTrigger",
+    "DriftTriggerRow",
+]
 
 
 @dataclass(frozen=True)
@@ -128,26 +67,123 @@ class DriftTrigger:
     created_at: datetime
 
 
-def _report(r: Any) -> DriftReport:
-    return DriftReport(
-        r.id, r.model, r.version, r.window, r.sites, r.window_rows, r.epsilon, r.features, r.overall,
-        r.per_site, r.classes, r.flagged, r.created_at,
-    )  # fmt: skip
-
-
-def _trigger(r: Any) -> DriftTrigger:
-    return DriftTrigger(r.id, r.model, r.version, r.run_id, r.outcome, r.reason, r.evidence, r.created_at)
-
-
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-class DriftReportStore:
-    """Summaries, reports and triggers in SQL tables (the coordinator's own)."""
+def _json(**kwargs: Any) -> Any:
+    return Field(sa_column=Column(JSON, **kwargs))
 
-    def __init__(self, url: str) -> None:
-        self._engine: Engine = open_coordinator_engine(url)
+
+def _when() -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class DriftSummaryRow(CoordinatorRow, table=True):
+    """One site's noisy summary of one window (counts as float64 bytes)."""
+
+    __tablename__ = "drift_summaries"
+    __table_args__ = (
+        UniqueConstraint("model", "version", "window", "site", name="uq_drift_summary_site_window"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(max_length=128)
+    version: int
+    window: int
+    site: str = Field(max_length=128)
+    source: str = Field(max_length=16)
+    window_size: int
+    epsilon: float
+    delta: float
+    mechanism: str = Field(max_length=16)
+    shape: list[int] = _json(nullable=False)
+    counts: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    class_counts: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    received_from: str = Field(max_length=256)
+    received_at: datetime = _when()
+
+    @staticmethod
+    def summary_from_columns(columns: Mapping[Any, Any]) -> SiteSummary:
+        """The summary as the site sent it, from this table's columns by name.
+
+        A plain row's ``_mapping``: reading a window of 10,000 summaries skips the ORM.
+        """
+        class_counts = columns["class_counts"]
+        return SiteSummary(
+            site=columns["site"],
+            model=columns["model"],
+            version=columns["version"],
+            window=columns["window"],
+            window_size=columns["window_size"],
+            counts=np.frombuffer(columns["counts"], dtype=np.float64).reshape(columns["shape"]),
+            class_counts=None if class_counts is None else np.frombuffer(class_counts, dtype=np.float64),
+            epsilon=columns["epsilon"],
+            delta=columns["delta"],
+            mechanism=columns["mechanism"],
+        )
+
+
+class DriftReportRow(CoordinatorRow, table=True):
+    """One window's stored report."""
+
+    __tablename__ = "drift_reports"
+    __table_args__ = (UniqueConstraint("model", "version", "window", name="uq_drift_report_window"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(max_length=128, index=True)
+    version: int
+    window: int
+    sites: list[str] = _json(nullable=False)
+    window_rows: int
+    epsilon: float
+    features: list[str] = _json(nullable=False)
+    overall: dict[str, list[float]] = _json(nullable=False)
+    per_site: dict[str, dict[str, list[float]]] = _json(nullable=False)
+    classes: dict[str, float] | None = _json(nullable=True)
+    flagged: bool
+    created_at: datetime = _when()
+
+    def to_entity(self) -> DriftReport:
+        """The report as the API returns it."""
+        assert self.id is not None, "a report row is converted after it was flushed"
+        return DriftReport(
+            self.id, self.model, self.version, self.window, self.sites, self.window_rows, self.epsilon,
+            self.features, self.overall, self.per_site, self.classes, self.flagged, self.created_at,
+        )  # fmt: skip
+
+
+class DriftTriggerRow(CoordinatorRow, table=True):
+    """A stored policy decision."""
+
+    __tablename__ = "drift_triggers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(max_length=128, index=True)
+    version: int
+    run_id: str | None = Field(default=None, max_length=64)
+    outcome: str = Field(max_length=32)
+    reason: str = Field(max_length=512)
+    evidence: dict[str, Any] = _json(nullable=False)
+    created_at: datetime = _when()
+
+    def to_entity(self) -> DriftTrigger:
+        """The trigger as the API returns it."""
+        assert self.id is not None, "a trigger row is converted after it was flushed"
+        return DriftTrigger(
+            self.id, self.model, self.version, self.run_id, self.outcome, self.reason, self.evidence,
+            self.created_at,
+        )  # fmt: skip
+
+
+class DriftReportStore(CoordinatorStore):
+    """Summaries, reports and triggers in SQL tables (the coordinator's own).
+
+    Parameters
+    ----------
+    engine : Engine
+        The database's shared engine (``DriftReportStore.from_url(url)`` opens one of its own).
+    """
 
     # --- summaries ------------------------------------------------------------------------------------
 
@@ -182,9 +218,10 @@ class DriftReportStore:
             for s in summaries
         ]
         try:
-            with self._engine.begin() as conn:
-                conn.execute(insert(_summaries), rows)
-        except IntegrityError as exc:
+            with self._session() as s:
+                # The table, not the ORM entity: one executemany, no per-row bookkeeping.
+                s.execute(insert(DriftSummaryRow.__table__), rows)  # type: ignore[attr-defined]
+        except ConflictError as exc:
             raise ConflictError(
                 "a site already sent a summary for this version and window: each site counts once per "
                 "window (send the next window instead)"
@@ -192,32 +229,15 @@ class DriftReportStore:
 
     def summaries(self, model: str, version: int, window: int) -> list[SiteSummary]:
         """A window's summaries, in arrival order."""
+        table = DriftSummaryRow.__table__  # type: ignore[attr-defined]
         query = (
-            select(_summaries)
-            .where(
-                _summaries.c.model == model, _summaries.c.version == version, _summaries.c.window == window
-            )
-            .order_by(_summaries.c.id)
+            table.select()
+            .where(table.c.model == model, table.c.version == version, table.c.window == window)
+            .order_by(table.c.id)
         )
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            SiteSummary(
-                site=r.site,
-                model=r.model,
-                version=r.version,
-                window=r.window,
-                window_size=r.window_size,
-                counts=np.frombuffer(r.counts, dtype=np.float64).reshape(r.shape),
-                class_counts=None
-                if r.class_counts is None
-                else np.frombuffer(r.class_counts, dtype=np.float64),
-                epsilon=r.epsilon,
-                delta=r.delta,
-                mechanism=r.mechanism,
-            )
-            for r in rows
-        ]
+        with self._session() as s:
+            rows = s.connection().execute(query).all()
+        return [DriftSummaryRow.summary_from_columns(r._mapping) for r in rows]
 
     # --- reports --------------------------------------------------------------------------------------
 
@@ -232,47 +252,49 @@ class DriftReportStore:
         flagged: bool,
     ) -> DriftReport:
         """Store (or replace, when more sites reported) the report of one window."""
-        values = {
-            "model": model,
-            "version": version,
-            "window": window,
-            "sites": list(agg.sites),
-            "window_rows": agg.window_rows,
-            "epsilon": agg.epsilon,
-            "features": list(features),
-            "overall": {k: [float(v) for v in agg.overall[k]] for k in STATISTICS},
-            "per_site": {
+        row = DriftReportRow(
+            model=model,
+            version=version,
+            window=window,
+            sites=list(agg.sites),
+            window_rows=agg.window_rows,
+            epsilon=agg.epsilon,
+            features=list(features),
+            overall={k: [float(v) for v in agg.overall[k]] for k in STATISTICS},
+            per_site={
                 site: {k: [float(v) for v in agg.per_site[k][i]] for k in STATISTICS}
                 for i, site in enumerate(agg.sites)
             },
-            "classes": agg.classes,
-            "flagged": flagged,
-            "created_at": datetime.now(UTC),
-        }
-        with self._engine.begin() as conn:
-            conn.execute(
-                delete(_reports).where(
-                    _reports.c.model == model, _reports.c.version == version, _reports.c.window == window
+            classes=agg.classes,
+            flagged=flagged,
+            created_at=datetime.now(UTC),
+        )
+        with self._session() as s:
+            s.execute(
+                delete(DriftReportRow).where(
+                    DriftReportRow.model == model,  # type: ignore[arg-type]
+                    DriftReportRow.version == version,  # type: ignore[arg-type]
+                    DriftReportRow.window == window,  # type: ignore[arg-type]
                 )
             )
-            report_id = int(conn.execute(insert(_reports).values(**values)).inserted_primary_key[0])  # type: ignore[index]
-        return DriftReport(id=report_id, **values)  # type: ignore[arg-type]  # the row's own values
+            s.add(row)
+            s.flush()
+        return row.to_entity()
 
     def reports(
         self, model: str | None = None, *, version: int | None = None, limit: int = 100
     ) -> list[DriftReport]:
         """Reports, newest window last (the last ``limit``)."""
-        query = select(_reports)
+        table = DriftReportRow.__table__.c  # type: ignore[attr-defined]
+        query = select(DriftReportRow)
         if model is not None:
-            query = query.where(_reports.c.model == model)
+            query = query.where(DriftReportRow.model == model)
         if version is not None:
-            query = query.where(_reports.c.version == version)
-        query = query.order_by(
-            _reports.c.version.desc(), _reports.c.window.desc(), _reports.c.id.desc()
-        ).limit(limit)
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [_report(r) for r in reversed(rows)]
+            query = query.where(DriftReportRow.version == version)
+        query = query.order_by(table.version.desc(), table.window.desc(), table.id.desc()).limit(limit)
+        with self._session() as s:
+            rows = s.exec(query).all()
+        return [r.to_entity() for r in reversed(rows)]
 
     # --- triggers -------------------------------------------------------------------------------------
 
@@ -287,48 +309,47 @@ class DriftReportStore:
         evidence: dict[str, Any],
     ) -> DriftTrigger:
         """Record a policy decision that fired."""
-        values = {
-            "model": model,
-            "version": version,
-            "run_id": run_id,
-            "outcome": outcome,
-            "reason": reason[:512],
-            "evidence": evidence,
-            "created_at": datetime.now(UTC),
-        }
-        with self._engine.begin() as conn:
-            trigger_id = int(conn.execute(insert(_triggers).values(**values)).inserted_primary_key[0])  # type: ignore[index]
-        return DriftTrigger(id=trigger_id, **values)  # type: ignore[arg-type]  # the row's own values
+        row = DriftTriggerRow(
+            model=model,
+            version=version,
+            run_id=run_id,
+            outcome=outcome,
+            reason=reason[:512],
+            evidence=evidence,
+            created_at=datetime.now(UTC),
+        )
+        with self._session() as s:
+            s.add(row)
+            s.flush()
+        return row.to_entity()
 
     def set_outcome(self, trigger_id: int, outcome: str) -> None:
         """Record what became of a trigger (a requested run that a launcher started)."""
-        with self._engine.begin() as conn:
-            conn.execute(update(_triggers).where(_triggers.c.id == trigger_id).values(outcome=outcome))
+        with self._session() as s:
+            s.execute(update(DriftTriggerRow).where(DriftTriggerRow.id == trigger_id).values(outcome=outcome))  # type: ignore[arg-type]
 
     def triggers(self, model: str | None = None, *, limit: int = 50) -> list[DriftTrigger]:
         """Triggers, newest first."""
-        query = select(_triggers)
+        query = select(DriftTriggerRow)
         if model is not None:
-            query = query.where(_triggers.c.model == model)
-        with self._engine.connect() as conn:
-            rows = conn.execute(query.order_by(_triggers.c.id.desc()).limit(limit)).all()
-        return [_trigger(r) for r in rows]
+            query = query.where(DriftTriggerRow.model == model)
+        with self._session() as s:
+            rows = s.exec(query.order_by(DriftTriggerRow.id.desc()).limit(limit)).all()  # type: ignore[union-attr]
+        return [r.to_entity() for r in rows]
 
     def last_started(self, model: str) -> DriftTrigger | None:
         """The newest trigger of ``model`` that started or requested a run (for the cooldown)."""
         query = (
-            select(_triggers)
-            .where(_triggers.c.model == model, _triggers.c.outcome.in_(("started", "requested")))
-            .order_by(_triggers.c.id.desc())
+            select(DriftTriggerRow)
+            .where(
+                DriftTriggerRow.model == model,
+                DriftTriggerRow.outcome.in_(("started", "requested")),  # type: ignore[attr-defined]
+            )
+            .order_by(DriftTriggerRow.id.desc())  # type: ignore[union-attr]
             .limit(1)
         )
-        with self._engine.connect() as conn:
-            row = conn.execute(query).first()
+        with self._session() as s:
+            row = s.exec(query).first()
         if row is None:
             return None
-        t = _trigger(row)
-        return DriftTrigger(**{**t.__dict__, "created_at": _aware(t.created_at)})
-
-    def close(self) -> None:
-        """Release connections."""
-        self._engine.dispose()
+        return replace(row.to_entity(), created_at=_aware(row.created_at))

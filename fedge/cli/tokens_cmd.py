@@ -21,7 +21,7 @@ def _tokens(root: str, database_url: str) -> TokenStore:
     from coordinator.auth import TokenStore
     from registry import RegistryConfig
 
-    return TokenStore(RegistryConfig(root=root, database_url=database_url).resolved_database_url())
+    return TokenStore.from_url(RegistryConfig(root=root, database_url=database_url).resolved_database_url())
 
 
 @tokens_app.command("create")

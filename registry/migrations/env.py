@@ -16,67 +16,8 @@ then read and edit the result (``batch_alter_table`` for anything SQLite cannot 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from registry.migrate import REGISTRY_HISTORY, run_environment
 
-from alembic import context
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Connection
-from sqlmodel import SQLModel
-from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
+__all__: list[str] = []
 
-from registry.migrate import include_name
-
-# Importing registry.migrate imported registry.tables: the registry's tables are on the metadata.
-# It is shared by every SQLModel table in the process; include_name keeps to the registry's.
-target_metadata = SQLModel.metadata
-
-
-def render_item(type_: str, obj: Any, _autogen_context: Any) -> str | Literal[False]:
-    """Write SQLModel's column types as plain SQLAlchemy ones, so that revisions never import sqlmodel."""
-    if type_ == "type" and isinstance(obj, AutoString):
-        length = getattr(obj.impl, "length", None)
-        return f"sa.String(length={length})" if length else "sa.String()"
-    if type_ == "type" and isinstance(obj, UTCDateTime):
-        return "sa.DateTime(timezone=True)"
-    return False
-
-
-def _migrate(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        include_name=include_name,
-        render_item=render_item,
-        # SQLite cannot ALTER most things: autogenerate writes batch operations (copy and swap) there.
-        render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-def _run() -> None:
-    if context.is_offline_mode():
-        raise RuntimeError(
-            "registry migrations run online only: call registry.migrate.upgrade_schema(engine)"
-        )
-    connection = context.config.attributes.get("connection")
-    if connection is not None:
-        _migrate(connection)
-        return
-    url = context.config.get_main_option("sqlalchemy.url")
-    if not url:
-        raise RuntimeError(
-            "no connection to migrate: call registry.migrate.upgrade_schema(engine), or set "
-            "sqlalchemy.url on the alembic Config"
-        )
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            _migrate(conn)
-            conn.commit()
-    finally:
-        engine.dispose()
-
-
-_run()
+run_environment(REGISTRY_HISTORY)

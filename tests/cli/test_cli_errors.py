@@ -41,7 +41,8 @@ def _seed_registry(root: Path) -> str:
     [
         (
             "task=mnist",
-            "error [unknown_task]: unknown task 'mnist': choose one of breast_cancer, diabetes, digits, shapes, wine",
+            "error [unknown_task]: unknown task 'mnist': choose one of breast_cancer, diabetes, digits, "
+            "shapes, wine",
             2,
         ),
         (

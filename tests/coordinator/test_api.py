@@ -158,7 +158,7 @@ def test_unknown_version_is_404_with_the_reference(api) -> None:  # type: ignore
 
 
 def test_revoked_token_is_refused(tmp_path: Path) -> None:
-    store = TokenStore(f"sqlite:///{tmp_path / 't.db'}")
+    store = TokenStore.from_url(f"sqlite:///{tmp_path / 't.db'}")
     info, secret = store.create(name="ci", role="operator")
     assert store.authenticate(secret).role == "operator"
 

@@ -216,7 +216,7 @@ class _Launcher:
 def service(registry: Registry, tmp_path: Path) -> Iterator[tuple[DriftService, _Launcher]]:
     _register(registry, _reference())
     launcher = _Launcher(registry)
-    store = DriftReportStore(f"sqlite:///{tmp_path / 'drift.db'}")
+    store = DriftReportStore.from_url(f"sqlite:///{tmp_path / 'drift.db'}")
     policy = DriftPolicyConfig(cooldown_s=3600)
     svc = DriftService(
         store=store,
@@ -310,7 +310,7 @@ def test_requested_runs_are_started_once_with_the_trigger_run_id_reason_and_warm
     from coordinator.drift.launch import start_requested_runs
 
     _register(registry, _reference())
-    store = DriftReportStore(f"sqlite:///{tmp_path / 'drift.db'}")
+    store = DriftReportStore.from_url(f"sqlite:///{tmp_path / 'drift.db'}")
     svc = DriftService(
         store=store,
         registry=registry,

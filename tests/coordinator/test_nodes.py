@@ -23,7 +23,7 @@ from tests.processes import processes_under
 @pytest.fixture
 def offline(tmp_path: Path) -> Iterator[NodeRegistry]:
     """A node registry on a real SQLite file, with no SuperLink behind it."""
-    nodes = NodeRegistry(f"sqlite:///{tmp_path / 'nodes.db'}", control=None)
+    nodes = NodeRegistry.from_url(f"sqlite:///{tmp_path / 'nodes.db'}", control=None)
     yield nodes
     nodes.close()
 
@@ -102,7 +102,7 @@ class _RegistersOnly:
 
 
 def test_revoking_while_the_superlink_is_unreachable_fails_and_keeps_the_node(tmp_path: Path) -> None:
-    nodes = NodeRegistry(f"sqlite:///{tmp_path / 'nodes.db'}", control=_RegistersOnly())  # type: ignore[arg-type]
+    nodes = NodeRegistry.from_url(f"sqlite:///{tmp_path / 'nodes.db'}", control=_RegistersOnly())  # type: ignore[arg-type]
     nodes.enroll(name="hospital-a", public_key=_public_key(tmp_path, "hospital-a"), actor="admin")
     nodes.control = FlowerControl(f"127.0.0.1:{free_port()}", None)  # nothing listens there
     try:
@@ -123,7 +123,7 @@ def test_enrol_conflict_revoke_and_reconcile_on_a_real_superlink(tmp_path: Path)
     home = tmp_path / "sl"
     key_a = _public_key(tmp_path / "keys", "hospital-a")
     key_b = _public_key(tmp_path / "keys", "hospital-b")
-    nodes = NodeRegistry(f"sqlite:///{tmp_path / 'nodes.db'}", control=None)
+    nodes = NodeRegistry.from_url(f"sqlite:///{tmp_path / 'nodes.db'}", control=None)
     try:
         with ManagedSuperLink(
             home, simulation=False, tls=TlsFiles.in_dir(tmp_path / "tls"), node_auth=True

@@ -145,7 +145,7 @@ def build_models() -> Models:
 def coordinator(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinator]:
     config = RegistryConfig(root=str(tmp_path_factory.mktemp("reg")))
     app = create_app(CoordinatorSettings(registry=config))
-    tokens = TokenStore(config.resolved_database_url())
+    tokens = TokenStore.from_url(config.resolved_database_url())
     _, token = tokens.create(name="edge-device", role="viewer")
     tokens.close()
     served = Served(app)

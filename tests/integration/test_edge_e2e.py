@@ -81,7 +81,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 def coordinator(tmp_path: Path, env: dict[str, str]) -> Iterator[Coordinator]:
     config = RegistryConfig(root=str(tmp_path / "reg"))
     registry = open_registry(config)
-    tokens = TokenStore(config.resolved_database_url())
+    tokens = TokenStore.from_url(config.resolved_database_url())
     _, token = tokens.create(name="edge-device", role="viewer")
     tokens.close()
     port = free_port()

@@ -123,7 +123,7 @@ def _verify(registry: Registry):  # type: ignore[no-untyped-def]
 
 
 def _sql(registry: Registry, statement: str) -> None:
-    engine = registry.store._engine  # type: ignore[attr-defined]  # tampering needs the raw database
+    engine = registry.store.engine  # type: ignore[attr-defined]  # tampering needs the raw database
     with engine.begin() as conn:
         conn.execute(text(statement))
 

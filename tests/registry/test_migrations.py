@@ -17,8 +17,6 @@ from sqlalchemy import (
     MetaData,
     Table,
     UniqueConstraint,
-    create_engine,
-    event,
     inspect,
     text,
 )
@@ -26,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 from fedge.errors import RegistryError
-from registry import SqlRegistryStore
+from registry import SqlRegistryStore, open_engine
 from registry.migrate import (
     BASELINE_REVISION,
     current_revision,
@@ -36,28 +34,9 @@ from registry.migrate import (
     registry_table_names,
     upgrade_schema,
 )
-from registry.sql_store import set_wal_mode
 
 BASELINE_TABLES = ("runs", "checkpoints", "model_versions", "version_artifacts", "aliases")
 GOVERNANCE_TABLES = {"alias_events", "approvals", "audit_log", "audit_head"}
-
-
-def sqlite_engine(url: str) -> Engine:
-    """An engine set up as the store sets up its own (busy timeout, WAL, enforced foreign keys)."""
-    engine = create_engine(url, connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        set_wal_mode(cur)
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    return engine
-
-
-def open_engine(url: str) -> Engine:
-    return sqlite_engine(url) if url.startswith("sqlite") else create_engine(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -139,7 +118,7 @@ def insert_old_rows(engine: Engine) -> None:
 
 
 def assert_old_rows_survived(url: str) -> None:
-    store = SqlRegistryStore(url)
+    store = SqlRegistryStore.from_url(url)
     try:
         version = store.get_alias("digits", "production")
         run = store.get_run("run-1")

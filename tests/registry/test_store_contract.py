@@ -227,17 +227,17 @@ class StoreContract:
 class TestSqliteStore(StoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[RegistryStore]:
-        s = SqlRegistryStore(f"sqlite:///{tmp_path / 'registry.db'}")
+        s = SqlRegistryStore.from_url(f"sqlite:///{tmp_path / 'registry.db'}")
         yield s
         s.close()
 
     def test_data_survives_reopening_the_file(self, tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path / 'registry.db'}"
-        first = SqlRegistryStore(url)
+        first = SqlRegistryStore.from_url(url)
         first.create_run(make_run())
         first.close()
 
-        second = SqlRegistryStore(url)
+        second = SqlRegistryStore.from_url(url)
         assert second.get_run("run-1").task == "digits"
         second.close()
 
@@ -247,11 +247,11 @@ def test_unopenable_database_is_registry_unavailable(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
 
     with pytest.raises(RegistryUnavailableError, match="cannot open the registry database"):
-        SqlRegistryStore(f"sqlite:///{blocker / 'registry.db'}")
+        SqlRegistryStore.from_url(f"sqlite:///{blocker / 'registry.db'}")
 
 
 def _open_and_add_run(url: str, run_id: str) -> None:
-    store = SqlRegistryStore(url)
+    store = SqlRegistryStore.from_url(url)
     store.create_run(make_run(run_id))
     store.close()
 
@@ -268,13 +268,13 @@ def test_processes_opening_a_new_sqlite_registry_at_once_all_succeed(tmp_path: P
         p.join(timeout=60)
 
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    store = SqlRegistryStore(url)
+    store = SqlRegistryStore.from_url(url)
     assert sorted(r.run_id for r in store.list_runs()) == ["run-0", "run-1", "run-2", "run-3"]
     store.close()
 
 
 def _promote_many(url: str, version_ids: list[int], rounds: int) -> None:
-    store = SqlRegistryStore(url)
+    store = SqlRegistryStore.from_url(url)
     for i in range(rounds):
         store.set_alias("digits", "production", version_ids[i % len(version_ids)], actor=f"p{version_ids[0]}")
     store.close()
@@ -288,7 +288,7 @@ def test_concurrent_alias_moves_from_two_processes_leave_one_holder_and_an_intac
     from registry import verify_chain
 
     url = f"sqlite:///{tmp_path / 'registry.db'}"
-    store = SqlRegistryStore(url)
+    store = SqlRegistryStore.from_url(url)
     store.create_run(make_run())
     ids = [store.create_version(make_version()).id for _ in range(4)]
     ctx = mp.get_context("spawn")

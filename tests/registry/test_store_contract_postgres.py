@@ -13,15 +13,15 @@ from tests.registry.test_store_contract import StoreContract, make_run
 class TestPostgresStore(StoreContract):
     @pytest.fixture
     def store(self, postgres_store_url: str) -> Iterator[RegistryStore]:
-        s = SqlRegistryStore(postgres_store_url)
+        s = SqlRegistryStore.from_url(postgres_store_url)
         yield s
         s.close()
 
     def test_data_survives_reopening_the_database(self, postgres_store_url: str) -> None:
-        first = SqlRegistryStore(postgres_store_url)
+        first = SqlRegistryStore.from_url(postgres_store_url)
         first.create_run(make_run())
         first.close()
 
-        second = SqlRegistryStore(postgres_store_url)
+        second = SqlRegistryStore.from_url(postgres_store_url)
         assert second.get_run("run-1").task == "digits"
         second.close()
