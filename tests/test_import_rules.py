@@ -1,4 +1,4 @@
-"""DESIGN.md's import rule, checked on the source: who may import whom."""
+"""The import rule of docs/architecture.md, checked on the source: who may import whom."""
 
 from __future__ import annotations
 
@@ -73,3 +73,30 @@ def test_importing_the_kernel_registry_and_edge_loads_no_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"loaded at import: {result.stdout} {result.stderr[-500:]}"
+
+
+# The kernel holds no servers and no database sessions: those libraries belong to the services.
+KERNEL_FORBIDDEN = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "sqlmodel", "alembic"}
+
+
+def test_the_kernel_imports_no_server_or_database_library() -> None:
+    violations = [
+        f"{path.relative_to(ROOT)} imports {bad}"
+        for path in _modules("fedge")
+        for bad in sorted(_imports(path) & KERNEL_FORBIDDEN)
+    ]
+    assert not violations, "\n".join(violations)
+
+
+@pytest.mark.parametrize("subpackage", ["drift", "deployment"])
+def test_coordinator_capabilities_sit_below_its_api(subpackage: str) -> None:
+    # coordinator/api is the transport layer: drift and deployment are domain code it calls, never
+    # the other way round (a domain module importing a router would tie it to HTTP).
+    folder = ROOT / "coordinator" / subpackage
+    assert (folder / "__init__.py").is_file(), f"coordinator/{subpackage}/ is a package"
+    violations = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("coordinator.api"):
+                violations.append(f"{path.relative_to(ROOT)}: from {node.module} import ...")
+    assert not violations, "\n".join(violations)
