@@ -2,6 +2,8 @@
 
 What leaves the client is exactly: the noisy counts (``counts``, ``class_counts``), the window size, the
 window index, the epsilon spent and a status. Never a row, a per-record value, a mean or an extreme.
+The counted values are the task's drift features (``Task.drift_features``: a tabular row's values or a
+tensor's declared reduction); predicted classes are counted only for classification targets.
 """
 
 from __future__ import annotations
@@ -63,10 +65,11 @@ def ledger_for(node_config: dict[str, Any], settings: DriftSettings, default_dir
 def simulated_window(
     local: LocalData, settings: DriftSettings, *, partition_id: int, window: int
 ) -> np.ndarray:
-    """A simulation client's recent window: a seeded sample of its rows, covariate-shifted if configured.
+    """A simulation client's recent window: a seeded sample of its examples, covariate-shifted if
+    configured.
 
     Clients listed in ``settings.shift_clients`` add ``shift_size`` standard deviations (their own, per
-    feature) to every feature from window ``shift_from_window`` on.
+    input value) to every input value from window ``shift_from_window`` on.
     """
     x = np.concatenate([local.train.x, local.val.x]) if len(local.val) else local.train.x
     rng = np.random.default_rng([window, partition_id, 7013])
@@ -85,23 +88,28 @@ def drift_query_reply(
     ledger: PrivacyLedger,
     partition_id: int = 0,
 ) -> RecordDict:
-    """:func:`drift_reply` with the run's drift settings and, when the query carries the model's
-    weights, its predicted classes (torch is loaded only then)."""
-    settings = config.drift
+    """:func:`drift_reply` with the run's drift settings, counting the task's drift features of the
+    examples and, when the query carries the model's weights and the task is a classification, its
+    predicted classes (torch is loaded only then)."""
+    from fedge.tasks import get_task
+
+    settings, task_cfg = config.drift, config.task
+    task = get_task(task_cfg.name)
     predict = None
-    if ARRAYS_KEY in content:
+    if ARRAYS_KEY in content and task.target.is_classification:
         from fedge.serde import state_dict_from_arrays
-        from fedge.tasks import get_task
         from fedge.tasks.training import load_weights, predict_logits
 
-        task_cfg = config.task
-        model = get_task(task_cfg.name).build_model(task_cfg)
+        model = task.build_model(task_cfg)
         load_weights(model, state_dict_from_arrays(content[ARRAYS_KEY]))  # type: ignore[arg-type]
 
         def predict(rows: np.ndarray) -> np.ndarray:
             return predict_logits(model, rows).argmax(-1)
 
-    return drift_reply(content, local, ledger, settings, predict=predict, partition_id=partition_id)
+    return drift_reply(
+        content, local, ledger, settings, predict=predict, partition_id=partition_id,
+        features_of=task.drift_features,
+    )  # fmt: skip
 
 
 def simulated_current_data(local: LocalData, settings: DriftSettings, partition_id: int) -> LocalData:
@@ -118,7 +126,7 @@ def simulated_current_data(local: LocalData, settings: DriftSettings, partition_
 
 
 def shift_rows(rows: np.ndarray, size: float, *, reference: np.ndarray) -> np.ndarray:
-    """Covariate shift: ``rows + size * std(reference)`` per feature."""
+    """Covariate shift: ``rows + size * std(reference)`` per input value (rows ``[n, *shape]``)."""
     return rows + size * np.asarray(reference, dtype=np.float64).std(axis=0)
 
 
@@ -139,6 +147,7 @@ def drift_reply(
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
     partition_id: int = 0,
     rng: np.random.Generator | None = None,
+    features_of: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> RecordDict:
     """Answer one drift query.
 
@@ -147,13 +156,17 @@ def drift_reply(
     content : RecordDict
         The query: ``drift.query`` (mode, window, num_classes) and ``drift.edges``.
     data : LocalData or np.ndarray
-        The client's data (the window is chosen from it by mode) or the window itself.
+        The client's data (the window is chosen from it by mode) or the window itself
+        (``[rows, *input shape]``).
     ledger : PrivacyLedger
         Spent before anything leaves; a spend beyond the budget is refused and nothing is sent.
     settings : DriftSettings
         Mechanism, epsilon, contribution bound, minimum window.
     predict : callable, optional
         Predicted class per row, for the predicted-class histogram (omitted when ``None``).
+    features_of : callable, optional
+        Examples ``[rows, *shape]`` -> drift features ``[rows, features]`` (``Task.drift_features``);
+        ``None`` counts the rows as they are (``[rows, features]``).
 
     Returns
     -------
@@ -171,7 +184,6 @@ def drift_reply(
         rows = simulated_window(data, settings, partition_id=partition_id, window=window)
     else:
         rows = data.train.x
-    rows = np.asarray(rows, dtype=np.float64)
     if len(rows) < settings.min_window:
         # Below the minimum nothing is counted, spent or sent.
         log.info(
@@ -186,7 +198,18 @@ def drift_reply(
     epsilon = settings.reference_epsilon if mode != MODE_WINDOW else settings.epsilon
     delta = settings.delta if settings.mechanism == "gaussian" else 0.0
     try:
-        monitored = rows[:, features] if features else rows
+        values = np.asarray(features_of(rows) if features_of is not None else rows, dtype=np.float64)
+        if values.ndim != 2:
+            raise DataError(
+                f"the drift window has shape {list(values.shape)}, not [rows, features]: the task's "
+                "examples need their drift reduction (Task.drift_features)"
+            )
+        if features and max(features) >= values.shape[1]:
+            raise DataError(
+                f"the query counts drift feature {max(features)} but this client's examples have "
+                f"{values.shape[1]}: the client's task does not match the run's"
+            )
+        monitored = values[:, features] if features else values
         if monitored.shape[1] != edges.shape[0]:
             raise DataError(
                 f"the query has edges for {edges.shape[0]} features but the window has {monitored.shape[1]}"

@@ -1,4 +1,4 @@
-"""An edge device's drift window: counts of served rows in the release's bins, pushed noisy.
+"""An edge device's drift window: counts of served inputs' drift features in the release's bins, pushed noisy.
 
 The device keeps only counts while a window fills (never rows). When the window closes it spends epsilon
 from its own ledger, adds calibrated noise and posts the body of :meth:`SiteSummary.to_wire`: the noisy
@@ -16,7 +16,7 @@ import numpy as np
 from fedge.api_client import ApiClient
 from fedge.config import DriftSettings
 from fedge.drift import histogram_counts
-from fedge.drift_summary import SiteSummary, add_noise, summary_sensitivity
+from fedge.drift_summary import SiteSummary, add_noise, reduce_inputs, summary_sensitivity
 from fedge.errors import DataError
 from fedge.privacy_ledger import PrivacyLedger
 
@@ -33,7 +33,8 @@ class EdgeDriftWindow:
     Parameters
     ----------
     drift : dict
-        The manifest's ``preprocessing.drift`` entry (features, edges, num_classes).
+        The manifest's ``preprocessing.drift`` entry (features, edges, num_classes, and the
+        ``reduction`` that turns a served input into the task's drift features).
     model, version, site : identifiers sent with each summary.
     settings : DriftSettings
         Mechanism, epsilon, contribution bound, minimum window.
@@ -56,6 +57,7 @@ class EdgeDriftWindow:
             self.features = [int(i) for i in drift["features"]]
             self.edges = np.asarray(drift["edges"], dtype=np.float64)
             self.num_classes = int(drift.get("num_classes") or 0)
+            self.reduction = dict(drift.get("reduction") or {})
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"the manifest's drift entry is malformed ({exc}): cannot count drift") from exc
         self.model, self.version, self.site = model, int(version), site
@@ -72,9 +74,18 @@ class EdgeDriftWindow:
         self.predicted_rows = 0
 
     def add(self, x: np.ndarray, predicted: np.ndarray | None = None) -> None:
-        """Count served rows ``x[rows, features]`` (and their predicted classes) into the window."""
-        rows = np.asarray(x, dtype=np.float64)
-        if rows.ndim != 2 or not len(rows):
+        """Count served inputs ``x[rows, *shape]`` (and their predicted classes) into the window.
+
+        Inputs that do not have the release's shape are not counted (the runtime refused them).
+        """
+        if not len(x):
+            return
+        try:
+            rows = reduce_inputs(self.reduction, x)
+        except DataError as exc:  # never break serving over telemetry
+            log.debug("served inputs not counted for drift: %s", exc)
+            return
+        if self.features and max(self.features) >= rows.shape[1]:
             return
         counts = histogram_counts(rows[:, self.features], self.edges)
         with self._lock:

@@ -1,30 +1,80 @@
-"""What a device observes of the inputs it serves: per-feature histogram counts, never rows."""
+"""What a device observes of the inputs it serves: per-feature histogram counts, never rows.
+
+The counted features are the task's drift features, computed from the signed manifest alone (numpy
+only): a tabular row's values, or the reduction a tensor task declares (per-channel mean, intensity
+histogram...), as :func:`manifest_reduction` finds it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from edge.runtime import ModelRuntime
 from fedge.drift import fixed_bin_edges, histogram_counts
+from fedge.drift_summary import drift_reduction, reduce_inputs
+from fedge.errors import DataError
+from fedge.protocol import MANIFEST_KEY
+from fedge.tasks.spec import DriftSpec, InputSpec
 
-__all__ = ["DRIFT_BINS", "DriftAccumulator", "ObservedRuntime"]
+__all__ = ["DRIFT_BINS", "DriftAccumulator", "ObservedRuntime", "manifest_reduction"]
+
+log = logging.getLogger(__name__)
 
 DRIFT_BINS = 10
+# Summaries of a tensor input when its release names no reduction (a drift-disabled release).
+_DEFAULT_TENSOR_DRIFT = DriftSpec(reductions=("channel_mean", "channel_std", "intensity_histogram"))
+
+
+def manifest_reduction(manifest: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """How served inputs become drift features, and their names, from a release manifest.
+
+    The release's drift entry (``preprocessing.drift.reduction``) when it has one; else the input
+    spec the manifest declares (``preprocessing.input_spec``: tabular rows count their values, tensors
+    their per-channel mean and spread and an intensity histogram); else (older manifests) the rows
+    themselves, an empty reduction.
+    """
+    prep = manifest.get("preprocessing") or {}
+    entry = prep.get(MANIFEST_KEY) or {}
+    raw_input = prep.get("input_spec") or {}
+    reduction = dict(entry.get("reduction") or {})
+    if not reduction and raw_input.get("kind") and raw_input.get("shape"):
+        spec = InputSpec(str(raw_input["kind"]), tuple(int(d) for d in raw_input["shape"]))
+        drift = _DEFAULT_TENSOR_DRIFT if spec.kind == "tensor" and len(spec.shape) > 1 else DriftSpec()
+        reduction = drift_reduction(drift, spec)
+    if not reduction:
+        return {}, [str(f) for f in prep.get("features") or []]
+    try:
+        shape = tuple(int(d) for d in reduction["input"]["shape"])
+        names = tuple(str(n) for n in raw_input.get("feature_names") or prep.get("features") or [])
+        spec = InputSpec(str(reduction["input"]["kind"]), shape, names if len(names) == shape[0] else ())
+        return reduction, list(DriftSpec.from_dict(reduction.get("spec")).feature_names(spec))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        log.warning("the manifest's drift reduction is malformed (%s): counting rows as they are", exc)
+        return {}, [str(f) for f in prep.get("features") or []]
 
 
 class DriftAccumulator:
-    """Per-feature counts of served rows in equal-width bins over the model's value range.
+    """Per-feature counts of served inputs' drift features in equal-width bins over one value range.
 
-    Until the drift issue fixes bin edges per release, the edges are ``DRIFT_BINS`` equal-width
-    bins over the manifest's ``preprocessing.value_range``; values outside it count in the end
-    bins. Only counts leave the device, never a row.
+    The exact counts a device reports when its release carries no noisy-window bins: ``DRIFT_BINS``
+    equal-width bins over the manifest's ``preprocessing.value_range`` for every feature; values
+    outside it count in the end bins. Only counts leave the device, never a row.
     """
 
-    def __init__(self, lo: float, hi: float, features: list[str], bins: int = DRIFT_BINS) -> None:
+    def __init__(
+        self,
+        lo: float,
+        hi: float,
+        features: list[str],
+        bins: int = DRIFT_BINS,
+        reduction: dict[str, Any] | None = None,
+    ) -> None:
         self.features = list(features)
+        self.reduction = dict(reduction or {})
         width = len(self.features)
         self.edges = fixed_bin_edges(np.full(width, float(lo)), np.full(width, float(hi)), bins)
         self.counts = np.zeros((width, bins), dtype=np.int64)
@@ -32,18 +82,30 @@ class DriftAccumulator:
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], width: int, features: list[str]) -> DriftAccumulator:
-        """Bins over ``preprocessing.value_range`` (``[0, 1]`` when the manifest has none)."""
+        """Bins over ``preprocessing.value_range`` (``[0, 1]`` when the manifest has none), counting
+        the drift features :func:`manifest_reduction` finds (``width``/``features``: the row width and
+        names of a manifest from before input specs)."""
         value_range = (manifest.get("preprocessing") or {}).get("value_range") or [0.0, 1.0]
-        lo, hi = (float(v) for v in value_range[:2])
+        lo, hi = (float(v) if v is not None else np.nan for v in value_range[:2])
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             lo, hi = 0.0, 1.0
-        return cls(lo, hi, features if len(features) == width else [f"#{i}" for i in range(width)])
+        reduction, names = manifest_reduction(manifest)
+        if not reduction:
+            names = features if len(features) == width else [f"#{i}" for i in range(width)]
+        return cls(lo, hi, names, reduction=reduction)
 
     def add(self, x: np.ndarray) -> None:
-        """Count the rows of ``x`` (n x features); values outside the range count in the end bins."""
-        if x.ndim != 2 or x.shape[1] != len(self.features) or not len(x):
+        """Count the drift features of served inputs ``x``; values outside the range count in the end bins."""
+        if not len(x):
             return
-        self.counts += histogram_counts(x, self.edges)
+        try:
+            values = reduce_inputs(self.reduction, x)
+        except DataError as exc:  # never break serving over telemetry
+            log.debug("served inputs not counted for drift: %s", exc)
+            return
+        if values.shape[1] != len(self.features):
+            return
+        self.counts += histogram_counts(values, self.edges)
         self.served += len(x)
 
     def summary(self) -> dict[str, Any]:

@@ -4,13 +4,17 @@ A :class:`DriftReference` is fixed when a version is released: the monitored fea
 edges ``edges[features, bins + 1]``, the reference counts ``counts[features, bins]`` and the reference
 distribution of predicted classes ``class_counts[classes]``. A site counts its recent window into those
 bins, adds calibrated noise (:func:`summarize_window`) and sends a :class:`SiteSummary`: the noisy counts,
-the window size and identifiers, nothing else. The settings are ``fedge.config.DriftSettings``; the
-wire keys of drift messages live in :mod:`fedge.protocol`.
+the window size and identifiers, nothing else. What is counted are a task's drift features
+(``Task.drift_features``): the input values of a tabular row, or a tensor's reduction (per-channel
+mean, intensity histogram...); the reference records that reduction (:func:`drift_reduction`) so a
+device recomputes it from the manifest alone (:func:`reduce_inputs`, numpy only). The settings are
+``fedge.config.DriftSettings``; the wire keys of drift messages live in :mod:`fedge.protocol`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -23,15 +27,18 @@ from fedge.drift import (
     laplace_noise_counts,
 )
 from fedge.errors import ConfigError, DataError
+from fedge.tasks.spec import DriftSpec, InputSpec
 
 __all__ = [
     "DriftReference",
     "SiteSummary",
     "add_noise",
     "class_edges",
+    "drift_reduction",
     "noisy_histograms",
     "record_array",
     "record_value",
+    "reduce_inputs",
     "summarize_window",
     "summary_sensitivity",
 ]
@@ -55,11 +62,58 @@ def class_edges(num_classes: int) -> np.ndarray:
     return np.arange(num_classes + 1, dtype=np.float64) - 0.5
 
 
+def drift_reduction(spec: DriftSpec, input_spec: InputSpec) -> dict[str, Any]:
+    """JSON form of how inputs become drift features: the task's :class:`DriftSpec` and input shape.
+
+    It travels in the release's reference and manifest entry, so a device that has neither torch nor
+    the task's package computes the same features as the clients (:func:`reduce_inputs`).
+    """
+    return {"spec": spec.to_dict(), "input": {"kind": input_spec.kind, "shape": list(input_spec.shape)}}
+
+
+def reduce_inputs(reduction: Mapping[str, Any] | None, x: np.ndarray) -> np.ndarray:
+    """Served inputs ``[n, *shape]`` -> drift features ``[n, features]`` (float64), from a reduction.
+
+    An empty ``reduction`` (a release from before reductions) counts the rows themselves, which must
+    then be ``[n, features]``.
+
+    Raises
+    ------
+    DataError
+        If ``x`` does not have the input shape the reduction was declared for, naming the dimension.
+    """
+    values = np.asarray(x, dtype=np.float64)
+    if not reduction:
+        if values.ndim != 2:
+            raise DataError(f"a drift window has shape {list(values.shape)}: expected [rows, features]")
+        return values
+    try:
+        raw_input = reduction["input"]
+        input_spec = InputSpec(str(raw_input["kind"]), tuple(int(d) for d in raw_input["shape"]))
+        spec = DriftSpec.from_dict(reduction.get("spec"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"malformed drift reduction ({exc}): re-release the version") from exc
+    shape = input_spec.shape
+    if values.shape[1:] != shape:
+        got = values.shape[1:]
+        where = next(
+            (i for i, (g, w) in enumerate(zip(got, shape, strict=False)) if g != w), min(len(got), len(shape))
+        )
+        raise DataError(
+            f"drift inputs have shape [rows, {', '.join(map(str, got))}] but the release counts "
+            f"[rows, {', '.join(map(str, shape))}]: dimension {where + 1} differs"
+        )
+    return spec.reduce(values, input_spec)
+
+
 @dataclass(frozen=True)
 class DriftReference:
     """The reference a version was released with (counts only, noisy at the source).
 
-    ``counts`` and ``class_counts`` are the sums of the clients' noisy training histograms.
+    ``counts`` and ``class_counts`` are the sums of the clients' noisy training histograms;
+    ``features`` index the task's drift features, ``reduction`` says how those are computed from an
+    input (:func:`drift_reduction`; empty: the input row itself). ``class_counts`` is ``None`` for
+    regression targets (no predicted class to count).
     """
 
     model: str
@@ -71,6 +125,7 @@ class DriftReference:
     class_counts: np.ndarray | None  # [classes] or None when predictions are not monitored
     epsilon: float
     sites: int
+    reduction: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -89,6 +144,7 @@ class DriftReference:
             "class_counts": None if self.class_counts is None else self.class_counts.tolist(),
             "epsilon": self.epsilon,
             "sites": self.sites,
+            **({"reduction": self.reduction} if self.reduction else {}),
         }
 
     @classmethod
@@ -106,6 +162,7 @@ class DriftReference:
                 class_counts=None if cc is None else np.asarray(cc, dtype=np.float64),
                 epsilon=float(raw["epsilon"]),
                 sites=int(raw["sites"]),
+                reduction=dict(raw.get("reduction") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"malformed drift reference ({exc}): re-release the version") from exc

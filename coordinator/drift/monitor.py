@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 from coordinator.drift.launch import open_drift_service
 from coordinator.drift.reference import fine_grid, load_reference, monitored_features, reference_edges
 from fedge.config import DriftSettings, FedgeConfig
-from fedge.drift_summary import DriftReference, SiteSummary, record_array, record_value
+from fedge.drift_summary import DriftReference, SiteSummary, drift_reduction, record_array, record_value
 from fedge.errors import FederationError
 from fedge.protocol import (
     ARRAYS_KEY,
@@ -165,11 +165,14 @@ def release_reference(
 ) -> DriftReference | None:
     """Fix a version's reference from the clients' noisy training histograms (coordinator.drift.reference).
 
+    The counted values are ``task.drift_features`` of the clients' examples (computed at the clients);
+    the predicted-class histogram is asked for only when the task's target is a classification.
+    ``public_rows`` are the coordinator's own examples ``[n, *input_spec.shape]``.
+
     Returns ``None`` (the version is released unmonitored, with a warning) when no client answered.
     """
-    schema = task.schema
-    features = monitored_features(settings, schema)
-    fine = fine_grid(schema, features, settings.fine_bins, public_rows)
+    features = monitored_features(settings, task)
+    fine = fine_grid(task, features, settings.fine_bins, public_rows)
     step1 = [r for r in query_drift(grid, mode=MODE_REFERENCE_FINE, edges=fine, features=features,
                                     min_nodes=min_nodes) if r.counts is not None]  # fmt: skip
     if not step1:
@@ -179,23 +182,25 @@ def release_reference(
     step2 = [
         r
         for r in query_drift(grid, mode=MODE_REFERENCE, edges=edges, features=features,
-                             num_classes=schema.num_classes, arrays=model_arrays, min_nodes=min_nodes)
+                             num_classes=task.target.num_classes, arrays=model_arrays, min_nodes=min_nodes)
         if r.counts is not None
     ]  # fmt: skip
     if not step2:
         log.warning("no client sent reference counts: the version is released without a drift reference")
         return None
     class_parts = [r.class_counts for r in step2 if r.class_counts is not None]
+    names = task.drift_feature_names()
     reference = DriftReference(
         model=model_name,
         version=0,  # numbered at registration; load_reference fills it in
         features=features,
-        feature_names=[schema.feature_names[i] for i in features],
+        feature_names=[names[i] for i in features],
         edges=edges,
         counts=_total([r.counts for r in step2]),
         class_counts=np.sum(class_parts, axis=0) if len(class_parts) == len(step2) else None,
         epsilon=2 * settings.reference_epsilon,
         sites=len(step2),
+        reduction=drift_reduction(task.drift, task.input_spec),
     )
     log.info("drift reference fixed from %d sites, %d features x %d bins", len(step2), *edges.shape)
     return reference

@@ -5,6 +5,10 @@ a fine equal-width grid; the coordinator sums them and reads equal-mass edges of
 (:func:`fedge.drift.bin_edges_from_histogram`); (2) each client counts its training rows (and the released
 model's predicted classes) into those edges; the sums are the reference counts. Step 2 makes the reference
 exact for the fixed edges even where the data has point masses (a pixel that is mostly 0).
+
+What is counted are the task's drift features (``Task.drift_features``: a tabular row's values, or a
+tensor's declared reduction), named by ``Task.drift_feature_names``; predicted classes only for
+classification targets.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from fedge.config import DriftSettings
 from fedge.drift import bin_edges_from_histogram, fixed_bin_edges
 from fedge.drift_summary import DriftReference
 from fedge.errors import DataError, NotFoundError
-from fedge.tasks import DataSchema
+from fedge.tasks import Task
 from registry import Registry
 
 __all__ = [
     "LINEAGE_KEY",
+    "feature_ranges",
     "fine_grid",
     "load_reference",
     "manifest_entry",
@@ -33,25 +38,53 @@ __all__ = [
 LINEAGE_KEY = "drift_reference"  # in the version's lineage: the full reference
 
 
-def monitored_features(settings: DriftSettings, schema: DataSchema) -> list[int]:
-    """The configured feature indices (all when none are configured), checked against the schema."""
-    features = list(settings.features) or list(range(schema.num_features))
-    bad = [i for i in features if i >= schema.num_features]
+def monitored_features(settings: DriftSettings, task: Task) -> list[int]:
+    """The configured drift-feature indices (all when none are configured), checked against the task."""
+    width = len(task.drift_feature_names())
+    features = list(settings.features) or list(range(width))
+    bad = [i for i in features if not 0 <= i < width]
     if bad:
-        raise DataError(f"drift.features {bad} are beyond the task's {schema.num_features} features")
+        raise DataError(
+            f"drift.features {bad} are beyond task {task.name!r}'s {width} drift features "
+            f"({', '.join(task.drift_feature_names()[:3])}, ...): pick indices in [0, {width})"
+        )
     return features
 
 
-def fine_grid(schema: DataSchema, features: list[int], fine_bins: int, public_rows: np.ndarray) -> np.ndarray:
-    """Equal-width fine edges per monitored feature: the schema's value range where it is finite, else
-    the 0.1% and 99.9% quantiles of the coordinator's own public rows (never the clients')."""
-    if np.isfinite(schema.value_min) and np.isfinite(schema.value_max):
-        lo = np.full(len(features), float(schema.value_min))
-        hi = np.full(len(features), float(schema.value_max))
-    else:
-        cols = np.asarray(public_rows, dtype=np.float64)[:, features]
-        lo, hi = np.quantile(cols, 0.001, axis=0), np.quantile(cols, 0.999, axis=0)
-        hi = np.where(hi > lo, hi, lo + 1.0)
+def feature_ranges(task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """The range each drift feature can take, from the task's specs (infinite where unknown).
+
+    Input values and channel means lie in the input spec's range; a channel's spread in
+    ``[0, (max - min) / 2]``; an intensity-histogram share in ``[0, 1]``.
+    """
+    spec, drift = task.input_spec, task.drift
+    lo_in, hi_in = spec.value_min, spec.value_max
+    lo: list[float] = []
+    hi: list[float] = []
+    for reduction in drift.reductions:
+        if reduction == "features":
+            width = len(drift.indices) if drift.indices else spec.num_features
+            lo, hi = lo + [lo_in] * width, hi + [hi_in] * width
+        elif reduction == "channel_mean":
+            lo, hi = lo + [lo_in] * spec.channels, hi + [hi_in] * spec.channels
+        elif reduction == "channel_std":
+            lo, hi = lo + [0.0] * spec.channels, hi + [(hi_in - lo_in) / 2] * spec.channels
+        else:
+            lo, hi = lo + [0.0] * drift.bins, hi + [1.0] * drift.bins
+    return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+
+
+def fine_grid(task: Task, features: list[int], fine_bins: int, public_rows: np.ndarray) -> np.ndarray:
+    """Equal-width fine edges per monitored drift feature: its range from the task's specs where finite,
+    else the 0.1% and 99.9% quantiles over the coordinator's own public examples (never the clients')."""
+    low, high = feature_ranges(task)
+    lo, hi = low[features], high[features]
+    unknown = ~(np.isfinite(lo) & np.isfinite(hi))
+    if unknown.any():
+        values = task.drift_features(np.asarray(public_rows, dtype=np.float64))[:, features]
+        q_lo, q_hi = np.quantile(values, 0.001, axis=0), np.quantile(values, 0.999, axis=0)
+        q_hi = np.where(q_hi > q_lo, q_hi, q_lo + 1.0)
+        lo, hi = np.where(unknown, q_lo, lo), np.where(unknown, q_hi, hi)
     return fixed_bin_edges(lo, hi, fine_bins)
 
 
@@ -64,7 +97,11 @@ def reference_edges(fine_counts: np.ndarray, fine_edges: np.ndarray, num_bins: i
 
 
 def manifest_entry(reference: DriftReference) -> dict[str, Any]:
-    """What goes into the bundle manifest: enough for a device to count a window (and the reference)."""
+    """What goes into the bundle manifest: enough for a device to count a window (and the reference).
+
+    ``reduction`` (the task's ``DriftSpec`` and input shape) lets a device turn a served input into
+    the counted features with numpy alone (:func:`fedge.drift_summary.reduce_inputs`).
+    """
     return {
         "features": list(reference.features),
         "feature_names": list(reference.feature_names),
@@ -73,6 +110,7 @@ def manifest_entry(reference: DriftReference) -> dict[str, Any]:
         "reference_counts": reference.counts.tolist(),
         "reference_class_counts": None if reference.class_counts is None else reference.class_counts.tolist(),
         "reference_epsilon": reference.epsilon,
+        **({"reduction": reference.reduction} if reference.reduction else {}),
     }
 
 

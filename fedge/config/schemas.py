@@ -56,11 +56,16 @@ class DataFileSchema:
     Attributes
     ----------
     label_column : str
-        The column holding the integer class label.
+        The column holding the target: the integer class label of a classification task, or the
+        value of a single-output regression task.
+    target_columns : list of str
+        Regression only: one column per predicted output, in the task's output order; empty means
+        ``[label_column]`` (one output).
     feature_columns : list of str
-        Feature columns in model input order; empty means the task's ``DataSchema.feature_names``.
+        Tabular tasks: feature columns in model input order; empty means the task's
+        ``input_spec.feature_names``.
     min_value, max_value : float or None
-        The range every feature value must lie in; ``None`` means the task's ``DataSchema`` bound.
+        The range every input value must lie in; ``None`` means the task's ``input_spec`` bound.
     nan_policy : str
         ``reject`` (a missing value is an error naming its row) or ``drop_rows`` (skip such rows).
     min_rows : int
@@ -68,6 +73,7 @@ class DataFileSchema:
     """
 
     label_column: str = "label"
+    target_columns: list[str] = field(default_factory=list)
     feature_columns: list[str] = field(default_factory=list)
     min_value: float | None = None
     max_value: float | None = None

@@ -242,7 +242,7 @@ def test_malformed_npz_and_unknown_types_are_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
 
-    with pytest.raises(DataError, match=r"array 'x' has shape \(40, 10\), the task takes \[rows, 64\]"):
+    with pytest.raises(DataError, match=r"x has shape \[40, 10\] but task 'digits' takes \[rows, 64\]"):
         _load(narrow)
     with pytest.raises(DataError, match="array 'y' is missing"):
         _load(no_y)

@@ -35,15 +35,16 @@ def test_reference_edges_hold_about_equal_mass_and_survive_an_empty_feature() ->
     np.testing.assert_allclose(mass, 0.2, atol=0.02)
 
 
-def test_the_fine_grid_uses_the_schema_range_and_the_features_are_checked() -> None:
-    schema = get_task("digits").schema
+def test_the_fine_grid_uses_the_input_range_and_the_features_are_checked() -> None:
+    task = get_task("digits")
+    spec = task.input_spec
 
-    grid = fine_grid(schema, [0, 5], 20, public_rows=np.zeros((3, 64)))
+    grid = fine_grid(task, [0, 5], 20, public_rows=np.zeros((3, 64)))
 
-    assert grid.shape == (2, 21) and grid[0, 0] == schema.value_min and grid[0, -1] == schema.value_max
-    assert monitored_features(DriftSettings(), schema) == list(range(64))
-    with pytest.raises(DataError, match="beyond the task's 64 features"):
-        monitored_features(DriftSettings(features=[3, 64]), schema)
+    assert grid.shape == (2, 21) and grid[0, 0] == spec.value_min and grid[0, -1] == spec.value_max
+    assert monitored_features(DriftSettings(), task) == list(range(64))
+    with pytest.raises(DataError, match="beyond task 'digits''s 64 drift features"):
+        monitored_features(DriftSettings(features=[3, 64]), task)
 
 
 def test_a_reference_round_trips_through_the_lineage_and_unknown_versions_are_refused(
