@@ -20,20 +20,18 @@ from fedge.protocol import (
     ARRAYS_KEY,
     CLIENT_INFO_KEY,
     CONFIG_KEY,
-    EVAL_ACCURACY,
     EVAL_LOSS,
     INFO_FINGERPRINT,
     INFO_NAME,
     INFO_NUM_ROWS,
     METRICS_KEY,
     NUM_EXAMPLES,
-    TRAIN_ACCURACY,
     TRAIN_LOSS,
     TRAIN_SECONDS,
 )
 from fedge.serde import state_dict_from_arrays, state_dict_to_arrays
-from fedge.tasks import get_task
-from fedge.tasks.training import evaluate_model, load_weights, train_model
+from fedge.tasks import Task, get_task
+from fedge.tasks.training import evaluate_model, load_weights, resolve_device, train_model
 
 __all__ = ["ClientIdentity", "evaluate_reply", "train_reply"]
 
@@ -54,21 +52,30 @@ class ClientIdentity:
         )
 
 
-def _model(content: RecordDict, config: FedgeConfig) -> torch.nn.Module:
+def _model(content: RecordDict, config: FedgeConfig) -> tuple[Task, torch.nn.Module]:
     task_cfg = config.task
     torch.set_num_threads(1)
-    model = get_task(task_cfg.name).build_model(task_cfg)
+    task = get_task(task_cfg.name)
+    model = task.build_model(task_cfg)
     load_weights(model, state_dict_from_arrays(content[ARRAYS_KEY]))  # type: ignore[arg-type]
-    return model
+    return task, model
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}-{name}": value for name, value in metrics.items()}
 
 
 def train_reply(
     content: RecordDict, config: FedgeConfig, local: LocalData, identity: ClientIdentity
 ) -> RecordDict:
-    """Train the received global model on ``local.train``; return weights, metrics and identity."""
+    """Train the received global model on ``local.train``; return weights, metrics and identity.
+
+    The metrics are ``train-loss`` and ``train-<primary metric>`` (``train-accuracy`` for a
+    classification task, ``train-r2`` for regression), with the sample count and the seconds spent.
+    """
     started = time.perf_counter()
     task_cfg = config.task
-    model = _model(content, config)
+    task, model = _model(content, config)
     round_cfg: dict[str, Any] = dict(content.get(CONFIG_KEY, {}) or {})
     result = train_model(
         model,
@@ -79,11 +86,14 @@ def train_reply(
         momentum=task_cfg.momentum,
         seed=int(round_cfg.get("server-round", 0)) * 7919 + identity.seed,
         proximal_mu=float(round_cfg.get("proximal-mu", 0.0)),
+        task=task,
+        device=resolve_device(task_cfg.device),
     )
+    primary = task.target.primary_metric
     metrics = MetricRecord(
         {
             TRAIN_LOSS: result.loss,
-            TRAIN_ACCURACY: result.accuracy,
+            **_prefixed("train", {k: v for k, v in result.metrics.items() if k == primary}),
             NUM_EXAMPLES: result.num_examples,
             TRAIN_SECONDS: time.perf_counter() - started,
         }
@@ -97,12 +107,17 @@ def train_reply(
     )
 
 
-def evaluate_reply(content: RecordDict, config: dict[str, Any], local: LocalData) -> RecordDict:
-    """Evaluate the received global model on the local validation rows; return metrics."""
-    model = _model(content, config)
+def evaluate_reply(content: RecordDict, config: FedgeConfig, local: LocalData) -> RecordDict:
+    """Evaluate the received global model on the local validation rows; return metrics.
+
+    The metrics are ``eval-loss`` and ``eval-<name>`` for every metric the task reports
+    (classification: ``eval-accuracy``, ``eval-macro-f1``, binary also ``eval-auroc``; regression:
+    ``eval-mse``, ``eval-mae``, ``eval-r2``), with the sample count.
+    """
+    task, model = _model(content, config)
     data = local.val if len(local.val) else local.train
-    result = evaluate_model(model, data)
+    result = evaluate_model(model, data, task=task, device=resolve_device(config.task.device))
     metrics = MetricRecord(
-        {EVAL_LOSS: result.loss, EVAL_ACCURACY: result.accuracy, NUM_EXAMPLES: result.num_examples}
+        {EVAL_LOSS: result.loss, **_prefixed("eval", result.metrics), NUM_EXAMPLES: result.num_examples}
     )
     return RecordDict({METRICS_KEY: metrics})

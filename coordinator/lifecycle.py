@@ -37,10 +37,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SimulationBackend:
-    """How many virtual SuperNodes to simulate and the CPUs Ray may use."""
+    """How many virtual SuperNodes to simulate, the CPUs Ray may use and each client's GPU share."""
 
     num_supernodes: int
     client_cpus: int = 1
+    client_gpus: float = 0.0
     backend_cpus: int = 2
 
 
@@ -181,6 +182,7 @@ def execute_run(
             {RUN_CONFIG_KEY: encode_run_config(config)},
             num_supernodes=simulation.num_supernodes,
             client_cpus=simulation.client_cpus,
+            client_gpus=simulation.client_gpus,
             backend_cpus=simulation.backend_cpus,
         )
         registry.store.update_run(run_id, flower_run_id=flower_run_id)

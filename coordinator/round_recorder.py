@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
 
+from fedge.errors import FederationError
 from fedge.protocol import (
     CLIENT_INFO_KEY,
     INFO_FINGERPRINT,
@@ -19,11 +20,11 @@ from fedge.protocol import (
     NUM_EXAMPLES,
 )
 from fedge.serde import state_dict_from_arrays, state_dict_to_safetensors
-from fedge.tasks import Dataset
+from fedge.tasks import Dataset, Task
 from fedge.tasks.training import evaluate_model, load_weights
 from registry import Checkpoint, Registry
 
-__all__ = ["RoundRecorder", "with_round_recording"]
+__all__ = ["RoundRecorder", "raise_if_every_reply_failed", "with_round_recording"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,44 @@ def _node_info(replies: Iterable[Message]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def raise_if_every_reply_failed(server_round: int, phase: str, replies: list[Message]) -> None:
+    """End the run with the clients' own error when no client of a round replied successfully.
+
+    Aggregating nothing would carry the previous weights on (or none at all) and fail later
+    with a misleading error; the first client's reason is the one to read.
+
+    Raises
+    ------
+    FederationError
+        Naming the round, the phase, how many clients failed and the first one's error.
+    """
+    if not replies:
+        raise FederationError(
+            f"round {server_round}: no client replied to the {phase} message (within "
+            "strategy.round_timeout_s); check that the clients are running"
+        )
+    failed = [m for m in replies if m.has_error()]
+    if len(failed) < len(replies):
+        return
+    reasons = sorted({_client_reason(str(m.error.reason or "")) for m in failed})
+    raise FederationError(
+        f"round {server_round}: every client ({len(failed)}) failed the {phase} message; the first "
+        f"error: {reasons[0] or 'no reason given'}"
+        + (f" (and {len(reasons) - 1} other distinct errors)" if len(reasons) > 1 else "")
+    )
+
+
+def _client_reason(reason: str) -> str:
+    """The client's own message out of Flower's wrapping (``<class 'X'>:<'... Message: why'>``)."""
+    text = reason.strip()
+    if text.startswith("<class '") and ":<'" in text:
+        text = text.split(":<'", 1)[1].removesuffix("'>")
+    if "Message: " in text:
+        text = text.rsplit("Message: ", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0].removesuffix("'>") if lines else ""
+
+
 @dataclass
 class RoundRecorder:
     """Collects what happens in each round and registers the round's aggregate as a checkpoint.
@@ -62,6 +101,8 @@ class RoundRecorder:
     The strategy calls :meth:`on_train_replies` and :meth:`on_evaluate_replies` (through
     :func:`with_round_recording`); Flower calls :meth:`evaluate_fn` last in every round, which
     evaluates the aggregate centrally (when a held-out set exists) and writes the checkpoint.
+    Central evaluation reports ``central-loss`` and ``central-<metric>`` for each of the task's
+    metrics (``central-accuracy`` for classification, ``central-r2`` and friends for regression).
     """
 
     registry: Registry
@@ -69,6 +110,7 @@ class RoundRecorder:
     model: torch.nn.Module
     base_lineage: dict[str, Any]
     test_set: Dataset | None = None
+    task: Task | None = None
     train_by_round: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
     eval_by_round: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
     info_by_round: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
@@ -91,8 +133,11 @@ class RoundRecorder:
         load_weights(self.model, state_dict_from_arrays(arrays))
         metrics: dict[str, Any] = {}
         if self.test_set is not None and len(self.test_set):
-            result = evaluate_model(self.model, self.test_set)
-            metrics = {"central-loss": result.loss, "central-accuracy": result.accuracy}
+            result = evaluate_model(self.model, self.test_set, task=self.task)
+            metrics = {
+                "central-loss": result.loss,
+                **{f"central-{name}": value for name, value in result.metrics.items()},
+            }
             self.central[server_round] = metrics
         if server_round == 0:
             return MetricRecord(metrics) if metrics else None
@@ -158,6 +203,7 @@ def with_round_recording(strategy_cls: type, recorder: RoundRecorder) -> type:
         def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
             replies = list(replies)
             recorder.on_train_replies(server_round, replies)
+            raise_if_every_reply_failed(server_round, "train", replies)
             return super().aggregate_train(server_round, replies)
 
         def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:

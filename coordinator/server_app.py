@@ -18,7 +18,8 @@ from coordinator.warm_start import warm_start
 from fedge.config import FedgeConfig
 from fedge.protocol import config_hash, decode_run_config
 from fedge.serde import state_dict_to_arrays
-from fedge.tasks import get_task
+from fedge.tasks import check_dataset, get_task
+from fedge.tasks.training import check_model_output
 from fedge.version import fedge_version, git_commit
 from registry import RunStatus, open_registry
 
@@ -52,11 +53,14 @@ def run_federation(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> No
     try:
         registry.store.update_run(run_id, status=RunStatus.RUNNING, flower_run_id=flower_run_id)
         task = get_task(task_cfg.name)
-        torch.manual_seed(config.seed)
         torch.set_num_threads(1)
+        _, holdout = task.split_holdout(task_cfg)
+        # Before round 1: a model whose output disagrees with the target fails here, by name.
+        check_dataset(task, holdout, where="the held-out set")
+        check_model_output(task, task_cfg, holdout.x)
+        torch.manual_seed(config.seed)
         model = task.build_model(task_cfg)
         warm = warm_start(registry, model, config.warm_start_from) if config.warm_start_from else None
-        _, holdout = task.split_holdout(task_cfg)
         central = config.central_evaluation
         lineage = {
             "run_id": run_id,
@@ -76,6 +80,7 @@ def run_federation(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> No
             model=task.build_model(task_cfg),
             base_lineage=lineage,
             test_set=holdout if central else None,
+            task=task,
         )
         # The exporter's first use costs seconds of CPU: pay them during the rounds only where a
         # core is free of simulated clients (measured on 2 cores: slower rounds ate the gain).

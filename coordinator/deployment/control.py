@@ -88,10 +88,12 @@ class FlowerControl:
         num_supernodes: int | None = None,
         client_cpus: int = 1,
         backend_cpus: int | None = None,
+        client_gpus: float = 0.0,
     ) -> int:
         """Submit the FAB with ``run_config`` overrides; return the Flower run id.
 
-        With ``num_supernodes`` the run is a simulation on that many virtual SuperNodes.
+        With ``num_supernodes`` the run is a simulation on that many virtual SuperNodes, each with
+        ``client_cpus`` CPUs and a ``client_gpus`` share of a GPU.
         """
         from flwr.common.serde import fab_to_proto, user_config_to_proto
         from flwr.proto.control_pb2 import StartRunRequest
@@ -103,7 +105,7 @@ class FlowerControl:
             sim = SimulationConfig(
                 num_supernodes=num_supernodes,
                 client_resources_num_cpus=client_cpus,
-                client_resources_num_gpus=0.0,
+                client_resources_num_gpus=float(client_gpus),
                 backend="ray",
                 verbose=False,
             )

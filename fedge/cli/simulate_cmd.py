@@ -26,6 +26,7 @@ def simulate_command(
     from coordinator import RunProgress
     from fedge.config import load_config
     from simulations import simulate
+    from simulations.runner import primary_metric
 
     if verbose:
         logging.getLogger().setLevel(logging.INFO)
@@ -36,6 +37,7 @@ def simulate_command(
 
         drift_scenario(config)
         return
+    lead = primary_metric(config)
     console.print(
         f"[bold]fedge simulate[/]: task [cyan]{config.task.name}[/] · strategy "
         f"[cyan]{config.strategy.name}[/] · {config.simulation.num_clients} clients "
@@ -56,10 +58,10 @@ def simulate_command(
         def on_progress(p: RunProgress) -> None:
             if p.last_checkpoint is not None:
                 m = p.last_checkpoint.metrics
-                acc = m.get("central-accuracy", m.get("eval-accuracy"))
+                value = m.get(f"central-{lead}", m.get(f"eval-{lead}"))
                 desc = f"round {p.rounds_done}/{p.num_rounds}"
-                if acc is not None:
-                    desc += f" · accuracy {acc:.3f}"
+                if value is not None:
+                    desc += f" · {lead} {value:.3f}"
             else:
                 desc = {"pending": "submitting the run", "starting": "starting Flower (Ray)"}.get(
                     p.flower_status, "round 1 training"
@@ -94,12 +96,14 @@ def _print_report(console: Console, report: object) -> None:
 
     assert isinstance(report, SimulationReport)
     outcome = report.outcome
+    lead = report.primary_metric
+    short = "acc" if lead == "accuracy" else lead
     table = Table(title=f"run {outcome.run.run_id} · {outcome.run.status} · {outcome.elapsed_s:.1f}s")
     for col in (
         "round",
-        "central acc",
+        f"central {short}",
         "central loss",
-        "fed. eval acc",
+        f"fed. eval {short}",
         "fed. eval loss",
         "train loss",
         "participants",
@@ -113,9 +117,9 @@ def _print_report(console: Console, report: object) -> None:
         m = ckpt.metrics
         table.add_row(
             str(ckpt.round),
-            fmt(m.get("central-accuracy")),
+            fmt(m.get(f"central-{lead}")),
             fmt(m.get("central-loss")),
-            fmt(m.get("eval-accuracy")),
+            fmt(m.get(f"eval-{lead}")),
             fmt(m.get("eval-loss")),
             fmt(m.get("train-loss")),
             str(len(ckpt.lineage.get("nodes", []))),

@@ -246,13 +246,19 @@ class RegistryConfig:
 
 @dataclass
 class SimulationConfig:
-    """Hydra schema of the ``simulation`` group: the local federation's shape."""
+    """Hydra schema of the ``simulation`` group: the local federation's shape.
+
+    ``client_gpus`` is each simulated client's share of a GPU (Ray's ``num_gpus``: 0.25 puts four
+    clients on one GPU); 0 keeps clients on the CPU's resources. A client trains on CUDA when it
+    sees a GPU and ``task.device`` is ``auto`` or ``cuda``.
+    """
 
     num_clients: int = 5
     partition: str = "iid"
     alpha: float = 0.5
     seed: int = 42
     client_cpus: int = 1
+    client_gpus: float = 0.0
     backend_cpus: int = 2
     timeout_s: float = 900.0
 

@@ -205,6 +205,11 @@ def validate_config(config: FedgeConfig) -> None:
         raise ConfigError(f"simulation.alpha must be > 0, got {sim.alpha}")
     if sim.client_cpus <= 0 or sim.backend_cpus < 1:
         raise ConfigError("simulation.client_cpus must be > 0 and simulation.backend_cpus >= 1")
+    if not (math.isfinite(sim.client_gpus) and sim.client_gpus >= 0):
+        raise ConfigError(
+            "simulation.client_gpus must be a GPU share >= 0 (0.5: two clients per GPU), "
+            f"got {sim.client_gpus}"
+        )
     for key in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
         needed = getattr(config.strategy, key)
         if needed > sim.num_clients:

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from fedge.errors import ConfigError
-from fedge.partition import dirichlet_partition, iid_partition, label_skew, partition_indices
+from fedge.partition import (
+    check_split,
+    dirichlet_partition,
+    iid_partition,
+    label_skew,
+    partition_indices,
+    stratify,
+)
 
 
 def _labels(n: int = 1000, classes: int = 10) -> np.ndarray:
@@ -66,4 +73,49 @@ def test_dirichlet_label_skew_grows_as_alpha_shrinks() -> None:
 def test_bad_partition_requests_are_config_errors(call, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=match) as info:
         call()
+    assert info.value.code == "config_invalid"
+
+
+def test_regression_targets_are_cut_into_quantile_bins_of_near_equal_counts() -> None:
+    y = np.random.default_rng(0).normal(150.0, 50.0, size=(1000, 1)).astype(np.float32)
+
+    bins = stratify(y, bins=10)
+
+    assert bins.dtype == np.int64 and bins.shape == (1000,)
+    assert sorted(np.unique(bins)) == list(range(10))
+    assert np.all(np.abs(np.bincount(bins) - 100) <= 1)
+    # Bins are ordered: a larger target never lands in a lower bin.
+    order = np.argsort(y[:, 0])
+    assert np.all(np.diff(bins[order]) >= 0)
+    np.testing.assert_array_equal(stratify(np.array([2, 0, 1])), [2, 0, 1])
+
+
+def test_dirichlet_skews_regression_targets_by_their_bins() -> None:
+    y = np.random.default_rng(1).random(2000).astype(np.float32) * 300
+
+    iid = partition_indices(y, 5, scheme="iid", alpha=0.5, seed=0)
+    skewed = partition_indices(y, 5, scheme="dirichlet", alpha=0.1, seed=0)
+
+    assert sorted(np.concatenate(skewed).tolist()) == list(range(2000))
+    assert label_skew(y, skewed) > label_skew(y, iid) + 0.2
+    # Clients' mean targets spread apart under skew.
+    assert np.std([y[p].mean() for p in skewed]) > 3 * np.std([y[p].mean() for p in iid])
+
+
+def test_partitions_of_image_examples_take_whole_examples() -> None:
+    x = np.arange(12 * 4, dtype=np.float32).reshape(12, 1, 2, 2)
+
+    parts = partition_indices(np.arange(12) % 3, 4, scheme="dirichlet", alpha=1.0, seed=0)
+
+    assert sum(len(x[p]) for p in parts) == 12 and x[parts[0]].shape[1:] == (1, 2, 2)
+
+
+def test_a_split_with_too_few_rows_per_client_names_the_key_and_what_fits() -> None:
+    check_split(10, 5, what="the pool")
+    with pytest.raises(
+        ConfigError,
+        match=r"simulation\.num_clients=5000 needs at least 2 rows per client \(10000 rows\), but the pool "
+        r"has 1438: lower simulation\.num_clients to at most 719",
+    ) as info:
+        check_split(1438, 5000, what="the pool")
     assert info.value.code == "config_invalid"
