@@ -56,6 +56,7 @@ class TaskResult:
     kind: str
     primary: str
     central: float | None = None
+    mean_baseline: float | None = None  # regression: MAE of predicting the pool's mean
     iid: float | None = None
     dirichlet: float | None = None
     gap_iid: float | None = None
@@ -163,7 +164,7 @@ def step_times(task: Any, cfg: Any, data: Any, *, repeats: int) -> tuple[float, 
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
         for start in range(0, len(y), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss = task.loss(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -213,6 +214,9 @@ def bench_task(name: str, *, rounds: int, repeats: int, seed: int) -> TaskResult
     res = TaskResult(name, kind, "accuracy (pts)" if task.target.is_classification else "MAE")
     pool, test = task.split_holdout(cfg)
     iid = _partition(task, pool, "iid", seed)
+    if not task.target.is_classification:
+        mean = np.asarray(pool.y, dtype=np.float32).reshape(len(pool), -1).mean(0)
+        res.mean_baseline = _score(task, np.tile(mean, (len(test), 1)), test.y)
 
     def gap(fed: float, cen: float) -> float:
         return cen - fed if task.target.is_classification else (fed - cen) / cen
@@ -251,7 +255,7 @@ def report(results: list[TaskResult]) -> bool:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(160, Console().width))
     table = Table(title=f"fedge tasks: FedAvg ({CLIENTS} clients) vs central, client step, int8")
     columns = ("task", "target", "metric", "central", "IID", "gap IID", "Dir(0.5)", "gap Dir",
                "int8 size", "int8 drop", "step fedge/bare", "s")  # fmt: skip
@@ -273,6 +277,9 @@ def report(results: list[TaskResult]) -> bool:
         if r.gap_iid is not None:
             limit = REGRESSION_GOAL_RELATIVE if regression else ACCURACY_GOAL_POINTS
             goals.append((f"IID gap {r.gap_iid:.3g} <= {limit}", r.gap_iid <= limit))
+        if r.mean_baseline is not None and r.central is not None:  # an untrained model ties FedAvg too
+            learned = r.central < r.mean_baseline
+            goals.append((f"central MAE {r.central:.2f} < mean predictor's {r.mean_baseline:.2f}", learned))
         if step is not None:
             goals.append((f"client step {step:.3f}x <= {STEP_GOAL}x", step <= STEP_GOAL))
         if r.task == "shapes" and r.int8_ratio is not None and r.int8_drop is not None:
