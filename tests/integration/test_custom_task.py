@@ -288,7 +288,7 @@ def test_an_installed_package_is_listed_and_simulated_by_its_entry_point_name(tm
 
 # --- c. deployment --------------------------------------------------------------------------------------
 def test_a_deployment_with_two_tls_agents_trains_and_registers_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fedge.tasks import get_task
     from simulations.local_deployment import LocalDeployment
@@ -299,9 +299,11 @@ def test_a_deployment_with_two_tls_agents_trains_and_registers_it(
     task = get_task(EXT_TASK)
     data = task.load_dataset()
     halves = np.array_split(np.random.default_rng(3).permutation(len(data)), 2)
+    # A short root: each agent's worker socket lives under it (AF_UNIX paths hold 107 bytes).
+    root = tmp_path_factory.mktemp("extdep")
     nodes = ["strategy.min_train_nodes=2", "strategy.min_evaluate_nodes=2", "strategy.min_available_nodes=2"]
 
-    with LocalDeployment(tmp_path / "dep", task=EXT_TASK) as dep:
+    with LocalDeployment(root, task=EXT_TASK) as dep:
         for i, (name, suffix) in enumerate([("clinic-a", ".csv"), ("clinic-b", ".parquet")]):
             # Each institution's own file, written with client.data_files.write_client_file.
             key, path = dep.institution(name, data=data.take(np.sort(halves[i])), suffix=suffix)
@@ -320,7 +322,7 @@ def test_a_deployment_with_two_tls_agents_trains_and_registers_it(
     assert run["status"] == "completed", (run.get("error"), dep.coordinator_log())
     assert run["versions"] == ["ext_risk:1"]
     assert {p["name"] for p in run["rounds"][0]["participants"]} == {"clinic-a", "clinic-b"}
-    assert processes_under(tmp_path / "dep") == []
+    assert processes_under(root) == []
 
 
 # --- d. fedge new ---------------------------------------------------------------------------------------
