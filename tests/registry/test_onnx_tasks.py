@@ -72,7 +72,9 @@ def test_cnn_int8_is_static_qdq_smaller_and_agrees(shapes: TaskRelease) -> None:
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and "ConvInteger" not in ops
     assert len(int8) < len(shapes.onnx_bytes)
     fp32_acc = float(np.mean(fp32_out.argmax(1) == shapes.y))
-    assert fp32_acc > 0.4  # trained (chance is 0.25): the agreement below is about a model that has learnt something
+    assert (
+        fp32_acc > 0.4
+    )  # trained (chance is 0.25): the agreement below is about a model that has learnt something
     assert np.mean(fp32_out.argmax(1) == int8_out.argmax(1)) >= 0.95
     assert float(np.mean(int8_out.argmax(1) == shapes.y)) >= fp32_acc - 0.03
 
