@@ -293,14 +293,14 @@ def manifest_preprocessing(task: Task, *, drift_bins: Mapping[str, Any] | None =
     ``input_spec`` (:meth:`InputSpec.to_dict`: kind, shape, feature names, value range, dtype),
     ``target`` (:meth:`TargetSpec.to_dict`: kind, class names, output names) and ``drift_spec``
     (:meth:`DriftSpec.to_dict`: the reductions a device counts), the task's own ``description``,
-    and the drift bins of the version under ``drift`` when given. ``features``, ``value_range``
-    and ``classes`` repeat the specs flat for readers of earlier manifests.
+    and the drift bins of the version under ``drift`` when given. ``features`` (tabular names;
+    empty for tensors), ``value_range`` and ``classes`` repeat the specs flat for readers of
+    earlier manifests.
     """
     from fedge.protocol import MANIFEST_KEY
 
     spec, target = task.input_spec, task.target
     input_spec = spec.to_dict()
-    features = list(spec.feature_names) or [f"x{i}" for i in range(spec.num_features)]
     out: dict[str, Any] = {
         "input_spec": input_spec,
         "target": target.to_dict(),
@@ -308,7 +308,7 @@ def manifest_preprocessing(task: Task, *, drift_bins: Mapping[str, Any] | None =
         "description": task.preprocessing_note,
         "input": spec.name,
         "dtype": "float32",
-        "features": features,
+        "features": list(spec.feature_names),
         "value_range": input_spec["value_range"],
         "classes": list(target.class_names),
     }
