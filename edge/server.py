@@ -1,5 +1,10 @@
 """The serving HTTP app (device and cloud): predict in JSON or .npy, model info, health, metrics.
 
+``POST /v1/predict`` takes ``{"rows": ...}`` (nested lists of shape ``[batch, *input_shape]``: rows
+of features, or N-d tensors such as ``[batch, 1, 28, 28]``) or a float32 ``.npy`` array of that
+shape; it answers ``{"outputs", "version", "precision"}`` plus, for classification models, the
+predicted class ``labels`` named by the manifest (a ``.npy`` request gets the outputs as ``.npy``).
+
 Bodies are read raw (never through a pydantic model: parsing with orjson is much faster) with the
 size limit enforced while reading. Every refusal is a :class:`~fedge.errors.FedgeError` rendered by
 one path as ``{"error": {"code", "message"}}`` with the class's ``http_status``; bad requests are
@@ -148,7 +153,15 @@ def create_serving_app(
             return Response(
                 _npy_bytes(out), media_type=NPY_CONTENT_TYPE, headers=_headers(route), background=task
             )
-        payload = _dumps({"outputs": out, "version": runtime.version_label, "precision": runtime.precision})
+        doc: dict[str, Any] = {
+            "outputs": out,
+            "version": runtime.version_label,
+            "precision": runtime.precision,
+        }
+        labels = runtime.labels(out)
+        if labels is not None:
+            doc["labels"] = labels
+        payload = _dumps(doc)
         return Response(payload, media_type="application/json", background=task)
 
     async def _run(runtime: ModelRuntime, x: np.ndarray) -> np.ndarray:
@@ -218,7 +231,9 @@ def _parse_json(body: bytes, runtime: ModelRuntime) -> np.ndarray:
         raise InvalidJsonError(f"the body is not valid JSON: {exc}", reason="invalid_json") from exc
     if not isinstance(doc, dict) or "rows" not in doc:
         raise InputRejectedError(
-            'the body must be a JSON object with "rows": [[...], ...]', reason="missing_rows"
+            'the body must be a JSON object with "rows": [[...], ...] (nested lists of shape '
+            f"[batch, {', '.join(str(d) for d in runtime.input_shape)}])",
+            reason="missing_rows",
         )
     # Not np.array(rows, dtype=float32): that would quietly turn "0.5" (a string) into a number.
     return runtime.validate(doc["rows"])

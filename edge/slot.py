@@ -159,7 +159,7 @@ class ModelSlot:
             if self.metrics is not None:
                 self.metrics.record_error("shadow")
             return
-        agreed = int(np.count_nonzero(out.argmax(-1) == answered.argmax(-1)))
+        agreed = _agreeing_rows(out, answered, regression=route.runtime.target_kind == "regression")
         diff = float(np.max(np.abs(out - answered))) if out.shape == answered.shape else float("inf")
         with self._lock:
             stats.rows += len(x)
@@ -209,3 +209,18 @@ class ModelSlot:
             rt = secondary.runtime
             models[secondary.mode] = (rt.version_label, rt.precision, rt.signer_key_id)
         self.metrics.set_models(models)
+
+
+# A regression row agrees when every output is within this fraction of the answered value's size
+# (at least 1): the int8 tolerance of release verification, so fp32 and int8 of a model agree.
+REGRESSION_AGREEMENT = 1e-2
+
+
+def _agreeing_rows(out: np.ndarray, answered: np.ndarray, *, regression: bool) -> int:
+    """Rows on which the shadow agrees: same predicted class, or (regression) a close value."""
+    if out.shape != answered.shape:
+        return 0
+    if not regression:
+        return int(np.count_nonzero(out.argmax(-1) == answered.argmax(-1)))
+    bound = REGRESSION_AGREEMENT * np.maximum(1.0, np.abs(answered))
+    return int(np.count_nonzero((np.abs(out - answered) <= bound).reshape(len(out), -1).all(axis=1)))

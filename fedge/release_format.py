@@ -37,6 +37,7 @@ __all__ = [
     "SIGNATURE",
     "VerifiedBundle",
     "canonical_manifest_bytes",
+    "manifest_input_shape",
     "run_onnx_bytes",
     "verify_bundle",
     "zip_members",
@@ -67,6 +68,24 @@ def canonical_manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return json.dumps(
         manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+def manifest_input_shape(manifest: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """One example's shape as a manifest declares it (no batch axis), or ``None`` if it does not.
+
+    Read from ``preprocessing.input_spec.shape``; manifests from before input specs give it
+    through the graph's input shape (``io``) or the length of ``preprocessing.features``.
+    """
+    prep = manifest.get("preprocessing") or {}
+    spec = prep.get("input_spec") or {}
+    if isinstance(spec.get("shape"), list) and spec["shape"]:
+        return tuple(int(d) for d in spec["shape"])
+    inputs = (manifest.get("io") or {}).get("inputs") or [{}]
+    dims = (inputs[0] or {}).get("shape") or []
+    if len(dims) >= 2 and all(isinstance(d, int) for d in dims[1:]):
+        return tuple(int(d) for d in dims[1:])
+    features = prep.get("features")
+    return (len(features),) if isinstance(features, list) and features else None
 
 
 def run_onnx_bytes(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
@@ -136,6 +155,19 @@ def _check_contents(label: str, manifest: dict[str, Any], members: dict[str, byt
                 f"file was altered or replaced after signing; refusing bundle {label}",
                 reason="artifact_digest",
             )
+    declared = manifest_input_shape(manifest)
+    graph_dims = list(manifest["io"]["inputs"][0]["shape"][1:])
+    mismatch = declared is not None and (
+        len(declared) != len(graph_dims)
+        or any(isinstance(g, int) and g != d for g, d in zip(graph_dims, declared, strict=True))
+    )
+    if mismatch:
+        raise ArtifactError(
+            f"the manifest of {label} declares inputs of shape {list(declared or ())} but {MODEL} takes "
+            f"[batch, {', '.join(str(d) for d in graph_dims)}]: the bundle was assembled wrongly; "
+            "refusing it",
+            reason="invalid_bundle",
+        )
     reference = manifest["reference"]
     rows = np.asarray(reference["inputs"], dtype=np.float32)
     for name in (MODEL, INT8_MODEL):

@@ -6,6 +6,7 @@ from registry.bundle import (
     Release,
     VerifiedBundle,
     assemble_bundle,
+    manifest_preprocessing,
     prepare_release,
     release_bundle,
     verify_bundle,
@@ -26,6 +27,7 @@ from registry.governance import (
 from registry.migrate import MigrationHistory, run_environment, upgrade_schema
 from registry.onnx_export import (
     DEFAULT_PARITY_TOLERANCE,
+    OPSET,
     ParityReport,
     check_parity,
     export_onnx,
@@ -53,6 +55,7 @@ from registry.store import RegistryStore
 
 __all__ = [
     "DEFAULT_PARITY_TOLERANCE",
+    "OPSET",
     "AliasEvent",
     "AliasGate",
     "AliasMove",
@@ -88,6 +91,7 @@ __all__ = [
     "check_parity",
     "export_onnx",
     "gates_from_dict",
+    "manifest_preprocessing",
     "open_artifact_store",
     "open_engine",
     "open_registry",

@@ -48,9 +48,10 @@ from fedge.release_format import (
 from fedge.version import fedge_version
 from registry.artifacts import sha256_hex
 from registry.onnx_export import run_onnx
-from registry.quantize import INT8_SCHEME, quantize_int8
+from registry.quantize import int8_scheme, quantize_int8
 from registry.schemas import ArtifactRef, ModelVersion, ModelVersionCreate
 from registry.service import Registry
+from registry.task_manifest import manifest_preprocessing
 
 __all__ = [
     "BUNDLE_MEMBERS",
@@ -61,6 +62,7 @@ __all__ = [
     "assemble_bundle",
     "build_manifest",
     "canonical_manifest_bytes",
+    "manifest_preprocessing",
     "prepare_release",
     "release_bundle",
     "verify_bundle",
@@ -107,7 +109,7 @@ def build_manifest(
     ExportError
         If the int8 model's inputs or outputs differ from the fp32 model's.
     DataError
-        If ``reference_inputs`` is not 1 to 64 rows of the model's input width.
+        If ``reference_inputs`` is not 1 to 64 examples of the model's per-example input shape.
     ConfigError
         If ``preprocessing`` does not serialize to JSON.
     """
@@ -121,12 +123,8 @@ def build_manifest(
     int8_io, _ = _describe_onnx(int8_bytes)
     if int8_io != io_spec:
         raise ExportError(f"the int8 model's inputs/outputs {int8_io} differ from the model's {io_spec}")
-    width = io_spec["inputs"][0]["shape"][1]
     rows = np.ascontiguousarray(reference_inputs, dtype=np.float32)
-    if rows.ndim != 2 or rows.shape[1] != width or not 1 <= len(rows) <= 64:
-        raise DataError(
-            f"reference inputs have shape {rows.shape}; expected 1 to 64 rows of {width} features"
-        )
+    _check_reference_inputs(rows, io_spec["inputs"][0]["shape"][1:])
     expected = {name: run_onnx(data, rows) for name, data in ((MODEL, onnx_bytes), (INT8_MODEL, int8_bytes))}
     weights = _ref(version, "weights")
     manifest: dict[str, Any] = {
@@ -147,7 +145,7 @@ def build_manifest(
         "io": io_spec,
         "opset": opset,
         "preprocessing": dict(preprocessing),
-        "quantization": dict(INT8_SCHEME),
+        "quantization": int8_scheme(onnx_bytes),
         "reference": {
             "inputs": rows.tolist(),
             "expected_outputs": {name: out.tolist() for name, out in expected.items()},
@@ -180,9 +178,12 @@ def prepare_release(
     int8_bytes: bytes | None = None,
 ) -> Release:
     """Quantize (unless ``int8_bytes`` is given), build the manifest on the first
-    :data:`REFERENCE_ROWS` reference rows, and sign it. Touches no registry."""
+    :data:`REFERENCE_ROWS` reference rows, and sign it. Touches no registry.
+
+    A convolutional model is quantized statically, calibrated on ``reference_inputs``.
+    """
     if int8_bytes is None:
-        int8_bytes = quantize_int8(onnx_bytes)
+        int8_bytes = quantize_int8(onnx_bytes, calibration=np.asarray(reference_inputs, dtype=np.float32))
     signer = key_id(private_key.public_key())
     manifest = build_manifest(
         version=version,
@@ -282,6 +283,19 @@ def write_bundle(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _check_reference_inputs(rows: np.ndarray, example_shape: list[Any]) -> None:
+    """Refuse reference inputs that are not 1 to 64 examples of the graph's per-example shape."""
+    want = "x".join(str(d) for d in example_shape)
+    fits = rows.ndim == len(example_shape) + 1 and all(
+        not isinstance(d, int) or d == got for d, got in zip(example_shape, rows.shape[1:], strict=True)
+    )
+    if not fits or not 1 <= len(rows) <= 64:
+        raise DataError(
+            f"reference inputs have shape {rows.shape}; expected 1 to 64 examples of shape [{want}] "
+            f"(the model's input without its batch axis)"
+        )
 
 
 def _describe_onnx(onnx_bytes: bytes) -> tuple[dict[str, list[dict[str, Any]]], int]:

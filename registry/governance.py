@@ -25,6 +25,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PARITY_METRIC = "onnx-parity-max-abs-diff"
+# Regression models record their parity error relative to the largest output (at least 1): outputs
+# in a target's units carry float32 rounding an absolute bound would refuse. The gate reads it first.
+RELATIVE_PARITY_METRIC = "onnx-parity-relative-diff"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,18 @@ def check_gates(version: ModelVersion, gate: AliasGate, approvals: Sequence[Appr
                 else f"{key} {value:.4f} < {floor} (short by {floor - value:.4f})"
             )
             checks.append(GateCheck(f"min_metrics[{key}]", ok, detail))
+    for key, ceiling in sorted(gate.max_metrics.items()):
+        value = version.metrics.get(key)
+        if value is None:
+            checks.append(GateCheck(f"max_metrics[{key}]", False, f"{key} was not recorded for this version"))
+        else:
+            ok = value <= ceiling
+            detail = (
+                f"{key} {value:.4f} <= {ceiling}"
+                if ok
+                else f"{key} {value:.4f} > {ceiling} (over by {value - ceiling:.4f})"
+            )
+            checks.append(GateCheck(f"max_metrics[{key}]", ok, detail))
     nodes = version.lineage.get("nodes", []) or []
     for key, floor in sorted(gate.min_client_metrics.items()):
         values = [(n.get("node_id"), (n.get("eval_metrics") or {}).get(key)) for n in nodes]
@@ -74,15 +89,17 @@ def check_gates(version: ModelVersion, gate: AliasGate, approvals: Sequence[Appr
         )
         checks.append(GateCheck(f"min_client_metrics[{key}]", ok, detail))
     if gate.max_parity_diff is not None:
-        diff = version.metrics.get(PARITY_METRIC)
+        relative = version.metrics.get(RELATIVE_PARITY_METRIC)
+        diff = relative if relative is not None else version.metrics.get(PARITY_METRIC)
+        what = "relative diff" if relative is not None else "max abs diff"
         if diff is None:
             checks.append(GateCheck("onnx_parity", False, "no ONNX parity was recorded for this version"))
         else:
             ok = diff <= gate.max_parity_diff
             detail = (
-                f"max abs diff {diff:.2e} <= {gate.max_parity_diff:g}"
+                f"{what} {diff:.2e} <= {gate.max_parity_diff:g}"
                 if ok
-                else f"max abs diff {diff:.2e} > {gate.max_parity_diff:g} "
+                else f"{what} {diff:.2e} > {gate.max_parity_diff:g} "
                 f"(over by {diff - gate.max_parity_diff:.2e})"
             )
             checks.append(GateCheck("onnx_parity", ok, detail))

@@ -143,17 +143,23 @@ class AliasGate:
     Attributes
     ----------
     min_metrics : dict
-        Aggregate metric floors, e.g. ``{"central-accuracy": 0.9}``.
+        Aggregate metric floors, e.g. ``{"central-accuracy": 0.9}`` or ``{"central-r2": 0.4}``
+        ("R2 >= 0.4").
+    max_metrics : dict
+        Aggregate metric ceilings, for metrics where lower is better, e.g.
+        ``{"central-mae": 3.0}`` ("MAE <= 3.0").
     min_client_metrics : dict
         Floors every participating client's evaluation metric must meet, e.g.
         ``{"eval-accuracy": 0.8}`` ("no client below 0.8").
     max_parity_diff : float or None
-        Largest ONNX-vs-torch max abs difference allowed; ``None`` skips the gate.
+        Largest ONNX-vs-torch difference allowed (max abs diff; for regression, relative to the
+        largest output magnitude, at least 1); ``None`` skips the gate.
     required_approvals : int
         Approvals from distinct operators for this version and alias.
     """
 
     min_metrics: dict[str, float] = field(default_factory=dict)
+    max_metrics: dict[str, float] = field(default_factory=dict)
     min_client_metrics: dict[str, float] = field(default_factory=dict)
     max_parity_diff: float | None = None
     required_approvals: int = 0

@@ -15,7 +15,7 @@ from fedge.crypto import Ed25519PrivateKey, generate_private_key
 from fedge.errors import ConfigError, DataError
 from fedge.release_format import MODEL, VerifiedBundle, verify_bundle
 from fedge.tasks import TaskConfig, get_task
-from registry import ModelVersionCreate, export_onnx
+from registry import ModelVersionCreate, export_onnx, manifest_preprocessing
 from registry.bundle import prepare_release, write_bundle
 
 
@@ -32,22 +32,15 @@ def release_digits(folder: Path, *, hidden: int = 16, seed: int = 0) -> Released
     torch.manual_seed(seed)
     task = get_task("digits")
     cfg = TaskConfig(hidden=hidden)
-    onnx_bytes = export_onnx(task.build_model(cfg), task.schema.num_features)
+    onnx_bytes = export_onnx(task.build_model(cfg), task.input_spec.shape)
     _, test = task.split_holdout(cfg)
-    schema = task.schema
     key = generate_private_key()
     release = prepare_release(
         version=ModelVersionCreate("digits", "run-1", 3, (), {"accuracy": 0.9}, {}, {"task": "digits"}),
         onnx_bytes=onnx_bytes,
         private_key=key,
         reference_inputs=test.x,
-        preprocessing={
-            "input": schema.input_name,
-            "dtype": "float32",
-            "features": list(schema.feature_names),
-            "value_range": [schema.value_min, schema.value_max],
-            "classes": list(schema.class_names),
-        },
+        preprocessing=manifest_preprocessing(task),
     )
     path = write_bundle(
         folder / "digits.bundle", manifest=release.manifest, signature=release.signature, files=release.files

@@ -18,7 +18,7 @@ from edge import ModelRuntime, ModelSlot, create_serving_app
 from fedge.crypto import generate_private_key
 from fedge.release_format import MODEL, VerifiedBundle, verify_bundle
 from fedge.tasks import TaskConfig, get_task
-from registry import ModelVersionCreate, export_onnx
+from registry import ModelVersionCreate, export_onnx, manifest_preprocessing
 from registry.bundle import prepare_release, write_bundle
 
 
@@ -27,20 +27,15 @@ def release_digits(folder: Path) -> tuple[VerifiedBundle, np.ndarray]:
     torch.manual_seed(0)
     task = get_task("digits")
     cfg = TaskConfig(hidden=16)
-    onnx_bytes = export_onnx(task.build_model(cfg), task.schema.num_features)
+    onnx_bytes = export_onnx(task.build_model(cfg), task.input_spec.shape)
     _, test = task.split_holdout(cfg)
-    schema, key = task.schema, generate_private_key()
+    key = generate_private_key()
     release = prepare_release(
         version=ModelVersionCreate("digits", "run-1", 3, (), {}, {}, {"task": "digits"}),
         onnx_bytes=onnx_bytes,
         private_key=key,
         reference_inputs=test.x,
-        preprocessing={
-            "dtype": "float32",
-            "features": list(schema.feature_names),
-            "value_range": [schema.value_min, schema.value_max],
-            "classes": list(schema.class_names),
-        },
+        preprocessing=manifest_preprocessing(task),
     )
     path = write_bundle(
         folder / "d.bundle", manifest=release.manifest, signature=release.signature, files=release.files

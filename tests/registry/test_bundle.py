@@ -56,7 +56,7 @@ def exported() -> Exported:
     torch.manual_seed(0)
     task = get_task("digits")
     cfg = TaskConfig(hidden=16)
-    onnx_bytes = export_onnx(task.build_model(cfg), task.schema.num_features)
+    onnx_bytes = export_onnx(task.build_model(cfg), task.input_spec.shape)
     _, test = task.split_holdout(cfg)
     return Exported(onnx_bytes, quantize_int8(onnx_bytes), test.x)
 

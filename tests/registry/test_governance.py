@@ -117,6 +117,74 @@ def test_a_batch_with_one_gated_failure_moves_no_alias(registry: Registry) -> No
     assert registry.store.list_alias_events("digits", "staging") == []
 
 
+def register_regression(registry: Registry, *, mae: float, r2: float, relative_parity: float):  # type: ignore[no-untyped-def]
+    registry.store.create_run(
+        RunCreate(
+            run_id=f"reg-{mae}",
+            task="diabetes",
+            strategy="fedavg",
+            num_rounds=1,
+            config={},
+            config_hash="0" * 64,
+        )
+    )
+    return registry.register_version(
+        ModelVersionCreate(
+            name="diabetes",
+            run_id=f"reg-{mae}",
+            checkpoint_id=None,
+            artifacts=(registry.put_artifact("onnx", f"regression {mae}".encode()),),
+            # Outputs in the target's units: the absolute parity diff is large, the relative one small.
+            metrics={
+                "central-mae": mae,
+                "central-r2": r2,
+                "onnx-parity-max-abs-diff": 3e-4,
+                "onnx-parity-relative-diff": relative_parity,
+            },
+            lineage={},
+            model_config={},
+        ),
+        aliases=("candidate",),
+    )
+
+
+REGRESSION = GatesConfig(
+    aliases={
+        "production": AliasGate(
+            min_metrics={"central-r2": 0.4}, max_metrics={"central-mae": 3.0}, max_parity_diff=1e-4
+        )
+    }
+)
+
+
+def test_max_metrics_refuse_a_regression_model_naming_metric_value_and_bound(registry: Registry) -> None:
+    v = register_regression(registry, mae=3.5, r2=0.35, relative_parity=2e-6)
+
+    checks = {c.gate: c for c in check_gates(v, REGRESSION.aliases["production"], [])}
+    with pytest.raises(GateRefusedError) as info:
+        promote(registry, moves=[("diabetes:1", "production")], actor="a", reason="go", gates=REGRESSION)
+
+    assert "central-mae 3.5000 > 3.0 (over by 0.5000)" in checks["max_metrics[central-mae]"].detail
+    assert "central-r2 0.3500 < 0.4 (short by 0.0500)" in checks["min_metrics[central-r2]"].detail
+    assert checks["onnx_parity"].passed and "relative diff 2.00e-06 <= 0.0001" in checks["onnx_parity"].detail
+    message = info.value.message
+    assert "gate max_metrics[central-mae] failed: central-mae 3.5000 > 3.0" in message
+    assert "production" not in registry.store.get_version(v.id).aliases
+
+
+def test_max_metrics_allow_a_regression_model_within_its_bounds(registry: Registry) -> None:
+    register_regression(registry, mae=2.5, r2=0.45, relative_parity=2e-6)
+    missing = AliasGate(max_metrics={"central-rmse": 1.0})
+
+    (moved,) = promote(
+        registry, moves=[("diabetes:1", "production")], actor="a", reason="go", gates=REGRESSION
+    )
+    (check,) = check_gates(moved, missing, [])
+
+    assert "production" in moved.aliases
+    assert not check.passed and check.detail == "central-rmse was not recorded for this version"
+
+
 def _verify(registry: Registry):  # type: ignore[no-untyped-def]
     seq, head = registry.store.audit_head()
     return verify_chain(registry.store.list_audit(), head_seq=seq, head_hash=head)
@@ -163,3 +231,11 @@ def test_entries_deleted_from_the_end_are_found(registry: Registry) -> None:
 
     assert not result.ok and result.first_bad_seq == 3
     assert "entries at the end were deleted" in result.reason
+
+
+def test_max_metrics_come_from_the_run_config() -> None:
+    from registry import gates_from_dict
+
+    gates = gates_from_dict({"aliases": {"production": {"max_metrics": {"central-mae": 3.0}}}})
+
+    assert gates.aliases["production"].max_metrics == {"central-mae": 3.0}

@@ -22,20 +22,20 @@ def exported(request: pytest.FixtureRequest) -> tuple[object, torch.nn.Module, b
     cfg = TaskConfig(name=name, model=arch, hidden=32)
     model = task.build_model(cfg)
     _, test = task.split_holdout(cfg)
-    return task, model, export_onnx(model, task.schema.num_features), test.x
+    return task, model, export_onnx(model, task.input_spec.shape), test.x
 
 
 @pytest.mark.parametrize("batch", [1, 257])
 def test_onnxruntime_matches_torch_within_tolerance(exported, batch: int) -> None:  # type: ignore[no-untyped-def]
     task, model, onnx_bytes, rows = exported
-    x = np.resize(rows, (batch, task.schema.num_features)).astype(np.float32)
+    x = np.resize(rows, (batch, *task.input_spec.shape)).astype(np.float32)
 
     report = check_parity(model, onnx_bytes, x)
 
     assert report.rows == batch
     assert report.max_abs_diff <= 1e-4
     assert report.argmax_agreement == 1.0
-    assert run_onnx(onnx_bytes, x).shape == (batch, task.schema.num_classes)
+    assert run_onnx(onnx_bytes, x).shape == (batch, task.target.num_outputs)
 
 
 def test_exported_graph_has_a_symbolic_batch_axis_and_embedded_weights(exported) -> None:  # type: ignore[no-untyped-def]
@@ -45,7 +45,7 @@ def test_exported_graph_has_a_symbolic_batch_axis_and_embedded_weights(exported)
     dims = graph.input[0].type.tensor_type.shape.dim
     assert graph.input[0].name == "x" and graph.output[0].name == "logits"
     assert dims[0].dim_param and not dims[0].dim_value
-    assert dims[1].dim_value == task.schema.num_features
+    assert [d.dim_value for d in dims[1:]] == list(task.input_spec.shape)
     assert all(init.data_location != onnx.TensorProto.EXTERNAL for init in graph.initializer)
 
 
