@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     import onnx
     from torch import nn
 
-__all__ = ["DEFAULT_PARITY_TOLERANCE", "OPSET", "ParityReport", "check_parity", "export_onnx", "run_onnx"]
+__all__ = [
+    "DEFAULT_PARITY_TOLERANCE",
+    "OPSET",
+    "ParityReport",
+    "check_exportable",
+    "check_parity",
+    "export_onnx",
+    "run_onnx",
+]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +148,34 @@ def _strip_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
         del node.metadata_props[:]
         node.doc_string = ""
     return proto
+
+
+def check_exportable(model: nn.Module, input_shape: tuple[int, ...], *, task: str) -> None:
+    """Refuse, before any training, a model the ONNX exporter could not trace.
+
+    Runs ``torch.export`` (the tracing stage of the ONNX export, about 2 s on first use instead of
+    the whole export's 5-7 s) on a batch of 2 with a dynamic batch axis: a forward pass that leaves
+    torch (``.numpy()``, ``.item()`` on data, Python control flow on values) fails here as it would
+    after the last round, where it would cost the whole run.
+
+    Raises
+    ------
+    TaskDefinitionError
+        Naming the task and the exporter's reason.
+    """
+    import torch
+
+    from fedge.errors import TaskDefinitionError
+
+    example = torch.zeros(2, *input_shape, dtype=torch.float32)
+    try:
+        torch.export.export(model.cpu().eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise TaskDefinitionError(
+            f"task {task!r}: the model cannot be exported to ONNX ({type(exc).__name__}: {reason[:300]}): "
+            "keep forward() in torch operations (no .numpy(), .item() or Python branches on values)"
+        ) from exc
 
 
 def run_onnx(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:

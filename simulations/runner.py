@@ -46,7 +46,7 @@ def check_simulation(config: FedgeConfig) -> None:
 
     Checks the task's data set against its specs, that the client pool can be split among
     ``simulation.num_clients`` clients (with the configured scheme), and that the model's output
-    on 2 examples has the target's width.
+    on 2 examples has the target's width and can be traced for ONNX export.
 
     Raises
     ------
@@ -58,6 +58,7 @@ def check_simulation(config: FedgeConfig) -> None:
     from fedge.partition import check_split, partition_indices
     from fedge.tasks import check_dataset, get_task
     from fedge.tasks.training import check_model_output
+    from registry import check_exportable
 
     task_cfg, sim = config.task, config.simulation
     task = get_task(task_cfg.name)
@@ -72,6 +73,7 @@ def check_simulation(config: FedgeConfig) -> None:
     )
     partition_indices(pool.y, sim.num_clients, scheme=sim.partition, alpha=sim.alpha, seed=sim.seed)
     check_model_output(task, task_cfg, pool.x)
+    check_exportable(task.build_model(task_cfg), task.input_spec.shape, task=task.name)
 
 
 def primary_metric(config: FedgeConfig) -> str:
