@@ -261,7 +261,7 @@ def bench_int8(args: argparse.Namespace) -> list[Goal]:
             model, pool, epochs=args.epochs, lr=lr, batch_size=config.batch_size, momentum=config.momentum
         )
         train_s = time.perf_counter() - start
-        fp32 = export_onnx(model, task.schema.num_features)
+        fp32 = export_onnx(model, task.input_spec.shape)
         int8 = quantize_int8(fp32)
         fp32_acc, fp32_pred = _onnx_accuracy(fp32, holdout.x, holdout.y, row_by_row=False)
         batch_acc, batch_pred = _onnx_accuracy(int8, holdout.x, holdout.y, row_by_row=False)

@@ -295,7 +295,7 @@ def _build_bundle(folder: Path, hidden: int) -> tuple[Path, Path, Any, np.ndarra
     torch.manual_seed(0)
     task = get_task("digits")
     cfg = TaskConfig(hidden=hidden)
-    onnx_bytes = export_onnx(task.build_model(cfg), task.schema.num_features)
+    onnx_bytes = export_onnx(task.build_model(cfg), task.input_spec.shape)
     rows = task.split_holdout(cfg)[1].x
     key = generate_private_key()
     release = prepare_release(
@@ -303,7 +303,7 @@ def _build_bundle(folder: Path, hidden: int) -> tuple[Path, Path, Any, np.ndarra
         onnx_bytes=onnx_bytes,
         private_key=key,
         reference_inputs=rows,
-        preprocessing={"features": list(task.schema.feature_names), "value_range": [0.0, 1.0]},
+        preprocessing={"features": list(task.input_spec.feature_names), "value_range": [0.0, 1.0]},
     )
     bundle = write_bundle(
         folder / "d.bundle", manifest=release.manifest, signature=release.signature, files=release.files

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from fedge.config import NAN_POLICIES, DataFileSchema, TaskConfig
 from fedge.tasks.api import Dataset, Task
-from fedge.tasks.base import DataSchema
 from fedge.tasks.catalog import (
     BUILTIN_TASKS,
     ENTRY_POINT_GROUP,
@@ -29,7 +28,6 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "NAN_POLICIES",
     "DataFileSchema",
-    "DataSchema",
     "Dataset",
     "DriftSpec",
     "InputSpec",

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from fedge.tasks.base import DataSchema
 
 __all__ = ["Dataset", "Task"]
 
@@ -169,20 +168,3 @@ class Task(ABC):
     def drift_feature_names(self) -> tuple[str, ...]:
         """Names of the values :meth:`drift_features` returns."""
         return self.drift.feature_names(self.input_spec)
-
-    @property
-    def schema(self) -> DataSchema:
-        """Flat-row view for readers not yet on the specs (tabular and flattened tensors)."""
-        from fedge.tasks.base import DataSchema
-
-        spec = self.input_spec
-        names = spec.feature_names or tuple(f"x{i}" for i in range(spec.num_features))
-        return DataSchema(
-            feature_names=names,
-            num_classes=self.target.num_outputs,
-            value_min=spec.value_min,
-            value_max=spec.value_max,
-            input_name=spec.name,
-            output_name=self.target.output,
-            class_names=self.target.class_names,
-        )

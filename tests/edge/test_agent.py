@@ -87,7 +87,7 @@ class Coordinator:
         reg, key = self.registry, key or self.key
         onnx_bytes, int8_bytes = self.models.onnx[which], self.models.int8[which]
         task = get_task(NAME)
-        schema = task.schema
+        spec = task.input_spec
         draft = ModelVersionCreate(
             NAME, None, None, (reg.put_artifact("onnx", onnx_bytes),), {}, {}, {"task": NAME}
         )
@@ -97,8 +97,8 @@ class Coordinator:
             private_key=key,
             reference_inputs=self.models.rows,
             preprocessing={
-                "features": list(schema.feature_names),
-                "value_range": [schema.value_min, schema.value_max],
+                "features": list(spec.feature_names),
+                "value_range": [spec.value_min, spec.value_max],
                 **({"drift": drift["manifest"]} if drift else {}),
             },
             int8_bytes=int8_bytes,
@@ -134,7 +134,7 @@ def build_models() -> Models:
     onnx, int8 = [], []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        data = export_onnx(task.build_model(cfg), task.schema.num_features)
+        data = export_onnx(task.build_model(cfg), task.input_spec.shape)
         onnx.append(data)
         int8.append(quantize_int8(data))
     _, test = task.split_holdout(cfg)

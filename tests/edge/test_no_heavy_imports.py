@@ -38,14 +38,14 @@ def test_edge_serves_a_bundle_without_heavy_imports(tmp_path: Path) -> None:
     torch.manual_seed(0)
     task = get_task("digits")
     cfg = TaskConfig(hidden=8)
-    onnx_bytes = export_onnx(task.build_model(cfg), task.schema.num_features)
+    onnx_bytes = export_onnx(task.build_model(cfg), task.input_spec.shape)
     key = generate_private_key()
     release = prepare_release(
         version=ModelVersionCreate("digits", "run-1", 1, (), {}, {}, {}),
         onnx_bytes=onnx_bytes,
         private_key=key,
         reference_inputs=task.split_holdout(cfg)[1].x,
-        preprocessing={"features": list(task.schema.feature_names), "value_range": [0.0, 1.0]},
+        preprocessing={"features": list(task.input_spec.feature_names), "value_range": [0.0, 1.0]},
     )
     bundle = write_bundle(
         tmp_path / "d.bundle", manifest=release.manifest, signature=release.signature, files=release.files
