@@ -45,7 +45,12 @@ def load_config(
     try:
         with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
             composed = compose(config_name=config_name, overrides=overrides)
-        merged = OmegaConf.merge(OmegaConf.structured(FedgeConfig), composed)
+        schema = OmegaConf.structured(FedgeConfig)
+        if OmegaConf.select(composed, "registry.gates.aliases") is not None:
+            # The YAML states the gates: let it (and `~registry.gates...` deletions) be the whole
+            # truth rather than a key-wise merge over the schema's default gates.
+            schema.registry.gates.aliases = {}
+        merged = OmegaConf.merge(schema, composed)
         config: FedgeConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except MissingConfigException as exc:
         raise ConfigError(_first_line(str(exc))) from None

@@ -132,3 +132,18 @@ def test_the_strategy_names_are_the_coordinators_allow_list() -> None:
 def test_drift_wire_keys_have_one_home() -> None:
     for name in ("DRIFT_QUERY", "QUERY_KEY", "EDGES_KEY", "COUNTS_KEY", "META_KEY", "MANIFEST_KEY"):
         assert not hasattr(fedge.drift_summary, name), f"{name} belongs to fedge.protocol only"
+
+
+def test_regression_gates_replace_the_accuracy_floor_and_yaml_deletions_hold() -> None:
+    from fedge.config import load_config
+
+    gates = load_config(["task=diabetes", "registry=regression"]).registry.gates.aliases
+    assert gates["production"].min_metrics == {"central-r2": 0.3}
+    assert gates["production"].max_metrics == {"central-mae": 60.0}
+    assert "eval-accuracy" not in gates["production"].min_client_metrics
+
+    trimmed = load_config(
+        ["~registry.gates.aliases.production.min_metrics.central-accuracy"]
+    ).registry.gates.aliases
+    assert trimmed["production"].min_metrics == {}  # not put back by the schema's default gates
+    assert load_config([]).registry.gates.aliases["production"].min_metrics == {"central-accuracy": 0.8}
