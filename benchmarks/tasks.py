@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -80,9 +79,8 @@ def _train(task: Any, model: Any, data: Any, cfg: Any, *, epochs: int, seed: int
         "batch_size": cfg.batch_size,
         "momentum": cfg.momentum,
         "seed": seed,
+        "task": task,
     }
-    if "task" in inspect.signature(train_model).parameters:
-        kwargs["task"] = task
     train_model(model, data, **kwargs)
 
 
@@ -187,11 +185,8 @@ def int8_cost(task: Any, model: Any, pool: Any, test: Any) -> tuple[float, float
     from registry import export_onnx, quantize_int8, run_onnx
 
     spec = task.input_spec
-    params = list(inspect.signature(export_onnx).parameters)
-    shape_arg: Any = spec.num_features if params[1] == "num_features" else spec.shape
-    fp32 = export_onnx(model, shape_arg, input_name=spec.name, output_name=task.target.output)
-    calib = [p for p in inspect.signature(quantize_int8).parameters if "calib" in p]
-    int8 = quantize_int8(fp32, **{calib[0]: pool.x[:256]}) if calib else quantize_int8(fp32)
+    fp32 = export_onnx(model, spec.shape, input_name=spec.name, output_name=task.target.output)
+    int8 = quantize_int8(fp32, calibration=pool.x[:256])
     a = _score(task, run_onnx(fp32, test.x), test.y)
     b = _score(task, run_onnx(int8, test.x), test.y)
     drop = a - b if task.target.is_classification else (b - a) / a * 100.0  # points, or % more MAE
