@@ -67,7 +67,9 @@ class ShapesTask(Task):
         from fedge.tasks.models import MLP, ImageCNN
 
         if config.model == "cnn":
-            return ImageCNN(1, SIDE, SIDE, len(SHAPE_CLASSES), channels=max(2, config.hidden // 8))
+            return ImageCNN(
+                1, SIDE, SIDE, len(SHAPE_CLASSES), channels=8, hidden=config.hidden, center=0.2, scale=0.25
+            )
         if config.model == "mlp":
             return nn.Sequential(nn.Flatten(), MLP(SIDE * SIDE, len(SHAPE_CLASSES), hidden=config.hidden))
         raise ConfigError(f"task 'shapes' has no model {config.model!r}: choose 'cnn' or 'mlp'")
