@@ -115,21 +115,28 @@ def train_model(
     x, y = _tensors(data, dev)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     penalty = _proximal_penalty(model, proximal_mu)
-    loss_sum, seen, outputs = 0.0, 0, []
+    loss_sum, seen, outputs = torch.zeros((), device=dev), 0, []
+    epochs = max(1, epochs)
     try:
-        for _ in range(max(1, epochs)):
-            loss_sum, seen, outputs = 0.0, 0, []
+        for epoch in range(epochs):
+            # Only the last epoch's loss and outputs are reported; the sum stays a tensor so that
+            # a batch costs no device synchronisation (the step itself is the whole cost).
+            last = epoch == epochs - 1
+            loss_sum, seen, outputs = torch.zeros((), device=dev), 0, []
             order = torch.randperm(len(y), generator=generator).to(dev)
             for start in range(0, len(y), batch_size):
                 idx = order[start : start + batch_size]
                 loss, out = task.train_step(model, x[idx], y[idx], opt, penalty)
-                loss_sum += float(loss) * len(idx)
-                seen += len(idx)
-                outputs.append((idx.cpu(), out.detach().float().cpu()))
+                if last:
+                    loss_sum += loss * len(idx)
+                    seen += len(idx)
+                    outputs.append((idx, out))
     finally:
         model.cpu()
+    outputs = [(idx.cpu(), out.float().cpu()) for idx, out in outputs]
     metrics = task.metrics(*_in_order(outputs, data)) if outputs else {}
-    return TrainResult(loss=loss_sum / max(seen, 1), num_examples=len(y), metrics=_floats(metrics))
+    mean_loss = float(loss_sum) / max(seen, 1)
+    return TrainResult(loss=mean_loss, num_examples=len(y), metrics=_floats(metrics))
 
 
 @torch.no_grad()
