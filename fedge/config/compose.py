@@ -58,6 +58,11 @@ def load_config(
         raise ConfigError(_describe_omegaconf_error(exc)) from None
     finally:
         GlobalHydra.instance().clear()
+    if not config.task.model and config.task.name:
+        # configs/task/custom.yaml leaves the model to the task: its first declared one.
+        from fedge.tasks import get_task
+
+        config.task.model = get_task(config.task.name).models[0]
     validate_config(config)
     return config
 

@@ -20,8 +20,10 @@ task, 28x28 grey images in two classes::
 
         def load_dataset(self):
             rng = np.random.default_rng(0)
-            x = rng.random((600, 1, 28, 28), dtype=np.float32)
-            return Dataset(x, (x.mean((1, 2, 3)) > 0.5).astype(np.int64))
+            x = rng.random((600, 1, 28, 28), dtype=np.float32) * 0.5
+            y = rng.integers(0, 2, 600)
+            x[y == 1, :, 10:18, 10:18] += 0.5  # a bright patch
+            return Dataset(x, y.astype(np.int64))
 
 What fedge derives from it: the loss and the metrics (by ``target.kind``, overridable with
 :meth:`Task.loss` and :meth:`Task.metrics`), the ONNX input (``[batch, *input_spec.shape]``, dynamic
