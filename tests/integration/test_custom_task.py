@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from fedge.processes import free_port
-from tests.processes import processes_under
+from tests.processes import interrupt_and_wait, processes_under
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -147,18 +147,6 @@ def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 9
     )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            return proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-    return int(proc.returncode)
-
-
 @pytest.fixture
 def serve_candidate() -> Iterator:
     """``serve(work, name, env)``: the registry in ``work/reg`` behind a coordinator, and ``fedge edge run``
@@ -196,7 +184,7 @@ def serve_candidate() -> Iterator:
         return Served(url, edge, edge_log)
 
     yield serve
-    codes = [_stop(proc) for proc, _ in reversed(started)]
+    codes = [interrupt_and_wait(proc) for proc, _ in reversed(started)]
     assert all(code in (0, -signal.SIGINT, 130) for code in codes), codes
     for _, where in started:
         assert processes_under(where) == [], "a served process outlived the test"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from coordinator.auth import TokenStore
 from fedge.crypto import generate_private_key, save_public_key
 from registry import RegistryConfig, open_registry
 from tests.edge.test_agent import NAME, Coordinator, build_models
-from tests.processes import processes_under
+from tests.processes import interrupt_and_wait, processes_under
 
 pytestmark = pytest.mark.slow
 
@@ -60,18 +59,6 @@ def wait_for(url: str, *, timeout: float = 60, status: int = 200) -> httpx.Respo
         time.sleep(0.2)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            return proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-    return int(proc.returncode)
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "FLWR_HOME": str(tmp_path / "flwr"), "PYTHONUNBUFFERED": "1"}
@@ -95,7 +82,7 @@ def coordinator(tmp_path: Path, env: dict[str, str]) -> Iterator[Coordinator]:
         wait_for(f"http://127.0.0.1:{port}/healthz")
         yield Coordinator(f"http://127.0.0.1:{port}", token, registry, generate_private_key(), build_models())
     finally:
-        stop(proc)
+        interrupt_and_wait(proc)
         registry.close()
 
 
@@ -136,7 +123,7 @@ def test_edge_run_serves_switches_on_promotion_and_stops_cleanly(
         assert model["agent"]["active"] == f"{NAME}:{v2.number}"
         assert model["agent"]["previous"] == f"{NAME}:{v1.number}"
     finally:
-        code = stop(edge)
+        code = interrupt_and_wait(edge)
 
     assert code == 0, log_path.read_text()[-2000:]
     assert not processes_under(tmp_path / "state")
