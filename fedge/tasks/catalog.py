@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
@@ -76,16 +77,23 @@ def get_task(reference: str) -> Task:
     """
     reference = reference.strip()
     if ":" in reference:
-        return load_task(reference, label=reference)
+        return _loaded(reference, reference)
     if reference in BUILTIN_TASKS:
-        return load_task(BUILTIN_TASKS[reference], label=reference)
+        return _loaded(BUILTIN_TASKS[reference], reference)
     entry = _entry_points().get(reference)
     if entry is not None:
-        return load_task(entry.value, label=reference)
+        return _loaded(entry.value, reference)
     raise UnknownTaskError(
         f"unknown task {reference!r}: choose one of {', '.join(available_tasks())}, or name your own "
         "class as task=my_package.module:MyTask"
     )
+
+
+@lru_cache(maxsize=64)
+def _loaded(path: str, label: str) -> Task:
+    # Every run-config decode resolves its task (each Flower message does one): import, build and
+    # check it once per process; a failure is not cached, so a fixed task loads on the next call.
+    return load_task(path, label=label)
 
 
 def load_task(path: str, *, label: str) -> Task:
