@@ -85,9 +85,9 @@ def _train(task: Any, model: Any, data: Any, cfg: Any, *, epochs: int, seed: int
 
 
 def _outputs(model: Any, x: np.ndarray) -> np.ndarray:
-    from fedge.tasks.training import predict_logits
+    from fedge.tasks.training import predict_outputs
 
-    return predict_logits(model, x)
+    return predict_outputs(model, x)
 
 
 def _score(task: Any, outputs: np.ndarray, y: np.ndarray) -> float:

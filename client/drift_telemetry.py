@@ -98,13 +98,13 @@ def drift_query_reply(
     predict = None
     if ARRAYS_KEY in content and task.target.is_classification:
         from fedge.serde import state_dict_from_arrays
-        from fedge.tasks.training import load_weights, predict_logits
+        from fedge.tasks.training import load_weights, predict_outputs
 
         model = task.build_model(task_cfg)
         load_weights(model, state_dict_from_arrays(content[ARRAYS_KEY]))  # type: ignore[arg-type]
 
         def predict(rows: np.ndarray) -> np.ndarray:
-            return predict_logits(model, rows).argmax(-1)
+            return predict_outputs(model, rows).argmax(-1)
 
     return drift_reply(
         content, local, ledger, settings, predict=predict, partition_id=partition_id,

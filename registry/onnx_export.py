@@ -203,9 +203,9 @@ def check_parity(
     ParityError
         When ``raise_on_failure`` and the error exceeds ``tolerance``, or the shapes differ.
     """
-    from fedge.tasks.training import predict_logits
+    from fedge.tasks.training import predict_outputs
 
-    expected = predict_logits(model, x)
+    expected = predict_outputs(model, x)
     actual = run_onnx(onnx_bytes, x)
     if expected.shape != actual.shape:
         raise ParityError(f"onnxruntime output shape {actual.shape} differs from torch's {expected.shape}")

@@ -28,7 +28,6 @@ __all__ = [
     "check_model_output",
     "evaluate_model",
     "load_weights",
-    "predict_logits",
     "predict_outputs",
     "resolve_device",
     "train_model",
@@ -175,10 +174,6 @@ def predict_outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return np.zeros((0, 0), dtype=np.float32)
     out = torch.cat(parts).numpy()
     return out.reshape(len(rows), -1).astype(np.float32, copy=False)
-
-
-# Classification callers read the outputs as logits; same function.
-predict_logits = predict_outputs
 
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:

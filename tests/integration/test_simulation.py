@@ -16,7 +16,7 @@ import pytest
 from fedge.protocol import config_hash
 from fedge.serde import state_dict_from_safetensors
 from fedge.tasks import TaskConfig, get_task
-from fedge.tasks.training import load_weights, predict_logits
+from fedge.tasks.training import load_weights, predict_outputs
 from registry import Registry, RegistryConfig, open_registry, run_onnx
 from tests.processes import processes_under
 
@@ -116,7 +116,7 @@ def test_onnx_artifact_matches_torch_and_beats_chance(simulated) -> None:  # typ
     _, test = task.split_holdout(cfg)
 
     onnx_out = run_onnx(onnx_bytes, test.x)
-    torch_out = predict_logits(model, test.x)
+    torch_out = predict_outputs(model, test.x)
     accuracy = float((onnx_out.argmax(1) == test.y).mean())
 
     assert np.max(np.abs(onnx_out - torch_out)) <= 1e-4
