@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from registry import (
     export_onnx,
     manifest_preprocessing,
     quantize_int8,
-    release_bundle,
+    release_version,
     run_onnx,
 )
 
@@ -118,17 +118,16 @@ def package_and_register(
         model_config={"task": task.name, **_plain(task_config)},
         description=f"final aggregate of run {run_id}",
     )
-    # The manifest is signed before registration, so registering stays one transaction.
-    signed = release_bundle(
+    # Signed inside the registration, once the version's number and id are known (identity).
+    version = release_version(
         registry,
         draft,
         private_key=load_or_create_private_key(signing_key_path),
         reference_inputs=reference,
         preprocessing=manifest_preprocessing(task, drift_bins=drift),
         int8_bytes=int8_bytes,
+        aliases=aliases,
     )
-    complete = replace(draft, artifacts=(*draft.artifacts, *signed))
-    version = registry.register_version(complete, aliases=aliases)
     return PackagedModel(version=version, parity=parity)
 
 

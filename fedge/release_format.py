@@ -5,6 +5,11 @@ exactly ``manifest.json``, ``manifest.sig`` (base64 of the 64-byte Ed25519 signa
 manifest's bytes), ``model.onnx`` and ``model.int8.onnx``. Verification needs numpy, onnxruntime and
 cryptography only, so an edge device (``fedge[edge]``) checks a bundle with this module alone; the
 registry builds bundles (``registry.bundle``) against the same constants.
+
+A manifest's ``identity`` (model name, version number, version id, registry id, signing time) binds
+the signed files to the one version they were released as: whoever delivers or installs a bundle
+as ``digits:2`` passes what it asked for (:class:`ReleaseIdentity`) and a manifest signed for any
+other version, or signed without an identity (bundles released before identities), is refused.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ __all__ = [
     "MANIFEST",
     "MODEL",
     "SIGNATURE",
+    "ReleaseIdentity",
     "VerifiedBundle",
     "canonical_manifest_bytes",
+    "check_identity",
     "manifest_input_shape",
     "run_onnx_bytes",
     "verify_bundle",
@@ -52,6 +59,103 @@ BUNDLE_MEMBERS = (MANIFEST, SIGNATURE, MODEL, INT8_MODEL)
 # quantization step on another instruction set. A different model misses both by orders of magnitude.
 RELATIVE_TOLERANCE = {MODEL: 1e-4, INT8_MODEL: 1e-2}
 MAX_MEMBER_BYTES = 2**31  # protobuf's limit for one ONNX file; also bounds a hostile zip
+
+
+@dataclass(frozen=True)
+class ReleaseIdentity:
+    """Which version a release is: what a manifest's ``identity`` records, or what a verifier asks for.
+
+    A verifier leaves ``version_id`` or ``registry_id`` ``None`` when it does not know them (an
+    operator checking a file with ``--expect NAME:VERSION``); those are then not compared.
+    """
+
+    model: str
+    version: int
+    version_id: int | None = None
+    registry_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}:{self.version}"
+
+    def describe(self) -> str:
+        """``digits:2 (id 7, registry 1f2e3d4c5b6a)``, leaving out what is unknown."""
+        extra = [f"id {self.version_id}"] if self.version_id is not None else []
+        if self.registry_id is not None:
+            extra.append(f"registry {self.registry_id}")
+        return f"{self.label} ({', '.join(extra)})" if extra else self.label
+
+    def to_manifest(self, signed_at: str) -> dict[str, Any]:
+        """The manifest's ``identity`` object, signed at ``signed_at`` (ISO 8601)."""
+        return {
+            "model": self.model,
+            "version": self.version,
+            "version_id": self.version_id,
+            "registry_id": self.registry_id,
+            "signed_at": signed_at,
+        }
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> ReleaseIdentity | None:
+        """The identity a manifest was signed with; ``None`` if it has none (released before identities).
+
+        Raises
+        ------
+        ArtifactError
+            If ``identity`` is present but malformed.
+        """
+        data = manifest.get("identity")
+        if data is None:
+            return None
+        try:
+            version_id, registry_id = data.get("version_id"), data.get("registry_id")
+            if not isinstance(data["model"], str) or type(data["version"]) is not int:
+                raise TypeError("model must be a string and version an integer")
+            return cls(
+                data["model"],
+                data["version"],
+                None if version_id is None else int(version_id),
+                None if registry_id is None else str(registry_id),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(
+                f"the manifest's identity {data!r:.200} is malformed ({exc}); refusing it", reason="invalid_bundle"
+            ) from exc
+
+
+def check_identity(manifest: Mapping[str, Any], expected: ReleaseIdentity) -> ReleaseIdentity:
+    """Return the manifest's identity if it is ``expected``'s; refuse it naming both otherwise.
+
+    ``expected.version_id`` and ``expected.registry_id`` are compared only when they are given.
+
+    Raises
+    ------
+    ArtifactError
+        ``reason="identity_mismatch"`` if the manifest names another model, version, version id
+        or registry; ``reason="no_identity"`` if it names none (a bundle released before fedge
+        bound identities: release the model again to serve it).
+    """
+    found = ReleaseIdentity.from_manifest(manifest)
+    if found is None:
+        raise ArtifactError(
+            f"the manifest asked for as {expected.describe()} carries no identity (model, version, "
+            "version id): it was released before fedge signed identities, and such a manifest could "
+            "be served as any version; re-release the model (register it again) to serve it",
+            reason="no_identity",
+        )
+    same = (
+        found.model == expected.model
+        and found.version == expected.version
+        and (expected.version_id is None or found.version_id == expected.version_id)
+        and (expected.registry_id is None or found.registry_id == expected.registry_id)
+    )
+    if not same:
+        raise ArtifactError(
+            f"manifest is for {found.describe()}, asked for {expected.describe()}: the signed files "
+            "belong to another version; refusing them",
+            reason="identity_mismatch",
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -100,8 +204,16 @@ def run_onnx_bytes(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
     return np.asarray(session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0])
 
 
-def verify_bundle(bundle: str | os.PathLike[str] | bytes, public_key: Ed25519PublicKey) -> VerifiedBundle:
-    """Check a bundle offline: members, signature, digests, then the reference outputs.
+def verify_bundle(
+    bundle: str | os.PathLike[str] | bytes,
+    public_key: Ed25519PublicKey,
+    *,
+    expect: ReleaseIdentity | None = None,
+) -> VerifiedBundle:
+    """Check a bundle offline: members, signature, identity, digests, then the reference outputs.
+
+    With ``expect``, the signed manifest must carry that identity (:func:`check_identity`); it is
+    checked before the models run, so a replayed bundle costs no inference.
 
     Raises
     ------
@@ -125,6 +237,8 @@ def verify_bundle(bundle: str | os.PathLike[str] | bytes, public_key: Ed25519Pub
         )
     try:
         manifest = json.loads(members[MANIFEST])
+        if expect is not None:
+            check_identity(manifest, expect)
         _check_contents(label, manifest, members)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(

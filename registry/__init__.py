@@ -8,7 +8,7 @@ from registry.bundle import (
     assemble_bundle,
     manifest_preprocessing,
     prepare_release,
-    release_bundle,
+    release_version,
     verify_bundle,
     write_bundle,
 )
@@ -102,7 +102,7 @@ __all__ = [
     "promote",
     "quantize_int8",
     "redact_url",
-    "release_bundle",
+    "release_version",
     "run_environment",
     "run_onnx",
     "session_scope",

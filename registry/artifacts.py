@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import secrets
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from urllib.parse import urlparse
@@ -12,6 +15,10 @@ from urllib.parse import urlparse
 from fedge.errors import ArtifactError, ConfigError, NotFoundError, RegistryUnavailableError
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "open_artifact_store", "sha256_hex"]
+
+log = logging.getLogger(__name__)
+
+REGISTRY_ID_FILE = "registry-id"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -37,6 +44,13 @@ class ArtifactStore(ABC):
     @abstractmethod
     def local_path(self, sha256: str) -> Path | None:
         """The blob's path on this machine's file system, when the store has one."""
+
+    @abstractmethod
+    def registry_id(self) -> str:
+        """The registry's stable id: random, created on first use and kept with the blobs.
+
+        Release manifests are signed with it, so a bundle names the registry that released it.
+        """
 
 
 class LocalArtifactStore(ArtifactStore):
@@ -97,12 +111,15 @@ class LocalArtifactStore(ArtifactStore):
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise NotFoundError(f"artifact sha256:{sha256[:12]}.. is not in {self.root}") from None
+            # The message may reach an API client: it names the digest, never the server's folder.
+            log.warning("artifact sha256:%s is missing from %s", sha256, path)
+            raise NotFoundError(f"artifact sha256:{sha256[:12]}.. is not in the artifact store") from None
         actual = sha256_hex(data)
         if actual != sha256:
+            log.error("artifact file %s hashes to %s, not the digest it is stored as", path, actual)
             raise ArtifactError(
-                f"artifact {path} has sha256 {actual[:12]}.. but is stored as {sha256[:12]}..: "
-                "the file is corrupt or was tampered with"
+                f"artifact sha256:{sha256[:12]}.. is corrupt: its stored bytes hash to {actual[:12]}.. "
+                "(altered or damaged on disk; the registry's log names the file)"
             )
         return data
 
@@ -112,6 +129,37 @@ class LocalArtifactStore(ArtifactStore):
     def local_path(self, sha256: str) -> Path | None:
         path = self._path(sha256)
         return path if path.is_file() else None
+
+    def registry_id(self) -> str:
+        path = self.root / REGISTRY_ID_FILE
+        try:
+            return _read_registry_id(path)
+        except FileNotFoundError:
+            pass
+        # Created once: O_EXCL makes one of several processes opening a new registry win.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        except FileExistsError:
+            return _read_registry_id(path)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(secrets.token_hex(16) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return _read_registry_id(path)
+
+
+def _read_registry_id(path: Path) -> str:
+    """The id in ``path``; a writer that has created but not yet filled it is waited for briefly."""
+    for _ in range(100):
+        text = path.read_text(encoding="ascii").strip()
+        if text:
+            if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
+                log.error("the registry id file %s holds %r, not 32 hex digits", path, text[:40])
+                raise ArtifactError("the registry's id file is corrupt; the registry's log names it")
+            return text
+        time.sleep(0.01)
+    log.error("the registry id file %s is empty", path)
+    raise ArtifactError("the registry's id file is empty; the registry's log names it")
 
 
 def open_artifact_store(uri: str) -> ArtifactStore:

@@ -8,9 +8,11 @@ give on a few reference rows, so a verifier checks the signature, the digests an
 itself, offline, with nothing but the bundle and the public key.
 
 The registry stores the four members as artifacts of the version (kinds ``onnx``, ``onnx-int8``,
-``manifest``, ``manifest-sig``). The manifest is signed *before* the version is registered, so that
-registration stays one transaction over artifacts already stored and checked: it therefore names
-the model by name, run id, checkpoint id and weights digest, never by version number or id.
+``manifest``, ``manifest-sig``). :func:`release_version` does the slow part (quantizing, running
+the reference rows) first, then registers the version and, inside that one transaction once its
+number and id are known, signs the manifest with its ``identity`` (model, version number, version
+id, registry id, signing time) and records the signed parts. :func:`assemble_bundle` refuses to
+deliver a version whose manifest names another identity (or none).
 Verification needs no torch and no ``onnx`` package: numpy, onnxruntime and cryptography only.
 """
 
@@ -40,8 +42,10 @@ from fedge.release_format import (
     MODEL,
     RELATIVE_TOLERANCE,
     SIGNATURE,
+    ReleaseIdentity,
     VerifiedBundle,
     canonical_manifest_bytes,
+    check_identity,
     verify_bundle,
     zip_members,
 )
@@ -58,13 +62,16 @@ __all__ = [
     "KIND_BY_MEMBER",
     "REFERENCE_ROWS",
     "Release",
+    "ReleaseIdentity",
     "VerifiedBundle",
     "assemble_bundle",
+    "bind_identity",
     "build_manifest",
     "canonical_manifest_bytes",
     "manifest_preprocessing",
     "prepare_release",
-    "release_bundle",
+    "release_version",
+    "store_release",
     "verify_bundle",
     "write_bundle",
 ]
@@ -95,8 +102,12 @@ def build_manifest(
     preprocessing: Mapping[str, Any],
     signer_key_id: str,
     created_at: datetime | None = None,
+    identity: ReleaseIdentity | None = None,
 ) -> dict[str, Any]:
     """Describe a release of ``version`` (registered or not yet) for signing.
+
+    ``identity`` binds the manifest to one registered version (see :func:`bind_identity`); a
+    manifest without one is refused wherever a version is delivered or installed.
 
     Inputs, outputs and opset are read from the ONNX graph itself, so they cannot disagree with
     it. Expected outputs come from onnxruntime running all ``reference_inputs`` as one batch (the
@@ -130,7 +141,7 @@ def build_manifest(
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "created_at": (created_at or datetime.now(UTC)).isoformat(timespec="seconds"),
+        "created_at": _timestamp(created_at),
         "released_with": {"fedge_version": fedge_version()},
         "model": {
             "name": version.name,
@@ -159,6 +170,8 @@ def build_manifest(
         "lineage": _lineage_summary(version),
         "signer": {"algorithm": "ed25519", "key_id": signer_key_id},
     }
+    if identity is not None:
+        manifest["identity"] = identity.to_manifest(_timestamp(created_at))
     try:
         canonical_manifest_bytes(manifest)
     except (TypeError, ValueError) as exc:
@@ -176,9 +189,13 @@ def prepare_release(
     reference_inputs: np.ndarray,
     preprocessing: Mapping[str, Any],
     int8_bytes: bytes | None = None,
+    identity: ReleaseIdentity | None = None,
 ) -> Release:
     """Quantize (unless ``int8_bytes`` is given), build the manifest on the first
     :data:`REFERENCE_ROWS` reference rows, and sign it. Touches no registry.
+
+    Without ``identity`` the release is a draft: :func:`bind_identity` signs it for the version it
+    becomes (a bundle with no identity is refused by the registry and the edge).
 
     A convolutional model is quantized statically, calibrated on ``reference_inputs``.
     """
@@ -192,47 +209,72 @@ def prepare_release(
         reference_inputs=np.asarray(reference_inputs)[:REFERENCE_ROWS],
         preprocessing=preprocessing,
         signer_key_id=signer,
+        identity=identity,
     )
     data = canonical_manifest_bytes(manifest)
     return Release(manifest, data, sign(private_key, data), {MODEL: onnx_bytes, INT8_MODEL: int8_bytes})
 
 
-def release_bundle(
+def bind_identity(
+    release: Release,
+    identity: ReleaseIdentity,
+    private_key: Ed25519PrivateKey,
+    *,
+    signed_at: datetime | None = None,
+) -> Release:
+    """The same release with its manifest's ``identity`` set to ``identity`` and signed again."""
+    manifest = {**release.manifest, "identity": identity.to_manifest(_timestamp(signed_at))}
+    data = canonical_manifest_bytes(manifest)
+    return Release(manifest, data, sign(private_key, data), release.files)
+
+
+def store_release(registry: Registry, release: Release) -> tuple[ArtifactRef, ...]:
+    """Store a signed release's int8 model, manifest and signature; return their refs."""
+    return (
+        registry.put_artifact(KIND_BY_MEMBER[INT8_MODEL], release.files[INT8_MODEL]),
+        registry.put_artifact(KIND_BY_MEMBER[MANIFEST], release.manifest_bytes),
+        registry.put_artifact(KIND_BY_MEMBER[SIGNATURE], base64.b64encode(release.signature)),
+    )
+
+
+def release_version(
     registry: Registry,
-    version: VersionLike,
+    draft: ModelVersionCreate,
     *,
     private_key: Ed25519PrivateKey,
     reference_inputs: np.ndarray,
     preprocessing: Mapping[str, Any],
     int8_bytes: bytes | None = None,
-) -> tuple[ArtifactRef, ...]:
-    """Sign a release of ``version``'s stored ``onnx`` artifact and store the bundle's other parts.
+    aliases: tuple[str, ...] = (),
+) -> ModelVersion:
+    """Register ``draft`` (its ``onnx`` artifact already stored) with a release signed for it.
 
-    Call it with the :class:`ModelVersionCreate` about to be registered (its ``onnx`` artifact
-    already stored) and register the version with the returned ``onnx-int8``, ``manifest`` and
-    ``manifest-sig`` refs added to its artifacts, in the same single transaction.
+    The quantizing and reference outputs are computed first; then one transaction assigns the
+    version's number and id, signs the manifest with that identity and the registry's id, and
+    records the version with its ``onnx-int8``, ``manifest`` and ``manifest-sig`` artifacts and
+    moves ``aliases``. If any step fails nothing is registered.
 
     Raises
     ------
     NotFoundError
-        If ``version`` has no ``onnx`` artifact.
+        If ``draft`` has no ``onnx`` artifact.
     """
-    onnx_ref = _ref(version, "onnx")
+    onnx_ref = _ref(draft, "onnx")
     if onnx_ref is None:
-        raise NotFoundError(f"{version.name} has no 'onnx' artifact to release; export it first")
+        raise NotFoundError(f"{draft.name} has no 'onnx' artifact to release; export it first")
     release = prepare_release(
-        version=version,
+        version=draft,
         onnx_bytes=registry.artifacts.get(onnx_ref.sha256),
         private_key=private_key,
         reference_inputs=reference_inputs,
         preprocessing=preprocessing,
         int8_bytes=int8_bytes,
     )
-    return (
-        registry.put_artifact(KIND_BY_MEMBER[INT8_MODEL], release.files[INT8_MODEL]),
-        registry.put_artifact(KIND_BY_MEMBER[MANIFEST], release.manifest_bytes),
-        registry.put_artifact(KIND_BY_MEMBER[SIGNATURE], base64.b64encode(release.signature)),
-    )
+
+    def sign_for(identity: ReleaseIdentity) -> tuple[ArtifactRef, ...]:
+        return store_release(registry, bind_identity(release, identity, private_key))
+
+    return registry.register_version(draft, aliases=aliases, attach=sign_for)
 
 
 def assemble_bundle(registry: Registry, version: ModelVersion) -> bytes:
@@ -243,13 +285,16 @@ def assemble_bundle(registry: Registry, version: ModelVersion) -> bytes:
     NotFoundError
         If the version lacks one of the artifacts (it was registered without a release).
     ArtifactError
-        If a stored model is not the one its manifest records.
+        If the manifest was signed for another version or registry, or for none (``reason``
+        ``identity_mismatch`` / ``no_identity``), or a stored model is not the one it records.
     """
     members = {name: registry.read_artifact(version, kind) for name, kind in KIND_BY_MEMBER.items()}
     try:
-        recorded = json.loads(members[MANIFEST])["artifacts"]
+        manifest = json.loads(members[MANIFEST])
+        recorded = manifest["artifacts"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{version.name}:{version.number}'s manifest is not a release manifest") from exc
+    check_identity(manifest, registry.identity(version))
     for name in (MODEL, INT8_MODEL):
         actual = sha256_hex(members[name])
         if recorded.get(name, {}).get("sha256") != actual:
@@ -283,6 +328,10 @@ def write_bundle(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _timestamp(when: datetime | None) -> str:
+    return (when or datetime.now(UTC)).isoformat(timespec="seconds")
 
 
 def _check_reference_inputs(rows: np.ndarray, example_shape: list[Any]) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fedge.errors import ArtifactError, NotFoundError
+from fedge.release_format import ReleaseIdentity
 from registry.artifacts import ArtifactStore, sha256_hex
 from registry.schemas import (
     ArtifactRef,
@@ -18,7 +19,7 @@ from registry.schemas import (
 )
 from registry.store import RegistryStore
 
-__all__ = ["Registry", "parse_version_ref"]
+__all__ = ["AttachRelease", "Registry", "parse_version_ref"]
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,29 @@ MEDIA_TYPES = {
 }
 
 
+# Told the identity of a version being registered (number and id assigned, not yet committed);
+# returns the artifacts of its release signed for that identity.
+AttachRelease = Callable[[ReleaseIdentity], Sequence[ArtifactRef]]
+
+
 @dataclass
 class Registry:
     """The registry: metadata in a :class:`RegistryStore`, bytes in an :class:`ArtifactStore`."""
 
     store: RegistryStore
     artifacts: ArtifactStore
+    _registry_id: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def registry_id(self) -> str:
+        """This registry's stable id (kept with the artifacts; release manifests are signed with it)."""
+        if self._registry_id is None:
+            self._registry_id = self.artifacts.registry_id()
+        return self._registry_id
+
+    def identity(self, version: ModelVersion) -> ReleaseIdentity:
+        """The identity a release of the registered ``version`` must carry."""
+        return ReleaseIdentity(version.name, version.number, version.id, self.registry_id)
 
     def put_artifact(self, kind: str, data: bytes) -> ArtifactRef:
         """Store bytes content-addressed and return their reference."""
@@ -85,14 +103,33 @@ class Registry:
             )
         )
 
-    def register_version(self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()) -> ModelVersion:
+    def register_version(
+        self,
+        version: ModelVersionCreate,
+        *,
+        aliases: tuple[str, ...] = (),
+        attach: AttachRelease | None = None,
+    ) -> ModelVersion:
         """Register a version whose artifacts are all stored and intact, moving ``aliases``.
 
         Every artifact is checked first; if one is missing or altered nothing is written.
+        ``attach`` (see :func:`registry.bundle.release_version`) signs the release once the
+        version's number and id are known, in the registration's transaction; the artifacts it
+        returns are checked the same way.
         """
         for ref in version.artifacts:
             self.verify_artifact(ref)
-        registered = self.store.create_version(version, aliases=aliases)
+        hook = None
+        if attach is not None:
+            registry_id, sign = self.registry_id, attach
+
+            def hook(name: str, number: int, version_id: int) -> Sequence[ArtifactRef]:
+                refs = tuple(sign(ReleaseIdentity(name, number, version_id, registry_id)))
+                for ref in refs:
+                    self.verify_artifact(ref)
+                return refs
+
+        registered = self.store.create_version(version, aliases=aliases, attach=hook)
         log.info(
             "registered %s v%d (id %d) aliases=%s",
             registered.name,

@@ -32,7 +32,7 @@ from registry.schemas import (
     RunInfo,
     RunStatus,
 )
-from registry.store import RegistryStore
+from registry.store import AttachArtifacts, RegistryStore
 from registry.tables import (
     AliasEventRow,
     AliasRow,
@@ -142,7 +142,12 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
 
     # --- versions and aliases ------------------------------------------------------------------
     def create_version(
-        self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = (), actor: str = "system"
+        self,
+        version: ModelVersionCreate,
+        *,
+        aliases: tuple[str, ...] = (),
+        actor: str = "system",
+        attach: AttachArtifacts | None = None,
     ) -> ModelVersion:
         with self._session() as s:
             lock_writers(s)
@@ -155,7 +160,8 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
             s.add(row)
             s.flush()
             assert row.id is not None
-            s.add_all(VersionArtifactRow.from_ref(row.id, art) for art in version.artifacts)
+            artifacts = (*version.artifacts, *(attach(row.name, row.number, row.id) if attach else ()))
+            s.add_all(VersionArtifactRow.from_ref(row.id, art) for art in artifacts)
             append_entry(
                 s,
                 action="version.registered",
@@ -164,7 +170,7 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
                 details={
                     "version_id": row.id,
                     "run_id": row.run_id,
-                    "artifacts": {a.kind: a.sha256 for a in version.artifacts},
+                    "artifacts": {a.kind: a.sha256 for a in artifacts},
                 },
             )
             for alias in aliases:

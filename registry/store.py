@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from registry.schemas import (
     AliasEvent,
+    ArtifactRef,
     AliasMove,
     Approval,
     AuditEntry,
@@ -19,7 +20,11 @@ from registry.schemas import (
     RunInfo,
 )
 
-__all__ = ["RegistryStore"]
+__all__ = ["AttachArtifacts", "RegistryStore"]
+
+# Called inside create_version's transaction with the new version's (name, number, id); returns
+# more artifacts of the version (its signed release), which are recorded in the same transaction.
+AttachArtifacts = Callable[[str, int, int], Sequence[ArtifactRef]]
 
 
 class RegistryStore(ABC):
@@ -68,8 +73,18 @@ class RegistryStore(ABC):
 
     # --- versions and aliases ------------------------------------------------------------------
     @abstractmethod
-    def create_version(self, version: ModelVersionCreate, *, aliases: tuple[str, ...] = ()) -> ModelVersion:
-        """Register the next version number of ``version.name``, pointing ``aliases`` at it."""
+    def create_version(
+        self,
+        version: ModelVersionCreate,
+        *,
+        aliases: tuple[str, ...] = (),
+        attach: AttachArtifacts | None = None,
+    ) -> ModelVersion:
+        """Register the next version number of ``version.name``, pointing ``aliases`` at it.
+
+        ``attach`` is told the new version's name, number and id before the transaction commits;
+        the artifacts it returns are the version's too (if it raises, nothing is registered).
+        """
 
     @abstractmethod
     def get_version(self, version_id: int) -> ModelVersion:

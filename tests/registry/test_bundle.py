@@ -34,7 +34,7 @@ from registry.bundle import (
     build_manifest,
     canonical_manifest_bytes,
     prepare_release,
-    release_bundle,
+    release_version,
     verify_bundle,
     write_bundle,
 )
@@ -270,20 +270,25 @@ def test_a_release_stored_with_the_version_assembles_into_a_verified_bundle(
     onnx_ref = registry.put_artifact("onnx", exported.onnx)
     draft = make_version(exported.onnx, run_id=None, checkpoint_id=None)  # no run in this registry
 
-    refs = release_bundle(
+    version = release_version(
         registry, draft, private_key=key, reference_inputs=exported.holdout, preprocessing=PREPROCESSING
     )
-    version = registry.register_version(replace(draft, artifacts=(*draft.artifacts, *refs)))
     bundle = assemble_bundle(registry, version)
 
-    assert [r.kind for r in refs] == ["onnx-int8", "manifest", "manifest-sig"]
+    assert sorted(a.kind for a in version.artifacts) == [
+        "manifest", "manifest-sig", "onnx", "onnx-int8", "weights"
+    ]
     assert version.artifact("onnx").sha256 == onnx_ref.sha256  # type: ignore[union-attr]
     verified = verify_bundle(bundle, key.public_key())
-    assert verified.manifest["artifacts"]["model.int8.onnx"]["sha256"] == refs[0].sha256
+    int8_ref = version.artifact("onnx-int8")
+    assert int8_ref is not None
+    assert verified.manifest["artifacts"]["model.int8.onnx"]["sha256"] == int8_ref.sha256
     assert base64.b64decode(registry.read_artifact(version, "manifest-sig")) == sign(
         key, registry.read_artifact(version, "manifest")
     )
-    assert "number" not in verified.manifest["model"] and "id" not in verified.manifest["model"]
+    identity = verified.manifest["identity"]
+    assert (identity["model"], identity["version"], identity["version_id"]) == ("digits", 1, version.id)
+    assert identity["registry_id"] == registry.registry_id and identity["signed_at"]
     assert assemble_bundle(registry, version) == bundle  # the same artifacts give the same bytes
 
 
