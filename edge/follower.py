@@ -4,7 +4,12 @@ One :meth:`ReleaseFollower.poll_once` reads the alias; a version that is not the
 downloaded (its transfer digest checked against ``X-Content-SHA256``), the bundle verified against
 the pinned public key (signature, every model's sha256, the reference outputs), stored, loaded and
 swapped into the slot; the reference rows then run once more through the new runtime as served, and
-a mismatch swaps the previous runtime back. Any failure keeps the current model serving, is logged
+a mismatch swaps the previous runtime back. The signed manifest must name the version asked for
+(model, number and id: a bundle signed for another version is refused as ``identity_mismatch``).
+A refused bundle is remembered by its sha256: while the registry lists the same artifacts for the
+version it is not downloaded again, and a download with a refused digest is skipped without being
+verified again; a correct bundle that appears later under the same number is accepted. Any failure
+keeps the current model serving, is logged
 at WARNING, counted in ``fedge_edge_activations{result,reason}`` and appended to the state folder's
 history. The follower never imports the registry: it speaks HTTP through an :class:`ApiClient`.
 """
@@ -26,9 +31,9 @@ from edge.state import EdgeState, VersionRecord
 from fedge.api_client import ApiClient, error_from_response
 from fedge.crypto import Ed25519PublicKey
 from fedge.errors import ArtifactError, FedgeError, ReleaseRefusedError
-from fedge.release_format import VerifiedBundle, verify_bundle
+from fedge.release_format import ReleaseIdentity, VerifiedBundle, check_identity, verify_bundle
 
-__all__ = ["API", "ReleaseFollower", "RuntimeFactory"]
+__all__ = ["API", "ReleaseFollower", "RuntimeFactory", "artifacts_key"]
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +131,9 @@ class ReleaseFollower:
             active, current = self.state.active(), self.slot.current()
             if active is not None and active.label == target.label and current is not None:
                 return self._remember(ActivationResult("unchanged", target.label))
-            bad = self.state.bad_reason(target.label)
-            if bad is not None:
-                log.debug("%s@%s is %s, refused before (%s)", self.name, self.alias, target.label, bad)
-                return self._remember(ActivationResult("skipped", target.label, "marked_bad", bad))
+            refused = self.state.refused_artifacts(target.artifacts)
+            if refused is not None:  # the registry lists the very files refused before
+                return self._skip(target.label, str(refused.get("reason")))
             return self._activate_from_registry(target)
 
     # --- rollback and health ---------------------------------------------------------------------
@@ -188,7 +192,13 @@ class ReleaseFollower:
             raise ReleaseRefusedError(f"http_{response.status_code}", f"{path}: {error}", bad=False)
         try:
             data = response.json()
-            return VersionRecord(str(data["name"]), int(data["number"]), int(data["id"]), "")
+            return VersionRecord(
+                str(data["name"]),
+                int(data["number"]),
+                int(data["id"]),
+                "",
+                artifacts=artifacts_key(data.get("artifacts")),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise ReleaseRefusedError(
                 "bad_response", f"{path} answered {response.text[:200]!r}", bad=False
@@ -196,11 +206,21 @@ class ReleaseFollower:
 
     def _activate_from_registry(self, target: VersionRecord) -> ActivationResult:
         label = target.label
+        digest = ""
         try:
             data = self._download(target)
-            verified = self._verify(data, label)
+            digest = hashlib.sha256(data).hexdigest()
+            bad = self.state.bad_reason(digest)
+            if bad is not None:  # the same bytes were refused before: no need to verify them again
+                return self._skip(label, bad)
+            verified = self._verify(data, target)
             record = VersionRecord(
-                target.name, target.number, target.version_id, hashlib.sha256(data).hexdigest(), time.time()
+                target.name,
+                target.number,
+                target.version_id,
+                digest,
+                time.time(),
+                artifacts=target.artifacts,
             )
             self.state.save_bundle(target.name, target.number, data)
             try:
@@ -208,8 +228,8 @@ class ReleaseFollower:
             except Exception as exc:
                 raise ReleaseRefusedError("runtime_error", f"{label} does not load: {exc}", bad=True) from exc
         except ReleaseRefusedError as exc:
-            if exc.bad:
-                self.state.mark_bad(label, exc.reason)
+            if exc.bad and digest:
+                self.state.mark_bad(digest, label=label, reason=exc.reason, artifacts=target.artifacts)
             result = ActivationResult("refused", label, exc.reason, exc.message)
             self._finish(result, log_level=logging.WARNING)
             return result
@@ -223,7 +243,7 @@ class ReleaseFollower:
                 self._install(old, None)
             else:
                 self._on_install(None, None)
-            self.state.mark_bad(label, "health_check")
+            self.state.mark_bad(digest, label=label, reason="health_check", artifacts=target.artifacts)
             self._set_health(None if old is not None else "no model: the only one failed its health check")
             result = ActivationResult("rolled_back", label, "health_check", problem)
             self._finish(result, log_level=logging.WARNING)
@@ -244,9 +264,15 @@ class ReleaseFollower:
                 reason, f"downloading {target.label}: {exc}; it will be fetched again", bad=False
             ) from exc
 
-    def _verify(self, data: bytes, label: str) -> VerifiedBundle:
+    def _skip(self, label: str, reason: str) -> ActivationResult:
+        log.debug("%s@%s is %s, a bundle refused before (%s)", self.name, self.alias, label, reason)
+        return self._remember(ActivationResult("skipped", label, "marked_bad", reason))
+
+    def _verify(self, data: bytes, target: VersionRecord) -> VerifiedBundle:
+        label = target.label
+        expect = ReleaseIdentity(target.name, target.number, target.version_id)
         try:
-            return verify_bundle(data, self.public_key)
+            return verify_bundle(data, self.public_key, expect=expect)
         except ArtifactError as exc:
             raise ReleaseRefusedError(exc.reason, f"{label}: {exc}", bad=True) from exc
         except FedgeError as exc:
@@ -256,6 +282,13 @@ class ReleaseFollower:
     def _load_stored(self, record: VersionRecord) -> ModelRuntime:
         data = self.state.read_bundle(record)
         verified = verify_bundle(data, self.public_key)  # the folder is a cache, not a root of trust
+        expect = ReleaseIdentity(record.name, record.number, record.version_id)
+        if ReleaseIdentity.from_manifest(verified.manifest) is None:
+            # Activated by an agent from before identities: it chose this bundle then, so it keeps
+            # serving offline; a download from the registry is held to its identity.
+            log.warning("stored %s has no signed identity (released before fedge bound them)", record.label)
+        else:
+            check_identity(verified.manifest, expect)
         return self._factory(verified, self.precision, record.label)
 
     def _install(self, runtime: ModelRuntime, record: VersionRecord | None) -> ModelRuntime | None:
@@ -297,3 +330,18 @@ class ReleaseFollower:
             )
         else:
             log.log(log_level, "%s %s (%s)", result.result, result.version, result.reason)
+
+
+def artifacts_key(artifacts: Any) -> str:
+    """A digest of the artifact list the registry gives for a version (kind and sha256 of each).
+
+    The bundle is assembled from these artifacts alone, so the same key means the same bundle
+    bytes: a refused one is not downloaded again. Empty when the list is missing or malformed.
+    """
+    if not isinstance(artifacts, list):
+        return ""
+    try:
+        pairs = sorted(f"{a['kind']}={a['sha256']}" for a in artifacts)
+    except (KeyError, TypeError):
+        return ""
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest() if pairs else ""

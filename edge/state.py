@@ -6,17 +6,27 @@
       versions/<name>-<number>/bundle.zip   the verified bundle bytes, as downloaded
       active.json                           the version serving now
       previous.json                         the last good version before it (for rollback)
-      bad.json                              versions refused or rolled back, with the reason
+      bad.json                              bundles refused or rolled back, by sha256, with the reason
       history.jsonl                         one line per activation outcome
 
 Every pointer is replaced atomically (a temporary file, fsync, ``os.replace``, fsync of the
 folder), so a power cut leaves either the old pointer or the new one, never half of one. The
 bundles are verified again when they are loaded: the folder is a cache, not a root of trust.
+
+Refusals are remembered by the bundle's sha256 (with the version label, the reason, the time and
+the registry's artifact digests when known), not by the version label: a version number whose
+first download was bad is accepted once the registry serves the correct bundle under it. A
+``bad.json`` of older agents (``{"digits:2": "reason"}``) is migrated when the folder is opened:
+an entry whose bundle is stored here keeps its refusal under that bundle's digest; one without a
+stored bundle (refused before it was stored) is dropped, so that version is downloaded and
+verified once more.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -30,6 +40,8 @@ from fedge.errors import ConfigError
 
 __all__ = ["EdgeState", "VersionRecord"]
 
+log = logging.getLogger(__name__)
+
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 ACTIVE, PREVIOUS, BAD, HISTORY = "active.json", "previous.json", "bad.json", "history.jsonl"
 
@@ -38,7 +50,9 @@ ACTIVE, PREVIOUS, BAD, HISTORY = "active.json", "previous.json", "bad.json", "hi
 class VersionRecord:
     """One registry version as the device knows it.
 
-    ``label`` (``name:number``) names it in logs, metrics and responses.
+    ``label`` (``name:number``) names it in logs, metrics and responses. ``sha256`` is the
+    bundle's digest; ``artifacts`` the digest of the registry's artifact list for the version
+    (see :func:`edge.follower.artifacts_key`), empty when unknown.
     """
 
     name: str
@@ -46,6 +60,7 @@ class VersionRecord:
     version_id: int | None
     sha256: str
     activated_at: float | None = None
+    artifacts: str = ""
 
     @property
     def label(self) -> str:
@@ -59,6 +74,7 @@ class VersionRecord:
             version_id=None if data.get("version_id") is None else int(data["version_id"]),
             sha256=str(data.get("sha256", "")),
             activated_at=data.get("activated_at"),
+            artifacts=str(data.get("artifacts") or ""),
         )
 
 
@@ -80,6 +96,8 @@ class EdgeState:
                 f"cannot create the edge state folder {self.root}: {exc.strerror}; pass a writable --dir"
             ) from exc
         self._lock = threading.Lock()
+        with self._lock:
+            self._migrate_bad_locked()
 
     # --- bundles ---------------------------------------------------------------------------------
     def bundle_path(self, name: str, number: int) -> Path:
@@ -132,24 +150,37 @@ class EdgeState:
                     f"only {current.label if current else 'nothing'} so far"
                 )
             if current is not None:
-                self._mark_bad_locked(current.label, reason)
+                self._mark_bad_locked(
+                    self._bundle_digest(current), label=current.label, reason=reason, artifacts=current.artifacts
+                )
             self._write_pointer(ACTIVE, previous)
             (self.root / PREVIOUS).unlink(missing_ok=True)
             _fsync_dir(self.root)
         return previous, current
 
-    # --- bad versions ----------------------------------------------------------------------------
-    def mark_bad(self, label: str, reason: str) -> None:
-        """Remember that ``label`` must not be activated again (it was refused or rolled back)."""
+    # --- refused bundles ------------------------------------------------------------------------
+    def mark_bad(self, sha256: str, *, label: str, reason: str, artifacts: str = "") -> None:
+        """Remember that the bundle with digest ``sha256`` (served as ``label``) must not be activated.
+
+        ``artifacts`` (the registry's artifact digest of the version, when known) lets a later poll
+        skip the version without downloading it while the registry still lists the same files.
+        """
         with self._lock:
-            self._mark_bad_locked(label, reason)
+            self._mark_bad_locked(sha256, label=label, reason=reason, artifacts=artifacts)
 
-    def bad_reason(self, label: str) -> str | None:
-        """Why ``label`` was marked bad (None if it was not)."""
-        return self._read_bad().get(label)
+    def bad_reason(self, sha256: str) -> str | None:
+        """Why the bundle with digest ``sha256`` was refused (None if it was not)."""
+        entry = self._read_bad().get(sha256)
+        return None if entry is None else str(entry.get("reason"))
 
-    def bad_versions(self) -> dict[str, str]:
-        """Every version marked bad, with its reason."""
+    def refused_artifacts(self, artifacts: str) -> dict[str, Any] | None:
+        """The refusal of a bundle made of the registry artifacts ``artifacts`` digests, if any."""
+        if not artifacts:
+            return None
+        return next((e for e in self._read_bad().values() if e.get("artifacts") == artifacts), None)
+
+    def bad_versions(self) -> dict[str, dict[str, Any]]:
+        """Every refused bundle by digest: its ``label``, ``reason``, ``time`` (and ``artifacts``)."""
         return self._read_bad()
 
     # --- history ---------------------------------------------------------------------------------
@@ -199,17 +230,62 @@ class EdgeState:
     def _write_pointer(self, name: str, record: VersionRecord) -> None:
         _atomic_write(self.root / name, json.dumps(asdict(record), sort_keys=True).encode())
 
-    def _read_bad(self) -> dict[str, str]:
+    def _read_bad(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads((self.root / BAD).read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        bundles = data.get("bundles") if isinstance(data, dict) else None
+        if not isinstance(bundles, dict):
+            return {}
+        return {str(k): dict(v) for k, v in bundles.items() if _is_digest(str(k)) and isinstance(v, dict)}
 
-    def _mark_bad_locked(self, label: str, reason: str) -> None:
+    def _mark_bad_locked(self, sha256: str, *, label: str, reason: str, artifacts: str = "") -> None:
         bad = self._read_bad()
-        bad[label] = reason
-        _atomic_write(self.root / BAD, json.dumps(bad, sort_keys=True).encode())
+        entry: dict[str, Any] = {"label": label, "reason": reason, "time": time.time()}
+        if artifacts:
+            entry["artifacts"] = artifacts
+        bad[sha256] = entry
+        self._write_bad(bad)
+
+    def _write_bad(self, bad: dict[str, dict[str, Any]]) -> None:
+        _atomic_write(self.root / BAD, json.dumps({"bundles": bad}, sort_keys=True).encode())
+
+    def _bundle_digest(self, record: VersionRecord) -> str:
+        """The record's bundle digest; a pointer of an older agent without one: the stored bundle's."""
+        if _is_digest(record.sha256):
+            return record.sha256
+        try:
+            return hashlib.sha256(self.read_bundle(record)).hexdigest()
+        except OSError:
+            return "0" * 64  # nothing stored to name: a placeholder no real bundle has
+
+    def _migrate_bad_locked(self) -> None:
+        """Rewrite a label-keyed ``bad.json`` of older agents by bundle digest (see the module doc)."""
+        try:
+            data = json.loads((self.root / BAD).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return
+        if not isinstance(data, dict) or "bundles" in data:
+            return
+        bad: dict[str, dict[str, Any]] = {}
+        for label, reason in data.items():
+            name, _, number = str(label).rpartition(":")
+            path = self.bundle_path(name, int(number)) if name and number.isdigit() else None
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
+            except OSError:
+                digest = None
+            if digest is None:
+                log.info("dropping the refusal of %s (%s): no bundle of it is stored to name it by", label, reason)
+                continue
+            bad[digest] = {"label": str(label), "reason": str(reason), "time": time.time()}
+        self._write_bad(bad)
+        log.info("migrated %s to refusals by bundle digest (%d kept of %d)", BAD, len(bad), len(data))
+
+
+def _is_digest(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

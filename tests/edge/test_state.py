@@ -56,8 +56,38 @@ def test_rollback_restores_previous_and_marks_active_bad(tmp_path: Path) -> None
     assert (restored, abandoned) == (record(1), record(2))
     assert state.active() == record(1)
     assert state.previous() is None
-    assert state.bad_reason("digits:2") == "operator"
-    assert state.bad_reason("digits:1") is None
+    assert state.bad_reason(record(2).sha256) == "operator"
+    assert state.bad_reason(record(1).sha256) is None
+    assert state.bad_versions()[record(2).sha256]["label"] == "digits:2"
+
+
+def test_refusals_are_kept_by_bundle_digest_not_by_version_number(tmp_path: Path) -> None:
+    state = EdgeState(tmp_path)
+
+    state.mark_bad("a" * 64, label="digits:2", reason="bad_signature", artifacts="f" * 64)
+
+    assert state.bad_reason("a" * 64) == "bad_signature"
+    assert state.bad_reason("b" * 64) is None, "another bundle under digits:2 is not refused"
+    assert state.refused_artifacts("f" * 64)["label"] == "digits:2"  # type: ignore[index]
+    assert state.refused_artifacts("e" * 64) is None
+    assert EdgeState(tmp_path).bad_reason("a" * 64) == "bad_signature", "kept across restarts"
+
+
+def test_a_label_keyed_refusal_file_of_older_agents_is_migrated(tmp_path: Path) -> None:
+    stored = b"the health-checked bundle of digits:3"
+    old = EdgeState(tmp_path)
+    old.save_bundle("digits", 3, stored)
+    (tmp_path / "bad.json").write_text(json.dumps({"digits:2": "bad_signature", "digits:3": "health_check"}))
+
+    state = EdgeState(tmp_path)
+
+    import hashlib
+
+    digest = hashlib.sha256(stored).hexdigest()
+    assert state.bad_versions() == {
+        digest: {"label": "digits:3", "reason": "health_check", "time": state.bad_versions()[digest]["time"]}
+    }, "a stored bundle keeps its refusal by digest; digits:2 (never stored) will be verified again"
+    assert json.loads((tmp_path / "bad.json").read_text())["bundles"].keys() == {digest}
 
 
 def test_rollback_without_previous_is_a_clear_error(tmp_path: Path) -> None:
