@@ -6,9 +6,11 @@ the pinned public key (signature, every model's sha256, the reference outputs), 
 swapped into the slot; the reference rows then run once more through the new runtime as served, and
 a mismatch swaps the previous runtime back. The signed manifest must name the version asked for
 (model, number and id: a bundle signed for another version is refused as ``identity_mismatch``).
-A refused bundle is remembered by its sha256: while the registry lists the same artifacts for the
-version it is not downloaded again, and a download with a refused digest is skipped without being
-verified again; a correct bundle that appears later under the same number is accepted. Any failure
+A refused bundle is remembered by its sha256: a download with a refused digest is skipped without
+being verified again, and a correct bundle that appears later under the same number is accepted.
+A bundle that verified (it is the registry's, signed) but failed to load or its health check is not
+even downloaded again while the registry lists the same artifacts for the version; one that failed
+verification is, since its bytes may have been altered on the way and the registry's are fine. Any failure
 keeps the current model serving, is logged
 at WARNING, counted in ``fedge_edge_activations{result,reason}`` and appended to the state folder's
 history. The follower never imports the registry: it speaks HTTP through an :class:`ApiClient`.
@@ -206,7 +208,7 @@ class ReleaseFollower:
 
     def _activate_from_registry(self, target: VersionRecord) -> ActivationResult:
         label = target.label
-        digest = ""
+        digest, verified_bytes = "", False
         try:
             data = self._download(target)
             digest = hashlib.sha256(data).hexdigest()
@@ -214,6 +216,7 @@ class ReleaseFollower:
             if bad is not None:  # the same bytes were refused before: no need to verify them again
                 return self._skip(label, bad)
             verified = self._verify(data, target)
+            verified_bytes = True
             record = VersionRecord(
                 target.name,
                 target.number,
@@ -229,7 +232,8 @@ class ReleaseFollower:
                 raise ReleaseRefusedError("runtime_error", f"{label} does not load: {exc}", bad=True) from exc
         except ReleaseRefusedError as exc:
             if exc.bad and digest:
-                self.state.mark_bad(digest, label=label, reason=exc.reason, artifacts=target.artifacts)
+                artifacts = target.artifacts if verified_bytes else ""
+                self.state.mark_bad(digest, label=label, reason=exc.reason, artifacts=artifacts)
             result = ActivationResult("refused", label, exc.reason, exc.message)
             self._finish(result, log_level=logging.WARNING)
             return result

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from fedge.crypto import Ed25519PrivateKey, key_id, sign
-from fedge.errors import ArtifactError, ConfigError, DataError, ExportError, NotFoundError
+from fedge.crypto import Ed25519PublicKey
+from fedge.errors import ArtifactError, ConfigError, DataError, ExportError, FedgeError, NotFoundError
 from fedge.release_format import (
     BUNDLE_MEMBERS,
     FORMAT,
@@ -73,6 +74,7 @@ __all__ = [
     "release_version",
     "store_release",
     "verify_bundle",
+    "verify_releases",
     "write_bundle",
 ]
 
@@ -303,6 +305,30 @@ def assemble_bundle(registry: Registry, version: ModelVersion) -> bytes:
                 f"not the {name} its manifest records; re-release the version"
             )
     return zip_members(members)
+
+
+def verify_releases(
+    registry: Registry, public_key: Ed25519PublicKey | None = None, *, limit: int = 1_000_000
+) -> list[tuple[ModelVersion, str | None]]:
+    """Check every released version of the store as it would be delivered; ``(version, problem)``.
+
+    Each version holding a ``manifest`` is assembled (:func:`assemble_bundle`: the manifest's
+    identity must be that version of this registry, the models those it records) and, with
+    ``public_key``, verified in full against that identity. ``problem`` is ``None`` for a good one.
+    """
+    results: list[tuple[ModelVersion, str | None]] = []
+    for version in reversed(registry.store.list_versions(limit=limit)):
+        if version.artifact("manifest") is None:
+            continue
+        try:
+            bundle = assemble_bundle(registry, version)
+            if public_key is not None:
+                verify_bundle(bundle, public_key, expect=registry.identity(version))
+        except FedgeError as exc:
+            results.append((version, str(exc)))
+            continue
+        results.append((version, None))
+    return results
 
 
 def write_bundle(

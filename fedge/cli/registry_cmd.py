@@ -14,6 +14,7 @@ from fedge.cli.errors import reports_errors
 from fedge.cli.options import DatabaseUrlOpt, RootOpt, actor_name, opened_registry
 
 if TYPE_CHECKING:
+    from fedge.crypto import Ed25519PublicKey
     from registry import RegistryClient
 
 __all__ = ["registry_app"]
@@ -140,19 +141,70 @@ def download(
 @registry_app.command("verify")
 @reports_errors
 def verify(
-    bundle: Annotated[Path, typer.Argument(help="A release bundle (zip)")],
-    public_key: Annotated[Path, typer.Option("--public-key", help="The signer's Ed25519 public key (PEM)")],
+    bundle: Annotated[
+        Path | None, typer.Argument(help="A release bundle (zip); without it, every release in the store")
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="The signer's Ed25519 public key (PEM)")
+    ] = None,
+    expect: Annotated[
+        str | None,
+        typer.Option("--expect", help="NAME:VERSION the bundle must have been signed as (refused otherwise)"),
+    ] = None,
+    root: RootOpt = ".fedge",
+    database_url: DatabaseUrlOpt = "",
 ) -> None:
-    """Check a bundle offline: signature, artifact digests, reference outputs. Exit 1 if any differs."""
+    """Check a bundle offline (signature, identity, digests, reference outputs), or with no BUNDLE
+    every release of the registry: each manifest must be signed for its own version. Exit 1 if any
+    check fails."""
     from fedge.crypto import load_public_key
-    from registry import verify_bundle
+    from fedge.errors import ConfigError
+    from fedge.release_format import ReleaseIdentity, verify_bundle
 
-    verified = verify_bundle(bundle, load_public_key(public_key))
+    key = load_public_key(public_key) if public_key is not None else None
+    if bundle is None:
+        if expect is not None:
+            raise ConfigError("--expect checks one BUNDLE file; give the bundle to check")
+        _verify_store(root, database_url, key)
+        return
+    if key is None:
+        raise ConfigError("checking a bundle file needs the signer's key: pass --public-key")
+    identity = None
+    if expect is not None:
+        name, _, number = expect.rpartition(":")
+        if not name or not number.isdigit():
+            raise ConfigError(f"--expect {expect!r} is not NAME:VERSION (e.g. digits:3)")
+        identity = ReleaseIdentity(name, int(number))
+    verified = verify_bundle(bundle, key, expect=identity)
     m = verified.manifest
+    signed = ReleaseIdentity.from_manifest(m)
+    if signed is None:
+        typer.echo(
+            "warning: this bundle carries no signed identity (released before fedge bound them): "
+            "the registry and edge devices refuse it; re-release the model",
+            err=True,
+        )
     typer.echo(
-        f"bundle OK: {m.get('model', {}).get('name', '?')} signed by key {verified.key_id}; "
-        f"{len(verified.files)} models match the manifest"
+        f"bundle OK: {signed.describe() if signed else m.get('model', {}).get('name', '?')} signed by key "
+        f"{verified.key_id}; {len(verified.files)} models match the manifest"
     )
+
+
+def _verify_store(root: str, database_url: str, key: Ed25519PublicKey | None) -> None:
+    from fedge.errors import ArtifactError
+    from registry.bundle import verify_releases
+
+    with opened_registry(root, database_url) as registry:
+        results = verify_releases(registry, key)
+    bad = [(v, problem) for v, problem in results if problem is not None]
+    for v, problem in results:
+        typer.echo(f"{v.name}:{v.number} (id {v.id}): {'OK' if problem is None else 'REFUSED: ' + problem}")
+    if bad:
+        raise ArtifactError(
+            f"{len(bad)} of {len(results)} releases would be refused: "
+            + "; ".join(f"{v.name}:{v.number}" for v, _ in bad)
+        )
+    typer.echo(f"all {len(results)} releases are signed for their own versions")
 
 
 def _version_dict(v: object) -> dict[str, object]:

@@ -289,7 +289,7 @@ def test_bundle_signed_by_another_key_is_refused(
 
     assert_refused(agent, result, "bad_signature", f"{NAME}:{v1.number}", caplog, "signature does not verify")
     assert refusals(agent, f"{NAME}:{v2.number}") == ["bad_signature"]
-    assert agent.poll_once().result == "skipped", "a refused version is not downloaded again"
+    assert agent.poll_once().result == "skipped", "a refused bundle is not verified again"
 
 
 def test_bundle_whose_reference_outputs_do_not_reproduce_is_refused(
