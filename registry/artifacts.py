@@ -118,8 +118,8 @@ class LocalArtifactStore(ArtifactStore):
         if actual != sha256:
             log.error("artifact file %s hashes to %s, not the digest it is stored as", path, actual)
             raise ArtifactError(
-                f"artifact sha256:{sha256[:12]}.. is corrupt: its stored bytes hash to {actual[:12]}.. "
-                "(altered or damaged on disk; the registry's log names the file)"
+                f"artifact sha256:{sha256[:12]}.. is corrupt or was tampered with: its stored bytes hash "
+                f"to {actual[:12]}.. (the registry's log names the file)"
             )
         return data
 

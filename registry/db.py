@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -18,6 +19,8 @@ from sqlmodel import Session, create_engine
 from fedge.errors import ConfigError, ConflictError, FedgeError
 
 __all__ = ["SqlStoreBase", "open_engine", "redact_url", "session_scope", "set_wal_mode"]
+
+log = logging.getLogger(__name__)
 
 # Seconds a SQLite connection waits for another writer before answering "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -81,7 +84,10 @@ def session_scope(
             raise ConflictError(f"the {what} refused the write: {exc.orig}") from exc
         except OperationalError as exc:
             session.rollback()
-            raise unavailable(f"the {what} {redact_url(str(engine.url))} failed: {exc.orig}") from exc
+            # The message may reach an API client: the database's URL (a server path for SQLite)
+            # goes to the log only.
+            log.warning("the %s %s failed: %s", what, redact_url(str(engine.url)), exc.orig)
+            raise unavailable(f"the {what} failed: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             session.rollback()
             raise failed(f"the {what} failed: {exc}") from exc
