@@ -151,7 +151,10 @@ class EdgeState:
                 )
             if current is not None:
                 self._mark_bad_locked(
-                    self._bundle_digest(current), label=current.label, reason=reason, artifacts=current.artifacts
+                    self._bundle_digest(current),
+                    label=current.label,
+                    reason=reason,
+                    artifacts=current.artifacts,
                 )
             self._write_pointer(ACTIVE, previous)
             (self.root / PREVIOUS).unlink(missing_ok=True)
@@ -277,7 +280,9 @@ class EdgeState:
             except OSError:
                 digest = None
             if digest is None:
-                log.info("dropping the refusal of %s (%s): no bundle of it is stored to name it by", label, reason)
+                log.info(
+                    "dropping the refusal of %s (%s): no bundle of it is stored to name it by", label, reason
+                )
                 continue
             bad[digest] = {"label": str(label), "reason": str(reason), "time": time.time()}
         self._write_bad(bad)

@@ -119,7 +119,8 @@ class ReleaseIdentity:
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(
-                f"the manifest's identity {data!r:.200} is malformed ({exc}); refusing it", reason="invalid_bundle"
+                f"the manifest's identity {data!r:.200} is malformed ({exc}); refusing it",
+                reason="invalid_bundle",
             ) from exc
 
 

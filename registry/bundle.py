@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from fedge.crypto import Ed25519PrivateKey, key_id, sign
-from fedge.crypto import Ed25519PublicKey
+from fedge.crypto import Ed25519PrivateKey, Ed25519PublicKey, key_id, sign
 from fedge.errors import ArtifactError, ConfigError, DataError, ExportError, FedgeError, NotFoundError
 from fedge.release_format import (
     BUNDLE_MEMBERS,

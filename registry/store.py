@@ -8,9 +8,9 @@ from typing import Any
 
 from registry.schemas import (
     AliasEvent,
-    ArtifactRef,
     AliasMove,
     Approval,
+    ArtifactRef,
     AuditEntry,
     Checkpoint,
     CheckpointCreate,

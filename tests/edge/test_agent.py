@@ -103,6 +103,7 @@ class Coordinator:
             },
             int8_bytes=int8_bytes,
         )
+
         def sign_for(identity: ReleaseIdentity) -> tuple[ArtifactRef, ...]:
             bound = bind_identity(release, identity, key)
             if spoil_expected:  # a correctly signed manifest whose outputs no runtime reproduces

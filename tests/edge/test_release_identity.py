@@ -18,14 +18,12 @@ import pytest
 
 from edge.agent import ActivationResult
 from registry.bundle import assemble_bundle
-from tests.edge.test_agent import (  # noqa: F401  (module fixtures)
-    NAME,
-    Coordinator,
-    activations,
-    coordinator,
-    make_agent,
-    models,
-)
+from tests.edge import test_agent
+from tests.edge.test_agent import NAME, Coordinator, activations, make_agent
+
+# The real coordinator on 127.0.0.1 (and its two models) of the agent's tests, one per module.
+models = test_agent.models
+coordinator = test_agent.coordinator
 
 
 class ServesAnotherBundle(httpx.BaseTransport):
@@ -40,7 +38,10 @@ class ServesAnotherBundle(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self.armed and request.url.path.endswith(self.victim_path):
             self.served += 1
-            headers = {"X-Content-SHA256": hashlib.sha256(self.data).hexdigest(), "Content-Type": "application/zip"}
+            headers = {
+                "X-Content-SHA256": hashlib.sha256(self.data).hexdigest(),
+                "Content-Type": "application/zip",
+            }
             return httpx.Response(200, headers=headers, content=self.data)
         return self.inner.handle_request(request)
 

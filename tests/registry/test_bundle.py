@@ -276,7 +276,11 @@ def test_a_release_stored_with_the_version_assembles_into_a_verified_bundle(
     bundle = assemble_bundle(registry, version)
 
     assert sorted(a.kind for a in version.artifacts) == [
-        "manifest", "manifest-sig", "onnx", "onnx-int8", "weights"
+        "manifest",
+        "manifest-sig",
+        "onnx",
+        "onnx-int8",
+        "weights",
     ]
     assert version.artifact("onnx").sha256 == onnx_ref.sha256  # type: ignore[union-attr]
     verified = verify_bundle(bundle, key.public_key())

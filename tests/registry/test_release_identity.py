@@ -104,7 +104,10 @@ def point_rows_at(root: Path, victim: ModelVersion, source: ModelVersion) -> Non
             ref = source.artifact(kind)
             assert ref is not None
             conn.execute(
-                text("UPDATE version_artifacts SET sha256 = :sha, size = :size WHERE version_id = :v AND kind = :k"),
+                text(
+                    "UPDATE version_artifacts SET sha256 = :sha, size = :size "
+                    "WHERE version_id = :v AND kind = :k"
+                ),
                 {"sha": ref.sha256, "size": ref.size, "v": victim.id, "k": kind},
             )
     engine.dispose()
@@ -160,7 +163,9 @@ def test_version_rows_pointed_at_another_versions_signed_files_are_refused_every
     # `fedge registry verify` of the store reports it (and only it), exit 1
     problems = dict((v.number, p) for v, p in verify_releases(released.registry, released.key.public_key()))
     assert problems[1] is None and problems[2] is not None and f"asked for {NAME}:2" in problems[2]
-    cli = fedge_cli("registry", "verify", "--root", str(released.root), "--public-key", str(released.public_key))
+    cli = fedge_cli(
+        "registry", "verify", "--root", str(released.root), "--public-key", str(released.public_key)
+    )
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert f"{NAME}:1 (id {v1.id}): OK" in cli.stdout
     assert f"{NAME}:2 (id {v2.id}): REFUSED: manifest is for {NAME}:1" in cli.stdout
