@@ -24,13 +24,13 @@ Add a section by writing ``bench_NAME(args) -> list[Goal]`` and one line in :dat
 from __future__ import annotations
 
 import argparse
-import base64
+import json
 import logging
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,6 +91,7 @@ def bench_packaging(args: argparse.Namespace) -> list[Goal]:
     from rich.table import Table
 
     from fedge.crypto import generate_private_key, key_id, sign
+    from fedge.release_format import INT8_MODEL, MODEL
     from fedge.serde import state_dict_to_safetensors
     from fedge.tasks import TaskConfig, get_task
     from registry import (
@@ -102,9 +103,12 @@ def bench_packaging(args: argparse.Namespace) -> list[Goal]:
         open_registry,
     )
     from registry.bundle import (
+        Release,
         assemble_bundle,
+        bind_identity,
         build_manifest,
         canonical_manifest_bytes,
+        store_release,
         verify_bundle,
     )
     from registry.quantize import quantize_int8
@@ -167,12 +171,20 @@ def bench_packaging(args: argparse.Namespace) -> list[Goal]:
             manifest_bytes, signature = timed("build + sign manifest", build_and_sign)
 
             def store_and_register() -> ModelVersion:
-                refs = (
-                    registry.put_artifact("onnx-int8", int8_bytes),
-                    registry.put_artifact("manifest", manifest_bytes),
-                    registry.put_artifact("manifest-sig", base64.b64encode(signature)),
+                # As release_version does: the manifest is signed again with the version's
+                # identity inside the registration's transaction, then stored with the int8 model.
+                draft_release = Release(
+                    json.loads(manifest_bytes),
+                    manifest_bytes,
+                    signature,
+                    {MODEL: onnx_bytes, INT8_MODEL: int8_bytes},
                 )
-                return registry.register_version(replace(draft, artifacts=(*draft.artifacts, *refs)))
+                return registry.register_version(
+                    draft,
+                    attach=lambda identity: store_release(
+                        registry, bind_identity(draft_release, identity, private_key)
+                    ),
+                )
 
             version = timed("store int8 + manifest + sig, register_version", store_and_register)
             bundle = timed("assemble_bundle", lambda: assemble_bundle(registry, version))
