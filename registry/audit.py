@@ -1,33 +1,80 @@
-"""The audit log's hash chain: how an entry is hashed and appended, and how a chain is verified."""
+"""The audit log: a hash chain of entries, each also a leaf of a Merkle tree with a signed head.
+
+The chain (``prev_hash`` -> ``hash``) finds an altered entry; the tree (RFC 6962, kept as the
+hashes of its complete subtrees in ``audit_tree_nodes``) lets anyone holding an earlier signed
+head check that today's log extends it: truncation, a wipe, or a row rewritten with recomputed
+chain hashes all break that consistency. After every append the registry signs the new head
+(``audit_tree_head``) with its release key. See docs/security.md.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
+from collections.abc import Callable, Iterable, Mapping
+
+from sqlalchemy import and_, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from fedge.errors import RegistryError
+from fedge.crypto import Ed25519PrivateKey, Ed25519PublicKey, load_or_create_private_key, load_private_key
+from fedge.errors import ConflictError, DataError, RegistryError
+from fedge.transparency import (
+    MemoryNodes,
+    NodeKey,
+    SignedTreeHead,
+    append_nodes,
+    consistency_proof,
+    leaf_hash,
+    sign_tree_head,
+    tree_root,
+    verify_consistency,
+)
 from registry.schemas import AuditEntry
-from registry.tables import AuditHeadRow, AuditRow
+from registry.tables import AuditHeadRow, AuditRow, AuditTreeHeadRow, AuditTreeNodeRow
 
 __all__ = [
     "GENESIS_HASH",
     "AuditVerification",
+    "HeadSigner",
     "append_entry",
     "ensure_chain_head",
     "entry_hash",
+    "leaf_data",
     "lock_writers",
     "read_chain_head",
+    "key_file_signer",
+    "read_signed_head",
+    "sign_current_head",
+    "stored_consistency_proof",
     "verify_chain",
+    "verify_log",
 ]
+
+# Lazily gives the registry's signing key (loading or creating it only when a head is signed).
+HeadSigner = Callable[[], Ed25519PrivateKey]
+
+
+def key_file_signer(path: str | os.PathLike[str]) -> HeadSigner:
+    """A :data:`HeadSigner` for the key file at ``path``: loaded (or created, 0600) at first use, then kept."""
+    key: list[Ed25519PrivateKey] = []
+
+    def signer() -> Ed25519PrivateKey:
+        if not key:
+            try:
+                key.append(load_or_create_private_key(path))
+            except ConflictError:  # another process created it at the same moment
+                key.append(load_private_key(path))
+        return key[0]
+
+    return signer
 
 GENESIS_HASH = "0" * 64
 
@@ -59,6 +106,16 @@ def entry_hash(
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
+def leaf_data(entry: AuditEntry | Mapping[str, Any]) -> bytes:
+    """The Merkle leaf of an entry: its canonical JSON, both chain hashes included."""
+    get = entry.get if isinstance(entry, Mapping) else lambda name: getattr(entry, name)
+    body = {
+        name: get(name)
+        for name in ("seq", "created_at", "actor", "action", "subject", "details", "prev_hash", "hash")
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
 @dataclass(frozen=True)
 class AuditVerification:
     """The result of walking the chain: where it first breaks, if anywhere, and why."""
@@ -67,6 +124,8 @@ class AuditVerification:
     entries: int
     first_bad_seq: int | None = None
     reason: str = ""
+    root_hash: str = ""
+    notes: tuple[str, ...] = ()
 
 
 def verify_chain(entries: Sequence[AuditEntry], *, head_seq: int, head_hash: str) -> AuditVerification:
@@ -150,7 +209,13 @@ def lock_writers(session: Session) -> None:
 
 
 def append_entry(
-    session: Session, *, action: str, actor: str, subject: str, details: dict[str, Any]
+    session: Session,
+    *,
+    action: str,
+    actor: str,
+    subject: str,
+    details: dict[str, Any],
+    signer: HeadSigner | None = None,
 ) -> AuditEntry:
     """Append one entry inside the caller's transaction, chained to the head and moving it.
 
@@ -193,5 +258,151 @@ def append_entry(
     head.hash = digest
     session.add(row)
     session.add(head)
+    entry = row.to_entity()
+    nodes = _SqlNodes(session)
+    new = append_nodes(seq - 1, leaf_hash(leaf_data(entry)), nodes)
+    session.add_all(AuditTreeNodeRow(level=lvl, idx=idx, hash=h.hex()) for (lvl, idx), h in new.items())
+    if signer is not None:
+        nodes.overlay = new
+        _store_head(session, sign_tree_head(signer(), seq, tree_root(seq, nodes)))
     session.flush()
-    return row.to_entity()
+    return entry
+
+
+class _SqlNodes:
+    """The stored tree's nodes, read in one query per call (``overlay``: nodes not yet flushed)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.overlay: Mapping[NodeKey, bytes] = {}
+
+    def nodes(self, keys: Iterable[NodeKey]) -> Mapping[NodeKey, bytes]:
+        wanted = [k for k in keys if k not in self.overlay]
+        found = {k: self.overlay[k] for k in keys if k in self.overlay}
+        if wanted:
+            where = or_(*(and_(AuditTreeNodeRow.level == lvl, AuditTreeNodeRow.idx == idx) for lvl, idx in wanted))  # type: ignore[arg-type]
+            for row in self.session.exec(select(AuditTreeNodeRow).where(where)).all():
+                found[(row.level, row.idx)] = bytes.fromhex(row.hash)
+        return found
+
+
+def _store_head(session: Session, head: SignedTreeHead) -> None:
+    row = session.get(AuditTreeHeadRow, 1) or AuditTreeHeadRow(id=1)
+    row.tree_size, row.root_hash, row.timestamp = head.tree_size, head.root_hash, head.timestamp
+    row.key_id, row.signature = head.key_id, head.signature
+    session.add(row)
+
+
+def read_signed_head(session: Session) -> SignedTreeHead | None:
+    """The latest signed tree head the store keeps; ``None`` before the first one is signed."""
+    row = session.get(AuditTreeHeadRow, 1)
+    if row is None:
+        return None
+    return SignedTreeHead(row.tree_size, row.root_hash, row.timestamp, row.key_id, row.signature)
+
+
+def sign_current_head(session: Session, signer: HeadSigner) -> SignedTreeHead:
+    """Sign the stored tree as it stands if the kept head lags it (a registry migrated to the tree).
+
+    Takes the write lock first, so it never signs a tree an appender is extending.
+    """
+    lock_writers(session)
+    size, _ = read_chain_head(session)
+    head = read_signed_head(session)
+    if head is not None and head.tree_size == size:
+        return head
+    head = sign_tree_head(signer(), size, tree_root(size, _SqlNodes(session)))
+    _store_head(session, head)
+    session.flush()
+    return head
+
+
+def stored_consistency_proof(session: Session, old_size: int, new_size: int) -> list[bytes]:
+    """The consistency proof between two sizes of the stored tree.
+
+    Raises
+    ------
+    DataError
+        If ``new_size`` exceeds the log or ``old_size`` exceeds ``new_size`` (the message says so).
+    """
+    size, _ = read_chain_head(session)
+    if new_size > size:
+        raise DataError(f"the audit log holds {size} entries: no consistency proof up to {new_size}")
+    return consistency_proof(old_size, new_size, _SqlNodes(session))
+
+
+def verify_log(
+    entries: Sequence[AuditEntry],
+    *,
+    head_seq: int,
+    head_hash: str,
+    signed_head: SignedTreeHead | None,
+    public_key: Ed25519PublicKey | None,
+    trusted_head: SignedTreeHead | None = None,
+) -> AuditVerification:
+    """Check the chain, the Merkle tree rebuilt from the entries, the signed head and a witness's head.
+
+    The tree is recomputed from the entries themselves (never from the stored nodes, which the
+    database's writer could rewrite too). ``trusted_head`` is a head kept outside the database (a
+    witness's, ``fedge audit head --out``): the log must extend it, or entries were deleted,
+    wiped or rewritten since it was signed. Without ``public_key`` no signature is checked (noted).
+    """
+    chain = verify_chain(entries, head_seq=head_seq, head_hash=head_hash)
+    if not chain.ok:
+        return chain
+    tree = MemoryNodes()
+    for entry in entries:
+        tree.append(leaf_hash(leaf_data(entry)))
+    n = tree.size
+    root = tree_root(n, tree)
+    notes: list[str] = []
+
+    def broken(reason: str, first_bad: int | None = None) -> AuditVerification:
+        return AuditVerification(False, n, first_bad, reason, root.hex(), tuple(notes))
+
+    if trusted_head is not None:
+        when = f"{trusted_head.tree_size} entries, signed {trusted_head.timestamp}"
+        if public_key is not None and not trusted_head.verify(public_key):
+            return broken(f"the trusted head ({when}) is not signed by the given public key")
+        m = trusted_head.tree_size
+        if m > n and n == 0:
+            return broken(f"the audit log was wiped: it holds no entries but the trusted head ({when}) covers {m}", 1)
+        if m > n:
+            return broken(
+                f"the audit log was truncated: it holds {n} entries but the trusted head ({when}) covers "
+                f"{m}: entries {n + 1}..{m} were deleted",
+                n + 1,
+            )
+        if not verify_consistency(m, n, trusted_head.root, root, consistency_proof(m, n, tree)):
+            return broken(
+                f"the audit log was rewritten: its first {m} entries no longer hash to the trusted head's "
+                f"root ({when}), although their chain hashes check: an entry was altered and the chain recomputed"
+            )
+    if signed_head is None:
+        if n:
+            return broken(
+                f"no signed tree head covers the {n} entries (deleted, or a registry from before the "
+                "transparency log: `fedge audit head` signs one)"
+            )
+        return AuditVerification(True, 0, root_hash=root.hex(), notes=tuple(notes))
+    if public_key is None:
+        notes.append("signatures not checked: no public key given")
+    elif not signed_head.verify(public_key):
+        return broken(
+            f"the stored tree head (size {signed_head.tree_size}) is not signed by the registry's key "
+            f"{signed_head.key_id}: it was forged or altered"
+        )
+    s = signed_head.tree_size
+    if s > n:
+        return broken(
+            f"the audit log holds {n} entries but its signed head covers {s}: entries {n + 1}..{s} were deleted",
+            n + 1,
+        )
+    if tree_root(s, tree) != signed_head.root:
+        return broken(
+            f"the first {s} entries no longer hash to the signed tree head's root: an entry was altered "
+            "and the chain recomputed"
+        )
+    if s < n:
+        return broken(f"entries {s + 1}..{n} are not covered by a signed tree head: they were added outside the registry", s + 1)
+    return AuditVerification(True, n, root_hash=root.hex(), notes=tuple(notes))

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from fedge.config import RegistryConfig
 from fedge.errors import RegistryUnavailableError
 from registry.artifacts import open_artifact_store
+from registry.audit import key_file_signer
 from registry.service import Registry
 from registry.sql_store import SqlRegistryStore
 
@@ -42,8 +43,10 @@ def open_registry(config: RegistryConfig, *, engine: Engine | None = None) -> Re
                 f"the registry folder {root} is not writable; choose a writable location (registry.root=PATH)"
             )
     artifacts = open_artifact_store(config.resolved_artifact_uri())
+    # The release key also signs the audit tree's head after every append (docs/security.md).
+    signer = key_file_signer(config.resolved_signing_key())
     if engine is None:
-        store = SqlRegistryStore.from_url(config.resolved_database_url())
+        store = SqlRegistryStore.from_url(config.resolved_database_url(), head_signer=signer)
     else:
-        store = SqlRegistryStore(engine)
+        store = SqlRegistryStore(engine, head_signer=signer)
     return Registry(store=store, artifacts=artifacts)

@@ -15,7 +15,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from fedge.errors import ConflictError, NotFoundError, RegistryError, RegistryUnavailableError
-from registry.audit import append_entry, ensure_chain_head, lock_writers, read_chain_head
+from fedge.transparency import SignedTreeHead
+from registry.audit import (
+    HeadSigner,
+    append_entry,
+    ensure_chain_head,
+    lock_writers,
+    read_chain_head,
+    read_signed_head,
+    sign_current_head,
+    stored_consistency_proof,
+)
 from registry.db import SqlStoreBase, redact_url, session_scope
 from registry.migrate import upgrade_schema
 from registry.schemas import (
@@ -60,6 +70,9 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
     engine : Engine
         From :func:`registry.db.open_engine`, shared with the other stores of the database;
         :meth:`from_url` opens one of the store's own.
+    head_signer : callable, optional
+        Gives the key that signs the audit tree's head after every append (the registry's release
+        key, loaded on first use); without one the tree grows but no head is signed.
 
     Raises
     ------
@@ -67,8 +80,9 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
         If the database cannot be opened, created or migrated.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, head_signer: HeadSigner | None = None) -> None:
         super().__init__(engine)
+        self.head_signer = head_signer
         try:
             upgrade_schema(engine)
             ensure_chain_head(engine)
@@ -172,9 +186,12 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
                     "run_id": row.run_id,
                     "artifacts": {a.kind: a.sha256 for a in artifacts},
                 },
+                signer=self.head_signer,
             )
             for alias in aliases:
-                _move_alias(s, version.name, alias, row.id, actor=actor, reason="registered")
+                _move_alias(
+                    s, version.name, alias, row.id, actor=actor, reason="registered", signer=self.head_signer
+                )
             s.flush()
             return _version(s, row)
 
@@ -218,7 +235,9 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
                     raise ConflictError(
                         f"version {move.version_id} belongs to model {row.name!r}, not {move.name!r}"
                     )
-                _move_alias(s, move.name, move.alias, move.version_id, actor=actor, reason=reason)
+                _move_alias(
+                    s, move.name, move.alias, move.version_id, actor=actor, reason=reason, signer=self.head_signer
+                )
                 rows.append(row)
             s.flush()
             return _versions(s, rows)
@@ -256,6 +275,7 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
                 actor=actor,
                 subject=f"{version.name}:{version.number}",
                 details={"version_id": version_id, "alias": alias, "comment": comment},
+                signer=self.head_signer,
             )
             return row.to_entity()
 
@@ -268,7 +288,9 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
 
     def append_audit(self, *, action: str, actor: str, subject: str, details: dict[str, Any]) -> AuditEntry:
         with self._session() as s:
-            return append_entry(s, action=action, actor=actor, subject=subject, details=details)
+            return append_entry(
+                s, action=action, actor=actor, subject=subject, details=details, signer=self.head_signer
+            )
 
     def list_audit(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
         with self._session() as s:
@@ -280,6 +302,16 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
     def audit_head(self) -> tuple[int, str]:
         with self._session() as s:
             return read_chain_head(s)
+
+    def signed_audit_head(self, *, sign_if_stale: bool = True) -> SignedTreeHead | None:
+        with self._session() as s:
+            if sign_if_stale and self.head_signer is not None:
+                return sign_current_head(s, self.head_signer)
+            return read_signed_head(s)
+
+    def audit_consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        with self._session() as s:
+            return stored_consistency_proof(s, old_size, new_size)
 
     def get_alias(self, name: str, alias: str) -> ModelVersion:
         with self._session() as s:
@@ -296,7 +328,16 @@ def _get(session: Session, table: Any, key: Any, what: str) -> Any:
     return row
 
 
-def _move_alias(session: Session, name: str, alias: str, version_id: int, *, actor: str, reason: str) -> None:
+def _move_alias(
+    session: Session,
+    name: str,
+    alias: str,
+    version_id: int,
+    *,
+    actor: str,
+    reason: str,
+    signer: HeadSigner | None,
+) -> None:
     row = session.get(AliasRow, (name, alias))
     previous = None if row is None else row.version_id
     if row is None:
@@ -321,6 +362,7 @@ def _move_alias(session: Session, name: str, alias: str, version_id: int, *, act
         actor=actor,
         subject=f"{name}@{alias}",
         details={"from_version_id": previous, "to_version_id": version_id, "reason": reason},
+        signer=signer,
     )
 
 

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fedge.transparency import SignedTreeHead
 from registry.schemas import (
     AliasEvent,
     AliasMove,
@@ -135,6 +136,15 @@ class RegistryStore(ABC):
     @abstractmethod
     def audit_head(self) -> tuple[int, str]:
         """The chain head: the last entry's sequence number and hash."""
+
+    @abstractmethod
+    def signed_audit_head(self, *, sign_if_stale: bool = True) -> SignedTreeHead | None:
+        """The audit tree's latest signed head (signing one first if it lags the log and a key is
+        at hand; ``sign_if_stale=False`` only reads it, as a verifier must)."""
+
+    @abstractmethod
+    def audit_consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """The consistency proof of the audit tree from ``old_size`` to ``new_size`` entries."""
 
     @abstractmethod
     def get_alias(self, name: str, alias: str) -> ModelVersion:

@@ -29,6 +29,8 @@ __all__ = [
     "ApprovalRow",
     "AuditHeadRow",
     "AuditRow",
+    "AuditTreeHeadRow",
+    "AuditTreeNodeRow",
     "CheckpointRow",
     "ModelVersionRow",
     "RunRow",
@@ -313,3 +315,26 @@ class AuditHeadRow(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     seq: int = 0
     hash: str = Field(default="0" * 64, max_length=64)
+
+
+class AuditTreeNodeRow(SQLModel, table=True):
+    """A complete subtree of the audit log's Merkle tree: ``2**level`` entries from ``index * 2**level``."""
+
+    __tablename__ = "audit_tree_nodes"
+
+    level: int = Field(primary_key=True)
+    idx: int = Field(primary_key=True)
+    hash: str = Field(max_length=64)
+
+
+class AuditTreeHeadRow(SQLModel, table=True):
+    """The audit tree's latest signed head (one row), replaced after every append."""
+
+    __tablename__ = "audit_tree_head"
+
+    id: int = Field(default=1, primary_key=True)
+    tree_size: int
+    root_hash: str = Field(max_length=64)
+    timestamp: str = Field(max_length=40)
+    key_id: str = Field(max_length=16)
+    signature: str = Field(max_length=128)
