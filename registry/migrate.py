@@ -52,6 +52,9 @@ BASELINE_REVISION = "0001"
 # alembic_version table: such a database is stamped with the revision that adds them.
 _GOVERNANCE_REVISION = "0002"
 _GOVERNANCE_TABLES = frozenset({"alias_events", "approvals", "audit_log", "audit_head"})
+# ... and those made after the audit log's Merkle tree landed, with the revision that adds it.
+_TRANSPARENCY_REVISION = "0003"
+_TRANSPARENCY_TABLES = frozenset({"audit_tree_nodes", "audit_tree_head"})
 # Key of the PostgreSQL advisory lock that serialises migrations: "fedg" in ASCII, shared by every
 # fedge process and every history that opens the database.
 _PG_LOCK_KEY = 0x66656467
@@ -137,8 +140,12 @@ def _adopt_registry(conn: Connection, names: set[str]) -> str | None:
         {c["name"] for c in inspector.get_columns("model_versions")} if "model_versions" in names else set()
     )
     governance = _GOVERNANCE_TABLES & names
+    transparency = _TRANSPARENCY_TABLES & names
     if "parent_version_id" in columns and governance == _GOVERNANCE_TABLES:
-        return _GOVERNANCE_REVISION
+        if transparency == _TRANSPARENCY_TABLES:
+            return _TRANSPARENCY_REVISION
+        if not transparency:
+            return _GOVERNANCE_REVISION
     if "parent_version_id" not in columns and not governance and "model_versions" in names:
         return BASELINE_REVISION
     raise RegistryError(
