@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from coordinator.api import device_routes, drift_routes, operations, registry_routes
+from coordinator.api import audit_routes, device_routes, drift_routes, operations, registry_routes
 from coordinator.api.deps import RunConfigLoader, Viewer
 from coordinator.auth import TokenStore
 from coordinator.deployment.deployment import Deployment
@@ -82,6 +82,7 @@ def create_app(
     app.state.load_run_config = load_run_config
 
     app.include_router(registry_routes.router, prefix=f"{API_PREFIX}/registry")
+    app.include_router(audit_routes.router, prefix=f"{API_PREFIX}/audit")
     app.include_router(operations.router, prefix=API_PREFIX)
     app.include_router(drift_routes.router, prefix=f"{API_PREFIX}/drift")
     app.include_router(device_routes.router, prefix=f"{API_PREFIX}/edge")
