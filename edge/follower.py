@@ -14,6 +14,10 @@ verification is, since its bytes may have been altered on the way and the regist
 keeps the current model serving, is logged
 at WARNING, counted in ``fedge_edge_activations{result,reason}`` and appended to the state folder's
 history. The follower never imports the registry: it speaks HTTP through an :class:`ApiClient`.
+A manifest's ``audit_head`` (the registry's signed audit tree head at release time) is checked by
+the state folder's :class:`~fedge.audit_witness.AuditWitness`: a head the registry cannot prove
+consistent with the last one seen refuses the update as ``audit_inconsistent`` (not remembered as
+bad: the bundle is not at fault, the registry's log is).
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from edge.runtime import ModelRuntime, Precision
 from edge.slot import ModelSlot
 from edge.state import EdgeState, VersionRecord
 from fedge.api_client import ApiClient, error_from_response
+from fedge.audit_witness import HEAD_FILE, AuditInconsistentError, AuditWitness, api_prover
 from fedge.crypto import Ed25519PublicKey
-from fedge.errors import ArtifactError, FedgeError, ReleaseRefusedError
+from fedge.errors import ArtifactError, ConfigError, DataError, FedgeError, ReleaseRefusedError
 from fedge.release_format import ReleaseIdentity, VerifiedBundle, check_identity, verify_bundle
+from fedge.transparency import SignedTreeHead
 
 __all__ = ["API", "ReleaseFollower", "RuntimeFactory", "artifacts_key"]
 
@@ -94,6 +100,8 @@ class ReleaseFollower:
         self.last: ActivationResult | None = None
         self.last_poll: float | None = None
         self.health: dict[str, Any] = {"status": "no_model"}
+        # The head arrives inside a manifest the pinned key signed: no key of its own to check.
+        self.audit_witness = AuditWitness(state.root / HEAD_FILE)
 
     # --- startup and polling ---------------------------------------------------------------------
     def start_stored(self) -> ActivationResult | None:
@@ -217,6 +225,7 @@ class ReleaseFollower:
                 return self._skip(label, bad)
             verified = self._verify(data, target)
             verified_bytes = True
+            self._witness_audit_head(verified.manifest, label)
             record = VersionRecord(
                 target.name,
                 target.number,
@@ -281,6 +290,19 @@ class ReleaseFollower:
             raise ReleaseRefusedError(exc.reason, f"{label}: {exc}", bad=True) from exc
         except FedgeError as exc:
             raise ReleaseRefusedError("invalid_bundle", f"{label}: {exc}", bad=True) from exc
+
+    def _witness_audit_head(self, manifest: dict[str, Any], label: str) -> None:
+        raw = manifest.get("audit_head")
+        if raw is None:  # released before registries published their audit heads
+            return
+        try:
+            self.audit_witness.observe(SignedTreeHead.from_dict(raw), api_prover(self.api, API))
+        except (AuditInconsistentError, DataError, ConfigError) as exc:
+            raise ReleaseRefusedError("audit_inconsistent", f"{label}: {exc}", bad=False) from exc
+        except FedgeError as exc:
+            raise ReleaseRefusedError(
+                "unreachable", f"{label}: cannot check the registry's audit head: {exc}", bad=False
+            ) from exc
 
     # --- the slot and the state folder ---------------------------------------------------------
     def _load_stored(self, record: VersionRecord) -> ModelRuntime:

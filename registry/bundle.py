@@ -49,6 +49,7 @@ from fedge.release_format import (
     verify_bundle,
     zip_members,
 )
+from fedge.transparency import SignedTreeHead
 from fedge.version import fedge_version
 from registry.artifacts import sha256_hex
 from registry.onnx_export import run_onnx
@@ -74,6 +75,7 @@ __all__ = [
     "store_release",
     "verify_bundle",
     "verify_releases",
+    "with_audit_head",
     "write_bundle",
 ]
 
@@ -229,6 +231,14 @@ def bind_identity(
     return Release(manifest, data, sign(private_key, data), release.files)
 
 
+def with_audit_head(release: Release, head: SignedTreeHead | None) -> Release:
+    """The release with the registry's signed audit head in its manifest (``audit_head``), for
+    :func:`bind_identity` to sign: every device that installs it learns a head to witness."""
+    if head is None:
+        return release
+    return Release({**release.manifest, "audit_head": head.to_dict()}, release.manifest_bytes, release.signature, release.files)
+
+
 def store_release(registry: Registry, release: Release) -> tuple[ArtifactRef, ...]:
     """Store a signed release's int8 model, manifest and signature; return their refs."""
     return (
@@ -271,6 +281,8 @@ def release_version(
         preprocessing=preprocessing,
         int8_bytes=int8_bytes,
     )
+
+    release = with_audit_head(release, registry.store.signed_audit_head())
 
     def sign_for(identity: ReleaseIdentity) -> tuple[ArtifactRef, ...]:
         return store_release(registry, bind_identity(release, identity, private_key))
