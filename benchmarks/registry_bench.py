@@ -14,7 +14,14 @@ Sections (each a function of the parsed arguments that prints its tables and ret
   one batch of all held-out rows and row by row, since activations are quantized per batch).
   Goals: the 1M model's int8 file >= 3.5x smaller, <= 1 point accuracy drop on both models.
 
-    python benchmarks/registry_bench.py [--sections packaging,int8,lookups] [--epochs 20]
+- ``audit``: the audit log as a transparency log on SQLite: append p50 (chain, Merkle nodes and a
+  signed tree head per entry, committed) on a log of ``--audit-entries`` entries, the time of what
+  ``fedge audit verify --trusted-head`` does over all of them (read, chain, tree rebuilt from the
+  entries, head signature, consistency from the trusted head), and the consistency proof from an
+  old head (the registry's side from stored nodes, and a witness verifying it). Goals: append p50
+  < 2 ms, verify < 5 s, proof < 50 ms. The log is bulk-filled with the registry's own hashing.
+
+    python benchmarks/registry_bench.py [--sections packaging,int8,lookups,audit] [--epochs 20]
 
 Add a section by writing ``bench_NAME(args) -> list[Goal]`` and one line in :data:`SECTIONS`.
 (Named ``registry_bench.py``, not ``registry.py``: a script's folder comes first on ``sys.path``, and a
@@ -476,11 +483,117 @@ def bench_lookups(args: argparse.Namespace) -> list[Goal]:
     ]
 
 
+def _fill_audit(store: Any, signer: Any, entries: int, *, old_size: int) -> Any:
+    """Bulk-insert ``entries`` audit entries with their chain hashes, tree nodes and a signed head.
+
+    Returns the head a witness would have kept when the log held ``old_size`` entries.
+    """
+    from sqlalchemy import insert, update
+
+    from fedge.transparency import MemoryNodes, leaf_hash, sign_tree_head, tree_root
+    from registry.audit import GENESIS_HASH, entry_hash, leaf_data
+    from registry.tables import AuditHeadRow, AuditRow, AuditTreeHeadRow, AuditTreeNodeRow
+
+    prev, tree, rows = GENESIS_HASH, MemoryNodes(), []
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    for seq in range(1, entries + 1):
+        row = {
+            "seq": seq,
+            "created_at": now,
+            "actor": "bench",
+            "action": "alias.moved",
+            "subject": f"model-{seq % 100}@production",
+            "details": {"from_version_id": seq - 1, "to_version_id": seq, "reason": "bench"},
+        }
+        row["prev_hash"], row["hash"] = prev, entry_hash(prev_hash=prev, **row)
+        prev = row["hash"]
+        tree.append(leaf_hash(leaf_data(row)))
+        rows.append(row)
+        if seq == old_size:
+            old = sign_tree_head(signer(), seq, tree_root(seq, tree))
+    head = sign_tree_head(signer(), entries, tree_root(entries, tree))
+    nodes = [{"level": lvl, "idx": idx, "hash": h.hex()} for (lvl, idx), h in tree.store.items()]
+    with store.engine.begin() as conn:
+        for start in range(0, entries, 10_000):
+            conn.execute(insert(AuditRow), rows[start : start + 10_000])
+        for start in range(0, len(nodes), 20_000):
+            conn.execute(insert(AuditTreeNodeRow), nodes[start : start + 20_000])
+        conn.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=entries, hash=prev))  # type: ignore[arg-type]
+        conn.execute(insert(AuditTreeHeadRow), [{"id": 1, **{k: v for k, v in head.to_dict().items() if k != "format"}}])
+    return old
+
+
+def bench_audit(args: argparse.Namespace) -> list[Goal]:
+    """Audit append p50, full verify and consistency-proof times with the transparency log."""
+    import tempfile
+
+    from rich.table import Table
+
+    from fedge.config import RegistryConfig
+    from fedge.crypto import load_public_key, public_key_path_for
+    from fedge.transparency import SignedTreeHead, verify_consistency
+    from registry import open_registry
+    from registry.audit import verify_log
+
+    console = _console()
+    entries = args.audit_entries
+    with tempfile.TemporaryDirectory(prefix="fedge-bench-audit-") as tmp:
+        config = RegistryConfig(root=tmp)
+        registry = open_registry(config)
+        store = registry.store
+        t = time.perf_counter()
+        old = _fill_audit(store, store.head_signer, entries - 200, old_size=1_000)
+        fill = time.perf_counter() - t
+        n = iter(range(10**9))
+        append = _p50_ms(
+            lambda: store.append_audit(action="alias.moved", actor="bench", subject=f"s{next(n)}", details={"i": 1}),
+            200,
+        )
+        total = store.audit_head()[0]
+        key = load_public_key(public_key_path_for(config.resolved_signing_key()))
+        trusted = SignedTreeHead.from_dict(old.to_dict())
+
+        def verify() -> Any:
+            seq, head_hash = store.audit_head()
+            return verify_log(
+                store.list_audit(),
+                head_seq=seq,
+                head_hash=head_hash,
+                signed_head=store.signed_audit_head(sign_if_stale=False),
+                public_key=key,
+                trusted_head=trusted,
+            )
+
+        t = time.perf_counter()
+        result = verify()
+        verify_s = time.perf_counter() - t
+        current = store.signed_audit_head(sign_if_stale=False)
+        assert result.ok and current is not None, result.reason
+
+        def prove_and_check() -> None:
+            proof = store.audit_consistency(trusted.tree_size, current.tree_size)
+            assert verify_consistency(trusted.tree_size, current.tree_size, trusted.root, current.root, proof)
+
+        proof_ms = _p50_ms(prove_and_check, 50)
+        registry.close()
+    table = Table(title=f"audit transparency log on SQLite ({total:,} entries)")
+    for col in ("bulk fill s", "append p50 ms", "verify s", "proof from 1,000 p50 ms"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{fill:.1f}", f"{append:.2f}", f"{verify_s:.2f}", f"{proof_ms:.2f}")
+    console.print(table)
+    return [
+        Goal("audit", f"append p50 ms, {total:,} entries", f"{append:.2f}", "< 2", append < 2),
+        Goal("audit", f"audit verify s, {total:,} entries", f"{verify_s:.2f}", "< 5", verify_s < 5),
+        Goal("audit", "consistency proof from an old head ms", f"{proof_ms:.2f}", "< 50", proof_ms < 50),
+    ]
+
+
 # The benchmark's sections, run in this order; add one with a line here.
 SECTIONS: list[tuple[str, Callable[[argparse.Namespace], list[Goal]]]] = [
     ("packaging", bench_packaging),
     ("int8", bench_int8),
     ("lookups", bench_lookups),
+    ("audit", bench_audit),
 ]
 
 
@@ -490,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", default=",".join(names), help=f"comma-separated, of {', '.join(names)}")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs of the int8 section's models")
     parser.add_argument("--versions", type=int, default=100_000, help="versions in the lookups section")
+    parser.add_argument("--audit-entries", type=int, default=100_000, help="entries in the audit section")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(names))
