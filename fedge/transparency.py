@@ -96,8 +96,14 @@ class MemoryNodes:
         return {k: self.store[k] for k in keys if k in self.store}
 
     def append(self, leaf: bytes) -> None:
-        """Append a leaf hash (see :func:`leaf_hash`)."""
-        self.store.update(append_nodes(self.size, leaf, self))
+        """Append a leaf hash (see :func:`leaf_hash`); the same nodes as :func:`append_nodes`."""
+        store, index, level, digest = self.store, self.size, 0, leaf
+        store[(0, index)] = digest
+        while index & 1:
+            digest = node_hash(store[(level, index - 1)], digest)
+            index >>= 1
+            level += 1
+            store[(level, index)] = digest
         self.size += 1
 
 

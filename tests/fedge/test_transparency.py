@@ -12,6 +12,7 @@ from fedge.transparency import (
     EMPTY_ROOT,
     MemoryNodes,
     SignedTreeHead,
+    append_nodes,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -162,3 +163,19 @@ def test_malformed_heads_are_refused_naming_the_field(change: dict[str, object],
     head = sign_tree_head(generate_private_key(), 1, leaf_hash(b"a")).to_dict()
     with pytest.raises(DataError, match=field):
         SignedTreeHead.from_dict({**head, **change})
+
+
+def test_append_nodes_reads_only_siblings_and_builds_the_same_tree(tree: MemoryNodes) -> None:
+    class Recording(MemoryNodes):
+        asked: list[tuple[int, int]] = []
+
+        def nodes(self, keys):  # type: ignore[no-untyped-def]
+            keys = list(keys)
+            self.asked.extend(keys)
+            return super().nodes(keys)
+
+    rebuilt = Recording()
+    for i, leaf in enumerate(leaves(64)):
+        rebuilt.store.update(append_nodes(i, leaf, rebuilt))
+    assert rebuilt.store == tree.store
+    assert len(rebuilt.asked) == 63  # one read per node completed, never a leaf rehashed
