@@ -497,7 +497,7 @@ def _fill_audit(store: Any, signer: Any, entries: int, *, old_size: int) -> Any:
     prev, tree, rows = GENESIS_HASH, MemoryNodes(), []
     now = datetime.now(UTC).isoformat(timespec="microseconds")
     for seq in range(1, entries + 1):
-        row = {
+        row: dict[str, Any] = {
             "seq": seq,
             "created_at": now,
             "actor": "bench",
@@ -519,7 +519,10 @@ def _fill_audit(store: Any, signer: Any, entries: int, *, old_size: int) -> Any:
         for start in range(0, len(nodes), 20_000):
             conn.execute(insert(AuditTreeNodeRow), nodes[start : start + 20_000])
         conn.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=entries, hash=prev))  # type: ignore[arg-type]
-        conn.execute(insert(AuditTreeHeadRow), [{"id": 1, **{k: v for k, v in head.to_dict().items() if k != "format"}}])
+        conn.execute(
+            insert(AuditTreeHeadRow),
+            [{"id": 1, **{k: v for k, v in head.to_dict().items() if k != "format"}}],
+        )
     return old
 
 
@@ -540,13 +543,15 @@ def bench_audit(args: argparse.Namespace) -> list[Goal]:
     with tempfile.TemporaryDirectory(prefix="fedge-bench-audit-") as tmp:
         config = RegistryConfig(root=tmp)
         registry = open_registry(config)
-        store = registry.store
+        store: Any = registry.store  # the SQL store: its signer and engine
         t = time.perf_counter()
         old = _fill_audit(store, store.head_signer, entries - 200, old_size=1_000)
         fill = time.perf_counter() - t
         n = iter(range(10**9))
         append = _p50_ms(
-            lambda: store.append_audit(action="alias.moved", actor="bench", subject=f"s{next(n)}", details={"i": 1}),
+            lambda: store.append_audit(
+                action="alias.moved", actor="bench", subject=f"s{next(n)}", details={"i": 1}
+            ),
             200,
         )
         total = store.audit_head()[0]

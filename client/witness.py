@@ -20,7 +20,11 @@ __all__ = ["witness_registry"]
 
 
 def witness_registry(
-    api: ApiClient, state_dir: str | os.PathLike[str], public_key: Ed25519PublicKey, *, prefix: str = "/api/v1"
+    api: ApiClient,
+    state_dir: str | os.PathLike[str],
+    public_key: Ed25519PublicKey,
+    *,
+    prefix: str = "/api/v1",
 ) -> SignedTreeHead:
     """Fetch the registry's signed audit head, check it against the last one kept, keep the larger.
 

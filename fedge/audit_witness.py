@@ -77,7 +77,9 @@ class AuditWitness:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"the audit witness file {self.path} is unreadable ({exc}); remove it to start over") from exc
+            raise ConfigError(
+                f"the audit witness file {self.path} is unreadable ({exc}); remove it to start over"
+            ) from exc
         try:
             return SignedTreeHead.from_dict(data)
         except DataError as exc:
@@ -135,4 +137,3 @@ class AuditWitness:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-

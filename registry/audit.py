@@ -12,12 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from collections.abc import Callable, Iterable, Mapping
 
 from sqlalchemy import insert, text, update
 from sqlalchemy.engine import Engine
@@ -48,10 +46,10 @@ __all__ = [
     "append_entry",
     "ensure_chain_head",
     "entry_hash",
+    "key_file_signer",
     "leaf_data",
     "lock_writers",
     "read_chain_head",
-    "key_file_signer",
     "read_signed_head",
     "sign_current_head",
     "stored_consistency_proof",
@@ -64,7 +62,7 @@ HeadSigner = Callable[[], Ed25519PrivateKey]
 
 
 def key_file_signer(path: str | os.PathLike[str]) -> HeadSigner:
-    """A :data:`HeadSigner` for the key file at ``path``: loaded (or created, 0600) at first use, then kept."""
+    """A :data:`HeadSigner` for the key file at ``path``: loaded (or created, 0600) at first use."""
     key: list[Ed25519PrivateKey] = []
 
     def signer() -> Ed25519PrivateKey:
@@ -76,6 +74,7 @@ def key_file_signer(path: str | os.PathLike[str]) -> HeadSigner:
         return key[0]
 
     return signer
+
 
 GENESIS_HASH = "0" * 64
 
@@ -266,7 +265,8 @@ def append_entry(
     new = append_nodes(seq - 1, leaf_hash(leaf_data(entry)), _Known(known))
     session.flush()
     session.execute(
-        insert(AuditTreeNodeRow), [{"level": lvl, "idx": idx, "hash": h.hex()} for (lvl, idx), h in new.items()]
+        insert(AuditTreeNodeRow),
+        [{"level": lvl, "idx": idx, "hash": h.hex()} for (lvl, idx), h in new.items()],
     )
     if signer is not None:
         known.update(new)
@@ -296,8 +296,12 @@ class _SqlNodes:
         if wanted:
             # Plain SQL: building an ORM expression of ~17 conditions costs more than the query.
             where = " OR ".join(f"(level = :l{n} AND idx = :i{n})" for n in range(len(wanted)))
-            params = {f"{c}{n}": v for n, (lvl, idx) in enumerate(wanted) for c, v in (("l", lvl), ("i", idx))}
-            rows = self.session.execute(text(f"SELECT level, idx, hash FROM audit_tree_nodes WHERE {where}"), params)
+            params = {
+                f"{c}{n}": v for n, (lvl, idx) in enumerate(wanted) for c, v in (("l", lvl), ("i", idx))
+            }
+            rows = self.session.execute(
+                text(f"SELECT level, idx, hash FROM audit_tree_nodes WHERE {where}"), params
+            )
             for lvl, idx, digest in rows:
                 found[(lvl, idx)] = bytes.fromhex(digest)
         return found
@@ -383,7 +387,9 @@ def verify_log(
             return broken(f"the trusted head ({when}) is not signed by the given public key")
         m = trusted_head.tree_size
         if m > n and n == 0:
-            return broken(f"the audit log was wiped: it holds no entries but the trusted head ({when}) covers {m}", 1)
+            return broken(
+                f"the audit log was wiped: it holds no entries but the trusted head ({when}) covers {m}", 1
+            )
         if m > n:
             return broken(
                 f"the audit log was truncated: it holds {n} entries but the trusted head ({when}) covers "
@@ -393,7 +399,8 @@ def verify_log(
         if not verify_consistency(m, n, trusted_head.root, root, consistency_proof(m, n, tree)):
             return broken(
                 f"the audit log was rewritten: its first {m} entries no longer hash to the trusted head's "
-                f"root ({when}), although their chain hashes check: an entry was altered and the chain recomputed"
+                f"root ({when}), although their chain hashes check: an entry was altered and the chain "
+                "recomputed"
             )
     if signed_head is None:
         if n:
@@ -412,7 +419,8 @@ def verify_log(
     s = signed_head.tree_size
     if s > n:
         return broken(
-            f"the audit log holds {n} entries but its signed head covers {s}: entries {n + 1}..{s} were deleted",
+            f"the audit log holds {n} entries but its signed head covers {s}: "
+            f"entries {n + 1}..{s} were deleted",
             n + 1,
         )
     if tree_root(s, tree) != signed_head.root:
@@ -421,5 +429,9 @@ def verify_log(
             "and the chain recomputed"
         )
     if s < n:
-        return broken(f"entries {s + 1}..{n} are not covered by a signed tree head: they were added outside the registry", s + 1)
+        return broken(
+            f"entries {s + 1}..{n} are not covered by a signed tree head: "
+            "they were added outside the registry",
+            s + 1,
+        )
     return AuditVerification(True, n, root_hash=root.hex(), notes=tuple(notes))

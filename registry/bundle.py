@@ -236,7 +236,12 @@ def with_audit_head(release: Release, head: SignedTreeHead | None) -> Release:
     :func:`bind_identity` to sign: every device that installs it learns a head to witness."""
     if head is None:
         return release
-    return Release({**release.manifest, "audit_head": head.to_dict()}, release.manifest_bytes, release.signature, release.files)
+    return Release(
+        {**release.manifest, "audit_head": head.to_dict()},
+        release.manifest_bytes,
+        release.signature,
+        release.files,
+    )
 
 
 def store_release(registry: Registry, release: Release) -> tuple[ArtifactRef, ...]:

@@ -236,7 +236,13 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
                         f"version {move.version_id} belongs to model {row.name!r}, not {move.name!r}"
                     )
                 _move_alias(
-                    s, move.name, move.alias, move.version_id, actor=actor, reason=reason, signer=self.head_signer
+                    s,
+                    move.name,
+                    move.alias,
+                    move.version_id,
+                    actor=actor,
+                    reason=reason,
+                    signer=self.head_signer,
                 )
                 rows.append(row)
             s.flush()
@@ -299,7 +305,9 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
         if limit is not None:
             query = query.limit(limit)
         with self._session() as s:
-            return [AuditEntry(**{**row, "details": dict(row["details"])}) for row in s.execute(query).mappings()]
+            return [
+                AuditEntry(**{**row, "details": dict(row["details"])}) for row in s.execute(query).mappings()
+            ]
 
     def audit_head(self) -> tuple[int, str]:
         with self._session() as s:

@@ -61,7 +61,9 @@ def audit_consistency(
     from_size: Annotated[int, Query(alias="from", ge=0, le=_MAX_SIZE)],
     to_size: Annotated[int | None, Query(alias="to", ge=0, le=_MAX_SIZE)] = None,
 ) -> ConsistencyProofPublic:
-    """Proof that the log of ``from`` entries is a prefix of the log of ``to`` (default: the current head's size).
+    """Proof that the log of ``from`` entries is a prefix of the log of ``to`` entries.
+
+    ``to`` defaults to the current head's size.
 
     422 when ``from`` exceeds ``to`` or ``to`` exceeds the log.
     """
@@ -69,4 +71,6 @@ def audit_consistency(
         head = registry.store.signed_audit_head()
         to_size = head.tree_size if head is not None else registry.store.audit_head()[0]
     proof = registry.store.audit_consistency(from_size, to_size)
-    return ConsistencyProofPublic(**{"from": from_size, "to": to_size, "proof": [p.hex() for p in proof]})
+    return ConsistencyProofPublic.model_validate(
+        {"from": from_size, "to": to_size, "proof": [p.hex() for p in proof]}
+    )

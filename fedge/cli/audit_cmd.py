@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = ["audit_app"]
 
-audit_app = typer.Typer(help="Verify the audit log and export its signed head or entries.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="Verify the audit log and export its signed head or entries.", no_args_is_help=True
+)
 
 
 TrustedHeadOpt = Annotated[
@@ -68,7 +70,9 @@ def audit_verify(
         typer.echo(f"note: {note}", err=True)
     if result.ok:
         extends = f", extends the trusted head of {trusted.tree_size} entries" if trusted is not None else ""
-        typer.echo(f"audit log intact: {result.entries} entries, tree root {result.root_hash[:12]}..{extends}")
+        typer.echo(
+            f"audit log intact: {result.entries} entries, tree root {result.root_hash[:12]}..{extends}"
+        )
         return
     where = f" at entry {result.first_bad_seq}" if result.first_bad_seq is not None else ""
     typer.secho(f"audit log broken{where}: {result.reason}", fg=typer.colors.RED, err=True)

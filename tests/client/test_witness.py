@@ -39,5 +39,7 @@ def test_an_agent_follows_honest_growth_and_refuses_a_truncated_log(tmp_path: Pa
             conn.execute("DELETE FROM audit_log WHERE seq > 2")
             conn.execute("UPDATE audit_head SET seq = 2, hash = ?", (last,))
             conn.execute("DELETE FROM audit_tree_head")
-        with pytest.raises(AuditInconsistentError, match="cannot prove .* consistent with the head of 7 entries"):
+        with pytest.raises(
+            AuditInconsistentError, match=r"cannot prove .* consistent with the head of 7 entries"
+        ):
             witness_registry(api, tmp_path / "agent", key)

@@ -28,7 +28,7 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_a_viewer_reads_signed_heads_and_proves_an_old_head_is_a_prefix(api) -> None:  # type: ignore[no-untyped-def]
+def test_a_viewer_reads_signed_heads_and_proves_an_old_head_is_a_prefix(api) -> None:
     client, tokens, registry, config = api
     viewer = auth(tokens["viewer"])
     for i in range(3):
@@ -40,7 +40,9 @@ def test_a_viewer_reads_signed_heads_and_proves_an_old_head_is_a_prefix(api) -> 
 
     answer = client.get("/api/v1/audit/head", headers=viewer)
     new = SignedTreeHead.from_dict(answer.json())
-    proof = client.get("/api/v1/audit/consistency", params={"from": old.tree_size, "to": new.tree_size}, headers=viewer)
+    proof = client.get(
+        "/api/v1/audit/consistency", params={"from": old.tree_size, "to": new.tree_size}, headers=viewer
+    )
     default_to = client.get("/api/v1/audit/consistency", params={"from": old.tree_size}, headers=viewer)
 
     assert answer.status_code == 200 and old.verify(key) and new.verify(key)
@@ -63,7 +65,7 @@ def test_a_viewer_reads_signed_heads_and_proves_an_old_head_is_a_prefix(api) -> 
         ({"to": 3}, 422, "from"),
     ],
 )
-def test_bad_ranges_are_422_naming_the_problem(api, params, status, words) -> None:  # type: ignore[no-untyped-def]
+def test_bad_ranges_are_422_naming_the_problem(api, params, status, words) -> None:
     client, tokens, registry, _ = api
     for i in range(3):
         registry.store.append_audit(action="x", actor="a", subject=f"s{i}", details={})
@@ -73,7 +75,7 @@ def test_bad_ranges_are_422_naming_the_problem(api, params, status, words) -> No
     assert answer.status_code == status and words in answer.text, answer.text
 
 
-def test_without_a_token_both_are_401(api) -> None:  # type: ignore[no-untyped-def]
+def test_without_a_token_both_are_401(api) -> None:
     client, _, _, _ = api
     assert client.get("/api/v1/audit/head").status_code == 401
     assert client.get("/api/v1/audit/consistency", params={"from": 0}).status_code == 401

@@ -23,12 +23,12 @@ def log_of(n: int, *, rewritten: int | None = None) -> MemoryNodes:
     return tree
 
 
-def head(tree: MemoryNodes, size: int | None = None):  # type: ignore[no-untyped-def]
+def head(tree: MemoryNodes, size: int | None = None):
     size = tree.size if size is None else size
     return sign_tree_head(KEY, size, tree_root(size, tree))
 
 
-def prover(tree: MemoryNodes):  # type: ignore[no-untyped-def]
+def prover(tree: MemoryNodes):
     def prove(m: int, n: int) -> list[bytes]:
         if n > tree.size:
             raise DataError(f"the audit log holds {tree.size} entries: no consistency proof up to {n}")

@@ -58,7 +58,7 @@ def path(m: int, d: list[bytes]) -> list[bytes]:
     k = 1
     while k * 2 < len(d):
         k *= 2
-    return path(m, d[:k]) + [mth(d[k:])] if m < k else path(m - k, d[k:]) + [mth(d[:k])]
+    return [*path(m, d[:k]), mth(d[k:])] if m < k else [*path(m - k, d[k:]), mth(d[:k])]
 
 
 def subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
@@ -70,8 +70,8 @@ def subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m <= k:
-        return subproof(m, d[:k], b) + [mth(d[k:])]
-    return subproof(m - k, d[k:], False) + [mth(d[:k])]
+        return [*subproof(m, d[:k], b), mth(d[k:])]
+    return [*subproof(m - k, d[k:], False), mth(d[:k])]
 
 
 def test_leaf_and_node_hashes_are_domain_separated() -> None:
@@ -144,7 +144,11 @@ def test_signed_heads_verify_and_detect_any_change() -> None:
     assert not head.verify(other.public_key())
     again = SignedTreeHead.from_dict(head.to_dict())
     assert again == head and again.verify(key.public_key())
-    for change in ({"tree_size": 8}, {"root_hash": mth(leaves(6)).hex()}, {"timestamp": "2020-01-01T00:00:00"}):
+    for change in (
+        {"tree_size": 8},
+        {"root_hash": mth(leaves(6)).hex()},
+        {"timestamp": "2020-01-01T00:00:00"},
+    ):
         forged = SignedTreeHead.from_dict({**head.to_dict(), **change})
         assert not forged.verify(key.public_key()), change
 
@@ -169,7 +173,7 @@ def test_append_nodes_reads_only_siblings_and_builds_the_same_tree(tree: MemoryN
     class Recording(MemoryNodes):
         asked: list[tuple[int, int]] = []
 
-        def nodes(self, keys):  # type: ignore[no-untyped-def]
+        def nodes(self, keys):
             keys = list(keys)
             self.asked.extend(keys)
             return super().nodes(keys)

@@ -34,9 +34,19 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, ob
     saved_head: dict[str, object] = {}
     for i in range(ENTRIES):
         if i == WITNESSED:
-            result = run_fedge("audit", "head", "--root", str(root), "--out", str(root.parent / "witness.json"), cwd=root.parent)
+            result = run_fedge(
+                "audit",
+                "head",
+                "--root",
+                str(root),
+                "--out",
+                str(root.parent / "witness.json"),
+                cwd=root.parent,
+            )
             assert result.returncode == 0, result.stderr
-        registry.store.append_audit(action="alias.moved", actor="alice", subject=f"digits@{i}", details={"i": i})
+        registry.store.append_audit(
+            action="alias.moved", actor="alice", subject=f"digits@{i}", details={"i": i}
+        )
         if i == 2:  # what a careful attacker keeps to replay later: the signed head of 3 entries
             with sqlite3.connect(root / "registry.db") as conn:
                 conn.row_factory = sqlite3.Row
@@ -46,7 +56,9 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, ob
 
 
 @pytest.fixture
-def registry_copy(seeded: tuple[Path, dict[str, object]], tmp_path: Path) -> tuple[Path, Path, dict[str, object]]:
+def registry_copy(
+    seeded: tuple[Path, dict[str, object]], tmp_path: Path
+) -> tuple[Path, Path, dict[str, object]]:
     root, saved_head = seeded
     copy = tmp_path / "reg"
     shutil.copytree(root, copy)
@@ -60,7 +72,9 @@ def verify(root: Path, *extra: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
-def test_an_untouched_log_extends_the_witnessed_head(registry_copy: tuple[Path, Path, dict[str, object]]) -> None:
+def test_an_untouched_log_extends_the_witnessed_head(
+    registry_copy: tuple[Path, Path, dict[str, object]],
+) -> None:
     root, witness, _ = registry_copy
     head = json.loads(witness.read_text())
     assert head["tree_size"] == WITNESSED and len(head["signature"]) == 128
@@ -80,7 +94,8 @@ def test_truncation_with_the_head_moved_back_is_seen_from_the_witnessed_head(
         conn.execute("DELETE FROM audit_log WHERE seq > 3")
         conn.execute("UPDATE audit_head SET seq = 3, hash = ?", (last_hash,))
         conn.execute(
-            "UPDATE audit_tree_head SET tree_size = :tree_size, root_hash = :root_hash, timestamp = :timestamp, "
+            "UPDATE audit_tree_head SET tree_size = :tree_size, root_hash = :root_hash, "
+            "timestamp = :timestamp, "
             "key_id = :key_id, signature = :signature",
             saved_head,
         )
@@ -120,7 +135,9 @@ def _rewrite(root: Path, seq: int, subject: str) -> None:
             row["details"] = json.loads(row["details"])
             fields = {k: row[k] for k in ("seq", "created_at", "actor", "action", "subject", "details")}
             row["prev_hash"], row["hash"] = prev, entry_hash(prev_hash=prev, **fields)
-            conn.execute("UPDATE audit_log SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, row["hash"], row["seq"]))
+            conn.execute(
+                "UPDATE audit_log SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, row["hash"], row["seq"])
+            )
             prev = row["hash"]
             tree.append(leaf_hash(leaf_data(row)))
         conn.execute("UPDATE audit_head SET hash = ?", (prev,))
@@ -159,7 +176,9 @@ def test_a_rewritten_row_is_seen_from_the_stored_signed_head(
     _rewrite(root, 5, "digits@forged")
     with sqlite3.connect(root / "registry.db") as conn:  # the signed head put back as it was
         conn.execute(
-            "INSERT INTO audit_tree_head VALUES (:id, :tree_size, :root_hash, :timestamp, :key_id, :signature)", kept
+            "INSERT INTO audit_tree_head "
+            "VALUES (:id, :tree_size, :root_hash, :timestamp, :key_id, :signature)",
+            kept,
         )
 
     code, out = verify(root)

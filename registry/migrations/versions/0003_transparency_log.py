@@ -64,7 +64,10 @@ def _backfill() -> None:
             details = json.loads(details)
         tree.append(leaf_hash(leaf_data({**row, "details": details})))
     nodes = sa.table(
-        "audit_tree_nodes", sa.column("level", sa.Integer), sa.column("idx", sa.Integer), sa.column("hash", sa.String)
+        "audit_tree_nodes",
+        sa.column("level", sa.Integer),
+        sa.column("idx", sa.Integer),
+        sa.column("hash", sa.String),
     )
     items = [{"level": lvl, "idx": idx, "hash": h.hex()} for (lvl, idx), h in sorted(tree.store.items())]
     for start in range(0, len(items), _BATCH):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,9 @@ def release_with_head(coordinator: Coordinator, which: int) -> ModelVersion:
         int8_bytes=coordinator.models.int8[which],
     )
     release = with_audit_head(release, reg.store.signed_audit_head())
-    version = reg.register_version(draft, attach=lambda identity: store_release(reg, bind_identity(release, identity, key)))
+    version = reg.register_version(
+        draft, attach=lambda identity: store_release(reg, bind_identity(release, identity, key))
+    )
     return reg.store.set_alias(NAME, "production", version.id, actor="test")
 
 
@@ -63,7 +66,8 @@ def test_the_edge_keeps_the_head_and_refuses_a_registry_whose_log_was_rewritten(
     second = json.loads((state / HEAD_FILE).read_text())
     assert second["tree_size"] > first["tree_size"]
 
-    db = Path(coordinator.registry.store.engine.url.database or "")
+    store: Any = coordinator.registry.store  # the SQL store, on the registry's SQLite file
+    db = Path(store.engine.url.database or "")
     _rewrite(db.parent, 1, "forged")  # altered entry 1, chain and tree recomputed
     coordinator.registry.store.append_audit(action="test", actor="t", subject="after", details={})
     release_with_head(coordinator, 0)  # its manifest carries a head the registry signed over the rewrite
