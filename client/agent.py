@@ -27,7 +27,7 @@ from client.local_data import LocalData
 from client.trainer import ClientIdentity, evaluate_reply, train_reply
 from client.worker import WorkerServer
 from fedge.drift_summary import record_value
-from fedge.errors import ConfigError, FederationError, NodeRefusedError
+from fedge.errors import ConfigError, DataError, FederationError, NodeRefusedError
 from fedge.privacy_ledger import PrivacyLedger
 from fedge.processes import ManagedProcess, flower_env, free_port
 from fedge.protocol import DRIFT_QUERY, QUERY_KEY, RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
@@ -94,6 +94,11 @@ class ClientAgent:
     def load_data(self) -> ClientIdentity:
         """Read and validate the data file (raises :class:`DataError` naming file, column, row)."""
         cfg = self.config
+        if not Path(cfg.data_path).is_file():
+            raise DataError(
+                f"data file {cfg.data_path} does not exist (or is not a file): pass --data with this "
+                "institution's CSV, Parquet or NPZ file (`fedge client example-data` writes an example)"
+            )
         stamp = self._file_stamp()
         data = load_client_data(
             cfg.data_path, cfg.task, val_fraction=cfg.task.val_fraction, seed=cfg.task.data_seed
