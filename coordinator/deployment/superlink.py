@@ -26,6 +26,13 @@ __all__ = ["ManagedSuperLink"]
 log = logging.getLogger(__name__)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class ManagedSuperLink:
     """Start ``flower-superlink``, wait until healthy, stop it and its children.
 
@@ -145,36 +152,51 @@ class ManagedSuperLink:
             install_hint="install fedge (it depends on flwr) in this environment",
         )
         self.process.start(health=self.healthy, timeout=self.startup_timeout)
-        self.pid_path.write_text(f"{self.process.pid}\n")
+        self.pid_path.write_text(f"{self.process.pid} {os.getpid()}\n")  # the SuperLink, its fedge
         log.info("SuperLink up on %s (pid %d)", self.address, self.process.pid)
         return self
 
     def stop_stale(self) -> int | None:
-        """Stop a SuperLink an earlier, killed fedge left running on this state folder; its pid.
+        """Stop a SuperLink that an earlier, killed fedge left running on this state folder; its pid.
 
-        The pid file names it; the process is stopped only if it still is a ``flower-superlink``
-        whose command line points into this folder (a reused pid is left alone).
+        The pid file names the SuperLink and the fedge process that started it. The SuperLink is
+        stopped only if it still is a ``flower-superlink`` whose command line points into this
+        folder and that fedge process is gone (a reused pid is left alone).
+
+        Raises
+        ------
+        FederationError
+            If the fedge process that started it is still running: two coordinators cannot share
+            one state folder.
         """
         try:
-            pid = int(self.pid_path.read_text().strip())
+            pid, owner = (int(part) for part in self.pid_path.read_text().split()[:2])
         except (OSError, ValueError):
             return None
-        self.pid_path.unlink(missing_ok=True)
         try:
             cmdline = psutil.Process(pid).cmdline()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            return None
+            cmdline = []
         ours = any(os.path.basename(part) == "flower-superlink" for part in cmdline[:2]) and any(
             part.startswith(str(self.home)) for part in cmdline
         )
         if not ours:
+            self.pid_path.unlink(missing_ok=True)
             return None
+        if owner != os.getpid() and _alive(owner):
+            raise FederationError(
+                f"another fedge process (pid {owner}) runs the SuperLink of {self.home} (pid {pid}): "
+                "stop it first, or give this coordinator its own --state-dir"
+            )
         log.warning(
-            "stopping a stale flower-superlink (pid %d) left running on %s by an earlier coordinator",
+            "stopping a stale flower-superlink (pid %d) that a killed coordinator (pid %d) left "
+            "running on %s",
             pid,
+            owner,
             self.home,
         )
         stop_process_tree(pid, timeout=10.0)
+        self.pid_path.unlink(missing_ok=True)
         return pid
 
     def _check_port_free(self) -> None:
@@ -185,6 +207,8 @@ class ManagedSuperLink:
         """
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As a server binds: connections of an earlier SuperLink in TIME_WAIT do not count.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((self.host, self.port))
             except OSError as exc:

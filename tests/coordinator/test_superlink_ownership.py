@@ -153,7 +153,8 @@ def test_a_sigkilled_coordinator_run_by_full_path_takes_its_superlink_with_it(
             assert line or serve.poll() is None, f"the coordinator exited: {serve.stderr.read()}"
         links = _superlinks_under(tmp_path)
         assert len(links) == 1, "the SuperLink was found beside the interpreter with a bare PATH"
-        assert (tmp_path / "state" / "superlink" / "superlink.pid").read_text().strip() == str(links[0].pid)
+        pid_file = (tmp_path / "state" / "superlink" / "superlink.pid").read_text().split()
+        assert pid_file == [str(links[0].pid), str(serve.pid)]
 
         serve.send_signal(signal.SIGKILL)  # no cleanup runs in the coordinator
         serve.wait(timeout=10)
@@ -181,13 +182,16 @@ def test_a_stale_superlink_of_the_state_folder_is_stopped_and_the_port_reused(tm
         start_new_session=True,
     )
     try:
-        first.pid_path.write_text(f"{stale.pid}\n")
+        dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead_owner.wait(timeout=30)  # the coordinator that started it, killed
+        first.pid_path.write_text(f"{stale.pid} {dead_owner.pid}\n")
         assert _wait(lambda: _listening(first.port), 60), "the stale SuperLink did not start"
 
         with ManagedSuperLink(home, port=first.port) as second:
             assert stale.wait(timeout=15) is not None, "the stale SuperLink was not stopped"
             assert second.healthy() and second.owns_port()
-            assert second.process is not None and second.pid_path.read_text().strip() == str(second.process.pid)
+            assert second.process is not None
+            assert second.pid_path.read_text().split() == [str(second.process.pid), str(os.getpid())]
         assert not second.pid_path.exists()
     finally:
         if stale.poll() is None:
@@ -200,10 +204,26 @@ def test_a_pid_file_naming_another_program_is_left_alone(tmp_path: Path) -> None
     try:
         link = ManagedSuperLink(tmp_path / "sl")
         link.home.mkdir(parents=True)
-        link.pid_path.write_text(f"{bystander.pid}\n")
+        link.pid_path.write_text(f"{bystander.pid} {os.getpid()}\n")
 
         assert link.stop_stale() is None
         assert bystander.poll() is None and not link.pid_path.exists()
     finally:
         bystander.kill()
         bystander.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_superlink_whose_coordinator_is_alive_is_not_taken_over(tmp_path: Path) -> None:
+    home = tmp_path / "sl"
+    with ManagedSuperLink(home) as running:
+        assert running.process is not None
+        pid = running.process.pid
+        # A second coordinator on the same state folder, its SuperLink's owner (this process) alive.
+        home_copy = home / "superlink.pid"
+        home_copy.write_text(f"{pid} {os.getppid()}\n")
+
+        with pytest.raises(FederationError, match=rf"another fedge process \(pid {os.getppid()}\) runs"):
+            ManagedSuperLink(home, port=running.port).start()
+        assert running.healthy(), "the running SuperLink was left alone"
+    assert processes_under(tmp_path) == []
