@@ -106,8 +106,12 @@ def client_start(
 @reports_errors
 def client_example_data(
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write: .csv, .parquet or .npz")],
-    task_name: Annotated[str, typer.Option("--task", help="The task whose format to follow, e.g. digits")] = "digits",
-    partition: Annotated[int, typer.Option("--partition", help="Which share of the task's data (from 0)")] = 0,
+    task_name: Annotated[
+        str, typer.Option("--task", help="The task whose format to follow, e.g. digits")
+    ] = "digits",
+    partition: Annotated[
+        int, typer.Option("--partition", help="Which share of the task's data (from 0)")
+    ] = 0,
     of: Annotated[int, typer.Option("--of", help="Into how many shares the data is split")] = 3,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file")] = False,
 ) -> None:

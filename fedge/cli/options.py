@@ -56,7 +56,7 @@ CaOpt = Annotated[
     typer.Option(
         "--ca",
         envvar="FEDGE_CA",
-        help="The federation's CA certificate (ca.crt from `fedge certs init`) the coordinator's TLS chains to",
+        help="The federation's CA certificate (ca.crt from `fedge certs init`) the API's TLS chains to",
     ),
 ]
 

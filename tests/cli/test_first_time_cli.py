@@ -237,7 +237,9 @@ def test_certs_init_warns_when_the_ca_key_lands_in_a_git_work_tree(tmp_path: Pat
 
 
 # --- k: example data in the task's format --------------------------------------------------------------
-@pytest.mark.parametrize(("task", "suffix"), [("digits", ".csv"), ("diabetes", ".parquet"), ("shapes", ".npz")])
+@pytest.mark.parametrize(
+    ("task", "suffix"), [("digits", ".csv"), ("diabetes", ".parquet"), ("shapes", ".npz")]
+)
 def test_example_data_is_a_valid_client_file_for_the_task(tmp_path: Path, task: str, suffix: str) -> None:
     out = tmp_path / f"site{suffix}"
 
