@@ -128,7 +128,7 @@ def test_a_node_revoked_while_connected_exits_4_with_the_refusal(
         assert dep.enroll("hospital-a").status_code == 201
         agent = dep.start_agent("hospital-a", key, data)
         dep.wait_online(["hospital-a"])
-        assert "connected to the SuperLink" in agent.output()
+        assert _wait(lambda: "connected to the SuperLink" in agent.output(), 30), agent.output()
 
         assert dep.api("DELETE", "/nodes/hospital-a").status_code == 200
 
