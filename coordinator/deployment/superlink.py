@@ -231,12 +231,17 @@ class ManagedSuperLink:
             procs = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return False
+        readable = False
         for proc in procs:
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                for conn in proc.net_connections(kind="inet"):
+                connections = proc.net_connections(kind="inet")
+                readable = True
+                for conn in connections:
                     if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == self.port:
                         return True
-        return False
+        # Where the system hides sockets even of our own children, the port check before the start
+        # (nobody else listened) and the live child are what is left to go by.
+        return not readable
 
     def healthy(self) -> bool:
         """Whether this SuperLink's process is alive, listens on its port, and ``/health`` answers 2xx

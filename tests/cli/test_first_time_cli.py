@@ -263,3 +263,44 @@ def test_example_data_refuses_to_overwrite_and_a_table_for_a_tensor_task(tmp_pat
 
     assert exists[0] == 1 and "already exists" in exists[2] and out.read_text() == "mine\n"
     assert tensor[0] == 2 and "NPZ" in tensor[2]
+
+
+# --- a: `fedge edge run` trusts the federation CA too ------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("trusted", [True, False])
+def test_edge_run_reaches_the_coordinator_over_https_with_the_ca(
+    coordinator: TlsCoordinator, tmp_path: Path, trusted: bool
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from fedge.crypto import generate_private_key, save_public_key
+
+    public_key = save_public_key(generate_private_key().public_key(), tmp_path / "signing.pub.pem")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDGE_")}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[2]), FEDGE_TOKEN=coordinator.tokens["viewer"])
+    if trusted:
+        env["FEDGE_CA"] = str(coordinator.ca)
+
+    # The registry's candidate is not a signed release: the first start fails either way, and the
+    # reason tells whether the device got past TLS.
+    edge = subprocess.run(
+        [
+            sys.executable, "-m", "fedge.cli.main", "edge", "run", "--registry", coordinator.url,
+            "--public-key", str(public_key), "--dir", str(tmp_path / "edge"), "--port", str(free_port()),
+            "--alias", "candidate", "--drift-epsilon", "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+
+    assert edge.returncode != 0 and "Traceback" not in edge.stderr
+    if trusted:
+        assert "does not trust" not in edge.stderr and "CERTIFICATE_VERIFY_FAILED" not in edge.stderr
+        assert "digits" in edge.stderr and "cannot reach" not in edge.stderr, edge.stderr
+    else:
+        assert "presents a TLS certificate this client does not trust" in edge.stderr
+        assert "--ca" in edge.stderr and "FEDGE_CA" in edge.stderr
