@@ -246,6 +246,8 @@ class ClientAgent:
             step = (
                 _WATCH_INTERVAL_S if deadline is None else min(_WATCH_INTERVAL_S, deadline - time.monotonic())
             )
+            # Remember the SuperNode's children (its SuperExec): stopped even once reparented.
+            self.process.track_children()
             code = self.process.wait(max(0.0, step))
             self._relay_supernode_log()
             if code is None:
