@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from client.local_data import LocalData
 from client.trainer import ClientIdentity, evaluate_reply, train_reply
 from client.worker import WorkerServer
 from fedge.drift_summary import record_value
-from fedge.errors import ConfigError, FederationError, NodeRefusedError
+from fedge.errors import ConfigError, DataError, FederationError, NodeRefusedError
 from fedge.privacy_ledger import PrivacyLedger
 from fedge.processes import ManagedProcess, flower_env, free_port
 from fedge.protocol import DRIFT_QUERY, QUERY_KEY, RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
@@ -40,6 +41,12 @@ log = logging.getLogger(__name__)
 # `fedge client start` exits with this code when the SuperLink refuses the node's key (not
 # enrolled, or revoked); flower-supernode itself exits with 305, which a shell sees as 49.
 EXIT_REFUSED = NodeRefusedError.exit_code
+# How often the agent looks at its SuperNode (exit, connection messages), and how many times in a
+# row it starts a SuperNode that stopped unasked within 30 s of starting.
+_WATCH_INTERVAL_S = 0.5
+_MAX_QUICK_RESTARTS = 2
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RETRY = re.compile(r"Connection attempt failed, retrying in ([0-9.]+) seconds")
 
 
 @dataclass(frozen=True)
@@ -89,11 +96,19 @@ class ClientAgent:
         self.worker: WorkerServer | None = None
         self.process: ManagedProcess | None = None
         self.messages_served = 0
+        self._log_offset = 0
+        self._session_offset: int | None = None
+        self._started_at = 0.0
         self._loaded_stamp: tuple[int, int] | None = None
 
     def load_data(self) -> ClientIdentity:
         """Read and validate the data file (raises :class:`DataError` naming file, column, row)."""
         cfg = self.config
+        if not Path(cfg.data_path).is_file():
+            raise DataError(
+                f"data file {cfg.data_path} does not exist (or is not a file): pass --data with this "
+                "institution's CSV, Parquet or NPZ file (`fedge client example-data` writes an example)"
+            )
         stamp = self._file_stamp()
         data = load_client_data(
             cfg.data_path, cfg.task, val_fraction=cfg.task.val_fraction, seed=cfg.task.data_seed
@@ -192,6 +207,17 @@ class ClientAgent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "flwr-home").mkdir(exist_ok=True)
         self.worker = WorkerServer(self.socket_path, self.handle).start()
+        try:
+            self._start_supernode()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_supernode(self) -> None:
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        if self._session_offset is None:
+            self._session_offset = self._log_offset
         self.process = ManagedProcess(
             self.supernode_command(free_port()),
             log_path=self.log_path,
@@ -199,24 +225,78 @@ class ClientAgent:
             cwd=self.state_dir,
             install_hint="install fedge[server]",
         )
-        try:
-            self.process.start()
-        except BaseException:
-            self.stop()
-            raise
+        self.process.start()
+        self._started_at = time.monotonic()
         log.info("SuperNode started (pid %d) towards %s", self.process.pid, self.config.superlink)
-        return self
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """Wait for the SuperNode to exit; return its exit code (``None`` on timeout)."""
+        """Serve until the SuperNode exits for good; return its exit code (``None`` on timeout).
+
+        Meanwhile the SuperNode's connection attempts are reported on this process's log (the
+        console of ``fedge client start``): a SuperLink that cannot be reached is said within
+        seconds, while Flower keeps retrying with backoff. A SuperNode that stops unasked with
+        code 0 (Flower's answer to a node the SuperLink no longer knows, e.g. revoked mid-run) is
+        started again once to learn why: a refused key then shows in :meth:`refusal`.
+        """
         if self.process is None:
             return None
-        return self.process.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        quick_restarts = 0
+        while True:
+            step = (
+                _WATCH_INTERVAL_S if deadline is None else min(_WATCH_INTERVAL_S, deadline - time.monotonic())
+            )
+            # Remember the SuperNode's children (its SuperExec): stopped even once reparented.
+            self.process.track_children()
+            code = self.process.wait(max(0.0, step))
+            self._relay_supernode_log()
+            if code is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                continue
+            if code != 0 or self.refusal() is not None or quick_restarts >= _MAX_QUICK_RESTARTS:
+                return code
+            quick_restarts = quick_restarts + 1 if time.monotonic() - self._started_at < 30 else 1
+            log.warning(
+                "the SuperNode stopped without being asked (the coordinator may have revoked this node "
+                "or restarted): connecting again"
+            )
+            self.process.stop()
+            self._start_supernode()
+
+    def _relay_supernode_log(self) -> None:
+        """Say on the console what the SuperNode logs about its connection to the SuperLink."""
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._log_offset)
+                chunk = fh.read()
+        except OSError:
+            return
+        complete = chunk.rfind(b"\n") + 1
+        self._log_offset += complete
+        for raw in chunk[:complete].decode(errors="replace").splitlines():
+            line = _ANSI.sub("", raw).strip()
+            retry = _RETRY.search(line)
+            if retry is not None:
+                log.warning(
+                    "cannot reach the SuperLink at %s; retrying in %s s (see %s)",
+                    self.config.superlink,
+                    retry.group(1),
+                    self.log_path,
+                )
+            elif "SuperNode ID:" in line:
+                log.info(
+                    "connected to the SuperLink at %s (%s)",
+                    self.config.superlink,
+                    line.split(":", 1)[-1].strip(),
+                )
 
     def refusal(self) -> str | None:
         """Why the SuperLink refused this node, from the SuperNode's log (``None`` if it did not)."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._session_offset or 0)  # this agent's SuperNodes only, not earlier runs'
+                text = fh.read().decode(errors="replace")
         except OSError:
             return None
         for marker in ("[code: 2004]", "[code: 2001]"):

@@ -26,7 +26,7 @@ from typing import Any
 
 from flwr.app import RecordDict
 
-from fedge.errors import FederationError
+from fedge.errors import ConfigError, FederationError
 
 __all__ = ["WorkerHandler", "WorkerServer", "call_worker"]
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 WorkerHandler = Callable[[str, str, RecordDict], RecordDict]
 
 _MAX_FRAME = 1 << 31
+_MAX_SOCKET_PATH = 107  # sun_path on Linux, without its terminating NUL
 
 
 def _send_frame(sock: socket.socket, payload: bytes) -> None:
@@ -158,6 +159,12 @@ class WorkerServer:
         old_umask = os.umask(0o177)
         try:
             self._server = _UnixServer(str(self.socket_path), self.handler)
+        except OSError as exc:
+            too_long = len(os.fsencode(self.socket_path)) > _MAX_SOCKET_PATH
+            hint = f" (at most {_MAX_SOCKET_PATH} bytes): choose a shorter --state-dir" if too_long else ""
+            raise ConfigError(
+                f"cannot serve the worker socket {self.socket_path}: {exc.strerror or exc}{hint}"
+            ) from exc
         finally:
             os.umask(old_umask)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fedge-worker", daemon=True)

@@ -11,6 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from coordinator.drift.monitor import release_reference, run_monitor
 from coordinator.drift.reference import LINEAGE_KEY, manifest_entry
+from coordinator.node_wait import NodeWaitGrid, enrolled_node_names
 from coordinator.packaging import package_and_register, warm_up_exporter
 from coordinator.round_recorder import RoundRecorder, with_round_recording
 from coordinator.strategies import strategy_class, strategy_kwargs
@@ -89,7 +90,16 @@ def run_federation(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> No
         cls = with_round_recording(strategy_class(strategy_cfg.name), recorder)
         strategy = cls(**strategy_kwargs(strategy_cfg, cls))
         result = strategy.start(
-            grid=grid,
+            grid=NodeWaitGrid(
+                grid,
+                required=max(
+                    strategy_cfg.min_available_nodes,
+                    strategy_cfg.min_train_nodes,
+                    strategy_cfg.min_evaluate_nodes,
+                ),
+                limit_s=strategy_cfg.wait_for_nodes_s,
+                names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
+            ),
             initial_arrays=state_dict_to_arrays(model.state_dict()),
             num_rounds=strategy_cfg.num_rounds,
             timeout=strategy_cfg.round_timeout_s,

@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from fedge._process_tree import descendants, log_tail, open_private_log, stop_pr
 from fedge.errors import FederationError
 from fedge.interrupts import raise_if_interrupted
 
-__all__ = ["ManagedProcess"]
+__all__ = ["ManagedProcess", "resolve_program"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,35 @@ def _die_with_parent(signum: int) -> Callable[[], None] | None:
             os.kill(os.getpid(), signum)
 
     return hook
+
+
+def resolve_program(program: str) -> str:
+    """Where a program given by bare name is: beside the running interpreter first, then ``PATH``.
+
+    ``.venv/bin/fedge`` run without an activated venv (systemd, cron, pipx) has its
+    ``flower-superlink`` and ``flower-supernode`` in that same ``bin`` folder, which is not on
+    ``PATH``. The interpreter's path is not resolved: a venv's ``python`` is a link out of the venv.
+    A name with a slash, or one found nowhere, is returned unchanged.
+    """
+    if os.sep in program or (os.altsep and os.altsep in program):
+        return program
+    beside = Path(sys.executable).parent / program
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(program) or program
+
+
+def _with_interpreter_on_path(env: Mapping[str, str] | None) -> dict[str, str]:
+    """``env`` (the parent's if ``None``) with the interpreter's folder first on ``PATH``.
+
+    Flower's processes start their own (``flwr-serverapp``, ``flwr-clientapp``) by name.
+    """
+    child = dict(os.environ if env is None else env)
+    folder = str(Path(sys.executable).parent)
+    parts = [p for p in child.get("PATH", "").split(os.pathsep) if p]
+    if folder not in parts:
+        child["PATH"] = os.pathsep.join([folder, *parts])
+    return child
 
 
 def _stop_all_live() -> None:
@@ -165,10 +195,11 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} was already started (pid {self._popen.pid})")
         fd = open_private_log(self.log_path)
         preexec = _die_with_parent(self.death_signal) if self.death_signal is not None else None
+        command = [resolve_program(self.command[0]), *self.command[1:]]
         try:
             self._popen = subprocess.Popen(
-                self.command,
-                env=self.env,
+                command,
+                env=_with_interpreter_on_path(self.env),
                 cwd=self.cwd,
                 stdout=fd,
                 stderr=subprocess.STDOUT,
@@ -180,14 +211,17 @@ class ManagedProcess:
             if self.cwd is not None and not self.cwd.is_dir():
                 raise FederationError(f"cannot start {self.name}: folder {self.cwd} does not exist") from exc
             hint = f": {self.install_hint}" if self.install_hint else ""
-            raise FederationError(f"{self.command[0]} is not on PATH{hint}") from exc
+            raise FederationError(
+                f"{self.command[0]} is neither beside this Python ({Path(sys.executable).parent}) "
+                f"nor on PATH{hint}"
+            ) from exc
         finally:
             os.close(fd)
         _register_atexit()
         _LIVE.add(self)
         with contextlib.suppress(psutil.NoSuchProcess):
             self._tracked.add(psutil.Process(self._popen.pid))
-        log.debug("%s started (pid %d): %s", self.name, self._popen.pid, shlex.join(self.command))
+        log.debug("%s started (pid %d): %s", self.name, self._popen.pid, shlex.join(command))
         if health is not None:
             try:
                 self._wait_healthy(health, timeout=timeout, interval=interval)

@@ -93,7 +93,13 @@ class ApiClient:
         else:
             verify: bool | ssl.SSLContext = True
             if ca is not None:
-                verify = ssl.create_default_context(cafile=str(ca))
+                try:
+                    verify = ssl.create_default_context(cafile=str(ca))
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError(
+                        f"CA certificate {ca} cannot be used ({type(exc).__name__}): pass the "
+                        "federation's ca.crt (PEM) as --ca or FEDGE_CA"
+                    ) from exc
             self._http = httpx.Client(timeout=timeout, verify=verify, transport=transport)
 
     # --- requests --------------------------------------------------------------------------------
@@ -210,6 +216,12 @@ class ApiClient:
         return str(url.copy_with(username=None, password=None)) if url.userinfo else str(url)
 
     def _unreachable_error(self, method: str, path: str, exc: httpx.HTTPError) -> FedgeError:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return self._unreachable(
+                f"{self.service} at {self._display('')} presents a TLS certificate this client does not "
+                "trust: pass the federation's CA certificate with --ca (or set FEDGE_CA) to the ca.crt "
+                "from `fedge certs init`"
+            )
         return self._unreachable(
             f"cannot reach {self.service} at {self._display('')} ({method} {path}): "
             f"{type(exc).__name__}: {exc}; check the URL, the network and that the server is running"

@@ -71,12 +71,18 @@ def get_device_reports(request: Request) -> DeviceReportStore:
 
 
 def started_deployment(deployment: Deployment | None) -> Deployment:
-    """``deployment`` once started, or a refusal that says how to serve a coordinator with one."""
-    if deployment is None or not deployment.started:
-        raise FederationError(
-            "this coordinator manages no SuperLink: start it with "
-            "`fedge coordinator serve --tls-dir DIR` to run federations and enrol nodes"
-        )
+    """``deployment`` once started, or a refusal that says how to serve a coordinator with one.
+
+    A coordinator served without ``--tls-dir`` has no deployment: a 409 (the request is valid, this
+    coordinator is not set up for it). One whose deployment is not running: a 502 (its SuperLink failed).
+    """
+    from fedge.errors import ConflictError
+
+    how = "start it with `fedge coordinator serve --tls-dir DIR` to run federations and enrol nodes"
+    if deployment is None:
+        raise ConflictError(f"this coordinator manages no SuperLink (it was served without --tls-dir): {how}")
+    if not deployment.started:
+        raise FederationError(f"this coordinator's SuperLink is not running: {how}")
     return deployment
 
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
+import socket
 import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import httpx
+import psutil
 
-from fedge.processes import ManagedProcess, flower_env, free_port, log_tail
+from fedge.errors import FederationError
+from fedge.processes import ManagedProcess, flower_env, free_port, log_tail, stop_process_tree
 
 if TYPE_CHECKING:
     from fedge.tls import TlsFiles
@@ -18,6 +24,13 @@ if TYPE_CHECKING:
 __all__ = ["ManagedSuperLink"]
 
 log = logging.getLogger(__name__)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class ManagedSuperLink:
@@ -73,6 +86,7 @@ class ManagedSuperLink:
         self.extra_args = list(extra_args or [])
         self.process: ManagedProcess | None = None
         self.log_path = self.home / "superlink.log"
+        self.pid_path = self.home / "superlink.pid"
 
     @property
     def address(self) -> str:
@@ -127,6 +141,8 @@ class ManagedSuperLink:
             included.
         """
         (self.home / "flwr-home").mkdir(parents=True, exist_ok=True)
+        self.stop_stale()
+        self._check_port_free()
         self.process = ManagedProcess(
             self.command(),
             log_path=self.log_path,
@@ -136,11 +152,103 @@ class ManagedSuperLink:
             install_hint="install fedge (it depends on flwr) in this environment",
         )
         self.process.start(health=self.healthy, timeout=self.startup_timeout)
+        self.pid_path.write_text(f"{self.process.pid} {os.getpid()}\n")  # the SuperLink, its fedge
         log.info("SuperLink up on %s (pid %d)", self.address, self.process.pid)
         return self
 
+    def stop_stale(self) -> int | None:
+        """Stop a SuperLink that an earlier, killed fedge left running on this state folder; its pid.
+
+        The pid file names the SuperLink and the fedge process that started it. The SuperLink is
+        stopped only if it still is a ``flower-superlink`` whose command line points into this
+        folder and that fedge process is gone (a reused pid is left alone).
+
+        Raises
+        ------
+        FederationError
+            If the fedge process that started it is still running: two coordinators cannot share
+            one state folder.
+        """
+        try:
+            pid, owner = (int(part) for part in self.pid_path.read_text().split()[:2])
+        except (OSError, ValueError):
+            return None
+        try:
+            cmdline = psutil.Process(pid).cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            cmdline = []
+        ours = any(os.path.basename(part) == "flower-superlink" for part in cmdline[:2]) and any(
+            part.startswith(str(self.home)) for part in cmdline
+        )
+        if not ours:
+            self.pid_path.unlink(missing_ok=True)
+            return None
+        if owner != os.getpid() and _alive(owner):
+            raise FederationError(
+                f"another fedge process (pid {owner}) runs the SuperLink of {self.home} (pid {pid}): "
+                "stop it first, or give this coordinator its own --state-dir"
+            )
+        log.warning(
+            "stopping a stale flower-superlink (pid %d) that a killed coordinator (pid %d) left "
+            "running on %s",
+            pid,
+            owner,
+            self.home,
+        )
+        stop_process_tree(pid, timeout=10.0)
+        self.pid_path.unlink(missing_ok=True)
+        return pid
+
+    def _check_port_free(self) -> None:
+        """Refuse to start when another process listens on the SuperLink's port.
+
+        Without this the new SuperLink would fail to bind while ``/health`` answered for the other
+        process, and fedge would carry on with a SuperLink that is not its own.
+        """
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As a server binds: connections of an earlier SuperLink in TIME_WAIT do not count.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise FederationError(
+                        f"cannot use port {self.port} on {self.host} for the SuperLink: {exc.strerror}"
+                    ) from exc
+                raise FederationError(
+                    f"port {self.port} on {self.host} is already in use by another process: the SuperLink "
+                    f"cannot listen there; stop that process or choose another port "
+                    f"(fedge coordinator serve --superlink-port)"
+                ) from exc
+
+    def owns_port(self) -> bool:
+        """Whether the port is listened on by this SuperLink (its process or one of its children)."""
+        if self.process is None or self.process.pid is None or self.process.poll() is not None:
+            return False
+        try:
+            root = psutil.Process(self.process.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return False
+        readable = False
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                connections = proc.net_connections(kind="inet")
+                readable = True
+                for conn in connections:
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == self.port:
+                        return True
+        # Where the system hides sockets even of our own children, the port check before the start
+        # (nobody else listened) and the live child are what is left to go by.
+        return not readable
+
     def healthy(self) -> bool:
-        """Whether ``/health`` answers 2xx (over HTTPS, trusting only the federation's CA, with TLS)."""
+        """Whether this SuperLink's process is alive, listens on its port, and ``/health`` answers 2xx
+        (over HTTPS, trusting only the federation's CA, with TLS).
+        """
+        if self.process is not None and not self.owns_port():
+            return False
         scheme = "https" if self.tls is not None else "http"
         verify: bool | ssl.SSLContext = True
         if self.tls is not None:
@@ -160,6 +268,7 @@ class ManagedSuperLink:
         if self.process is not None:
             self.process.stop()
             self.process = None
+            self.pid_path.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of the SuperLink log."""

@@ -9,7 +9,7 @@ import typer
 
 from fedge.cli.errors import reports_errors
 
-__all__ = ["certs_app"]
+__all__ = ["certs_app", "git_work_tree"]
 
 certs_app = typer.Typer(help="The federation's TLS certificates (a private CA).", no_args_is_help=True)
 
@@ -34,6 +34,16 @@ def certs_init(
     from fedge.tls import init_federation_tls
 
     files = init_federation_tls(out, host, overwrite=force)
+    repo = git_work_tree(out)
+    if repo is not None:
+        typer.secho(
+            f"warning: {out / 'ca.key'} is inside the git work tree {repo}: never commit it (anyone "
+            "holding it can impersonate the SuperLink); move ca.key out of the repository, e.g. to "
+            "~/.fedge/ca/ or offline storage, and keep only ca.crt, server.crt and server.key on the "
+            "coordinator (see the README, 'Deploy a federation')",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     san = x509.load_pem_x509_certificate(files.server_cert.read_bytes()).extensions.get_extension_for_class(
         x509.SubjectAlternativeName
     )
@@ -45,3 +55,12 @@ def certs_init(
     typer.echo(f"wrote {out / 'ca.key'} (0600; keep it offline: it can mint server certificates)")
     typer.echo(f"wrote {files.server_cert} and {files.server_key} (0600): the SuperLink's TLS identity")
     typer.echo(f"server certificate names: {', '.join(names)}")
+
+
+def git_work_tree(path: Path) -> Path | None:
+    """The top folder of the git work tree holding ``path`` (a ``.git`` folder or file above it), if any."""
+    folder = path.expanduser().resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None

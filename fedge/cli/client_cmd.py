@@ -100,3 +100,33 @@ def client_start(
             f"error: the SuperNode exited with code {code}; see {log_file}", fg=typer.colors.RED, err=True
         )
         raise typer.Exit(1)
+
+
+@client_app.command("example-data")
+@reports_errors
+def client_example_data(
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write: .csv, .parquet or .npz")],
+    task_name: Annotated[
+        str, typer.Option("--task", help="The task whose format to follow, e.g. digits")
+    ] = "digits",
+    partition: Annotated[
+        int, typer.Option("--partition", help="Which share of the task's data (from 0)")
+    ] = 0,
+    of: Annotated[int, typer.Option("--of", help="Into how many shares the data is split")] = 3,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file")] = False,
+) -> None:
+    """Write an example data file in the task's client format (the README's "Client data formats")."""
+    from fedge.config import load_config
+    from fedge.errors import ConfigError, ConflictError
+    from simulations.local_deployment import partition_file
+
+    if of < 1 or not 0 <= partition < of:
+        raise ConfigError(f"--partition {partition} --of {of}: need 0 <= partition < of")
+    if out.exists() and not force:
+        raise ConflictError(f"{out} already exists; refusing to overwrite it (pass --force)")
+    task = load_config([f"task={task_name}"]).task
+    path = partition_file(out, task, partition, of)
+    from client.data_files import load_client_data
+
+    data = load_client_data(path, task, val_fraction=task.val_fraction, seed=task.data_seed)
+    typer.echo(f"wrote {path}: {data.num_rows} rows for task {task.name} (share {partition} of {of})")

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
+from fedge.cli.options import CaOpt, checked_ca
 
 __all__ = ["edge_app"]
 
@@ -32,10 +33,7 @@ def run(
     name: Annotated[str, typer.Option("--name", help="Model name to follow")] = "digits",
     alias: Annotated[str, typer.Option("--alias", help="Alias to follow")] = "production",
     token: Annotated[str, typer.Option("--token", envvar="FEDGE_TOKEN", help="Bearer token (viewer)")] = "",
-    ca: Annotated[
-        str | None,
-        typer.Option("--ca", envvar="FEDGE_CA", help="CA certificate the coordinator's TLS chains to"),
-    ] = None,
+    ca: CaOpt = None,
     host: Annotated[str, typer.Option(help="Serving bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Serving port")] = 8090,
     poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between polls")] = 30.0,
@@ -83,7 +81,7 @@ def run(
         public_key=load_public_key(public_key),
         state_dir=state_dir,
         token=token or None,
-        ca=ca,
+        ca=checked_ca(ca),
         precision=precision,  # type: ignore[arg-type]
         poll_interval_s=poll_interval,
         report_interval_s=report_interval,

@@ -23,6 +23,7 @@ __all__ = [
     "RootOpt",
     "TokenOpt",
     "actor_name",
+    "checked_ca",
     "opened_registry",
     "operator_api",
     "print_json",
@@ -48,9 +49,34 @@ TokenOpt = Annotated[
 ]
 
 
+# Every command that talks to the coordinator's API over HTTPS takes this option (and FEDGE_CA),
+# and resolves it with checked_ca.
 CaOpt = Annotated[
-    Path | None, typer.Option("--ca", envvar="FEDGE_CA", help="CA certificate the API's TLS chains to")
+    Path | None,
+    typer.Option(
+        "--ca",
+        envvar="FEDGE_CA",
+        help="The federation's CA certificate (ca.crt from `fedge certs init`) the API's TLS chains to",
+    ),
 ]
+
+
+def checked_ca(ca: Path | str | None) -> Path | None:
+    """The CA certificate of ``--ca`` / ``FEDGE_CA``, checked to be a readable file (``None``: system CAs).
+
+    Raises
+    ------
+    ConfigError
+        If the option names no file.
+    """
+    from fedge.errors import ConfigError
+
+    if ca is None or str(ca) == "":
+        return None
+    path = Path(ca).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--ca {ca} (or FEDGE_CA) is not a file: pass the federation's ca.crt")
+    return path
 
 
 @contextmanager
@@ -81,7 +107,7 @@ def operator_api(url: str, token: str, ca: Path | None) -> ApiClient:
 
     if not token:
         raise AuthenticationError("no token: pass --token or set FEDGE_TOKEN (see `fedge tokens create`)")
-    return ApiClient(url.rstrip("/") + "/api/v1", token=token, ca=ca, timeout=60.0)
+    return ApiClient(url.rstrip("/") + "/api/v1", token=token, ca=checked_ca(ca), timeout=60.0)
 
 
 def print_json(value: Any) -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import DatabaseUrlOpt, RootOpt, actor_name, opened_registry
+from fedge.cli.options import CaOpt, DatabaseUrlOpt, RootOpt, actor_name, checked_ca, opened_registry
 
 if TYPE_CHECKING:
     from fedge.crypto import Ed25519PublicKey
@@ -109,16 +109,26 @@ def download(
     version: Annotated[str, typer.Argument(help="ID, NAME:NUMBER or NAME@ALIAS")],
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write")],
     kind: Annotated[
-        str, typer.Option(help="bundle (signed zip), onnx, onnx-int8, weights, manifest")
-    ] = "bundle",
+        str | None,
+        typer.Option(
+            help="bundle (signed zip), onnx, onnx-int8, weights, manifest; default: from --out's "
+            "suffix (.zip bundle, .onnx onnx, .safetensors weights, .json manifest)"
+        ),
+    ] = None,
     root: RootOpt = ".fedge",
     database_url: DatabaseUrlOpt = "",
     url: Annotated[str | None, typer.Option("--url", envvar="FEDGE_URL", help="Coordinator URL")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="FEDGE_TOKEN", help="API token")] = None,
+    ca: CaOpt = None,
 ) -> None:
-    """Write a version's signed release bundle (or one artifact), digest-verified, to a file."""
+    """Write a version's signed release bundle (or one artifact), digest-verified, to a file.
+
+    The artifact follows the file's suffix (``--out model.onnx`` writes the ONNX model); an
+    explicit ``--kind`` that does not fit the suffix is refused.
+    """
+    kind = download_kind(out, kind)
     if url:
-        with _client(url, token) as client:
+        with _client(url, token, ca) as client:
             size = client.download_to(version, out, kind=kind)  # streamed, digest-checked
         typer.echo(f"wrote {kind} of {version} ({size} bytes) to {out}")
         return
@@ -136,6 +146,47 @@ def download(
             )
     out.write_bytes(data)
     typer.echo(f"wrote {kind} of {v.name}:{v.number} ({len(data)} bytes) to {out}")
+
+
+# What each artifact kind is saved as; the first suffix is the one --out's suffix maps back from.
+DOWNLOAD_SUFFIXES = {
+    "bundle": (".zip",),
+    "onnx": (".onnx",),
+    "onnx-int8": (".onnx",),
+    "weights": (".safetensors",),
+    "manifest": (".json",),
+}
+
+
+def download_kind(out: Path, kind: str | None) -> str:
+    """The artifact kind to write to ``out``: ``kind`` if it fits the suffix, else the suffix's kind.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown kind, a kind whose file type differs from ``out``'s suffix, or (without
+        ``kind``) a suffix that names no artifact.
+    """
+    from fedge.errors import ConfigError
+
+    suffix = out.suffix.lower()
+    by_suffix = {s: k for k, suffixes in reversed(DOWNLOAD_SUFFIXES.items()) for s in suffixes}
+    if kind is None:
+        if suffix not in by_suffix:
+            raise ConfigError(
+                f"--out {out.name}: cannot tell the artifact from the suffix {out.suffix or '(none)'!r}: "
+                f"name the file {', '.join(sorted(by_suffix))} or pass --kind "
+                f"({', '.join(DOWNLOAD_SUFFIXES)})"
+            )
+        return by_suffix[suffix]
+    if kind not in DOWNLOAD_SUFFIXES:
+        raise ConfigError(f"--kind {kind!r} is not one of {', '.join(DOWNLOAD_SUFFIXES)}")
+    if suffix in by_suffix and suffix not in DOWNLOAD_SUFFIXES[kind]:
+        raise ConfigError(
+            f"--kind {kind} is written as {'/'.join(DOWNLOAD_SUFFIXES[kind])}, but --out {out.name} "
+            f"says {by_suffix[suffix]}: rename the file or drop --kind"
+        )
+    return kind
 
 
 @registry_app.command("verify")
@@ -224,13 +275,13 @@ UrlApiOpt = Annotated[
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FEDGE_TOKEN", help="API token for --url")]
 
 
-def _client(url: str, token: str | None) -> RegistryClient:
+def _client(url: str, token: str | None, ca: Path | None) -> RegistryClient:
     from fedge.errors import AuthenticationError
     from registry import RegistryClient
 
     if not token:
         raise AuthenticationError("--url needs a token: pass --token or set FEDGE_TOKEN")
-    return RegistryClient(url, token)
+    return RegistryClient(url, token, ca=checked_ca(ca))
 
 
 @registry_app.command("promote")
@@ -243,6 +294,7 @@ def promote_cmd(
     actor: ActorOpt = None,
     url: UrlApiOpt = None,
     token: TokenOpt = None,
+    ca: CaOpt = None,
     override: OverrideOpt = None,
 ) -> None:
     """Move aliases through the gates, e.g. `fedge registry promote digits:3=production --reason ...`."""
@@ -255,7 +307,7 @@ def promote_cmd(
             raise ConfigError(f"{item!r} is not VERSION=ALIAS (e.g. digits:3=production)")
         pairs.append((ref, alias))
     if url:
-        with _client(url, token) as client:
+        with _client(url, token, ca) as client:
             moved = client.promote(pairs, reason=reason)
     else:
         from fedge.config import load_config
@@ -279,10 +331,11 @@ def approve_cmd(
     actor: ActorOpt = None,
     url: UrlApiOpt = None,
     token: TokenOpt = None,
+    ca: CaOpt = None,
 ) -> None:
     """Approve a version for an alias (one approval per operator)."""
     if url:
-        with _client(url, token) as client:
+        with _client(url, token, ca) as client:
             result = client.approve(version, alias=alias, comment=comment)
         typer.echo(f"approved {version} for {alias} as {result['actor']}")
         return

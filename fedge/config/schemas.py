@@ -133,6 +133,8 @@ class StrategyConfig:
     min_evaluate_nodes: int = 2
     min_available_nodes: int = 2
     round_timeout_s: float = 600.0
+    # Seconds a run waits for min_available_nodes before failing with the missing nodes' names (0: forever).
+    wait_for_nodes_s: float = 600.0
     params: dict[str, Any] = field(default_factory=dict)
 
 

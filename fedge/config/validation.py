@@ -123,6 +123,10 @@ def validate_strategy(strategy: StrategyConfig) -> None:
     for key in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
         if getattr(strategy, key) < 1:
             raise ConfigError(f"strategy.{key} must be >= 1, got {getattr(strategy, key)}")
+    if not strategy.wait_for_nodes_s >= 0:
+        raise ConfigError(
+            f"strategy.wait_for_nodes_s must be >= 0 (0: wait forever), got {strategy.wait_for_nodes_s}"
+        )
 
 
 def validate_gates(gates: GatesConfig) -> None:

@@ -120,7 +120,7 @@ def test_runs_create_without_a_deployment_says_how_to_start_one(coordinator: Coo
     )
 
     assert code != 0
-    assert "HTTP 502" in err and "fedge coordinator serve --tls-dir" in err
+    assert "HTTP 409" in err and "fedge coordinator serve --tls-dir" in err
 
 
 def test_no_token_fails_before_any_request(coordinator: Coordinator) -> None:
@@ -179,11 +179,11 @@ def test_nodes_add_with_a_private_key_fails_locally(coordinator: Coordinator, tm
     assert len(coordinator.registry.store.list_audit()) == audit_before
 
 
-def test_nodes_list_without_a_deployment_is_a_502_line(coordinator: Coordinator) -> None:
+def test_nodes_list_without_a_deployment_is_a_409_line(coordinator: Coordinator) -> None:
     code, _, err = fedge("nodes", "list", "--url", coordinator.url, "--token", coordinator.tokens["viewer"])
 
     assert code == 1
-    assert "HTTP 502" in err and "federation_failed" in err
+    assert "HTTP 409" in err and "conflict" in err and "--tls-dir" in err
 
 
 def test_an_unreachable_coordinator_is_named(coordinator: Coordinator) -> None:

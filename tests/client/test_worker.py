@@ -181,3 +181,12 @@ def test_a_reply_that_cannot_be_encoded_is_a_federation_error(short_dir: Path) -
     path = short_dir / "worker.sock"
     with WorkerServer(path, returns_a_plain_dict), pytest.raises(FederationError, match="train"):
         call_worker(path, "train", "{}", _records())
+
+
+def test_a_socket_path_too_long_is_a_config_error_naming_the_limit(tmp_path: Path) -> None:
+    from fedge.errors import ConfigError
+
+    deep = tmp_path / ("d" * 120) / "worker.sock"
+
+    with pytest.raises(ConfigError, match=r"at most 107 bytes.*shorter --state-dir"):
+        WorkerServer(deep, lambda *_: RecordDict()).start()

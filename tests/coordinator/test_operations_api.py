@@ -127,7 +127,7 @@ def test_a_malformed_body_is_422_naming_the_field(api: Api, body: dict[str, Any]
     assert field in response.text
 
 
-def test_a_valid_run_without_a_deployment_is_502_telling_how_to_serve_one(api: Api) -> None:
+def test_a_valid_run_without_a_deployment_is_409_naming_tls_dir(api: Api) -> None:
     client, tokens, registry = api
 
     response = client.post(
@@ -136,8 +136,9 @@ def test_a_valid_run_without_a_deployment_is_502_telling_how_to_serve_one(api: A
         headers=auth(tokens["operator"]),
     )
 
-    assert response.status_code == 502, response.text
-    assert _error(response)["code"] == "federation_failed"
+    assert response.status_code == 409, response.text
+    assert _error(response)["code"] == "conflict"
+    assert "--tls-dir" in _error(response)["message"]
     assert "fedge coordinator serve --tls-dir" in _error(response)["message"]
     assert registry.store.list_runs(limit=10) == []
 
@@ -274,7 +275,7 @@ def test_metrics_are_prometheus_text_for_a_viewer(api: Api) -> None:
         ("POST", "/api/v1/runs/run-a/stop", "operator", None),
     ],
 )
-def test_deployment_routes_without_a_deployment_are_502(
+def test_deployment_routes_without_a_deployment_are_409(
     api: Api, method: str, path: str, role: str, body: dict[str, str] | None
 ) -> None:
     client, tokens, registry = api
@@ -282,7 +283,7 @@ def test_deployment_routes_without_a_deployment_are_502(
 
     response = client.request(method, path, json=body, headers=auth(tokens[role]))
 
-    assert response.status_code == 502, response.text
+    assert response.status_code == 409, response.text
     assert "fedge coordinator serve --tls-dir" in _error(response)["message"]
 
 

@@ -82,7 +82,10 @@ def test_a_missing_program_names_what_to_install(tmp_path: Path) -> None:
         ["fedge-no-such-program"], log_path=tmp_path / "x.log", install_hint="install fedge[x]"
     )
 
-    with pytest.raises(FederationError, match=r"fedge-no-such-program is not on PATH: install fedge\[x\]"):
+    with pytest.raises(
+        FederationError,
+        match=r"fedge-no-such-program is neither beside this Python \(.+\) nor on PATH: install fedge\[x\]",
+    ):
         child.start()
 
 
