@@ -270,9 +270,13 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
         with self._session() as s:
             return append_entry(s, action=action, actor=actor, subject=subject, details=details)
 
-    def list_audit(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
+    def list_audit(
+        self, *, after_seq: int = 0, limit: int | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
         with self._session() as s:
             query = select(AuditRow).where(AuditRow.seq > after_seq).order_by(AuditRow.seq)  # type: ignore[arg-type]
+            if action is not None:
+                query = query.where(AuditRow.action == action)
             if limit is not None:
                 query = query.limit(limit)
             return [r.to_entity() for r in s.exec(query).all()]
