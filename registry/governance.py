@@ -170,7 +170,12 @@ def declare_alias(
 
 
 def _refuse_undeclared(
-    registry: Registry, requested: Sequence[tuple[str, str]], declared: Collection[str], *, actor: str, reason: str
+    registry: Registry,
+    requested: Sequence[tuple[str, str]],
+    declared: Collection[str],
+    *,
+    actor: str,
+    reason: str,
 ) -> None:
     """Refuse (and audit as ``alias.refused``) every ``(subject, alias)`` whose alias is not declared."""
     undeclared = [(subject, alias) for subject, alias in requested if alias not in declared]

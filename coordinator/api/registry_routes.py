@@ -115,7 +115,11 @@ def add_approval(
 
 @router.post("/promotions", response_model=list[VersionPublic])
 def promote_versions(
-    body: PromotionRequest, registry: RegistryDep, gates: GatesDep, aliases: ConfiguredAliasesDep, actor: Operator
+    body: PromotionRequest,
+    registry: RegistryDep,
+    gates: GatesDep,
+    aliases: ConfiguredAliasesDep,
+    actor: Operator,
 ) -> list[VersionPublic]:
     """Move declared aliases (all or none) once every gate passes; answer the versions moved."""
     moved = promote(
