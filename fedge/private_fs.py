@@ -16,12 +16,15 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "private_dir", "private_file"]
+__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "PRIVATE_UMASK", "private_dir", "private_file"]
 
 log = logging.getLogger(__name__)
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
+# The umask of the processes fedge starts (SuperLink, SuperNode, simulation engine and Ray): what
+# they create is their owner's alone.
+PRIVATE_UMASK = 0o077
 
 _warned: set[str] = set()
 
