@@ -30,6 +30,7 @@ from client.worker import WorkerServer
 from fedge.drift_summary import record_value
 from fedge.errors import ConfigError, DataError, FederationError, NodeRefusedError
 from fedge.privacy_ledger import PrivacyLedger
+from fedge.private_fs import private_dir
 from fedge.processes import ManagedProcess, flower_env, free_port
 from fedge.protocol import DRIFT_QUERY, QUERY_KEY, RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
 from fedge.tasks import TaskConfig
@@ -204,8 +205,8 @@ class ClientAgent:
         """Load the data (if not yet), start the worker and the SuperNode."""
         if self.identity is None:
             self.load_data()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "flwr-home").mkdir(exist_ok=True)
+        private_dir(self.state_dir)
+        private_dir(self.state_dir / "flwr-home")
         self.worker = WorkerServer(self.socket_path, self.handle).start()
         try:
             self._start_supernode()

@@ -27,6 +27,7 @@ from typing import Any
 from flwr.app import RecordDict
 
 from fedge.errors import ConfigError, FederationError
+from fedge.private_fs import private_dir
 
 __all__ = ["WorkerHandler", "WorkerServer", "call_worker"]
 
@@ -152,8 +153,7 @@ class WorkerServer:
     def start(self) -> WorkerServer:
         """Bind and serve."""
         folder = self.socket_path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
+        private_dir(folder)
         if self.socket_path.exists():
             self.socket_path.unlink()
         old_umask = os.umask(0o177)

@@ -18,6 +18,7 @@ from coordinator.strategies import validate_strategy_config
 from fedge.config import FedgeConfig
 from fedge.errors import FederationError
 from fedge.interrupts import raise_if_interrupted
+from fedge.private_fs import private_dir
 from fedge.protocol import RUN_CONFIG_KEY, config_hash, encode_run_config
 from registry import Checkpoint, ModelVersion, Registry, RegistryConfig, RunCreate, RunInfo, RunStatus
 
@@ -164,7 +165,8 @@ def execute_run(
     run_id = config.run_id
     started = time.monotonic()
     run_dir = work_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(work_dir)
+    private_dir(run_dir)
     log_path = run_dir / "flower-run.log"
     num_rounds = config.strategy.num_rounds
     registry.store.create_run(run_record(config, mode="simulation"))

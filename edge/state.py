@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fedge.errors import ConfigError
+from fedge.private_fs import private_dir
 
 __all__ = ["EdgeState", "VersionRecord"]
 
@@ -90,7 +91,8 @@ class EdgeState:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser()
         try:
-            (self.root / "versions").mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
+            private_dir(self.root / "versions")
         except OSError as exc:
             raise ConfigError(
                 f"cannot create the edge state folder {self.root}: {exc.strerror}; pass a writable --dir"
@@ -107,7 +109,7 @@ class EdgeState:
     def save_bundle(self, name: str, number: int, data: bytes) -> Path:
         """Store a verified bundle's bytes (atomically); return the path."""
         path = self.bundle_path(name, number)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         _atomic_write(path, data)
         return path
 

@@ -25,6 +25,7 @@ import psutil
 from fedge._process_tree import descendants, log_tail, open_private_log, stop_processes
 from fedge.errors import FederationError
 from fedge.interrupts import raise_if_interrupted
+from fedge.private_fs import PRIVATE_UMASK
 
 __all__ = ["ManagedProcess", "resolve_program"]
 
@@ -205,6 +206,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                umask=PRIVATE_UMASK,  # what Flower and Ray write (FLWR_HOME apps, state) stays private
                 preexec_fn=preexec,  # only calls prctl: see _die_with_parent
             )
         except FileNotFoundError as exc:

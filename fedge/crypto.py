@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedge.errors import ConfigError, ConflictError
+from fedge.private_fs import private_dir
 
 __all__ = [
     "SIGNATURE_BYTES",
@@ -209,7 +210,7 @@ def load_or_create_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKe
     key_path = Path(path)
     if key_path.exists():
         return load_private_key(key_path)
-    key_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(key_path.parent)
     key = generate_private_key()
     save_private_key(key, key_path)
     public_path = public_key_path_for(key_path)

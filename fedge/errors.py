@@ -71,6 +71,7 @@ __all__ = [
     "ReleaseRefusedError",
     "RequestRejectedError",
     "TaskDefinitionError",
+    "UndeclaredAliasError",
     "UnknownStrategyError",
     "UnknownTaskError",
     "error_for_code",
@@ -134,6 +135,12 @@ class TaskDefinitionError(ConfigError):
     """A task's definition is unusable: import error, missing method, spec or output mismatch."""
 
     code = "task_invalid"
+
+
+class UndeclaredAliasError(ConfigError):
+    """An alias a model may not take: it is not declared in the registry config nor by an admin."""
+
+    code = "undeclared_alias"
 
 
 class DataError(FedgeError):

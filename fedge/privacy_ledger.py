@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fedge.errors import ConfigError, DataError, PrivacyBudgetError
+from fedge.private_fs import private_dir
 
 __all__ = ["LedgerEntry", "PrivacyLedger"]
 
@@ -87,7 +88,7 @@ class PrivacyLedger:
         return entry
 
     def _write(self, entries: list[LedgerEntry]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         body = json.dumps({"budget_epsilon": self.budget_epsilon, "entries": [asdict(e) for e in entries]})
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ledger-")
         with os.fdopen(fd, "w") as fh:

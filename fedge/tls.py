@@ -33,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedge.crypto import read_key_file, write_new_file
 from fedge.errors import ConfigError, ConflictError
+from fedge.private_fs import private_dir
 
 __all__ = [
     "NIST_CURVES",
@@ -228,7 +229,7 @@ def init_federation_tls(
             "the current CA): pass --force to replace them, or choose another folder"
         )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
     except OSError as exc:
         raise ConfigError(f"cannot create folder {folder}: {exc.strerror}") from exc
     for path, (data, mode, what) in outputs.items():
@@ -271,7 +272,7 @@ def generate_node_keypair(out_dir: str | os.PathLike[str], name: str = "node") -
                 "or folder, or remove the old key deliberately (the operator must then enrol the new one)"
             )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
     except OSError as exc:
         raise ConfigError(f"cannot create folder {folder}: {exc.strerror}") from exc
     key = ec.generate_private_key(ec.SECP384R1())

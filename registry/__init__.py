@@ -21,6 +21,8 @@ from registry.governance import (
     GatesConfig,
     approve,
     check_gates,
+    declare_alias,
+    declared_aliases,
     gates_from_dict,
     promote,
 )
@@ -91,6 +93,8 @@ __all__ = [
     "check_exportable",
     "check_gates",
     "check_parity",
+    "declare_alias",
+    "declared_aliases",
     "export_onnx",
     "gates_from_dict",
     "manifest_preprocessing",

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from fedge.errors import ArtifactError, ConfigError, NotFoundError, RegistryUnavailableError
+from fedge.private_fs import private_dir
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "open_artifact_store", "sha256_hex"]
 
@@ -70,7 +71,8 @@ class LocalArtifactStore(ArtifactStore):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         try:
-            (self.root / "sha256").mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
+            private_dir(self.root / "sha256")
         except OSError as exc:
             raise RegistryUnavailableError(
                 f"cannot create the artifact folder {self.root}: {exc.strerror}; choose a "
@@ -92,7 +94,7 @@ class LocalArtifactStore(ArtifactStore):
         path = self._path(digest)
         if path.exists():
             return digest
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -104,6 +104,16 @@ class RegistryClient:
         body = {"moves": [{"version": v, "alias": a} for v, a in moves], "reason": reason}
         return [_version(v) for v in self._api.post_json("/promotions", body)]
 
+    def declared_aliases(self) -> list[str]:
+        """The aliases a model may take."""
+        result: list[str] = self._api.get_json("/aliases")["aliases"]
+        return result
+
+    def declare_alias(self, alias: str, *, reason: str) -> list[str]:
+        """Declare one more alias (admin token); answer the declared aliases."""
+        result: list[str] = self._api.post_json("/aliases", {"alias": alias, "reason": reason})["aliases"]
+        return result
+
     def audit(self, *, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Audit entries in order."""
         result: list[dict[str, Any]] = self._api.get_json(

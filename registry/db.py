@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlmodel import Session, create_engine
 
 from fedge.errors import ConfigError, ConflictError, FedgeError
+from fedge.private_fs import private_file
 
 __all__ = ["SqlStoreBase", "open_engine", "redact_url", "session_scope", "set_wal_mode"]
 
@@ -128,10 +128,9 @@ class SqlStoreBase:
 def _create_private(path: Path) -> None:
     """Create a new SQLite file readable by its owner alone (SQLite gives its WAL files the same mode)."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        private_file(path)  # a file left wider by an older version is tightened too
     except OSError:
-        return  # it exists, or its folder does not: SQLite opens it or names the problem
-    os.close(fd)
+        return  # its folder does not exist or is not writable: SQLite names the problem
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 
 from fedge.config import RegistryConfig
 from fedge.errors import RegistryUnavailableError
+from fedge.private_fs import private_dir
 from registry.artifacts import open_artifact_store
 from registry.audit import key_file_signer
 from registry.service import Registry
@@ -32,7 +33,7 @@ def open_registry(config: RegistryConfig, *, engine: Engine | None = None) -> Re
     root = Path(config.root).expanduser()
     if not config.database_url or not config.artifact_uri:
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            private_dir(root)
         except OSError as exc:
             raise RegistryUnavailableError(
                 f"cannot create the registry folder {root}: {exc.strerror}; choose a writable "

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from fedge.config import AliasGate, GatesConfig, default_gates, gates_from_dict
-from fedge.errors import GateRefusedError
+from fedge.config import (
+    DEFAULT_ALIASES,
+    AliasGate,
+    GatesConfig,
+    default_gates,
+    gates_from_dict,
+    validate_alias_name,
+)
+from fedge.errors import ConflictError, GateRefusedError, UndeclaredAliasError
 from registry.schemas import AliasMove, Approval, ModelVersion
 from registry.service import Registry
 
@@ -17,6 +24,8 @@ __all__ = [
     "GatesConfig",
     "approve",
     "check_gates",
+    "declare_alias",
+    "declared_aliases",
     "default_gates",
     "gates_from_dict",
     "promote",
@@ -28,6 +37,9 @@ PARITY_METRIC = "onnx-parity-max-abs-diff"
 # Regression models record their parity error relative to the largest output (at least 1): outputs
 # in a target's units carry float32 rounding an absolute bound would refuse. The gate reads it first.
 RELATIVE_PARITY_METRIC = "onnx-parity-relative-diff"
+# The audit action that declares an alias at runtime. The audit log is the declaration's only record:
+# it needs no table of its own, and it is as tamper-evident as every other audited decision.
+ALIAS_DECLARED = "alias.declared"
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,70 @@ def check_gates(version: ModelVersion, gate: AliasGate, approvals: Sequence[Appr
     return checks
 
 
+def declared_aliases(
+    registry: Registry, configured: Collection[str] = DEFAULT_ALIASES, gates: GatesConfig | None = None
+) -> list[str]:
+    """The aliases a model may take: ``configured``, the gates' aliases and those declared at runtime."""
+    runtime = {e.subject for e in registry.store.list_audit(action=ALIAS_DECLARED)}
+    return sorted({*configured, *(gates.aliases if gates is not None else ()), *runtime})
+
+
+def declare_alias(
+    registry: Registry,
+    alias: str,
+    *,
+    actor: str,
+    reason: str,
+    configured: Collection[str] = DEFAULT_ALIASES,
+    gates: GatesConfig | None = None,
+) -> list[str]:
+    """Declare ``alias`` for every model (audited as ``alias.declared``); answer the declared aliases.
+
+    Only an admin may call this through the API. The new alias has no gate until the config gives it
+    one, so a promotion to it passes on declaration alone.
+
+    Raises
+    ------
+    ConfigError
+        For a malformed alias name.
+    ConflictError
+        When the alias is already declared.
+    """
+    validate_alias_name(alias)
+    declared = declared_aliases(registry, configured, gates)
+    if alias in declared:
+        raise ConflictError(f"alias {alias!r} is already declared")
+    registry.store.append_audit(action=ALIAS_DECLARED, actor=actor, subject=alias, details={"reason": reason})
+    log.info("alias %r declared by %s", alias, actor)
+    return sorted({*declared, alias})
+
+
+def _refuse_undeclared(
+    registry: Registry,
+    requested: Sequence[tuple[str, str]],
+    declared: Collection[str],
+    *,
+    actor: str,
+    reason: str,
+) -> None:
+    """Refuse (and audit as ``alias.refused``) every ``(subject, alias)`` whose alias is not declared."""
+    undeclared = [(subject, alias) for subject, alias in requested if alias not in declared]
+    if not undeclared:
+        return
+    for subject, alias in undeclared:
+        registry.store.append_audit(
+            action="alias.refused",
+            actor=actor,
+            subject=subject,
+            details={"alias": alias, "declared": sorted(declared), "reason": reason},
+        )
+    names = ", ".join(sorted({repr(alias[:64]) for _, alias in undeclared}))
+    raise UndeclaredAliasError(
+        f"alias {names} is not declared; declared aliases: {', '.join(sorted(declared))} "
+        "(an admin may declare one with `fedge registry aliases add NAME`)"
+    )
+
+
 def promote(
     registry: Registry,
     *,
@@ -126,18 +202,30 @@ def promote(
     actor: str,
     reason: str,
     gates: GatesConfig,
+    aliases: Collection[str] = DEFAULT_ALIASES,
 ) -> list[ModelVersion]:
     """Move one or more aliases (``(version ref, alias)`` pairs) at once, if every gate passes.
 
-    Either every move happens, in one transaction, or none does. A refusal is recorded in the
-    audit log (``gate.refused``) and raised, naming each failed gate and by how much.
+    Either every move happens, in one transaction, or none does. An alias that is neither in
+    ``aliases`` (the config's ``registry.aliases``), nor gated, nor declared at runtime is refused
+    first. A refusal is recorded in the audit log (``alias.refused``, ``gate.refused``) and raised,
+    naming the declared aliases, or each failed gate and by how much.
 
     Raises
     ------
+    UndeclaredAliasError
+        When a move names an alias that is not declared.
     GateRefusedError
         When any gate of any move fails.
     """
     resolved: list[tuple[ModelVersion, str]] = [(registry.resolve(ref), alias) for ref, alias in moves]
+    _refuse_undeclared(
+        registry,
+        [(f"{v.name}:{v.number}", alias) for v, alias in resolved],
+        declared_aliases(registry, aliases, gates),
+        actor=actor,
+        reason=reason,
+    )
     failures: list[str] = []
     for version, alias in resolved:
         gate = gates.aliases.get(alias)
@@ -163,7 +251,29 @@ def promote(
     )
 
 
-def approve(registry: Registry, *, ref: str, alias: str, actor: str, comment: str = "") -> Approval:
-    """Record ``actor``'s approval of the version ``ref`` for ``alias``."""
+def approve(
+    registry: Registry,
+    *,
+    ref: str,
+    alias: str,
+    actor: str,
+    comment: str = "",
+    aliases: Collection[str] = DEFAULT_ALIASES,
+    gates: GatesConfig | None = None,
+) -> Approval:
+    """Record ``actor``'s approval of the version ``ref`` for ``alias`` (a declared one).
+
+    Raises
+    ------
+    UndeclaredAliasError
+        When ``alias`` is not declared (see :func:`promote`); the refusal is audited.
+    """
     version = registry.resolve(ref)
+    _refuse_undeclared(
+        registry,
+        [(f"{version.name}:{version.number}", alias)],
+        declared_aliases(registry, aliases, gates),
+        actor=actor,
+        reason=comment,
+    )
     return registry.store.add_approval(version.id, alias, actor=actor, comment=comment)

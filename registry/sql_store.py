@@ -298,10 +298,14 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
                 s, action=action, actor=actor, subject=subject, details=details, signer=self.head_signer
             )
 
-    def list_audit(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
+    def list_audit(
+        self, *, after_seq: int = 0, limit: int | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
         # Columns, not ORM objects: a verifier reads every entry, and 100k ORM rows take seconds.
         table = AuditRow.__table__  # type: ignore[attr-defined]
         query = sa_select(*table.columns).where(table.c.seq > after_seq).order_by(table.c.seq)
+        if action is not None:
+            query = query.where(table.c.action == action)
         if limit is not None:
             query = query.limit(limit)
         with self._session() as s:

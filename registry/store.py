@@ -130,8 +130,10 @@ class RegistryStore(ABC):
         """Append an event to the hash-chained audit log."""
 
     @abstractmethod
-    def list_audit(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
-        """Return audit entries in order."""
+    def list_audit(
+        self, *, after_seq: int = 0, limit: int | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
+        """Return audit entries in order (only those of ``action`` when given)."""
 
     @abstractmethod
     def audit_head(self) -> tuple[int, str]:

@@ -133,10 +133,14 @@ def run_drift_scenario(
         ref = f"{v1.name}:{v1.number}"
         step(f"2/5 releasing {ref} to production as {actor!r}")
         for alias in ("staging", "production"):
-            approve(registry, ref=ref, alias=alias, actor=actor, comment="drift scenario: monitored baseline")
+            approve(
+                registry, ref=ref, alias=alias, actor=actor, comment="drift scenario: monitored baseline",
+                aliases=config.registry.aliases, gates=config.registry.gates,
+            )  # fmt: skip
         promote(
             registry, moves=[(ref, "staging"), (ref, "production")], actor=actor,
             reason="drift scenario: monitored baseline", gates=config.registry.gates,
+            aliases=config.registry.aliases,
         )  # fmt: skip
         step(
             f"3/5 monitoring {config.drift.windows} windows "

@@ -25,6 +25,7 @@ from client.data_files import write_client_file
 from client.local_data import load_simulation_partition
 from coordinator.auth import TokenStore
 from fedge.errors import FederationError
+from fedge.private_fs import private_dir
 from fedge.processes import ManagedProcess, free_port
 from fedge.tasks import Dataset, TaskConfig
 from fedge.tls import generate_node_keypair, init_federation_tls
@@ -112,9 +113,9 @@ class LocalDeployment:
 
     def provision(self) -> None:
         """Certificates for localhost and one token per role (what `fedge tokens create` does)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         init_federation_tls(self.tls_dir, ["localhost"], overwrite=True)
-        self.registry_root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.registry_root)
         store = TokenStore.from_url(self.registry_config.resolved_database_url())
         try:
             for role in ("admin", "operator", "viewer"):
@@ -189,8 +190,7 @@ class LocalDeployment:
         suffix: str = ".csv",
     ) -> tuple[Path, Path]:
         """Make an institution's folder: its node key pair and its data file; return (key, data)."""
-        folder = self.root / "institutions" / name
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_dir(self.root / "institutions" / name)
         private, _public = generate_node_keypair(folder, name)
         path = folder / f"data{suffix}"
         task = TaskConfig(name=self.task)

@@ -76,6 +76,7 @@ def create_app(
     app.state.registry = registry
     app.state.tokens = tokens
     app.state.gates = settings.registry.gates
+    app.state.aliases = list(settings.registry.aliases)
     app.state.device_reports = reports
     app.state.drift = drift
     app.state.deployment = deployment

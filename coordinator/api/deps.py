@@ -58,6 +58,12 @@ def get_gates(request: Request) -> GatesConfig:
     return gates
 
 
+def get_configured_aliases(request: Request) -> list[str]:
+    """The aliases the registry's config declares (``registry.aliases``)."""
+    aliases: list[str] = request.app.state.aliases
+    return aliases
+
+
 def get_drift_service(request: Request) -> DriftService:
     """The drift service (report store and retraining policy)."""
     service: DriftService = request.app.state.drift
@@ -139,6 +145,7 @@ Admin = Annotated[str, Depends(admin)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 TokensDep = Annotated[TokenStore, Depends(get_tokens)]
 GatesDep = Annotated[GatesConfig, Depends(get_gates)]
+ConfiguredAliasesDep = Annotated[list[str], Depends(get_configured_aliases)]
 DriftServiceDep = Annotated[DriftService, Depends(get_drift_service)]
 DeviceReportsDep = Annotated[DeviceReportStore, Depends(get_device_reports)]
 DeploymentDep = Annotated[Deployment, Depends(get_deployment)]

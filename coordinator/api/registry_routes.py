@@ -10,19 +10,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from coordinator.api.deps import GatesDep, Operator, RegistryDep, Viewer
+from coordinator.api.deps import Admin, ConfiguredAliasesDep, GatesDep, Operator, RegistryDep, Viewer
 from coordinator.api.registry_schemas import (
+    AliasDeclarationRequest,
     AliasEventPublic,
     ApprovalPublic,
     ApprovalRequest,
     AuditEntryPublic,
     AuditVerificationPublic,
     CheckpointPublic,
+    DeclaredAliasesPublic,
     PromotionRequest,
     RegistryRunPublic,
     VersionPublic,
 )
-from registry import approve, assemble_bundle, promote, verify_chain
+from registry import approve, assemble_bundle, declare_alias, declared_aliases, promote, verify_chain
 
 __all__ = ["router"]
 
@@ -96,25 +98,62 @@ def list_approvals(ref: str, registry: RegistryDep, _actor: Viewer) -> list[Appr
 
 
 @router.post("/versions/{ref}/approvals", status_code=201, response_model=ApprovalPublic)
-def add_approval(ref: str, body: ApprovalRequest, registry: RegistryDep, actor: Operator) -> ApprovalPublic:
-    """Approve a version for an alias (a gate may require approvals before a promotion)."""
-    approval = approve(registry, ref=ref, alias=body.alias, actor=actor, comment=body.comment)
+def add_approval(
+    ref: str,
+    body: ApprovalRequest,
+    registry: RegistryDep,
+    gates: GatesDep,
+    aliases: ConfiguredAliasesDep,
+    actor: Operator,
+) -> ApprovalPublic:
+    """Approve a version for a declared alias (a gate may require approvals before a promotion)."""
+    approval = approve(
+        registry, ref=ref, alias=body.alias, actor=actor, comment=body.comment, aliases=aliases, gates=gates
+    )
     return ApprovalPublic.model_validate(approval)
 
 
 @router.post("/promotions", response_model=list[VersionPublic])
 def promote_versions(
-    body: PromotionRequest, registry: RegistryDep, gates: GatesDep, actor: Operator
+    body: PromotionRequest,
+    registry: RegistryDep,
+    gates: GatesDep,
+    aliases: ConfiguredAliasesDep,
+    actor: Operator,
 ) -> list[VersionPublic]:
-    """Move aliases (all or none) once every gate passes; answer the versions moved."""
+    """Move declared aliases (all or none) once every gate passes; answer the versions moved."""
     moved = promote(
         registry,
         moves=[(m.version, m.alias) for m in body.moves],
         actor=actor,
         reason=body.reason,
         gates=gates,
+        aliases=aliases,
     )
     return [VersionPublic.model_validate(v) for v in moved]
+
+
+@router.get("/aliases", response_model=DeclaredAliasesPublic)
+def list_declared_aliases(
+    registry: RegistryDep, gates: GatesDep, aliases: ConfiguredAliasesDep, _actor: Viewer
+) -> DeclaredAliasesPublic:
+    """The aliases a model may take (config, gates and admin declarations)."""
+    return DeclaredAliasesPublic(aliases=declared_aliases(registry, aliases, gates))
+
+
+@router.post("/aliases", status_code=201, response_model=DeclaredAliasesPublic)
+def add_declared_alias(
+    body: AliasDeclarationRequest,
+    registry: RegistryDep,
+    gates: GatesDep,
+    aliases: ConfiguredAliasesDep,
+    actor: Admin,
+) -> DeclaredAliasesPublic:
+    """Declare one more alias (admin only; audited as ``alias.declared``)."""
+    declared = declare_alias(
+        registry, body.alias, actor=actor, reason=body.reason, configured=aliases, gates=gates
+    )
+    return DeclaredAliasesPublic(aliases=declared)
 
 
 @router.get("/aliases/{name}/{alias}", response_model=VersionPublic)

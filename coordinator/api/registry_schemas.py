@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from coordinator.api.schemas import Metrics, PublicModel
 
 __all__ = [
+    "AliasDeclarationRequest",
     "AliasEventPublic",
     "AliasTarget",
     "ApprovalPublic",
@@ -18,6 +19,7 @@ __all__ = [
     "AuditEntryPublic",
     "AuditVerificationPublic",
     "CheckpointPublic",
+    "DeclaredAliasesPublic",
     "PromotionRequest",
     "RegistryRunPublic",
     "VersionPublic",
@@ -47,6 +49,14 @@ class ApprovalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     alias: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
     comment: str = Field(default="", max_length=1000)
+
+
+class AliasDeclarationRequest(BaseModel):
+    """Declare one more alias every model may take (admin; audited)."""
+
+    model_config = ConfigDict(extra="forbid")
+    alias: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9-]*$")
+    reason: str = Field(min_length=1, max_length=1000)
 
 
 # --- responses ----------------------------------------------------------------------------------
@@ -152,3 +162,9 @@ class AuditVerificationPublic(PublicModel):
     entries: int
     first_bad_seq: int | None
     reason: str
+
+
+class DeclaredAliasesPublic(PublicModel):
+    """The aliases a model may take: the registry config's, its gates' and those an admin declared."""
+
+    aliases: list[str]

@@ -20,6 +20,7 @@ from coordinator.flower_app import build_shim_fab
 from coordinator.lifecycle import finish_run, new_run_id, resolve_run_config, run_record, status_of
 from fedge.config import FedgeConfig
 from fedge.errors import ConflictError, FederationError, NotFoundError
+from fedge.private_fs import private_dir
 from fedge.protocol import RUN_CONFIG_KEY, encode_run_config
 from registry import Registry, RegistryConfig, RunInfo, RunStatus
 
@@ -103,7 +104,7 @@ class DeploymentRuns:
         finally:
             control.close()
         self.registry.store.update_run(run_id, flower_run_id=flower_run_id)
-        self.log_path(run_id).parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_path(run_id).parent)
         thread = threading.Thread(
             target=self._follow, args=(run_id, flower_run_id), name=f"follow-{run_id}", daemon=True
         )

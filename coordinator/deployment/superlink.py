@@ -16,6 +16,7 @@ import httpx
 import psutil
 
 from fedge.errors import FederationError
+from fedge.private_fs import private_dir, private_file
 from fedge.processes import ManagedProcess, flower_env, free_port, log_tail, stop_process_tree
 
 if TYPE_CHECKING:
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 __all__ = ["ManagedSuperLink"]
 
 log = logging.getLogger(__name__)
+
+# Ray's switch between a single-machine cluster (services on loopback) and one reachable from other
+# machines; Linux defaults to the latter. "0": loopback only.
+RAY_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _alive(pid: int) -> bool:
@@ -140,13 +145,20 @@ class ManagedSuperLink:
             If the process exits or is not healthy within ``startup_timeout``; the log tail is
             included.
         """
-        (self.home / "flwr-home").mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
+        private_dir(self.home / "flwr-home")
         self.stop_stale()
         self._check_port_free()
+        private_file(self.home / "superlink-state.db")  # Flower's SQLite state: 0600 before it opens
+        env = flower_env(self.home / "flwr-home")
+        if self.simulation:
+            # Ray binds its GCS, raylet and workers to the node's address (all interfaces) unless
+            # told this is a single-machine cluster; then every Ray service listens on 127.0.0.1.
+            env[RAY_LOCAL_ONLY_ENV] = "0"
         self.process = ManagedProcess(
             self.command(),
             log_path=self.log_path,
-            env=flower_env(self.home / "flwr-home"),
+            env=env,
             cwd=self.home,
             name=f"flower-superlink on {self.address}",
             install_hint="install fedge (it depends on flwr) in this environment",

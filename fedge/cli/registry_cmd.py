@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["registry_app"]
 
 registry_app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
+aliases_app = typer.Typer(help="The aliases a model may take (declared ones only).", no_args_is_help=True)
+registry_app.add_typer(aliases_app, name="aliases")
 
 
 @registry_app.command("list")
@@ -313,9 +315,16 @@ def promote_cmd(
         from fedge.config import load_config
         from registry import promote
 
-        gates = load_config([f"registry.root={root}", *(override or [])]).registry.gates
+        config = load_config([f"registry.root={root}", *(override or [])]).registry
         with opened_registry(root, database_url) as registry:
-            moved = promote(registry, moves=pairs, actor=actor_name(actor), reason=reason, gates=gates)
+            moved = promote(
+                registry,
+                moves=pairs,
+                actor=actor_name(actor),
+                reason=reason,
+                gates=config.gates,
+                aliases=config.aliases,
+            )
     for v in moved:
         typer.echo(f"{v.name}:{v.number} (id {v.id}) now holds {', '.join(v.aliases)}")
 
@@ -332,15 +341,82 @@ def approve_cmd(
     url: UrlApiOpt = None,
     token: TokenOpt = None,
     ca: CaOpt = None,
+    override: OverrideOpt = None,
 ) -> None:
-    """Approve a version for an alias (one approval per operator)."""
+    """Approve a version for a declared alias (one approval per operator)."""
     if url:
         with _client(url, token, ca) as client:
             result = client.approve(version, alias=alias, comment=comment)
         typer.echo(f"approved {version} for {alias} as {result['actor']}")
         return
+    from fedge.config import load_config
     from registry import approve
 
+    config = load_config([f"registry.root={root}", *(override or [])]).registry
     with opened_registry(root, database_url) as registry:
-        approval = approve(registry, ref=version, alias=alias, actor=actor_name(actor), comment=comment)
+        approval = approve(
+            registry,
+            ref=version,
+            alias=alias,
+            actor=actor_name(actor),
+            comment=comment,
+            aliases=config.aliases,
+            gates=config.gates,
+        )
     typer.echo(f"approved {version} for {alias} as {approval.actor}")
+
+
+@aliases_app.command("list")
+@reports_errors
+def list_aliases_cmd(
+    root: RootOpt = ".fedge",
+    database_url: DatabaseUrlOpt = "",
+    url: UrlApiOpt = None,
+    token: TokenOpt = None,
+    override: OverrideOpt = None,
+) -> None:
+    """The aliases a model may take: the config's, its gates' and those an admin declared."""
+    if url:
+        with _client(url, token) as client:
+            declared = client.declared_aliases()
+    else:
+        from fedge.config import load_config
+        from registry import declared_aliases
+
+        config = load_config([f"registry.root={root}", *(override or [])]).registry
+        with opened_registry(root, database_url) as registry:
+            declared = declared_aliases(registry, config.aliases, config.gates)
+    typer.echo("\n".join(declared))
+
+
+@aliases_app.command("add")
+@reports_errors
+def add_alias_cmd(
+    alias: Annotated[str, typer.Argument(help="The new alias, e.g. canary")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit log)")],
+    root: RootOpt = ".fedge",
+    database_url: DatabaseUrlOpt = "",
+    actor: ActorOpt = None,
+    url: UrlApiOpt = None,
+    token: TokenOpt = None,
+    override: OverrideOpt = None,
+) -> None:
+    """Declare one more alias every model may take (admin token with --url; audited)."""
+    if url:
+        with _client(url, token) as client:
+            declared = client.declare_alias(alias, reason=reason)
+    else:
+        from fedge.config import load_config
+        from registry import declare_alias
+
+        config = load_config([f"registry.root={root}", *(override or [])]).registry
+        with opened_registry(root, database_url) as registry:
+            declared = declare_alias(
+                registry,
+                alias,
+                actor=actor_name(actor),
+                reason=reason,
+                configured=config.aliases,
+                gates=config.gates,
+            )
+    typer.echo(f"declared {alias}; declared aliases: {', '.join(declared)}")

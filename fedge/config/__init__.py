@@ -3,6 +3,7 @@
 from fedge.config.compose import CONFIG_DIR, load_config
 from fedge.config.drift import DriftPolicyConfig, DriftSettings
 from fedge.config.schemas import (
+    DEFAULT_ALIASES,
     DEVICES,
     NAN_POLICIES,
     STRATEGY_NAMES,
@@ -18,10 +19,16 @@ from fedge.config.schemas import (
     default_gates,
     gates_from_dict,
 )
-from fedge.config.validation import validate_config, validate_drift_settings, validate_strategy
+from fedge.config.validation import (
+    validate_alias_name,
+    validate_config,
+    validate_drift_settings,
+    validate_strategy,
+)
 
 __all__ = [
     "CONFIG_DIR",
+    "DEFAULT_ALIASES",
     "DEVICES",
     "NAN_POLICIES",
     "STRATEGY_NAMES",
@@ -39,6 +46,7 @@ __all__ = [
     "default_gates",
     "gates_from_dict",
     "load_config",
+    "validate_alias_name",
     "validate_config",
     "validate_drift_settings",
     "validate_strategy",

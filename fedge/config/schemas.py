@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from fedge.config.drift import DriftPolicyConfig, DriftSettings
-from fedge.config.validation import build, validate_config, validate_gates
+from fedge.config.validation import build, validate_aliases, validate_config, validate_gates
 
 __all__ = [
+    "DEFAULT_ALIASES",
     "DEVICES",
     "NAN_POLICIES",
     "STRATEGY_NAMES",
@@ -33,6 +34,9 @@ __all__ = [
 NAN_POLICIES = ("reject", "drop_rows")
 # Where a client trains: auto picks CUDA when the process sees a GPU.
 DEVICES = ("auto", "cpu", "cuda")
+
+# Aliases a model may take when ``registry.aliases`` is not set; gates' aliases are declared too.
+DEFAULT_ALIASES = ("candidate", "staging", "production")
 
 # Names accepted in ``strategy.name``; the coordinator maps each to its Flower class.
 STRATEGY_NAMES = (
@@ -213,6 +217,9 @@ class RegistryConfig:
     signing_key : str
         Ed25519 private key (PEM) that signs release manifests; empty means
         ``<root>/keys/signing-key.pem``, created on first use.
+    aliases : list of str
+        The aliases a model may take; an alias a gate names is declared too. A promotion or an
+        approval for any other alias is refused (an admin may declare one at runtime, audited).
     gates : GatesConfig
         What each alias requires (metrics, parity, approvals).
     """
@@ -221,6 +228,7 @@ class RegistryConfig:
     database_url: str = ""
     artifact_uri: str = ""
     signing_key: str = ""
+    aliases: list[str] = field(default_factory=lambda: list(DEFAULT_ALIASES))
     gates: GatesConfig = field(default_factory=GatesConfig)
 
     @classmethod
@@ -228,7 +236,12 @@ class RegistryConfig:
         """Rebuild from plain data (a decoded run config), nested gates included."""
         config = build(cls, raw, "registry")
         validate_gates(config.gates)
+        validate_aliases(config.aliases)
         return config
+
+    def declared_aliases(self) -> tuple[str, ...]:
+        """The aliases this config declares: ``aliases`` and every alias a gate names, sorted."""
+        return tuple(sorted({*self.aliases, *self.gates.aliases}))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-able)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -16,7 +17,10 @@ if TYPE_CHECKING:
     from fedge.config.schemas import FedgeConfig, GatesConfig, StrategyConfig, TaskConfig
 
 __all__ = [
+    "ALIAS_NAME",
     "build",
+    "validate_alias_name",
+    "validate_aliases",
     "validate_config",
     "validate_drift_settings",
     "validate_gates",
@@ -25,6 +29,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# An alias name: lower-case letters, digits and dashes, starting with a letter (fits the 128-char column).
+ALIAS_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
 
 
 def build(cls: type[T], raw: Any, key: str) -> T:
@@ -139,6 +146,25 @@ def validate_gates(gates: GatesConfig) -> None:
             )
 
 
+def validate_alias_name(alias: object, key: str = "alias") -> str:
+    """Return ``alias`` if it is a well-formed alias name, else refuse it naming ``key``."""
+    if not isinstance(alias, str) or not ALIAS_NAME.fullmatch(alias):
+        shown = repr(alias)[:80]
+        raise ConfigError(
+            f"{key} must be lower-case letters, digits and dashes starting with a letter "
+            f"(at most 64 characters), got {shown}"
+        )
+    return alias
+
+
+def validate_aliases(aliases: list[str]) -> None:
+    """Check ``registry.aliases``: well-formed names, no repeats."""
+    for i, alias in enumerate(aliases):
+        validate_alias_name(alias, f"registry.aliases[{i}]")
+    if len(set(aliases)) != len(aliases):
+        raise ConfigError(f"registry.aliases repeats a name: {sorted(aliases)}")
+
+
 def validate_drift_settings(s: DriftSettings) -> None:
     """Check the ``drift`` group's ranges.
 
@@ -196,6 +222,7 @@ def validate_config(config: FedgeConfig) -> None:
     validate_strategy(config.strategy)
     validate_drift_settings(config.drift)
     validate_gates(config.registry.gates)
+    validate_aliases(config.registry.aliases)
     if config.mode not in ("train", "monitor"):
         raise ConfigError(f"mode must be 'train' or 'monitor', got {config.mode!r}")
     if config.scenario.name not in ("none", "drift"):
