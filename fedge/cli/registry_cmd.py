@@ -373,11 +373,12 @@ def list_aliases_cmd(
     database_url: DatabaseUrlOpt = "",
     url: UrlApiOpt = None,
     token: TokenOpt = None,
+    ca: CaOpt = None,
     override: OverrideOpt = None,
 ) -> None:
     """The aliases a model may take: the config's, its gates' and those an admin declared."""
     if url:
-        with _client(url, token) as client:
+        with _client(url, token, ca) as client:
             declared = client.declared_aliases()
     else:
         from fedge.config import load_config
@@ -399,11 +400,12 @@ def add_alias_cmd(
     actor: ActorOpt = None,
     url: UrlApiOpt = None,
     token: TokenOpt = None,
+    ca: CaOpt = None,
     override: OverrideOpt = None,
 ) -> None:
     """Declare one more alias every model may take (admin token with --url; audited)."""
     if url:
-        with _client(url, token) as client:
+        with _client(url, token, ca) as client:
             declared = client.declare_alias(alias, reason=reason)
     else:
         from fedge.config import load_config
