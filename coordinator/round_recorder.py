@@ -143,8 +143,8 @@ class RoundRecorder:
         self.rejected_by_round[server_round] = result.rejected
         for r in result.rejected:
             log.warning(
-                "round %d: dropped the update of node %d: check %s failed (value %s, bound %s)",
-                server_round, r.node_id, r.check, r.value, r.bound,
+                "round %d: dropped the update of node %d (%s): check %s failed (value %s, bound %s)",
+                server_round, r.node_id, r.node_name or "unnamed", r.check, r.value, r.bound,
             )  # fmt: skip
         left = sum(1 for m in result.accepted if not m.has_error())
         if result.rejected and left < min_train_nodes:

@@ -24,7 +24,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from fedge.config import UpdateValidationConfig
-from fedge.protocol import ARRAYS_KEY, CLIENT_INFO_KEY, METRICS_KEY, NUM_EXAMPLES
+from fedge.protocol import ARRAYS_KEY, CLIENT_INFO_KEY, INFO_NAME, METRICS_KEY, NUM_EXAMPLES
 
 __all__ = [
     "ALLOWED_RECORDS",
@@ -50,10 +50,23 @@ class Rejection:
     check: str
     value: Any
     bound: Any
+    # what the client called itself in its reply (informational: a sender may lie); "" if absent
+    node_name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for the round's lineage (``rejected_updates``)."""
-        return {"node_id": self.node_id, "check": self.check, "value": self.value, "bound": self.bound}
+        return {
+            "node_id": self.node_id, "node_name": self.node_name, "check": self.check,
+            "value": self.value, "bound": self.bound,
+        }  # fmt: skip
+
+
+def _node_name(msg: Message) -> str:
+    info = msg.content.get(CLIENT_INFO_KEY) if CLIENT_INFO_KEY in msg.content else None
+    try:
+        return str(info.get(INFO_NAME, ""))[:128] if isinstance(info, Mapping) else ""
+    except Exception:  # noqa: BLE001 - a malformed record has no usable name
+        return ""
 
 
 @dataclass(frozen=True)
@@ -194,7 +207,7 @@ def validate_replies(
         try:
             norm = _update_norm(msg, model)
         except _Rejected as why:
-            rejected.append(Rejection(node, why.check, why.value, why.bound))
+            rejected.append(Rejection(node, why.check, why.value, why.bound, _node_name(msg)))
             continue
         norms[node] = norm
         passed.append((msg, norm))
@@ -206,7 +219,7 @@ def validate_replies(
     for msg, norm in passed:
         if bound is not None and norm > bound:
             node = int(msg.metadata.src_node_id)
-            rejected.append(Rejection(node, "update-norm", round(norm, 6), round(bound, 6)))
+            rejected.append(Rejection(node, "update-norm", round(norm, 6), round(bound, 6), _node_name(msg)))
         else:
             accepted_ids.add(id(msg))
     accepted = [m for m in replies if id(m) in accepted_ids or m.has_error()]

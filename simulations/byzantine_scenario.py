@@ -203,11 +203,17 @@ def run_byzantine_scenario(
         partitions = _partitions(config)
         total = len(sc.strategies) * len(conditions)
         step(f"2/2 the grid (fast in-process harness): {len(sc.strategies)} strategies x {len(conditions)} conditions")
-        for attack in conditions:
-            for name in sc.strategies:
-                cell = run_cell(config, name, attack, partitions=partitions)
-                report.cells.append(cell)
-                step(f"  [{len(report.cells)}/{total}] {name} under {attack}: accuracy {cell.accuracy:.3f}")
+        flwr_log = logging.getLogger("flwr")
+        level = flwr_log.level
+        flwr_log.setLevel(logging.WARNING)  # Flower logs every aggregate_train at INFO: 100s of lines
+        try:
+            for attack in conditions:
+                for name in sc.strategies:
+                    cell = run_cell(config, name, attack, partitions=partitions)
+                    report.cells.append(cell)
+                    step(f"  [{len(report.cells)}/{total}] {name} under {attack}: accuracy {cell.accuracy:.3f}")
+        finally:
+            flwr_log.setLevel(level)
     if sc.plot and report.cells:
         # beside the real run's log (its run folder) when there was one, else under registry.root
         folder = Path(config.registry.root).expanduser().resolve()
@@ -237,7 +243,7 @@ def plot_grid(report: ByzantineReport, path: Path) -> Path | None:
         ax.bar(x + (i - (len(attacks) - 1) / 2) * width, values, width, label="clean" if attack == "none" else attack)
     ax.set(title="final accuracy, 2 of 10 clients attacking", xticks=x, ylim=(0, 1), ylabel="accuracy")
     ax.set_xticklabels(strategies, rotation=20)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left", ncol=len(attacks), framealpha=0.9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -48,7 +48,8 @@ def print_byzantine_report(console: Console, report: Any) -> None:
         for col in ("round", "node", "check", "value", "bound"):
             table.add_column(col)
         for r in report.real_rejections:
-            table.add_row(str(r["round"]), str(r["node_id"]), r["check"], str(r["value"]), str(r["bound"]))
+            node = f"{r['node_id']} ({r['node_name']})" if r.get("node_name") else str(r["node_id"])
+            table.add_row(str(r["round"]), node, r["check"], str(r["value"]), str(r["bound"]))
         console.print(table)
         if report.real_run.outcome.version is not None:
             v = report.real_run.outcome.version
