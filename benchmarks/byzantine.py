@@ -27,11 +27,11 @@ import numpy as np
 # Import the checkout's package, ahead of any installed copy.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict  # noqa: E402
-from flwr.app.message.message import make_message  # noqa: E402
+from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+from flwr.app.message.message import make_message
 
-from coordinator.update_validation import GlobalModel, validate_replies  # noqa: E402
-from fedge.config import UpdateValidationConfig, load_config  # noqa: E402
+from coordinator.update_validation import GlobalModel, validate_replies
+from fedge.config import UpdateValidationConfig, load_config
 
 SHAPES = {"w1": (1000, 500), "b1": (500,), "w2": (500, 999), "b2": (999,)}
 
@@ -42,7 +42,9 @@ def _message(node: int, arrays: dict[str, np.ndarray]) -> Message:
         group_id="1", created_at=0.0, ttl=60.0, message_type="train",
     )  # fmt: skip
     record = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    return make_message(meta, content=RecordDict({"arrays": record, "metrics": MetricRecord({"num-examples": 100})}))
+    return make_message(
+        meta, content=RecordDict({"arrays": record, "metrics": MetricRecord({"num-examples": 100})})
+    )
 
 
 def bench_validation(replies: int = 10, repeats: int = 5) -> float:
@@ -52,7 +54,9 @@ def bench_validation(replies: int = 10, repeats: int = 5) -> float:
     size = sum(v.size for v in base.values())
     model = GlobalModel(ArrayRecord({k: Array(v) for k, v in base.items()}))
     msgs = [
-        _message(n, {k: (v + 0.01 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in base.items()})
+        _message(
+            n, {k: (v + 0.01 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in base.items()}
+        )
         for n in range(1, replies + 1)
     ]
     config = UpdateValidationConfig()
@@ -66,8 +70,10 @@ def bench_validation(replies: int = 10, repeats: int = 5) -> float:
     GlobalModel(ArrayRecord({k: Array(v) for k, v in base.items()}))
     per_round = (time.perf_counter() - started) * 1000
     ms = statistics.median(times)
-    print(f"validation: {size:,} parameters, {replies} replies: {ms:.2f} ms per reply (goal < 5 ms; "
-          f"min {min(times):.2f}); decoding the global model once per round: {per_round:.2f} ms")
+    print(
+        f"validation: {size:,} parameters, {replies} replies: {ms:.2f} ms per reply (goal < 5 ms; "
+        f"min {min(times):.2f}); decoding the global model once per round: {per_round:.2f} ms"
+    )
     return ms
 
 
@@ -91,8 +97,10 @@ def bench_table(rounds: int, local_epochs: int) -> None:
     elapsed = time.perf_counter() - started
     print_byzantine_report(Console(), report)
     clean = report.accuracy("fedavg", "none") or 0.0
-    print(f"clean FedAvg accuracy {clean:.3f}; {rounds} rounds x {local_epochs} local epochs; "
-          f"{len(report.cells)} cells in {elapsed:.0f}s")
+    print(
+        f"clean FedAvg accuracy {clean:.3f}; {rounds} rounds x {local_epochs} local epochs; "
+        f"{len(report.cells)} cells in {elapsed:.0f}s"
+    )
     for attack in sc.attacks:
         robust = [
             (c.strategy, c.accuracy) for c in report.cells
@@ -100,13 +108,17 @@ def bench_table(rounds: int, local_epochs: int) -> None:
         ]  # fmt: skip
         best = max(robust, key=lambda x: x[1])
         within = [s for s, a in robust if a >= clean - 0.02]
-        print(f"{attack}: best {best[0]} {best[1]:.3f} ({(best[1] - clean) * 100:+.1f} points vs clean); "
-              f"within 2 points of clean: {', '.join(within) or 'none'}; FedAvg without validation "
-              f"{report.accuracy('fedavg-unvalidated', attack):.3f}")
+        print(
+            f"{attack}: best {best[0]} {best[1]:.3f} ({(best[1] - clean) * 100:+.1f} points vs clean); "
+            f"within 2 points of clean: {', '.join(within) or 'none'}; FedAvg without validation "
+            f"{report.accuracy('fedavg-unvalidated', attack):.3f}"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--section", choices=["all", "validation", "table"], default="all")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-epochs", type=int, default=5)

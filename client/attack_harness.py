@@ -48,12 +48,14 @@ def attack_arrays(trained: ArrayRecord, global_arrays: ArrayRecord, attack: str,
     return ArrayRecord(out)
 
 
-def attacked_reply(reply: RecordDict, received: RecordDict, config: FedgeConfig, partition_id: int) -> RecordDict:
+def attacked_reply(
+    reply: RecordDict, received: RecordDict, config: FedgeConfig, partition_id: int
+) -> RecordDict:
     """``reply`` unchanged, unless ``config`` runs the byzantine scenario with this partition attacking."""
     sc = config.scenario
     if sc.name != "byzantine" or sc.attack == "none" or partition_id not in sc.attackers:
         return reply
-    server_round = int(dict(received.get(CONFIG_KEY, {}) or {}).get("server-round", 0))  # type: ignore[call-overload]
+    server_round = int(dict(received.get(CONFIG_KEY, {}) or {}).get("server-round", 0))  # type: ignore[arg-type]
     arrays = attack_arrays(
         reply[ARRAYS_KEY],  # type: ignore[arg-type]
         received[ARRAYS_KEY],  # type: ignore[arg-type]

@@ -65,7 +65,7 @@ def _node_name(msg: Message) -> str:
     info = msg.content.get(CLIENT_INFO_KEY) if CLIENT_INFO_KEY in msg.content else None
     try:
         return str(info.get(INFO_NAME, ""))[:128] if isinstance(info, Mapping) else ""
-    except Exception:  # noqa: BLE001 - a malformed record has no usable name
+    except Exception:
         return ""
 
 
@@ -113,7 +113,8 @@ def _decode(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     if len(data) - offset != count * dtype.itemsize:
         raise _Rejected(
             "payload-size" if len(data) - offset > count * dtype.itemsize else "malformed-array",
-            f"{len(data) - offset} bytes", f"{count * dtype.itemsize} bytes",
+            f"{len(data) - offset} bytes",
+            f"{count * dtype.itemsize} bytes",
         )
     if tuple(header_shape) != tuple(shape):
         raise ValueError(f"the payload holds shape {list(header_shape)}, its header says {list(shape)}")
@@ -153,17 +154,23 @@ def _update_norm(msg: Message, model: GlobalModel) -> float:
         array = record[key]
         dtype, shape = model.specs[key]
         if str(array.dtype) != dtype or tuple(array.shape) != shape:
-            raise _Rejected("shape-dtype", f"{key}: {array.dtype}{list(array.shape)}", f"{dtype}{list(shape)}")
+            raise _Rejected(
+                "shape-dtype", f"{key}: {array.dtype}{list(array.shape)}", f"{dtype}{list(shape)}"
+            )
         try:
             value = _decode(array.data, shape)
         except _Rejected as why:
             raise _Rejected(why.check, f"{key}: {why.value}", why.bound) from None
-        except Exception as exc:  # noqa: BLE001 - any decoding failure is a malformed payload
+        except Exception as exc:
             raise _Rejected("malformed-array", f"{key}: {type(exc).__name__}", "a numpy array") from None
         if str(value.dtype) != dtype:
             raise _Rejected("malformed-array", f"{key}: {value.dtype}", dtype)
         diff = value - model.flat[key]
-        sq = float(np.dot(diff, diff)) if diff.dtype.kind == "f" else float(np.sum(diff.astype(np.float64) ** 2))
+        sq = (
+            float(np.dot(diff, diff))
+            if diff.dtype.kind == "f"
+            else float(np.sum(diff.astype(np.float64) ** 2))
+        )
         if not math.isfinite(sq):
             bad = int(np.count_nonzero(~np.isfinite(value)))
             if bad:

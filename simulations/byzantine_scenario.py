@@ -202,7 +202,10 @@ def run_byzantine_scenario(
     if sc.strategies and sc.attacks:
         partitions = _partitions(config)
         total = len(sc.strategies) * len(conditions)
-        step(f"2/2 the grid (fast in-process harness): {len(sc.strategies)} strategies x {len(conditions)} conditions")
+        step(
+            f"2/2 the grid (fast in-process harness): {len(sc.strategies)} strategies x "
+            f"{len(conditions)} conditions"
+        )
         flwr_log = logging.getLogger("flwr")
         level = flwr_log.level
         flwr_log.setLevel(logging.WARNING)  # Flower logs every aggregate_train at INFO: 100s of lines
@@ -211,7 +214,9 @@ def run_byzantine_scenario(
                 for name in sc.strategies:
                     cell = run_cell(config, name, attack, partitions=partitions)
                     report.cells.append(cell)
-                    step(f"  [{len(report.cells)}/{total}] {name} under {attack}: accuracy {cell.accuracy:.3f}")
+                    step(
+                        f"  [{len(report.cells)}/{total}] {name} under {attack}: accuracy {cell.accuracy:.3f}"
+                    )
         finally:
             flwr_log.setLevel(level)
     if sc.plot and report.cells:
@@ -240,7 +245,12 @@ def plot_grid(report: ByzantineReport, path: Path) -> Path | None:
     x = np.arange(len(strategies))
     for i, attack in enumerate(attacks):
         values = [report.accuracy(s, attack) or 0.0 for s in strategies]
-        ax.bar(x + (i - (len(attacks) - 1) / 2) * width, values, width, label="clean" if attack == "none" else attack)
+        ax.bar(
+            x + (i - (len(attacks) - 1) / 2) * width,
+            values,
+            width,
+            label="clean" if attack == "none" else attack,
+        )
     ax.set(title="final accuracy, 2 of 10 clients attacking", xticks=x, ylim=(0, 1), ylabel="accuracy")
     ax.set_xticklabels(strategies, rotation=20)
     ax.legend(fontsize=8, loc="lower left", ncol=len(attacks), framealpha=0.9)

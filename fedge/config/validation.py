@@ -142,7 +142,9 @@ def validate_strategy(strategy: StrategyConfig) -> None:
             "strategy.validation.max_update_norm must be a finite number > 0 (null: no absolute bound), "
             f"got {check.max_update_norm}"
         )
-    if check.norm_multiple is not None and not (math.isfinite(check.norm_multiple) and check.norm_multiple > 1):
+    if check.norm_multiple is not None and not (
+        math.isfinite(check.norm_multiple) and check.norm_multiple > 1
+    ):
         raise ConfigError(
             "strategy.validation.norm_multiple must be a finite number > 1 (null: no bound relative to "
             f"the round's median), got {check.norm_multiple}"

@@ -35,7 +35,11 @@ def _metadata(node: int) -> Metadata:
 
 def _reply(node: int, arrays: ArrayRecord, num_examples: object = 10, **extra: object) -> Message:
     content = RecordDict(
-        {"arrays": arrays, "metrics": MetricRecord({"num-examples": num_examples, "train-loss": 0.5}), **extra}  # type: ignore[dict-item]
+        {
+            "arrays": arrays,
+            "metrics": MetricRecord({"num-examples": num_examples, "train-loss": 0.5}),
+            **extra,
+        }  # type: ignore[dict-item]
     )
     return make_message(_metadata(node), content=content)
 
@@ -141,7 +145,11 @@ def test_a_round_left_below_min_train_nodes_fails_with_a_clear_message(setting) 
     strategy = _strategy(recorder, min_train_nodes=3)
     _configure(strategy, base)
     nan = {k: np.full_like(v, np.nan) for k, v in base.items()}
-    replies = [_reply(1, _record(_shifted(base, 0.01, 1))), _reply(2, _record(_shifted(base, 0.01, 2))), _reply(3, _record(nan))]
+    replies = [
+        _reply(1, _record(_shifted(base, 0.01, 1))),
+        _reply(2, _record(_shifted(base, 0.01, 2))),
+        _reply(3, _record(nan)),
+    ]
 
     with pytest.raises(
         FederationError,
@@ -176,9 +184,24 @@ def test_a_malformed_or_oversized_payload_is_dropped(setting) -> None:  # type: 
     key = next(iter(base))
     good = _record(_shifted(base, 0.01, 1))
     header = good[key]
-    truncated = ArrayRecord({**{k: v for k, v in good.items()}, key: Array(header.dtype, header.shape, header.stype, header.data[:-8])})
-    padded = ArrayRecord({**{k: v for k, v in good.items()}, key: Array(header.dtype, header.shape, header.stype, header.data + b"\0" * 50_000)})
-    lying = ArrayRecord({**{k: v for k, v in good.items()}, key: Array(header.dtype, header.shape, header.stype, Array(np.zeros(3, np.float32)).data)})
+    truncated = ArrayRecord(
+        {
+            **{k: v for k, v in good.items()},
+            key: Array(header.dtype, header.shape, header.stype, header.data[:-8]),
+        }
+    )
+    padded = ArrayRecord(
+        {
+            **{k: v for k, v in good.items()},
+            key: Array(header.dtype, header.shape, header.stype, header.data + b"\0" * 50_000),
+        }
+    )
+    lying = ArrayRecord(
+        {
+            **{k: v for k, v in good.items()},
+            key: Array(header.dtype, header.shape, header.stype, Array(np.zeros(3, np.float32)).data),
+        }
+    )
 
     result = validate_replies(
         [_reply(1, good), _reply(2, truncated), _reply(3, padded), _reply(4, lying), _reply(5, good)],

@@ -1,4 +1,4 @@
-"""The byzantine scenario's attack harness and its fast grid (real client training, real Flower strategies)."""
+"""The byzantine scenario's attack harness and its fast grid (real client training, Flower strategies)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def test_each_attack_transforms_the_update_as_documented() -> None:
 
 
 def test_the_harness_is_off_unless_the_byzantine_scenario_lists_the_partition() -> None:
-    received = RecordDict({"arrays": _record({"w": np.zeros(3, np.float32)}), "config": ConfigRecord({"server-round": 1})})
+    received = RecordDict(
+        {"arrays": _record({"w": np.zeros(3, np.float32)}), "config": ConfigRecord({"server-round": 1})}
+    )
     reply = RecordDict({"arrays": _record({"w": np.ones(3, np.float32)})})
 
     plain = load_config([])
