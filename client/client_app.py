@@ -78,6 +78,9 @@ def _handle(msg: Message, context: Context) -> Message:
     local = _current(local, config, partition_id)
     if message_type == "train":
         reply = trainer.train_reply(msg.content, config, local, identity)
+        from client.attack_harness import attacked_reply  # test harness: scenario=byzantine only
+
+        reply = attacked_reply(reply, msg.content, config, partition_id)
     elif message_type == DRIFT_QUERY:
         reply = _drift_reply(msg, context, config, local, partition_id)
     else:

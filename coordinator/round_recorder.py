@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
 
+from coordinator.update_validation import GlobalModel, Rejection, validate_replies
+from fedge.config import UpdateValidationConfig
 from fedge.errors import FederationError
 from fedge.protocol import (
     CLIENT_INFO_KEY,
@@ -117,6 +119,41 @@ class RoundRecorder:
     failures_by_round: dict[int, int] = field(default_factory=dict)
     checkpoints: list[Checkpoint] = field(default_factory=list)
     central: dict[int, dict[str, float]] = field(default_factory=dict)
+    validation: UpdateValidationConfig = field(default_factory=UpdateValidationConfig)
+    rejected_by_round: dict[int, list[Rejection]] = field(default_factory=dict)
+    global_arrays: ArrayRecord | None = None
+
+    def on_configure_train(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Remember the global model the round's replies will be checked against."""
+        self.global_arrays = arrays
+
+    def validate_train_replies(
+        self, server_round: int, replies: list[Message], min_train_nodes: int
+    ) -> list[Message]:
+        """Drop the replies that fail :mod:`coordinator.update_validation`; log and remember each.
+
+        Raises
+        ------
+        FederationError
+            When fewer than ``min_train_nodes`` successful replies are left.
+        """
+        if self.global_arrays is None or not self.validation.enabled:
+            return replies
+        result = validate_replies(replies, GlobalModel(self.global_arrays), self.validation)
+        self.rejected_by_round[server_round] = result.rejected
+        for r in result.rejected:
+            log.warning(
+                "round %d: dropped the update of node %d (%s): check %s failed (value %s, bound %s)",
+                server_round, r.node_id, r.node_name or "unnamed", r.check, r.value, r.bound,
+            )  # fmt: skip
+        left = sum(1 for m in result.accepted if not m.has_error())
+        if result.rejected and left < min_train_nodes:
+            checks = ", ".join(f"node {r.node_id}: {r.check}" for r in result.rejected)
+            raise FederationError(
+                f"round {server_round}: update validation dropped {len(result.rejected)} train replies "
+                f"({checks}); {left} left, fewer than strategy.min_train_nodes={min_train_nodes}"
+            )
+        return result.accepted
 
     def on_train_replies(self, server_round: int, replies: list[Message]) -> None:
         """Remember each replying node's sample count and training metrics."""
@@ -163,6 +200,7 @@ class RoundRecorder:
                     for node_id, m in sorted(train.items())
                 ],
                 "failed_nodes": self.failures_by_round.get(server_round, 0),
+                "rejected_updates": [r.to_dict() for r in self.rejected_by_round.get(server_round, [])],
             }
         )
         weights = state_dict_to_safetensors(
@@ -197,13 +235,25 @@ class RoundRecorder:
 
 
 def with_round_recording(strategy_cls: type, recorder: RoundRecorder) -> type:
-    """Subclass a Flower strategy so its replies reach ``recorder`` before aggregation."""
+    """Subclass a Flower strategy so its replies reach ``recorder`` before aggregation.
+
+    This is the one hook between Flower and fedge's round handling: ``configure_train`` hands the
+    round's global arrays to the recorder, and ``aggregate_train`` drops the replies that fail
+    update validation before the strategy sees them.
+    """
 
     class Recording(strategy_cls):
+        def configure_train(self, server_round: int, arrays: ArrayRecord, *args: Any, **kwargs: Any) -> Any:
+            recorder.on_configure_train(server_round, arrays)
+            return super().configure_train(server_round, arrays, *args, **kwargs)
+
         def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
             replies = list(replies)
-            recorder.on_train_replies(server_round, replies)
             raise_if_every_reply_failed(server_round, "train", replies)
+            replies = recorder.validate_train_replies(
+                server_round, replies, int(getattr(self, "min_train_nodes", 1))
+            )
+            recorder.on_train_replies(server_round, replies)
             return super().aggregate_train(server_round, replies)
 
         def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:

@@ -82,6 +82,7 @@ def run_federation(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> No
             base_lineage=lineage,
             test_set=holdout if central else None,
             task=task,
+            validation=strategy_cfg.validation,
         )
         # The exporter's first use costs seconds of CPU: pay them during the rounds only where a
         # core is free of simulated clients (measured on 2 cores: slower rounds ate the gain).

@@ -29,6 +29,7 @@ STRATEGIES: dict[str, str] = {
     "fedtrimmedavg": "FedTrimmedAvg",
     "krum": "Krum",
     "multikrum": "MultiKrum",
+    "bulyan": "Bulyan",
 }
 
 # Set by fedge itself; a config may not override them.
@@ -38,6 +39,7 @@ _RESERVED = {
     "configrecord_key",
     "train_metrics_aggr_fn",
     "evaluate_metrics_aggr_fn",
+    "selection_rule",
 }
 
 

@@ -37,6 +37,11 @@ def simulate_command(
 
         drift_scenario(config)
         return
+    if config.scenario.name == "byzantine":
+        from fedge.cli.byzantine_cmd import byzantine_scenario
+
+        byzantine_scenario(config)
+        return
     lead = primary_metric(config)
     console.print(
         f"[bold]fedge simulate[/]: task [cyan]{config.task.name}[/] · strategy "

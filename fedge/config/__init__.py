@@ -16,6 +16,7 @@ from fedge.config.schemas import (
     SimulationConfig,
     StrategyConfig,
     TaskConfig,
+    UpdateValidationConfig,
     default_gates,
     gates_from_dict,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "SimulationConfig",
     "StrategyConfig",
     "TaskConfig",
+    "UpdateValidationConfig",
     "default_gates",
     "gates_from_dict",
     "load_config",

@@ -26,6 +26,7 @@ __all__ = [
     "SimulationConfig",
     "StrategyConfig",
     "TaskConfig",
+    "UpdateValidationConfig",
     "default_gates",
     "gates_from_dict",
 ]
@@ -40,6 +41,7 @@ DEFAULT_ALIASES = ("candidate", "staging", "production")
 
 # Names accepted in ``strategy.name``; the coordinator maps each to its Flower class.
 STRATEGY_NAMES = (
+    "bulyan",
     "fedadagrad",
     "fedadam",
     "fedavg",
@@ -115,6 +117,21 @@ class TaskConfig:
 
 
 @dataclass
+class UpdateValidationConfig:
+    """Hydra schema of ``strategy.validation``: the checks every train reply passes before aggregation.
+
+    Keys, shapes and dtypes against the global model, NaN/Inf and the sample count are always
+    checked when ``enabled``; the update's L2 norm (reply minus global) is bounded by
+    ``max_update_norm`` (absolute; ``null``: off) and by ``norm_multiple`` times the round's median
+    update norm (``null``: off). See docs/robustness.md.
+    """
+
+    enabled: bool = True
+    max_update_norm: float | None = None
+    norm_multiple: float | None = 10.0
+
+
+@dataclass
 class StrategyConfig:
     """Hydra schema of the ``strategy`` group.
 
@@ -140,6 +157,7 @@ class StrategyConfig:
     # Seconds a run waits for min_available_nodes before failing with the missing nodes' names (0: forever).
     wait_for_nodes_s: float = 600.0
     params: dict[str, Any] = field(default_factory=dict)
+    validation: UpdateValidationConfig = field(default_factory=UpdateValidationConfig)
 
 
 @dataclass
@@ -286,11 +304,20 @@ class SimulationConfig:
 
 @dataclass
 class ScenarioConfig:
-    """Hydra schema of the ``scenario`` group: ``none`` (one training run) or ``drift``."""
+    """Hydra schema of the ``scenario`` group: ``none`` (one training run), ``drift`` or ``byzantine``.
+
+    ``attackers`` and ``attacks`` are read by ``scenario=byzantine`` only (a test harness: the
+    listed client partitions send attacked updates; refused under any other scenario).
+    """
 
     name: str = "none"
     actor: str = "drift-scenario"
     plot: str = ""
+    # scenario=byzantine only: attacking partitions and the attack (none | sign-flip | scale | random)
+    attackers: list[int] = field(default_factory=list)
+    attack: str = "none"
+    attacks: list[str] = field(default_factory=list)
+    strategies: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -134,6 +134,21 @@ def validate_strategy(strategy: StrategyConfig) -> None:
         raise ConfigError(
             f"strategy.wait_for_nodes_s must be >= 0 (0: wait forever), got {strategy.wait_for_nodes_s}"
         )
+    check = strategy.validation
+    if check.max_update_norm is not None and not (
+        math.isfinite(check.max_update_norm) and check.max_update_norm > 0
+    ):
+        raise ConfigError(
+            "strategy.validation.max_update_norm must be a finite number > 0 (null: no absolute bound), "
+            f"got {check.max_update_norm}"
+        )
+    if check.norm_multiple is not None and not (
+        math.isfinite(check.norm_multiple) and check.norm_multiple > 1
+    ):
+        raise ConfigError(
+            "strategy.validation.norm_multiple must be a finite number > 1 (null: no bound relative to "
+            f"the round's median), got {check.norm_multiple}"
+        )
 
 
 def validate_gates(gates: GatesConfig) -> None:
@@ -225,8 +240,11 @@ def validate_config(config: FedgeConfig) -> None:
     validate_aliases(config.registry.aliases)
     if config.mode not in ("train", "monitor"):
         raise ConfigError(f"mode must be 'train' or 'monitor', got {config.mode!r}")
-    if config.scenario.name not in ("none", "drift"):
-        raise ConfigError(f"scenario.name must be 'none' or 'drift', got {config.scenario.name!r}")
+    if config.scenario.name not in ("none", "drift", "byzantine"):
+        raise ConfigError(
+            f"scenario.name must be 'none', 'drift' or 'byzantine', got {config.scenario.name!r}"
+        )
+    _validate_attack_harness(config)
     sim = config.simulation
     if sim.num_clients < 1:
         raise ConfigError(f"simulation.num_clients must be >= 1, got {sim.num_clients}")
@@ -248,3 +266,35 @@ def validate_config(config: FedgeConfig) -> None:
                 f"strategy.{key}={needed} exceeds simulation.num_clients={sim.num_clients}: the "
                 f"run would wait forever; lower strategy.{key} or add clients"
             )
+
+
+# The byzantine scenario's client-side attacks (a test harness; see client/attack_harness.py).
+ATTACKS = ("none", "sign-flip", "scale", "random")
+
+
+def _validate_attack_harness(config: FedgeConfig) -> None:
+    """Attacking clients exist only under ``scenario=byzantine``, and only as listed partitions."""
+    sc = config.scenario
+    for i, name in enumerate([sc.attack, *sc.attacks]):
+        if name not in ATTACKS:
+            key = "scenario.attack" if i == 0 else f"scenario.attacks[{i - 1}]"
+            raise ConfigError(f"{key} must be one of {', '.join(ATTACKS)}, got {name!r}")
+    if sc.name != "byzantine" and (sc.attack != "none" or sc.attackers):
+        raise ConfigError(
+            "scenario.attack and scenario.attackers are a test harness for scenario=byzantine only "
+            f"(scenario.name is {sc.name!r}): remove them"
+        )
+    bad = [p for p in sc.attackers if not 0 <= p < config.simulation.num_clients]
+    if bad:
+        raise ConfigError(
+            f"scenario.attackers {bad} are not partitions of simulation.num_clients="
+            f"{config.simulation.num_clients}"
+        )
+    from fedge.config.schemas import STRATEGY_NAMES
+
+    unknown = [s for s in sc.strategies if s not in STRATEGY_NAMES and s != "fedavg-unvalidated"]
+    if unknown:
+        raise UnknownStrategyError(
+            f"scenario.strategies {unknown}: choose from {', '.join(sorted(STRATEGY_NAMES))} "
+            "or fedavg-unvalidated"
+        )

@@ -29,7 +29,7 @@ def test_fedprox_receives_its_proximal_mu() -> None:
 
 def test_unknown_strategy_is_refused_with_the_choices() -> None:
     with pytest.raises(
-        UnknownStrategyError, match="unknown strategy 'fedsgd': choose one of fedadagrad, fedadam"
+        UnknownStrategyError, match="unknown strategy 'fedsgd': choose one of bulyan, fedadagrad, fedadam"
     ) as info:
         validate_strategy_config(StrategyConfig(name="fedsgd"))
     assert info.value.code == "unknown_strategy"
