@@ -52,7 +52,13 @@ def run(
         bool, typer.Option("--cloud/--device", help="Cloud: micro-batch concurrent requests")
     ] = False,
     precision: Annotated[str, typer.Option("--precision", help="fp32 or int8")] = "fp32",
-    device_name: Annotated[str, typer.Option("--device-name", help="Name in device reports")] = "",
+    device_name: Annotated[
+        str,
+        typer.Option(
+            "--device-name",
+            help="Name in local report bodies (the coordinator files them under the token's device)",
+        ),
+    ] = "",
     drift_epsilon: Annotated[
         float,
         typer.Option("--drift-epsilon", help="Push noisy drift windows at this epsilon each (0: off)"),
