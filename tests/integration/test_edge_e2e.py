@@ -175,7 +175,7 @@ def test_edge_run_reports_and_pushes_drift_under_its_device_token_only(
             *edge_command(), "run", "--registry", coordinator.url, "--name", NAME, "--alias", "production",
             "--public-key", str(key_path), "--dir", str(tmp_path / "state"), "--port", str(port),
             "--poll-interval", "0.5", "--report-interval", "1", "--device-name", "not-cam-17",
-            "--drift-epsilon", "1", "--drift-min-window", "100",
+            "--drift-epsilon", "1",
         ],
         env={**env, "FEDGE_TOKEN": coordinator.device_token("cam-17")},
         stdout=subprocess.DEVNULL,
@@ -185,8 +185,8 @@ def test_edge_run_reports_and_pushes_drift_under_its_device_token_only(
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/healthz")
-        for _ in range(3):  # 192 rows >= the minimum window of 100
-            assert httpx.post(f"{base}/v1/predict", json={"rows": rows.tolist()}).status_code == 200
+        served = np.tile(rows, (4, 1))  # 256 rows in one request (one window) >= drift.min_window 200
+        assert httpx.post(f"{base}/v1/predict", json={"rows": served.tolist()}).status_code == 200
         deadline = time.monotonic() + 30
         reports: list[dict[str, Any]] = []
         while not reports:
@@ -202,5 +202,5 @@ def test_edge_run_reports_and_pushes_drift_under_its_device_token_only(
         code = interrupt_and_wait(edge)
 
     assert code == 0, log_path.read_text()[-2000:]
-    assert reports[0]["sites"] == ["cam-17"] and reports[0]["window_rows"] >= 100
+    assert reports[0]["sites"] == ["cam-17"] and reports[0]["window_rows"] == 256
     assert [(d["device"], d["reported_by"]) for d in devices] == [("cam-17", "device-cam-17")]
