@@ -114,12 +114,6 @@ def check_device_name(device: str | None) -> str:
     return device
 
 
-def _no_device(role: str, device: str | None) -> None:
-    if device is not None:
-        raise ConfigError(f"--device binds a 'device' token to a device; a {role!r} token takes none")
-    return None
-
-
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -143,7 +137,10 @@ class TokenStore(CoordinatorStore):
             raise ConfigError(f"unknown role {role!r}: choose one of {', '.join(TOKEN_ROLES)}")
         if not name.strip():
             raise ConfigError("a token needs a name (who or what uses it)")
-        device = check_device_name(device) if role == DEVICE_ROLE else _no_device(role, device)
+        if role == DEVICE_ROLE:
+            device = check_device_name(device)
+        elif device is not None:
+            raise ConfigError(f"--device binds a 'device' token to a device; a {role!r} token takes none")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         row = TokenRow(name=name, role=role, device=device, token_sha256=_digest(secret), created_at=now)
