@@ -61,7 +61,8 @@ class EdgeSettings:
     state_dir : path
         The state folder (see :mod:`edge.state`).
     token : str, optional
-        A bearer token (a ``viewer`` token suffices).
+        A bearer token: a ``device`` token (``fedge tokens create --role device --device NAME``)
+        follows releases and reports under NAME; a ``viewer`` token follows releases only.
     ca : path, optional
         A CA certificate the coordinator's TLS chains to.
     precision : {"fp32", "int8"}

@@ -2,7 +2,8 @@
 
 The device keeps only counts while a window fills (never rows). When the window closes it spends epsilon
 from its own ledger, adds calibrated noise and posts the body of :meth:`SiteSummary.to_wire`: the noisy
-counts, the window size and identifiers. Below ``min_window`` rows nothing is sent.
+counts, the window size and identifiers. Below ``min_window`` rows nothing is sent. The post carries
+no site: the coordinator files it under the device name its ``device`` token is bound to.
 """
 
 from __future__ import annotations
@@ -143,11 +144,15 @@ class EdgeDriftWindow:
 def push_summary(api: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
     """POST a summary body to the coordinator's ``/api/v1/drift/summaries`` (``api`` at its root).
 
+    ``api`` carries a ``device`` token (``fedge tokens create --role device --device NAME``); the
+    body's ``site`` is left out, so the window is filed under the token's device, never another.
+
     Raises
     ------
     FedgeError
         What the coordinator's refusal names (a ``DataError`` for a malformed window...), or a
         network failure. The window is not retried: its epsilon is spent either way.
     """
-    result: dict[str, Any] = api.post_json(DRIFT_SUMMARIES_PATH, body)
+    sent = {k: v for k, v in body.items() if k != "site"}
+    result: dict[str, Any] = api.post_json(DRIFT_SUMMARIES_PATH, sent)
     return result

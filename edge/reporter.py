@@ -32,9 +32,11 @@ class DeviceReporter:
     Parameters
     ----------
     api : ApiClient
-        The coordinator, at its root URL.
+        The coordinator, at its root URL, with a ``device`` token: reports and drift windows are
+        filed under the device name that token is bound to (a viewer token follows releases only).
     device_name : str
-        How this device names itself in reports.
+        How this device names itself in the report body it builds (the post leaves it out: the
+        token names the device).
     state_root : path
         The agent's state folder (the privacy ledger lives there).
     drift : DriftSettings, optional
@@ -100,7 +102,8 @@ class DeviceReporter:
     def send(self, body: dict[str, Any]) -> bool:
         """POST a report; on success start new counts and push the noisy window. Never raises."""
         try:
-            self.api.request("POST", EDGE_REPORTS_PATH, json=body)
+            sent = {k: v for k, v in body.items() if k != "device"}  # the token names the device
+            self.api.request("POST", EDGE_REPORTS_PATH, json=sent)
         except FedgeError as exc:
             log.info("device report not sent (%s); it will be retried", exc)
             return False

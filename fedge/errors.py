@@ -66,6 +66,7 @@ __all__ = [
     "PermissionDeniedError",
     "PredictionFailedError",
     "PrivacyBudgetError",
+    "RateLimitedError",
     "RegistryError",
     "RegistryUnavailableError",
     "ReleaseRefusedError",
@@ -189,6 +190,17 @@ class PermissionDeniedError(FedgeError):
 
     code = "forbidden"
     http_status = 403
+
+
+class RateLimitedError(FedgeError):
+    """Too many requests from one caller: try again after ``retry_after`` seconds (``Retry-After``)."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RegistryError(FedgeError):

@@ -18,6 +18,15 @@ def role_tokens(database_url: str) -> dict[str, str]:
         store.close()
 
 
+def device_token(database_url: str, device: str) -> str:
+    """Create a ``device`` token bound to ``device`` (named ``device-<device>``) and return its secret."""
+    store = TokenStore.from_url(database_url)
+    try:
+        return store.create(name=f"device-{device}", role="device", device=device)[1]
+    finally:
+        store.close()
+
+
 def operator_app(settings: CoordinatorSettings) -> tuple[FastAPI, dict[str, str]]:
     """The app with run configs composed from configs/ (no deployment) and a token per role."""
     app = create_app(

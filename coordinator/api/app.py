@@ -1,6 +1,7 @@
 """``create_app(settings)``: the operator API (FastAPI), with the registry mounted under /api/v1."""
 
 import logging
+import math
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +17,9 @@ from coordinator.device_reports import DeviceReportStore
 from coordinator.drift.launch import open_drift_service
 from coordinator.drift.metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
+from coordinator.telemetry_limits import TelemetryLimiter, TelemetryLimits
 from fedge.config import DriftSettings
-from fedge.errors import FedgeError
+from fedge.errors import FedgeError, RateLimitedError
 from registry import RegistryConfig, open_engine, open_registry
 
 __all__ = ["CoordinatorSettings", "create_app"]
@@ -31,12 +33,14 @@ API_PREFIX = "/api/v1"
 class CoordinatorSettings:
     """What the API serves: the registry (and its gates) and where tokens live.
 
-    ``tokens_url`` empty means the registry's own database.
+    ``tokens_url`` empty means the registry's own database. ``telemetry``: per-device rate and
+    sites-per-window limits on the telemetry devices post.
     """
 
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tokens_url: str = ""
     drift: DriftSettings = field(default_factory=DriftSettings)
+    telemetry: TelemetryLimits = field(default_factory=TelemetryLimits)
 
 
 def create_app(
@@ -79,6 +83,7 @@ def create_app(
     app.state.aliases = list(settings.registry.aliases)
     app.state.device_reports = reports
     app.state.drift = drift
+    app.state.telemetry = TelemetryLimiter(settings.telemetry)
     app.state.deployment = deployment
     app.state.load_run_config = load_run_config
 
@@ -121,6 +126,8 @@ def create_app(
         else:
             log.info("request refused (%s): %s", exc.code, exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, RateLimitedError):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         return JSONResponse(
             status_code=status, content={"error": {"code": exc.code, "message": str(exc)}}, headers=headers
         )

@@ -1,8 +1,8 @@
 """``/api/v1/audit``: the audit tree's signed head and consistency proofs, for witnesses.
 
 An edge device, a client agent or an operator's own witness keeps the last head it saw and asks
-for the proof that the registry's log still extends it (docs/security.md). Viewers may read both:
-a head and a proof carry hashes only, never an entry.
+for the proof that the registry's log still extends it (docs/security.md). Viewers and device tokens may
+read both: a head and a proof carry hashes only, never an entry.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at runtime.
@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.api.deps import RegistryDep, Viewer
+from coordinator.api.deps import RegistryDep, ReleaseReader
 from fedge.errors import NotFoundError
 
 __all__ = ["router"]
@@ -46,7 +46,7 @@ class ConsistencyProofPublic(BaseModel):
 
 
 @router.get("/head", response_model=SignedTreeHeadPublic)
-def audit_head(registry: RegistryDep, _actor: Viewer) -> SignedTreeHeadPublic:
+def audit_head(registry: RegistryDep, _actor: ReleaseReader) -> SignedTreeHeadPublic:
     """The audit tree's current signed head."""
     head = registry.store.signed_audit_head()
     if head is None:
@@ -57,7 +57,7 @@ def audit_head(registry: RegistryDep, _actor: Viewer) -> SignedTreeHeadPublic:
 @router.get("/consistency", response_model=ConsistencyProofPublic, response_model_by_alias=True)
 def audit_consistency(
     registry: RegistryDep,
-    _actor: Viewer,
+    _actor: ReleaseReader,
     from_size: Annotated[int, Query(alias="from", ge=0, le=_MAX_SIZE)],
     to_size: Annotated[int | None, Query(alias="to", ge=0, le=_MAX_SIZE)] = None,
 ) -> ConsistencyProofPublic:

@@ -1,9 +1,11 @@
-"""The API's dependencies: the caller's role (``Viewer``, ``Operator``, ``Admin``) and what the app serves."""
+"""The API's dependencies: the caller's role (``Viewer`` ... ``Admin``, ``Device``) and what it serves."""
 
 # Each alias is an ``Annotated[..., Depends()]`` reading what ``create_app`` put on
 # ``request.app.state``: routers are plain module-level ``APIRouter`` objects and nothing is built at
 # import time. The role aliases authenticate from the ``Authorization`` header alone, rank roles
 # admin > operator > viewer, and hand the route the principal's name (the audit log's actor).
+# ``Device`` (a device token, bound to a device name) stands outside the ladder: it alone posts
+# telemetry; ``ReleaseReader`` lets a viewer or a device read what an edge device follows.
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at runtime.
 
@@ -12,10 +14,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from coordinator.auth import Principal, TokenStore, require_role
+from coordinator.auth import DEVICE_ROLE, Principal, TokenStore, require_device, require_role
 from coordinator.deployment.deployment import Deployment
 from coordinator.device_reports import DeviceReportStore
 from coordinator.drift.service import DriftService
+from coordinator.telemetry_limits import TelemetryLimiter
 from fedge.config import FedgeConfig
 from fedge.errors import AuthenticationError, ConfigError, FederationError
 from registry import GatesConfig, Registry
@@ -23,14 +26,17 @@ from registry import GatesConfig, Registry
 __all__ = [
     "Admin",
     "DeploymentDep",
+    "Device",
     "DeviceReportsDep",
     "DriftServiceDep",
     "GatesDep",
     "MaybeDeploymentDep",
     "Operator",
     "RegistryDep",
+    "ReleaseReader",
     "RunConfigLoader",
     "RunConfigLoaderDep",
+    "TelemetryLimiterDep",
     "TokensDep",
     "Viewer",
     "started_deployment",
@@ -74,6 +80,12 @@ def get_device_reports(request: Request) -> DeviceReportStore:
     """The store of edge devices' periodic reports."""
     reports: DeviceReportStore = request.app.state.device_reports
     return reports
+
+
+def get_telemetry_limiter(request: Request) -> TelemetryLimiter:
+    """The per-device rate and sites-per-window limits of posted telemetry."""
+    limiter: TelemetryLimiter = request.app.state.telemetry
+    return limiter
 
 
 def started_deployment(deployment: Deployment | None) -> Deployment:
@@ -138,9 +150,22 @@ def admin(p: Annotated[Principal, Depends(principal)]) -> str:
     return require_role(p, "admin").name
 
 
+def device(p: Annotated[Principal, Depends(principal)]) -> Principal:
+    """The caller if it holds a ``device`` token (its ``device`` is the name it posts as)."""
+    require_device(p)
+    return p
+
+
+def release_reader(p: Annotated[Principal, Depends(principal)]) -> str:
+    """The caller's name if it is a viewer (or higher) or a device: what an edge device reads."""
+    return p.name if p.role == DEVICE_ROLE and p.device else require_role(p, "viewer").name
+
+
 Viewer = Annotated[str, Depends(viewer)]
 Operator = Annotated[str, Depends(operator)]
 Admin = Annotated[str, Depends(admin)]
+Device = Annotated[Principal, Depends(device)]
+ReleaseReader = Annotated[str, Depends(release_reader)]
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 TokensDep = Annotated[TokenStore, Depends(get_tokens)]
@@ -148,6 +173,7 @@ GatesDep = Annotated[GatesConfig, Depends(get_gates)]
 ConfiguredAliasesDep = Annotated[list[str], Depends(get_configured_aliases)]
 DriftServiceDep = Annotated[DriftService, Depends(get_drift_service)]
 DeviceReportsDep = Annotated[DeviceReportStore, Depends(get_device_reports)]
+TelemetryLimiterDep = Annotated[TelemetryLimiter, Depends(get_telemetry_limiter)]
 DeploymentDep = Annotated[Deployment, Depends(get_deployment)]
 # For a route that must refuse a bad request before it says no deployment is running.
 MaybeDeploymentDep = Annotated[Deployment | None, Depends(get_optional_deployment)]

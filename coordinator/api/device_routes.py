@@ -1,4 +1,7 @@
-"""``/api/v1/edge``: edge devices report what they serve and how it goes; operators list them."""
+"""``/api/v1/edge``: edge devices report what they serve and how it goes; operators list them.
+
+A report is posted with a ``device`` token: it is filed under the device name the token is bound to.
+"""
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at runtime.
 
@@ -7,7 +10,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.api.deps import DeviceReportsDep, Viewer
+from coordinator.api.deps import Device, DeviceReportsDep, TelemetryLimiterDep, Viewer
+from coordinator.api.drift_routes import telemetry_site
 from coordinator.api.schemas import DevicePublic, DeviceReportCreated
 
 __all__ = ["DeviceReportIn", "ModelRef", "router"]
@@ -24,10 +28,14 @@ class ModelRef(BaseModel):
 
 
 class DeviceReportIn(BaseModel):
-    """A device's periodic report: aggregates only, never an input row."""
+    """A device's periodic report: aggregates only, never an input row.
+
+    ``device`` may be left out: the device is the one the posting token is bound to, and a body
+    that names another is refused.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    device: str = Field(min_length=1, max_length=128)
+    device: str | None = Field(default=None, min_length=1, max_length=128)
     model: ModelRef
     served: int = Field(ge=0)
     health: dict[str, Any] = Field(default_factory=dict)
@@ -35,16 +43,23 @@ class DeviceReportIn(BaseModel):
 
 
 @router.post("/reports", status_code=201, response_model=DeviceReportCreated)
-def post_device_report(body: DeviceReportIn, actor: Viewer, reports: DeviceReportsDep) -> DeviceReportCreated:
-    """Store a device's report; the reporting token's name is recorded beside it."""
+def post_device_report(
+    body: DeviceReportIn, caller: Device, reports: DeviceReportsDep, limiter: TelemetryLimiterDep
+) -> DeviceReportCreated:
+    """Store a device's report under its token's device; the token's name is recorded beside it.
+
+    403 for any token but a ``device`` one, or a body naming another device; 429 beyond its rate.
+    """
+    device = telemetry_site(caller, body.device, field="device")
+    limiter.take(device)
     stored = reports.add(
-        device=body.device,
+        device=device,
         model_name=body.model.name,
         model_version=body.model.version,
         served=body.served,
         health=body.health,
         drift=body.drift,
-        reported_by=actor,
+        reported_by=caller.name,
     )
     return DeviceReportCreated(id=stored.id, received_at=stored.received_at)
 

@@ -1,4 +1,8 @@
-"""``/api/v1/drift``: devices push noisy window summaries; operators read reports, triggers and status."""
+"""``/api/v1/drift``: devices push noisy window summaries; operators read reports, triggers and status.
+
+A summary is posted with a ``device`` token: its site is the device name the token is bound to (a
+body naming another site is refused), within the device's rate and the window's cap on sites.
+"""
 
 # No `from __future__ import annotations`: FastAPI reads the dependency aliases at runtime.
 
@@ -8,7 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.api.deps import DriftServiceDep, Operator, Viewer
+from coordinator.api.deps import Device, DriftServiceDep, Operator, TelemetryLimiterDep, Viewer
 from coordinator.api.drift_schemas import (
     DriftDecision,
     DriftReportPublic,
@@ -16,16 +20,22 @@ from coordinator.api.drift_schemas import (
     DriftTriggerPublic,
     SummaryAccepted,
 )
+from coordinator.auth import Principal
 from fedge.drift_summary import SiteSummary
+from fedge.errors import PermissionDeniedError
 
-__all__ = ["DriftSummaryIn", "EvaluateIn", "router"]
+__all__ = ["DriftSummaryIn", "EvaluateIn", "router", "telemetry_site"]
 
 
 class DriftSummaryIn(BaseModel):
-    """One site's noisy counts for one window: nothing else is accepted (unknown keys are refused)."""
+    """One site's noisy counts for one window: nothing else is accepted (unknown keys are refused).
+
+    ``site`` may be left out: the site is the device name of the posting token, and a body that
+    names another is refused.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    site: str = Field(min_length=1, max_length=128)
+    site: str | None = Field(default=None, min_length=1, max_length=128)
     model: str = Field(min_length=1, max_length=128)
     version: int = Field(ge=1)
     window: int = Field(ge=0)
@@ -36,12 +46,12 @@ class DriftSummaryIn(BaseModel):
     delta: float = Field(default=0.0, ge=0, lt=1)
     mechanism: Literal["laplace", "gaussian"] = "laplace"
 
-    def to_summary(self) -> SiteSummary:
-        """The domain summary (ragged counts are refused by the service, naming the shape)."""
+    def to_summary(self, site: str) -> SiteSummary:
+        """The domain summary of ``site`` (ragged counts are refused by the service, naming the shape)."""
         widths = {len(row) for row in self.counts}
         counts = np.asarray(self.counts, dtype=np.float64) if len(widths) == 1 else np.zeros((0, 0))
         return SiteSummary(
-            site=self.site,
+            site=site,
             model=self.model,
             version=self.version,
             window=self.window,
@@ -68,10 +78,37 @@ class EvaluateIn(BaseModel):
 router = APIRouter(tags=["drift"])
 
 
+def telemetry_site(caller: Principal, named: str | None, *, field: str) -> str:
+    """The device name ``caller``'s token is bound to; refused when the body ``named`` another.
+
+    Raises
+    ------
+    PermissionDeniedError
+        Naming both the token's device and the one the body named.
+    """
+    site = caller.device or ""
+    if named is not None and named != site:
+        raise PermissionDeniedError(
+            f"token {caller.name!r} is bound to device {site!r} but the body's {field} is {named!r}: "
+            "a device posts only its own telemetry (leave the field out or name the token's device)"
+        )
+    return site
+
+
 @router.post("/summaries", status_code=201, response_model=SummaryAccepted)
-def post_summary(body: DriftSummaryIn, actor: Viewer, service: DriftServiceDep) -> SummaryAccepted:
-    """Aggregate one site's noisy window counts into the window's report (a device token may push)."""
-    report, trigger = service.ingest([body.to_summary()], source="edge", actor=actor)
+def post_summary(
+    body: DriftSummaryIn, caller: Device, service: DriftServiceDep, limiter: TelemetryLimiterDep
+) -> SummaryAccepted:
+    """Aggregate one device's noisy window counts into the window's report (``device`` token only).
+
+    403 for any other token or a body naming another site; 429 (``Retry-After``) beyond the device's
+    rate or when the window already has the cap's number of sites.
+    """
+    site = telemetry_site(caller, body.site, field="site")
+    limiter.take(site)
+    reported = {s.site for s in service.store.summaries(body.model, body.version, body.window)}
+    limiter.admit_site(site, reported, window=f"{body.model}:{body.version} window {body.window}")
+    report, trigger = service.ingest([body.to_summary(site)], source="edge", actor=caller.name)
     return SummaryAccepted(
         report_id=report.id,
         window=report.window,

@@ -59,11 +59,12 @@ class NodeIn(BaseModel):
 
 
 class TokenIn(BaseModel):
-    """A token to create."""
+    """A token to create (a ``device`` token names the device it is bound to)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128)
-    role: str = Field(pattern=r"^(viewer|operator|admin)$")
+    role: str = Field(pattern=r"^(viewer|operator|admin|device)$")
+    device: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 def _refuse_registry_overrides(overrides: list[str]) -> None:
@@ -189,12 +190,13 @@ def revoke_node(name: str, actor: Admin, registry: RegistryDep, deployment: Depl
 @router.post("/tokens", status_code=201, tags=["tokens"], response_model=TokenCreated)
 def create_token(body: TokenIn, registry: RegistryDep, tokens: TokensDep, actor: Admin) -> TokenCreated:
     """Create a token; the secret is in this response only."""
-    info, secret = tokens.create(name=body.name, role=body.role)
+    info, secret = tokens.create(name=body.name, role=body.role, device=body.device)
+    bound = {"device": info.device} if info.device is not None else {}
     registry.store.append_audit(
         action="token.created",
         actor=actor,
         subject=f"token {info.id}",
-        details={"name": info.name, "role": info.role},
+        details={"name": info.name, "role": info.role, **bound},
     )
     return TokenCreated.of(info, secret)
 

@@ -1,7 +1,8 @@
 """``/api/v1/registry``: model versions, artifacts, bundles, approvals, promotions, aliases, audit."""
 
 # Handlers parse, call one registry function and return a public schema. ``Viewer`` reads;
-# ``Operator`` approves, promotes and reads the audit log.
+# ``Operator`` approves, promotes and reads the audit log. ``ReleaseReader`` (a viewer or a device
+# token) reads what an edge device follows: an alias and a bundle.
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at runtime.
 
@@ -10,7 +11,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from coordinator.api.deps import Admin, ConfiguredAliasesDep, GatesDep, Operator, RegistryDep, Viewer
+from coordinator.api.deps import (
+    Admin,
+    ConfiguredAliasesDep,
+    GatesDep,
+    Operator,
+    RegistryDep,
+    ReleaseReader,
+    Viewer,
+)
 from coordinator.api.registry_schemas import (
     AliasDeclarationRequest,
     AliasEventPublic,
@@ -72,7 +81,7 @@ def get_artifact(ref: str, kind: str, registry: RegistryDep, _actor: Viewer) -> 
 
 
 @router.get("/versions/{ref}/bundle", response_class=Response, responses=_BINARY)
-def get_bundle(ref: str, registry: RegistryDep, actor: Viewer) -> Response:
+def get_bundle(ref: str, registry: RegistryDep, actor: ReleaseReader) -> Response:
     """The version's signed release bundle (a zip); the download is audited."""
     version = registry.resolve(ref)
     data = assemble_bundle(registry, version)
@@ -157,7 +166,7 @@ def add_declared_alias(
 
 
 @router.get("/aliases/{name}/{alias}", response_model=VersionPublic)
-def get_alias(name: str, alias: str, registry: RegistryDep, _actor: Viewer) -> VersionPublic:
+def get_alias(name: str, alias: str, registry: RegistryDep, _actor: ReleaseReader) -> VersionPublic:
     """The version ``name@alias`` points at."""
     return VersionPublic.model_validate(registry.store.get_alias(name, alias))
 

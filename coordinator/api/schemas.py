@@ -198,12 +198,13 @@ class TokenCreated(PublicModel):
     id: int
     name: str
     role: str
+    device: str | None = None
     token: str
 
     @classmethod
     def of(cls, info: TokenInfo, secret: str) -> TokenCreated:
         """The answer to creating ``info`` with ``secret``."""
-        return cls(id=info.id, name=info.name, role=info.role, token=secret)
+        return cls(id=info.id, name=info.name, role=info.role, device=info.device, token=secret)
 
 
 class TokenPublic(PublicModel):
@@ -212,6 +213,7 @@ class TokenPublic(PublicModel):
     id: int
     name: str
     role: str
+    device: str | None = None
     created_at: IsoDatetime
     revoked_at: IsoDatetime | None
 

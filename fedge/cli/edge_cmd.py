@@ -32,7 +32,15 @@ def run(
     state_dir: DirOpt = ".fedge-edge",
     name: Annotated[str, typer.Option("--name", help="Model name to follow")] = "digits",
     alias: Annotated[str, typer.Option("--alias", help="Alias to follow")] = "production",
-    token: Annotated[str, typer.Option("--token", envvar="FEDGE_TOKEN", help="Bearer token (viewer)")] = "",
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token",
+            envvar="FEDGE_TOKEN",
+            help="Bearer token: a device token (fedge tokens create --role device --device NAME); "
+            "reports are filed under NAME",
+        ),
+    ] = "",
     ca: CaOpt = None,
     host: Annotated[str, typer.Option(help="Serving bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Serving port")] = 8090,
@@ -44,7 +52,13 @@ def run(
         bool, typer.Option("--cloud/--device", help="Cloud: micro-batch concurrent requests")
     ] = False,
     precision: Annotated[str, typer.Option("--precision", help="fp32 or int8")] = "fp32",
-    device_name: Annotated[str, typer.Option("--device-name", help="Name in device reports")] = "",
+    device_name: Annotated[
+        str,
+        typer.Option(
+            "--device-name",
+            help="Name in local report bodies (the coordinator files them under the token's device)",
+        ),
+    ] = "",
     drift_epsilon: Annotated[
         float,
         typer.Option("--drift-epsilon", help="Push noisy drift windows at this epsilon each (0: off)"),

@@ -27,26 +27,38 @@ def _tokens(root: str, database_url: str) -> TokenStore:
 @tokens_app.command("create")
 @reports_errors
 def tokens_create(
-    role: Annotated[str, typer.Option(help="admin, operator or viewer")],
+    role: Annotated[
+        str, typer.Option(help="admin, operator, viewer, or device (posts one device's telemetry only)")
+    ],
     name: Annotated[str, typer.Option(help="Who or what uses it (recorded as the actor)")],
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="With --role device (required there): the device or site name its telemetry is filed "
+            "under, e.g. cam-17 or site-a"
+        ),
+    ] = None,
     root: RootOpt = ".fedge",
     database_url: DatabaseUrlOpt = "",
 ) -> None:
     """Create a token and print it once; only its hash is stored (creates the database if new)."""
+    from coordinator.auth import DEVICE_ROLE, check_device_name
+
+    if role == DEVICE_ROLE:
+        check_device_name(device)  # refused before a database is created
     with opened_registry(root, database_url, create=True) as registry:
         store = _tokens(root, database_url)
         try:
-            info, secret = store.create(name=name, role=role)
+            info, secret = store.create(name=name, role=role, device=device)
         finally:
             store.close()
+        details = {"name": name, "role": role} | ({"device": device} if device is not None else {})
         registry.store.append_audit(
-            action="token.created",
-            actor=actor_name(None),
-            subject=f"token {info.id}",
-            details={"name": name, "role": role},
+            action="token.created", actor=actor_name(None), subject=f"token {info.id}", details=details
         )
+    bound = f", device {device}" if device is not None else ""
     typer.echo(secret)
-    typer.echo(f"token {info.id} ({name}, {role}) created; it is shown only now", err=True)
+    typer.echo(f"token {info.id} ({name}, {role}{bound}) created; it is shown only now", err=True)
 
 
 @tokens_app.command("list")
@@ -57,7 +69,8 @@ def tokens_list(root: RootOpt = ".fedge", database_url: DatabaseUrlOpt = "") -> 
     try:
         for t in store.list():
             state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
-            typer.echo(f"{t.id}\t{t.name}\t{t.role}\t{state}")
+            role = f"{t.role}:{t.device}" if t.device else t.role
+            typer.echo(f"{t.id}\t{t.name}\t{role}\t{state}")
     finally:
         store.close()
 

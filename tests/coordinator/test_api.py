@@ -174,6 +174,7 @@ def test_revoked_token_is_refused(tmp_path: Path) -> None:
 
 def test_devices_report_aggregates_and_the_latest_per_device_is_listed(api) -> None:  # type: ignore[no-untyped-def]
     client, tokens, _ = api
+    kiosk = client.app.state.tokens.create(name="kiosk-7-token", role="device", device="kiosk-7")[1]
     report = {
         "device": "kiosk-7",
         "model": {"name": "digits", "version": "digits:1"},
@@ -182,12 +183,10 @@ def test_devices_report_aggregates_and_the_latest_per_device_is_listed(api) -> N
         "drift": {"bin_edges": [0.0, 0.5, 1.0], "counts": {"pixel_0_0": [100, 20]}},
     }
 
-    first = client.post("/api/v1/edge/reports", json=report, headers=auth(tokens["viewer"]))
-    second = client.post(
-        "/api/v1/edge/reports", json={**report, "served": 150}, headers=auth(tokens["viewer"])
-    )
+    first = client.post("/api/v1/edge/reports", json=report, headers=auth(kiosk))
+    second = client.post("/api/v1/edge/reports", json={**report, "served": 150}, headers=auth(kiosk))
     with_rows = client.post(
-        "/api/v1/edge/reports", json={**report, "rows": [[0.1] * 64]}, headers=auth(tokens["viewer"])
+        "/api/v1/edge/reports", json={**report, "rows": [[0.1] * 64]}, headers=auth(kiosk)
     )
     anonymous = client.post("/api/v1/edge/reports", json=report)
     devices = client.get("/api/v1/edge/devices", headers=auth(tokens["viewer"])).json()
@@ -195,7 +194,9 @@ def test_devices_report_aggregates_and_the_latest_per_device_is_listed(api) -> N
     assert first.status_code == 201 and second.status_code == 201
     assert with_rows.status_code == 422 and "rows" in with_rows.text
     assert anonymous.status_code == 401
-    assert [(d["device"], d["served"], d["reported_by"]) for d in devices] == [("kiosk-7", 150, "viewer-1")]
+    assert [(d["device"], d["served"], d["reported_by"]) for d in devices] == [
+        ("kiosk-7", 150, "kiosk-7-token")
+    ]
 
 
 def test_the_openapi_schema_documents_every_routes_response(api) -> None:  # type: ignore[no-untyped-def]

@@ -70,6 +70,17 @@ def _summary(site: str, window: int, shift: float = 0.0, seed: int = 1, **kw: An
     return {**body, **kw}
 
 
+def _device_token(client: TestClient, device: str) -> str:
+    """A new ``device`` token bound to ``device``, from the app's own token store."""
+    return str(client.app.state.tokens.create(name=f"device-{device}", role="device", device=device)[1])  # type: ignore[attr-defined]
+
+
+def _post(client: TestClient, body: dict[str, Any]) -> Any:
+    """POST ``body`` with a device token bound to its site (what the site's device sends)."""
+    token = _device_token(client, body["site"])
+    return client.post("/api/v1/drift/summaries", json=body, headers={"Authorization": f"Bearer {token}"})
+
+
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Registry]]:
     config = RegistryConfig(root=str(tmp_path / "reg"))
@@ -84,7 +95,7 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Registry]]
 def test_a_valid_summary_is_stored_and_reported_with_its_epsilon_window_and_sites(api) -> None:  # type: ignore[no-untyped-def]
     client, _, _ = api
 
-    posted = client.post("/api/v1/drift/summaries", json=_summary("device-a", 0))
+    posted = _post(client, _summary("device-a", 0))
     reports = client.get("/api/v1/drift/reports", params={"model": "digits"}).json()
 
     assert posted.status_code == 201, posted.text
@@ -111,10 +122,10 @@ def test_a_valid_summary_is_stored_and_reported_with_its_epsilon_window_and_site
 )
 def test_malformed_summaries_are_refused_with_422_and_leave_the_reports_intact(api, change, match) -> None:  # type: ignore[no-untyped-def]
     client, _, _ = api
-    assert client.post("/api/v1/drift/summaries", json=_summary("device-a", 0)).status_code == 201
+    assert _post(client, _summary("device-a", 0)).status_code == 201
     before = client.get("/api/v1/drift/reports").json()
 
-    refused = client.post("/api/v1/drift/summaries", json={**_summary("device-b", 0), **change})
+    refused = _post(client, {**_summary("device-b", 0), **change})
 
     assert refused.status_code == 422
     assert match in refused.text
@@ -134,7 +145,8 @@ def test_the_edge_body_carries_only_noisy_counts_window_size_and_identifiers(api
 
     body = window.close()
     assert body is not None
-    result = push_summary(ApiClient(str(client.base_url), client=client), body)
+    token = _device_token(client, "device-z")
+    result = push_summary(ApiClient(str(client.base_url), token=token, client=client), body)
 
     assert set(body) == {
         "site", "model", "version", "window", "window_size", "counts", "class_counts", "epsilon", "delta",
@@ -290,7 +302,7 @@ def test_status_metrics_and_cli_views(api) -> None:  # type: ignore[no-untyped-d
     client, _, _ = api
     for w in range(2):
         for i in range(3):
-            client.post("/api/v1/drift/summaries", json=_summary(f"d{i}", w, shift=1.0, seed=w * 10 + i))
+            _post(client, _summary(f"d{i}", w, shift=1.0, seed=w * 10 + i))
 
     status = client.get("/api/v1/drift/status").json()
     metrics = client.get("/metrics").text

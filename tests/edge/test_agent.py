@@ -34,6 +34,7 @@ from fedge.tasks import TaskConfig, get_task
 from registry import ArtifactRef, ModelVersion, ModelVersionCreate, Registry, RegistryConfig, export_onnx
 from registry.bundle import Release, bind_identity, prepare_release, store_release
 from registry.quantize import quantize_int8
+from tests.apps import device_token
 
 NAME = "digits"
 
@@ -69,10 +70,15 @@ class Models:
 @dataclass
 class Coordinator:
     url: str
-    token: str
+    token: str  # a viewer's: reads what devices reported
     registry: Registry
     key: Ed25519PrivateKey
     models: Models
+    database_url: str = ""
+
+    def device_token(self, device: str) -> str:
+        """A device token bound to ``device``: what an edge agent follows and reports with."""
+        return device_token(self.database_url, device)
 
     def release(
         self,
@@ -146,10 +152,12 @@ def coordinator(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Ite
     config = RegistryConfig(root=str(tmp_path_factory.mktemp("reg")))
     app = create_app(CoordinatorSettings(registry=config))
     tokens = TokenStore.from_url(config.resolved_database_url())
-    _, token = tokens.create(name="edge-device", role="viewer")
+    _, token = tokens.create(name="dashboard", role="viewer")
     tokens.close()
     served = Served(app)
-    yield Coordinator(served.url, token, app.state.registry, generate_private_key(), models)
+    yield Coordinator(
+        served.url, token, app.state.registry, generate_private_key(), models, config.resolved_database_url()
+    )
     served.stop()
 
 
@@ -171,7 +179,7 @@ def make_agent(
             alias="production",
             public_key=coordinator.key.public_key(),
             state_dir=str(state),
-            token=coordinator.token,
+            token=coordinator.device_token(settings.get("device_name", "edge")),
             poll_interval_s=0.05,
             **settings,
         ),

@@ -9,8 +9,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from coordinator.auth import TokenStore
@@ -69,7 +71,7 @@ def coordinator(tmp_path: Path, env: dict[str, str]) -> Iterator[Coordinator]:
     config = RegistryConfig(root=str(tmp_path / "reg"))
     registry = open_registry(config)
     tokens = TokenStore.from_url(config.resolved_database_url())
-    _, token = tokens.create(name="edge-device", role="viewer")
+    _, token = tokens.create(name="dashboard", role="viewer")
     tokens.close()
     port = free_port()
     proc = subprocess.Popen(
@@ -80,7 +82,10 @@ def coordinator(tmp_path: Path, env: dict[str, str]) -> Iterator[Coordinator]:
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz")
-        yield Coordinator(f"http://127.0.0.1:{port}", token, registry, generate_private_key(), build_models())
+        yield Coordinator(
+            f"http://127.0.0.1:{port}", token, registry, generate_private_key(), build_models(),
+            config.resolved_database_url(),
+        )  # fmt: skip
     finally:
         interrupt_and_wait(proc)
         registry.close()
@@ -99,7 +104,7 @@ def test_edge_run_serves_switches_on_promotion_and_stops_cleanly(
             "--public-key", str(key_path), "--dir", str(tmp_path / "state"), "--port", str(port),
             "--poll-interval", "0.5", "--report-interval", "1", "--device-name", "e2e-device",
         ],
-        env={**env, "FEDGE_TOKEN": coordinator.token},
+        env={**env, "FEDGE_TOKEN": coordinator.device_token("e2e-device")},
         stdout=subprocess.DEVNULL,
         stderr=open(log_path, "wb"),  # noqa: SIM115
     )  # fmt: skip
@@ -141,3 +146,61 @@ def test_edge_run_serves_switches_on_promotion_and_stops_cleanly(
         check=True,
     )
     assert f"to {NAME}:{v1.number}" in rolled.stdout.decode()
+
+
+def test_edge_run_reports_and_pushes_drift_under_its_device_token_only(
+    coordinator: Coordinator, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A real ``fedge edge run`` with a device token for cam-17 (and ``--device-name`` saying otherwise):
+    its report and its noisy drift window are filed under cam-17, by the token's name."""
+    from coordinator.drift.reference import manifest_entry
+    from fedge.drift import fixed_bin_edges, histogram_counts
+    from fedge.drift_summary import DriftReference
+
+    rows = coordinator.models.rows
+    features = [19, 20, 27, 28]
+    edges = fixed_bin_edges(np.zeros(4), np.ones(4), 5)
+    reference = DriftReference(
+        NAME, 1, features, [f"p{i}" for i in features], edges,
+        histogram_counts(rows[:, features], edges).astype(float), None, 1.0, 3,
+    )  # fmt: skip
+    version = coordinator.release(
+        0, drift={"manifest": manifest_entry(reference), "reference": reference.to_dict()}
+    )
+    key_path = save_public_key(coordinator.key.public_key(), tmp_path / "release.pub.pem")
+    port = free_port()
+    log_path = tmp_path / "edge.log"
+    edge = subprocess.Popen(
+        [
+            *edge_command(), "run", "--registry", coordinator.url, "--name", NAME, "--alias", "production",
+            "--public-key", str(key_path), "--dir", str(tmp_path / "state"), "--port", str(port),
+            "--poll-interval", "0.5", "--report-interval", "1", "--device-name", "not-cam-17",
+            "--drift-epsilon", "1",
+        ],
+        env={**env, "FEDGE_TOKEN": coordinator.device_token("cam-17")},
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_path, "wb"),  # noqa: SIM115
+    )  # fmt: skip
+    viewer = {"Authorization": f"Bearer {coordinator.token}"}
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{base}/healthz")
+        served = np.tile(rows, (4, 1))  # 256 rows in one request (one window) >= drift.min_window 200
+        assert httpx.post(f"{base}/v1/predict", json={"rows": served.tolist()}).status_code == 200
+        deadline = time.monotonic() + 30
+        reports: list[dict[str, Any]] = []
+        while not reports:
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.5)
+            reports = httpx.get(
+                f"{coordinator.url}/api/v1/drift/reports",
+                params={"model": NAME, "version": version.number},
+                headers=viewer,
+            ).json()
+        devices = httpx.get(f"{coordinator.url}/api/v1/edge/devices", headers=viewer).json()
+    finally:
+        code = interrupt_and_wait(edge)
+
+    assert code == 0, log_path.read_text()[-2000:]
+    assert reports[0]["sites"] == ["cam-17"] and reports[0]["window_rows"] == 256
+    assert [(d["device"], d["reported_by"]) for d in devices] == [("cam-17", "device-cam-17")]
