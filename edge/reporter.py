@@ -15,7 +15,7 @@ from edge.runtime import ModelRuntime
 from edge.state import VersionRecord
 from fedge.api_client import ApiClient
 from fedge.config import DriftSettings
-from fedge.errors import FedgeError
+from fedge.errors import AuthenticationError, FedgeError, PermissionDeniedError
 from fedge.privacy_ledger import PrivacyLedger
 from fedge.protocol import MANIFEST_KEY
 
@@ -55,6 +55,7 @@ class DeviceReporter:
         self._lock = threading.Lock()
         self._drift: DriftAccumulator | None = None
         self._window: EdgeDriftWindow | None = None
+        self._credential_warned: set[str] = set()
 
     def track(self, runtime: ModelRuntime | None, record: VersionRecord | None) -> None:
         """Count what ``runtime`` serves from now on, in fresh bins (``None``: count nothing)."""
@@ -104,6 +105,9 @@ class DeviceReporter:
         try:
             sent = {k: v for k, v in body.items() if k != "device"}  # the token names the device
             self.api.request("POST", EDGE_REPORTS_PATH, json=sent)
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            self._warn_credential("device report", exc)
+            return False
         except FedgeError as exc:
             log.info("device report not sent (%s); it will be retried", exc)
             return False
@@ -122,8 +126,25 @@ class DeviceReporter:
             body = window.close()
             if body is not None:
                 push_summary(self.api, body)
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            self._warn_credential("drift window", exc)
         except FedgeError as exc:
             log.info("drift window not sent: %s", exc)
+
+    def _warn_credential(self, what: str, exc: FedgeError) -> None:
+        """Warn once per refusal that retrying cannot cure: the token is unknown or not a device's."""
+        message = str(exc)
+        if message in self._credential_warned:
+            log.info("%s not sent (%s)", what, message)
+            return
+        self._credential_warned.add(message)
+        log.warning(
+            "the coordinator refused this device's %s (%s): telemetry is posted with a device token "
+            "bound to this device (fedge tokens create --role device --device NAME, then "
+            "fedge edge run --token ...); the model keeps serving, reports keep being refused until then",
+            what,
+            message,
+        )
 
     def _drift_window(self, runtime: ModelRuntime, record: VersionRecord | None) -> EdgeDriftWindow | None:
         bins = (runtime.manifest.get("preprocessing") or {}).get(MANIFEST_KEY)

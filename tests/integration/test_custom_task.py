@@ -159,7 +159,7 @@ def serve_candidate() -> Iterator:
 
         config = RegistryConfig(root=str(work / "reg"))
         tokens = TokenStore.from_url(config.resolved_database_url())
-        _, token = tokens.create(name=f"edge-{name}", role="viewer")
+        _, token = tokens.create(name=f"edge-{name}", role="device", device=f"edge-{name}")
         tokens.close()
         api_port, edge_port = free_port(), free_port()
         api_log, edge_log = work / "coordinator.log", work / "edge.log"
