@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +33,16 @@ def serve(
         Path, typer.Option("--state-dir", help="The SuperLink's state database, run logs")
     ] = Path(".fedge/coordinator"),
     superlink_port: Annotated[int, typer.Option(help="Port of the SuperLink's Fleet API")] = 9092,
+    telemetry_rate: Annotated[
+        float,
+        typer.Option(help="Telemetry posts (drift summaries and reports) one device may make per minute"),
+    ] = 60.0,
+    telemetry_burst: Annotated[
+        int, typer.Option(min=1, help="Telemetry posts one device may make at once before the rate applies")
+    ] = 20,
+    max_sites_per_window: Annotated[
+        int, typer.Option(min=1, help="Distinct sites one drift window accepts summaries from")
+    ] = 1000,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Hydra overrides, e.g. registry.root=PATH")
     ] = None,
@@ -41,9 +52,17 @@ def serve(
 
     from coordinator.api import CoordinatorSettings, create_app
     from coordinator.deployment.deployment import Deployment, DeploymentSettings
+    from coordinator.telemetry_limits import TelemetryLimits
     from fedge.config import FedgeConfig, load_config
     from registry import open_registry
 
+    if not (telemetry_rate > 0 and math.isfinite(telemetry_rate)):
+        raise ConfigError(
+            f"--telemetry-rate must be a positive number of posts per minute, got {telemetry_rate}"
+        )
+    telemetry = TelemetryLimits(
+        rate_per_minute=telemetry_rate, burst=telemetry_burst, max_sites_per_window=max_sites_per_window
+    )
     config = load_config(overrides or [])
     if tls_dir is None and host not in ("127.0.0.1", "::1", "localhost"):
         raise ConfigError(f"--host {host} without --tls-dir would serve tokens in clear text: add --tls-dir")
@@ -63,7 +82,7 @@ def serve(
             typer.echo(f"SuperLink (TLS, node authentication) on {deployment.fleet_address}", err=True)
         app = create_app(
             # the composed drift settings too: windows that devices push obey drift.* overrides
-            CoordinatorSettings(registry=config.registry, drift=config.drift),
+            CoordinatorSettings(registry=config.registry, drift=config.drift, telemetry=telemetry),
             deployment=deployment,
             load_run_config=load_run_config,
         )
