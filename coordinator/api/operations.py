@@ -34,6 +34,7 @@ from coordinator.api.schemas import (
     TokenPublic,
     TokenRevoked,
 )
+from fedge.config.compose import refuse_interpolations
 from fedge.errors import ConfigError
 
 __all__ = ["NodeIn", "RunCreateIn", "TokenIn", "router"]
@@ -83,6 +84,7 @@ def create_run(
     deployment: MaybeDeploymentDep,
 ) -> RunSummary:
     """Start a federated training run from a config name plus Hydra overrides."""
+    refuse_interpolations(body.overrides)  # overrides are data: no `${...}` reaches a resolver
     _refuse_registry_overrides(body.overrides)
     config = load_run_config(body.config, list(body.overrides))  # a bad config is refused first
     run = started_deployment(deployment).runs.create(config, reason=body.reason, actor=actor)
