@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error
 
 from coordinator.api import CoordinatorSettings
 from registry import RegistryConfig
-from tests.apps import operator_app
+from tests.apps import device_token, operator_app
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +35,24 @@ FUZZ = settings(
 @pytest.fixture(scope="module")
 def coordinator(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, str]]:
     root = tmp_path_factory.mktemp("fuzz") / "reg"
-    app, tokens = operator_app(CoordinatorSettings(registry=RegistryConfig(root=str(root))))
+    config = RegistryConfig(root=str(root))
+    app, tokens = operator_app(CoordinatorSettings(registry=config))
+    tokens["url"] = config.resolved_database_url()
     return app, tokens
 
 
-def fuzz(schema: Any, headers: dict[str, str]) -> list[str]:
-    """Run every operation's generated cases (valid and invalid ones); the server errors found."""
+def fuzz(schema: Any, headers: dict[str, str], *, methods: tuple[str, ...] = ()) -> list[str]:
+    """Run every operation's generated cases (valid and invalid ones); the server errors found.
+
+    ``methods``: only the operations whose label (``POST /api/v1/...``) starts with one of these.
+    """
     from schemathesis.generation import GenerationMode
 
     errors: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
+        if methods and not operation.label.startswith(methods):
+            continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @FUZZ
@@ -73,4 +80,40 @@ def test_coordinator_answers_no_server_error(coordinator: tuple[Any, dict[str, s
     app, tokens = coordinator
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)
     errors = fuzz(schema, {"Authorization": f"Bearer {tokens['admin']}"})
+    assert not errors, "\n".join(errors)
+
+
+def test_telemetry_routes_answer_no_server_error_to_a_device(coordinator: tuple[Any, dict[str, str]]) -> None:
+    """The routes only a ``device`` token reaches: drift summaries and device reports."""
+    app, tokens = coordinator
+    token = device_token(tokens["url"], "cam-17")
+    schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)
+    telemetry = ("POST /api/v1/drift/summaries", "POST /api/v1/edge/reports")
+    errors = fuzz(schema, {"Authorization": f"Bearer {token}"}, methods=telemetry)
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture(scope="module")
+def edge_app(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from edge import ModelRuntime, ModelSlot, create_serving_app
+    from tests.edge.test_server import release_digits
+
+    verified, _ = release_digits(tmp_path_factory.mktemp("bundle"))
+    runtime = ModelRuntime.from_verified(verified, "fp32", "v1")
+    return create_serving_app(ModelSlot(runtime, seed=1), batching=False, max_body_bytes=2**20)
+
+
+def test_edge_publishes_its_openapi_with_the_predict_body(edge_app: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(edge_app) as client:
+        doc = client.get("/openapi.json").json()
+    body = doc["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"]["required"] == ["rows"]
+    assert "application/x-npy" in body
+
+
+def test_edge_answers_no_server_error(edge_app: Any) -> None:
+    schema = schemathesis.openapi.from_asgi("/openapi.json", edge_app)
+    errors = fuzz(schema, {})
     assert not errors, "\n".join(errors)
