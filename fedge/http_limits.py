@@ -107,23 +107,35 @@ class RequestGuard:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             what = "an invalid Content-Length" if not declared.isdigit() else f"{declared} bytes"
             status = 400 if not declared.isdigit() else 413
-            await _refuse(send, status, "body_too_large" if status == 413 else "bad_request",
-                          f"request body of {what}: this route takes at most {limit} bytes")
+            await _refuse(
+                send,
+                status,
+                "body_too_large" if status == 413 else "bad_request",
+                f"request body of {what}: this route takes at most {limit} bytes",
+            )
             return
         try:
             body = await _read_body(receive, limit)
         except _TooLarge:
-            await _refuse(send, 413, "body_too_large",
-                          f"request body exceeds {limit} bytes: this route takes at most {limit} bytes")
+            await _refuse(
+                send,
+                413,
+                "body_too_large",
+                f"request body exceeds {limit} bytes: this route takes at most {limit} bytes",
+            )
             return
         if body is None:  # the client went away
             return
         if _SURROGATE_ESCAPE.search(body) and "json" in headers.get("content-type", ""):
             where = lone_surrogate_path(body)
             if where is not None:
-                await _refuse(send, 422, "invalid_text",
-                              f"{where}: the string holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
-                              "which is not text: send valid UTF-8")
+                await _refuse(
+                    send,
+                    422,
+                    "invalid_text",
+                    f"{where}: the string holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
+                    "which is not text: send valid UTF-8",
+                )
                 return
         await self.app(scope, _replay(body, receive), send)
 

@@ -43,7 +43,6 @@ __all__ = ["router"]
 router = APIRouter(tags=["registry"])
 
 
-
 # ``12``, ``digits:3`` or ``digits@staging``; the number checked before it reaches the database.
 VersionRef = Annotated[str, Path(min_length=1, max_length=256), AfterValidator(bounded_version_ref)]
 Name = Annotated[str, Path(min_length=1, max_length=256)]

@@ -103,7 +103,7 @@ def _refuse_composed_interpolations(node: Any, key: str = "") -> None:
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     if isinstance(node, DictConfig):
-        items: Any = ((str(k), k) for k in node.keys())
+        items: Any = ((str(k), k) for k in node)
     elif isinstance(node, ListConfig):
         items = ((f"[{i}]", i) for i in range(len(node)))
     else:

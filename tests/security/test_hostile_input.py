@@ -62,9 +62,11 @@ INTEGER_ROUTES: list[tuple[str, str, Any, str]] = [
      {"model": "digits", "version": "{n}", "window": 0, "window_size": 10, "counts": [[1.0]], "epsilon": 1.0},
      "device"),
     ("POST", "/api/v1/drift/summaries",
-     {"model": "digits", "version": 1, "window": "{n}", "window_size": 10, "counts": [[1.0]], "epsilon": 1.0},
+     {"model": "digits", "version": 1, "window": "{n}", "window_size": 10, "counts": [[1.0]],
+      "epsilon": 1.0},
      "device"),
-    ("POST", "/api/v1/edge/reports", {"model": {"name": "digits", "version": "1"}, "served": "{n}"}, "device"),
+    ("POST", "/api/v1/edge/reports",
+     {"model": {"name": "digits", "version": "1"}, "served": "{n}"}, "device"),
 ]  # fmt: skip
 
 
@@ -87,9 +89,7 @@ def test_integers_beyond_the_database_are_refused_not_a_500(
     api: tuple[TestClient, dict[str, str]], n: int, method: str, path: str, body: Any, role: str
 ) -> None:
     client, tokens = api
-    response = client.request(
-        method, _fill(path, n), json=_fill(body, n), headers=bearer(tokens[role])
-    )
+    response = client.request(method, _fill(path, n), json=_fill(body, n), headers=bearer(tokens[role]))
     # A negative id in a version reference is no reference at all (404); everything else is a 422.
     negative_ref = n < 0 and ("versions/" in path or path.endswith("/promotions"))
     assert response.status_code == (404 if negative_ref else 422), response.text
@@ -155,7 +155,9 @@ def test_a_body_over_the_declared_limit_is_a_413_before_reading(
     client, tokens = api
     body = json.dumps({"name": "x" * 5000, "role": "viewer"})
     response = client.post(
-        "/api/v1/tokens", content=body, headers={**bearer(tokens["admin"]), "content-type": "application/json"}
+        "/api/v1/tokens",
+        content=body,
+        headers={**bearer(tokens["admin"]), "content-type": "application/json"},
     )
     assert response.status_code == 413, response.text
     assert response.json()["error"]["code"] == "body_too_large"
@@ -172,7 +174,9 @@ def test_a_chunked_body_is_counted_while_it_streams(api: tuple[TestClient, dict[
             yield b"x" * 1000
 
     response = client.post(
-        "/api/v1/tokens", content=chunks(), headers={**bearer(tokens["admin"]), "content-type": "application/json"}
+        "/api/v1/tokens",
+        content=chunks(),
+        headers={**bearer(tokens["admin"]), "content-type": "application/json"},
     )
     assert response.status_code == 413, response.text
 

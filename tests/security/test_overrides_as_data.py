@@ -65,7 +65,9 @@ def test_a_config_file_interpolation_is_refused_naming_its_key(tmp_path: Path) -
     shutil.copytree(CONFIG_DIR, folder)
     original = (folder / "config.yaml").read_text()
     assert "\nmode: train\n" in original
-    (folder / "leaky.yaml").write_text(original.replace("\nmode: train\n", "\nmode: ${oc.env:FEDGE_TEST_SECRET}\n"))
+    (folder / "leaky.yaml").write_text(
+        original.replace("\nmode: train\n", "\nmode: ${oc.env:FEDGE_TEST_SECRET}\n")
+    )
     with pytest.raises(ConfigError, match="'mode': interpolations") as caught:
         load_config([], config_dir=folder, config_name="leaky")
     assert SECRET not in str(caught.value)
