@@ -126,7 +126,9 @@ class RequestGuard:
             return
         if body is None:  # the client went away
             return
-        if _SURROGATE_ESCAPE.search(body) and "json" in headers.get("content-type", ""):
+        content_type = headers.get("content-type", "")
+        # FastAPI reads a body without a content type as JSON too.
+        if _SURROGATE_ESCAPE.search(body) and (not content_type or "json" in content_type):
             where = lone_surrogate_path(body)
             if where is not None:
                 await _refuse(

@@ -131,6 +131,16 @@ def test_a_lone_surrogate_in_a_json_string_is_a_422_naming_where(
     assert error["message"].startswith("body.")
 
 
+def test_a_lone_surrogate_without_a_content_type_is_refused_too(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, tokens = api
+    raw = json.dumps({"name": "t\ud800", "role": "viewer"}).encode()
+    response = client.post("/api/v1/tokens", content=raw, headers=bearer(tokens["admin"]))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["message"].startswith("body.name:")
+
+
 def test_a_valid_surrogate_pair_and_an_escaped_backslash_are_text(
     api: tuple[TestClient, dict[str, str]],
 ) -> None:
