@@ -119,3 +119,21 @@ def test_edge_answers_no_server_error(edge_app: Any) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", edge_app)
     errors = fuzz(schema, {})
     assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b'{"rows": "\\ud800"}', 400),  # orjson: a lone surrogate is not JSON
+        (b'{"rows": [[' + b"18446744073709551616," * 63 + b"1]]}", 422),  # 2^64 in a row
+        (b'{"rows": [[' + b"-9223372036854775809," * 63 + b"1]]}", 422),
+        (b"[" * 100_000, 400),
+    ],
+    ids=["surrogate", "2^64", "-2^63-1", "deep"],
+)
+def test_edge_predict_refuses_hostile_json_with_a_4xx(edge_app: Any, body: bytes, status: int) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(edge_app, raise_server_exceptions=False) as client:
+        response = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
