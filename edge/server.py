@@ -71,6 +71,69 @@ StatusProvider = Callable[[], Mapping[str, Any]]
 NO_MODEL = "no model is loaded yet: the edge agent has not activated one"
 
 
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+# The body is read raw (not through a pydantic model), so its schema is stated here.
+_PREDICT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "rows": {
+                            "type": "array",
+                            "description": "nested lists of shape [batch, *input_shape]",
+                            "items": {},
+                        }
+                    },
+                    "required": ["rows"],
+                }
+            },
+            NPY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The outputs, version and precision (and labels for a classifier).",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "outputs": {"type": "array"},
+                            "version": {"type": "string"},
+                            "precision": {"type": "string"},
+                            "labels": {"type": "array"},
+                        },
+                        "required": ["outputs", "version", "precision"],
+                    }
+                },
+                NPY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **{
+            code: {"description": what, "content": {"application/json": {"schema": _ERROR}}}
+            for code, what in (
+                ("413", "The body is larger than the server takes."),
+                ("422", "The rows are not what the model takes (the message says how)."),
+                ("503", "No model is loaded yet."),
+            )
+        },
+    },
+}
+
+
 def create_serving_app(
     slot: ModelSlot,
     *,
@@ -120,14 +183,17 @@ def create_serving_app(
         if current is not None:
             await current.aclose()
 
-    app = FastAPI(title="fedge serving", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # The OpenAPI document is published (clients and fuzzers read it); no interactive docs page.
+    app = FastAPI(
+        title="fedge serving", docs_url=None, redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan
+    )
     app.state.slot, app.state.metrics = slot, metrics
 
     @app.exception_handler(FedgeError)
     async def _fedge_error(request: Request, exc: FedgeError) -> Response:
         return _error(exc)
 
-    @app.post("/v1/predict")
+    @app.post("/v1/predict", openapi_extra=_PREDICT_OPENAPI)
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         route = slot.route()

@@ -1,7 +1,9 @@
 """``create_app(settings)``: the operator API (FastAPI), with the registry mounted under /api/v1."""
 
+import asyncio
 import logging
 import math
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +21,8 @@ from coordinator.drift.metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
 from coordinator.telemetry_limits import TelemetryLimiter, TelemetryLimits
 from fedge.config import DriftSettings
-from fedge.errors import FedgeError, RateLimitedError
+from fedge.errors import AuthenticationError, FedgeError, RateLimitedError
+from fedge.http_limits import RequestGuard, RequestLimits
 from registry import RegistryConfig, open_engine, open_registry
 
 __all__ = ["CoordinatorSettings", "create_app"]
@@ -34,13 +37,15 @@ class CoordinatorSettings:
     """What the API serves: the registry (and its gates) and where tokens live.
 
     ``tokens_url`` empty means the registry's own database. ``telemetry``: per-device rate and
-    sites-per-window limits on the telemetry devices post.
+    sites-per-window limits on the telemetry devices post. ``limits``: request body sizes (1 MiB
+    by default), enforced while reading, after the bearer token is checked.
     """
 
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tokens_url: str = ""
     drift: DriftSettings = field(default_factory=DriftSettings)
     telemetry: TelemetryLimits = field(default_factory=TelemetryLimits)
+    limits: RequestLimits = field(default_factory=RequestLimits)
 
 
 def create_app(
@@ -87,6 +92,20 @@ def create_app(
     app.state.deployment = deployment
     app.state.load_run_config = load_run_config
 
+    async def authenticate_headers(headers: Mapping[str, str]) -> str | None:
+        """The 401 message for a request's bearer token, before its body is read (None: let it in)."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return "missing bearer token: send 'Authorization: Bearer fedge_...'"
+        try:
+            await asyncio.to_thread(tokens.authenticate, token.strip())
+        except AuthenticationError as exc:
+            return str(exc)
+        return None
+
+    # Outermost of the app's own layers: a refused request never reaches a route or its body parser.
+    app.add_middleware(RequestGuard, limits=settings.limits, authenticate=authenticate_headers)
+
     app.include_router(registry_routes.router, prefix=f"{API_PREFIX}/registry")
     app.include_router(audit_routes.router, prefix=f"{API_PREFIX}/audit")
     app.include_router(operations.router, prefix=API_PREFIX)
@@ -130,6 +149,15 @@ def create_app(
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         return JSONResponse(
             status_code=status, content={"error": {"code": exc.code, "message": str(exc)}}, headers=headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+        # The last resort (every refusal a client can cause is a FedgeError or a validation
+        # error): the details go to the log, never into the answer.
+        log.error("request failed unexpectedly", exc_info=exc)
+        return JSONResponse(
+            status_code=500, content={"error": {"code": "internal", "message": "internal server error"}}
         )
 
     return app

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from coordinator.api.deps import Device, DeviceReportsDep, TelemetryLimiterDep, Viewer
 from coordinator.api.drift_routes import telemetry_site
 from coordinator.api.schemas import DevicePublic, DeviceReportCreated
+from fedge.http_limits import MAX_ID
 
 __all__ = ["DeviceReportIn", "ModelRef", "router"]
 
@@ -37,7 +38,7 @@ class DeviceReportIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device: str | None = Field(default=None, min_length=1, max_length=128)
     model: ModelRef
-    served: int = Field(ge=0)
+    served: int = Field(ge=0, le=MAX_ID)
     health: dict[str, Any] = Field(default_factory=dict)
     drift: dict[str, Any] = Field(default_factory=dict)
 

@@ -23,6 +23,7 @@ from coordinator.api.drift_schemas import (
 from coordinator.auth import Principal
 from fedge.drift_summary import SiteSummary
 from fedge.errors import PermissionDeniedError
+from fedge.http_limits import MAX_ID
 
 __all__ = ["DriftSummaryIn", "EvaluateIn", "router", "telemetry_site"]
 
@@ -37,9 +38,9 @@ class DriftSummaryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     site: str | None = Field(default=None, min_length=1, max_length=128)
     model: str = Field(min_length=1, max_length=128)
-    version: int = Field(ge=1)
-    window: int = Field(ge=0)
-    window_size: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_ID)
+    window: int = Field(ge=0, le=MAX_ID)
+    window_size: int = Field(ge=1, le=MAX_ID)
     counts: list[list[float]] = Field(min_length=1)
     class_counts: list[float] | None = None
     epsilon: float = Field(gt=0)
@@ -71,7 +72,7 @@ class EvaluateIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=128)
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_ID)
     performance: float | None = None
 
 
@@ -123,7 +124,7 @@ def list_reports(
     _actor: Viewer,
     service: DriftServiceDep,
     model: str | None = None,
-    version: int | None = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DriftReportPublic]:
     """Window reports, oldest first, optionally of one model or version."""

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,11 +34,17 @@ from coordinator.api.schemas import (
     TokenPublic,
     TokenRevoked,
 )
+from fedge.config.compose import refuse_interpolations
 from fedge.errors import ConfigError
+from fedge.http_limits import MAX_ID
 
 __all__ = ["NodeIn", "RunCreateIn", "TokenIn", "router"]
 
 router = APIRouter()
+
+RunId = Annotated[str, Path(min_length=1, max_length=128)]
+NodeName = Annotated[str, Path(min_length=1, max_length=128)]
+TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class RunCreateIn(BaseModel):
@@ -83,6 +89,7 @@ def create_run(
     deployment: MaybeDeploymentDep,
 ) -> RunSummary:
     """Start a federated training run from a config name plus Hydra overrides."""
+    refuse_interpolations(body.overrides)  # overrides are data: no `${...}` reaches a resolver
     _refuse_registry_overrides(body.overrides)
     config = load_run_config(body.config, list(body.overrides))  # a bad config is refused first
     run = started_deployment(deployment).runs.create(config, reason=body.reason, actor=actor)
@@ -94,7 +101,7 @@ def list_runs(
     registry: RegistryDep,
     _actor: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    status: str | None = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
 ) -> list[RunSummary]:
     """Runs, newest first (simulations and deployments alike)."""
     runs = [r for r in registry.store.list_runs(limit=limit) if status is None or r.status == status]
@@ -102,17 +109,17 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", tags=["runs"], response_model=RunDetail)
-def get_run(run_id: str, registry: RegistryDep, _actor: Viewer) -> RunDetail:
+def get_run(run_id: RunId, registry: RegistryDep, _actor: Viewer) -> RunDetail:
     """A run: status, rounds done, per-round metrics, participants, versions."""
     return RunDetail.read(registry, registry.store.get_run(run_id))
 
 
 @router.get("/runs/{run_id}/logs", tags=["runs"], response_model=LogPagePublic)
 def run_logs(
-    run_id: str,
+    run_id: RunId,
     _actor: Viewer,
     deployment: DeploymentDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1 << 20)] = 65536,
 ) -> LogPagePublic:
     """A page of the run's log; pass ``next_offset`` back as ``offset`` for the next page."""
@@ -127,10 +134,10 @@ def run_logs(
     responses={200: {"content": {"text/plain": {}}, "description": "The log, followed."}},
 )
 async def stream_logs(
-    run_id: str,
+    run_id: RunId,
     _actor: Viewer,
     deployment: DeploymentDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> StreamingResponse:
     """The run's log as plain text, following it until the run finishes."""
     runs = deployment.runs
@@ -152,7 +159,7 @@ async def stream_logs(
 
 
 @router.post("/runs/{run_id}/stop", tags=["runs"], response_model=RunSummary)
-def stop_run(run_id: str, actor: Operator, registry: RegistryDep, deployment: DeploymentDep) -> RunSummary:
+def stop_run(run_id: RunId, actor: Operator, registry: RegistryDep, deployment: DeploymentDep) -> RunSummary:
     """Ask the SuperLink to stop the run."""
     run = deployment.runs.stop(run_id, actor=actor)
     return RunSummary.of(run, rounds_done=len(registry.store.list_checkpoints(run_id)))
@@ -179,7 +186,7 @@ def enroll_node(body: NodeIn, actor: Admin, registry: RegistryDep, deployment: D
 
 
 @router.delete("/nodes/{name}", tags=["nodes"], response_model=NodePublic)
-def revoke_node(name: str, actor: Admin, registry: RegistryDep, deployment: DeploymentDep) -> NodePublic:
+def revoke_node(name: NodeName, actor: Admin, registry: RegistryDep, deployment: DeploymentDep) -> NodePublic:
     """Revoke a node: its key is unregistered at the SuperLink and can no longer connect."""
     node = deployment.nodes.revoke(name, actor=actor)
     registry.store.append_audit(action="node.revoked", actor=actor, subject=f"node {node.name}", details={})
@@ -208,7 +215,7 @@ def list_tokens(tokens: TokensDep, _actor: Admin) -> list[TokenPublic]:
 
 
 @router.delete("/tokens/{token_id}", tags=["tokens"], response_model=TokenRevoked)
-def revoke_token(token_id: int, registry: RegistryDep, tokens: TokensDep, actor: Admin) -> TokenRevoked:
+def revoke_token(token_id: TokenId, registry: RegistryDep, tokens: TokensDep, actor: Admin) -> TokenRevoked:
     """Revoke a token."""
     tokens.revoke(token_id)
     registry.store.append_audit(action="token.revoked", actor=actor, subject=f"token {token_id}", details={})

@@ -9,7 +9,8 @@
 import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import AfterValidator
 
 from coordinator.api.deps import (
     Admin,
@@ -32,12 +33,21 @@ from coordinator.api.registry_schemas import (
     PromotionRequest,
     RegistryRunPublic,
     VersionPublic,
+    bounded_version_ref,
 )
+from fedge.http_limits import MAX_ID
 from registry import approve, assemble_bundle, declare_alias, declared_aliases, promote, verify_chain
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["registry"])
+
+
+# ``12``, ``digits:3`` or ``digits@staging``; the number checked before it reaches the database.
+VersionRef = Annotated[str, Path(min_length=1, max_length=256), AfterValidator(bounded_version_ref)]
+Name = Annotated[str, Path(min_length=1, max_length=256)]
+RunId = Annotated[str, Path(min_length=1, max_length=128)]
+ArtifactKind = Annotated[str, Path(min_length=1, max_length=64)]
 
 _BINARY: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}
@@ -48,8 +58,8 @@ _BINARY: dict[int | str, dict[str, Any]] = {
 def list_versions(
     registry: RegistryDep,
     _actor: Viewer,
-    name: str | None = None,
-    run_id: str | None = None,
+    name: Annotated[str | None, Query(max_length=256)] = None,
+    run_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[VersionPublic]:
     """Versions, newest first, optionally of one model or one run."""
@@ -58,13 +68,13 @@ def list_versions(
 
 
 @router.get("/versions/{ref}", response_model=VersionPublic)
-def get_version(ref: str, registry: RegistryDep, _actor: Viewer) -> VersionPublic:
+def get_version(ref: VersionRef, registry: RegistryDep, _actor: Viewer) -> VersionPublic:
     """A version by reference (``12``, ``digits:3``, ``digits@staging``)."""
     return VersionPublic.model_validate(registry.resolve(ref))
 
 
 @router.get("/versions/{ref}/artifacts/{kind}", response_class=Response, responses=_BINARY)
-def get_artifact(ref: str, kind: str, registry: RegistryDep, _actor: Viewer) -> Response:
+def get_artifact(ref: VersionRef, kind: ArtifactKind, registry: RegistryDep, _actor: Viewer) -> Response:
     """One artifact's bytes; ``X-Content-SHA256`` carries the digest to check them against."""
     version = registry.resolve(ref)
     data = registry.read_artifact(version, kind)
@@ -81,7 +91,7 @@ def get_artifact(ref: str, kind: str, registry: RegistryDep, _actor: Viewer) -> 
 
 
 @router.get("/versions/{ref}/bundle", response_class=Response, responses=_BINARY)
-def get_bundle(ref: str, registry: RegistryDep, actor: ReleaseReader) -> Response:
+def get_bundle(ref: VersionRef, registry: RegistryDep, actor: ReleaseReader) -> Response:
     """The version's signed release bundle (a zip); the download is audited."""
     version = registry.resolve(ref)
     data = assemble_bundle(registry, version)
@@ -100,7 +110,7 @@ def get_bundle(ref: str, registry: RegistryDep, actor: ReleaseReader) -> Respons
 
 
 @router.get("/versions/{ref}/approvals", response_model=list[ApprovalPublic])
-def list_approvals(ref: str, registry: RegistryDep, _actor: Viewer) -> list[ApprovalPublic]:
+def list_approvals(ref: VersionRef, registry: RegistryDep, _actor: Viewer) -> list[ApprovalPublic]:
     """A version's approvals, oldest first."""
     approvals = registry.store.list_approvals(registry.resolve(ref).id)
     return [ApprovalPublic.model_validate(a) for a in approvals]
@@ -108,7 +118,7 @@ def list_approvals(ref: str, registry: RegistryDep, _actor: Viewer) -> list[Appr
 
 @router.post("/versions/{ref}/approvals", status_code=201, response_model=ApprovalPublic)
 def add_approval(
-    ref: str,
+    ref: VersionRef,
     body: ApprovalRequest,
     registry: RegistryDep,
     gates: GatesDep,
@@ -166,14 +176,17 @@ def add_declared_alias(
 
 
 @router.get("/aliases/{name}/{alias}", response_model=VersionPublic)
-def get_alias(name: str, alias: str, registry: RegistryDep, _actor: ReleaseReader) -> VersionPublic:
+def get_alias(name: Name, alias: Name, registry: RegistryDep, _actor: ReleaseReader) -> VersionPublic:
     """The version ``name@alias`` points at."""
     return VersionPublic.model_validate(registry.store.get_alias(name, alias))
 
 
 @router.get("/models/{name}/alias-history", response_model=list[AliasEventPublic])
 def alias_history(
-    name: str, registry: RegistryDep, _actor: Viewer, alias: str | None = None
+    name: Name,
+    registry: RegistryDep,
+    _actor: Viewer,
+    alias: Annotated[str | None, Query(max_length=256)] = None,
 ) -> list[AliasEventPublic]:
     """A model's alias moves, oldest first (one alias with ``alias``)."""
     return [AliasEventPublic.model_validate(e) for e in registry.store.list_alias_events(name, alias)]
@@ -188,7 +201,7 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointPublic])
-def list_checkpoints(run_id: str, registry: RegistryDep, _actor: Viewer) -> list[CheckpointPublic]:
+def list_checkpoints(run_id: RunId, registry: RegistryDep, _actor: Viewer) -> list[CheckpointPublic]:
     """A run's checkpoints in round order (404 for an unknown run)."""
     registry.store.get_run(run_id)
     return [CheckpointPublic.model_validate(c) for c in registry.store.list_checkpoints(run_id)]
@@ -198,7 +211,7 @@ def list_checkpoints(run_id: str, registry: RegistryDep, _actor: Viewer) -> list
 def list_audit(
     registry: RegistryDep,
     _actor: Operator,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> list[AuditEntryPublic]:
     """Audit entries after ``after_seq``, in order."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from coordinator.api.schemas import Metrics, PublicModel
+from fedge.http_limits import MAX_ID
 
 __all__ = [
     "AliasDeclarationRequest",
@@ -23,7 +24,20 @@ __all__ = [
     "PromotionRequest",
     "RegistryRunPublic",
     "VersionPublic",
+    "bounded_version_ref",
 ]
+
+
+def bounded_version_ref(ref: str) -> str:
+    """``ref`` if its id or version number (if any) is an ASCII integer the database can hold."""
+    text = ref.strip()
+    number = text if text.isdigit() else None
+    if number is None and "@" not in text and ":" in text:
+        tail = text.rsplit(":", 1)[1]
+        number = tail if tail.isdigit() else None
+    if number is not None and not (number.isascii() and int(number) <= MAX_ID):
+        raise ValueError(f"an id or version number is an integer from 0 to {MAX_ID} (ASCII digits)")
+    return ref
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -31,7 +45,7 @@ class AliasTarget(BaseModel):
     """One move: version reference (``12``, ``digits:3``, ``digits@staging``) and the alias."""
 
     model_config = ConfigDict(extra="forbid")
-    version: str = Field(min_length=1, max_length=256)
+    version: Annotated[str, Field(min_length=1, max_length=256), AfterValidator(bounded_version_ref)]
     alias: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fedge.config.schemas import FedgeConfig
 from fedge.config.validation import validate_config
 from fedge.errors import ConfigError, UnknownStrategyError, UnknownTaskError
 
-__all__ = ["CONFIG_DIR", "load_config"]
+__all__ = ["CONFIG_DIR", "load_config", "refuse_interpolations"]
 
 # configs/ is installed beside the packages (as data), both in a checkout and in site-packages.
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -35,6 +36,7 @@ def load_config(
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(overrides or [])
+    refuse_interpolations(overrides)
     folder = config_dir or CONFIG_DIR
     if not (folder / f"{config_name}.yaml").is_file():
         names = sorted(p.stem for p in folder.glob("*.yaml"))
@@ -50,6 +52,7 @@ def load_config(
             # The YAML states the gates: let it (and `~registry.gates...` deletions) be the whole
             # truth rather than a key-wise merge over the schema's default gates.
             schema.registry.gates.aliases = {}
+        _refuse_composed_interpolations(composed)  # what the override grammar could still smuggle in
         merged = OmegaConf.merge(schema, composed)
         config: FedgeConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except MissingConfigException as exc:
@@ -65,6 +68,53 @@ def load_config(
         config.task.model = get_task(config.task.name).models[0]
     validate_config(config)
     return config
+
+
+def refuse_interpolations(overrides: list[str]) -> None:
+    """Refuse any override whose value holds an interpolation (``${...}``): overrides are data.
+
+    OmegaConf would resolve ``task.name=${oc.env:PATH}`` while building the config, and a later
+    error naming the value would hand the server's environment to whoever sent the override. The
+    refusal names the key only; nothing is resolved and the value is not echoed.
+
+    Raises
+    ------
+    ConfigError
+        Naming the override's key.
+    """
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if "${" in value or "${" in key:
+            shown = _shown_key(key) if sep else "<override>"
+            raise ConfigError(
+                f"override {shown}: interpolations (${{...}}) are not allowed in overrides; "
+                "give the value itself"
+            )
+
+
+def _shown_key(key: str) -> str:
+    key = key.strip()
+    plain = all(c.isalnum() or c in "._-+~/@[]" for c in key) and len(key) <= 200
+    return repr(key) if plain else "<override>"
+
+
+def _refuse_composed_interpolations(node: Any, key: str = "") -> None:
+    """Refuse an interpolation anywhere in the composed (unresolved) config, naming its key."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        items: Any = ((str(k), k) for k in node)
+    elif isinstance(node, ListConfig):
+        items = ((f"[{i}]", i) for i in range(len(node)))
+    else:
+        return
+    for name, index in items:
+        full = f"{key}{name}" if name.startswith("[") or not key else f"{key}.{name}"
+        if OmegaConf.is_interpolation(node, index):
+            raise ConfigError(
+                f"config key {full!r}: interpolations (${{...}}) are not allowed; give the value itself"
+            )
+        _refuse_composed_interpolations(node._get_node(index), full)
 
 
 def _task_references(overrides: list[str], config_dir: Path) -> list[str]:
