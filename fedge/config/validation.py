@@ -245,6 +245,9 @@ def validate_config(config: FedgeConfig) -> None:
             f"scenario.name must be 'none', 'drift' or 'byzantine', got {config.scenario.name!r}"
         )
     _validate_attack_harness(config)
+    from fedge.config.privacy import validate_privacy
+
+    validate_privacy(config)
     sim = config.simulation
     if sim.num_clients < 1:
         raise ConfigError(f"simulation.num_clients must be >= 1, got {sim.num_clients}")
