@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.training_privacy import privacy_mod
 from fedge.protocol import DRIFT_QUERY, RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ __all__ = ["app"]
 
 log = logging.getLogger(__name__)
 
-app = ClientApp()
+# Differential privacy for training (docs/privacy.md): LocalDpMod or client-side clipping, per the run.
+app = ClientApp(mods=[privacy_mod])
 
 
 @lru_cache(maxsize=4)
@@ -77,6 +79,7 @@ def _handle(msg: Message, context: Context) -> Message:
     partition_id = int(context.node_config["partition-id"])
     local = _current(local, config, partition_id)
     if message_type == "train":
+        _pay_for_training(msg, context, config)
         reply = trainer.train_reply(msg.content, config, local, identity)
         from client.attack_harness import attacked_reply  # test harness: scenario=byzantine only
 
@@ -93,6 +96,21 @@ def _current(local: LocalData, config: FedgeConfig, partition_id: int) -> LocalD
     from client.drift_telemetry import simulated_current_data
 
     return simulated_current_data(local, config.drift, partition_id)
+
+
+def _pay_for_training(msg: Message, context: Context, config: FedgeConfig) -> None:
+    # privacy.mode=local: this site's ledger (the one drift telemetry spends from) pays first.
+    if config.privacy.mode != "local":
+        return
+    from pathlib import Path
+
+    from client.drift_telemetry import ledger_for
+    from client.training_privacy import spend_for_training
+
+    ledger = ledger_for(
+        dict(context.node_config), config.drift, Path(config.registry.root) / "client-ledgers"
+    )
+    spend_for_training(ledger, config.privacy, msg.content, config.run_id)
 
 
 def _drift_reply(

@@ -13,6 +13,7 @@ from coordinator.drift.monitor import release_reference, run_monitor
 from coordinator.drift.reference import LINEAGE_KEY, manifest_entry
 from coordinator.node_wait import NodeWaitGrid, enrolled_node_names
 from coordinator.packaging import package_and_register, warm_up_exporter
+from coordinator.privacy import PrivacyBudgetStop, private_strategy
 from coordinator.round_recorder import RoundRecorder, with_round_recording
 from coordinator.strategies import strategy_class, strategy_kwargs
 from coordinator.warm_start import warm_start
@@ -88,35 +89,52 @@ def run_federation(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> No
         # core is free of simulated clients (measured on 2 cores: slower rounds ate the gain).
         reserved = config.simulation.backend_cpus
         warm_up = warm_up_exporter(task, task_cfg) if (os.cpu_count() or 1) > reserved else None
-        cls = with_round_recording(strategy_class(strategy_cfg.name), recorder)
-        strategy = cls(**strategy_kwargs(strategy_cfg, cls))
-        result = strategy.start(
-            grid=NodeWaitGrid(
-                grid,
-                required=max(
-                    strategy_cfg.min_available_nodes,
-                    strategy_cfg.min_train_nodes,
-                    strategy_cfg.min_evaluate_nodes,
-                ),
-                limit_s=strategy_cfg.wait_for_nodes_s,
-                names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
-            ),
-            initial_arrays=state_dict_to_arrays(model.state_dict()),
-            num_rounds=strategy_cfg.num_rounds,
-            timeout=strategy_cfg.round_timeout_s,
-            train_config=ConfigRecord({"lr": task_cfg.lr, "local-epochs": task_cfg.local_epochs}),
-            evaluate_fn=recorder.evaluate_fn,
+        base_cls = strategy_class(strategy_cfg.name)
+        # Differential privacy (docs/privacy.md): Flower's DP wrapper sits inside the recorder, so
+        # every checkpoint is the released (noised) aggregate and its lineage says what it spent.
+        strategy, privacy = private_strategy(
+            config=config,
+            strategy_cls=base_cls,
+            strategy_kwargs=strategy_kwargs(strategy_cfg, base_cls),
+            lineage=lineage,
+            record=lambda cls: with_round_recording(cls, recorder),
         )
+        try:
+            result = strategy.start(
+                grid=NodeWaitGrid(
+                    grid,
+                    required=max(
+                        strategy_cfg.min_available_nodes,
+                        strategy_cfg.min_train_nodes,
+                        strategy_cfg.min_evaluate_nodes,
+                    ),
+                    limit_s=strategy_cfg.wait_for_nodes_s,
+                    names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
+                ),
+                initial_arrays=state_dict_to_arrays(model.state_dict()),
+                num_rounds=strategy_cfg.num_rounds,
+                timeout=strategy_cfg.round_timeout_s,
+                train_config=ConfigRecord({"lr": task_cfg.lr, "local-epochs": task_cfg.local_epochs}),
+                evaluate_fn=recorder.evaluate_fn,
+            )
+        except PrivacyBudgetStop as stop:
+            # The budget is spent: the rounds trained so far are the release; no round past it runs.
+            log.warning("%s", stop)
+            if not recorder.checkpoints:
+                raise
+            result = None
         if not recorder.checkpoints:
             raise RuntimeError("no round completed: no checkpoint to package")
         final = recorder.checkpoints[-1]
         if warm_up is not None:
             warm_up.join()
-        recorder.model.load_state_dict(result.arrays.to_torch_state_dict())
+        if result is not None:
+            recorder.model.load_state_dict(result.arrays.to_torch_state_dict())
+        final_arrays = state_dict_to_arrays(recorder.model.state_dict())
         drift = config.drift
         reference = (
             release_reference(
-                grid, settings=drift, task=task, model_arrays=result.arrays, public_rows=holdout.x,
+                grid, settings=drift, task=task, model_arrays=final_arrays, public_rows=holdout.x,
                 model_name=task.name, min_nodes=strategy_cfg.min_available_nodes,
             )
             if drift.enabled
@@ -136,6 +154,7 @@ def run_federation(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> No
             lineage={
                 **final.lineage,
                 "checkpoint_ids": [c.id for c in recorder.checkpoints],
+                "privacy": privacy.entry(),
                 **({LINEAGE_KEY: reference.to_dict()} if reference is not None else {}),
             },
             drift=manifest_entry(reference) if reference is not None else None,
