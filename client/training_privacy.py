@@ -55,9 +55,17 @@ def spend_for_training(ledger: PrivacyLedger, settings: PrivacySettings, content
 
 
 def privacy_mod(msg: Message, context: Context, call_next: Any) -> Message:
-    """Flower mod: local DP, or client-side clipping for central DP, on ``train`` messages only."""
+    """Flower mod: SecAgg+, local DP, or client-side clipping for central DP, on ``train`` messages only."""
     if msg.metadata.message_type != "train":
         return call_next(msg, context)  # type: ignore[no-any-return]
+    from client.secure_aggregation import is_secagg_message
+
+    if is_secagg_message(msg.content):
+        # SecAgg+ (strategy.secure_aggregation=true): Flower's mod runs the protocol and masks the
+        # update; central DP's clipping happens inside, before masking (client/secure_aggregation.py).
+        from flwr.client.mod import secaggplus_mod
+
+        return secaggplus_mod(msg, context, call_next)
     settings = privacy_settings(str(context.run_config.get(RUN_CONFIG_KEY, "")))
     if settings.mode == "local":
         from flwr.clientapp.mod import LocalDpMod

@@ -30,10 +30,12 @@ from fedge.protocol import METRICS_KEY
 __all__ = [
     "UNIT_WEIGHT_KEY",
     "PrivacyBudgetStop",
+    "SecureAggregateDp",
     "PrivacyTracker",
     "noise_for_target_epsilon",
     "num_sampled_clients",
     "private_strategy",
+    "secure_aggregate_dp",
 ]
 
 log = logging.getLogger(__name__)
@@ -318,3 +320,66 @@ def private_strategy(
     tracker.strategy = strategy
     tracker.publish()
     return strategy, tracker
+
+
+@dataclass
+class SecureAggregateDp:
+    """Central DP on a securely aggregated mean (SecAgg+): the clients clip their own updates
+    (``client/secure_aggregation.py``), the coordinator noises the unmasked mean and accounts it."""
+
+    noise_multiplier: float
+    clipping_norm: float
+    accountant: Any
+    tracker: PrivacyTracker
+
+    def privacy_spent(self) -> Any:
+        return self.accountant.get_privacy_spent()
+
+    def _event(self, sample_size: int) -> Any:
+        from flwr.serverapp import GaussianPrivacyEvent
+
+        return GaussianPrivacyEvent(self.noise_multiplier, sample_size, self.tracker.population)
+
+    def check_budget(self, server_round: int, sample_size: int) -> None:
+        """Raise :class:`PrivacyBudgetStop` when this round would spend past ``max_epsilon``."""
+        limit = self.tracker.max_epsilon
+        if limit is None or not self.accountant.would_exceed(self._event(sample_size), max_epsilon=limit):
+            return
+        self.tracker.stopped_before_round = server_round
+        self.tracker.publish()
+        spent = self.privacy_spent()
+        raise PrivacyBudgetStop(
+            f"privacy budget: round {server_round} would take epsilon past privacy.max_epsilon={limit:g} "
+            f"(spent {spent.epsilon:.4g} at delta {spent.delta:g} in {server_round - 1} rounds); stopping before it"
+        )
+
+    def release(self, ndarrays: list[Any], sample_size: int) -> None:
+        """Add the Gaussian noise to the mean in place and compose the release."""
+        from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_stdv
+
+        add_gaussian_noise_inplace(ndarrays, compute_stdv(self.noise_multiplier, self.clipping_norm, sample_size))
+        self.accountant.compose(self._event(sample_size))
+        self.tracker.releases += 1
+        self.tracker.publish()
+
+
+def secure_aggregate_dp(config: FedgeConfig, lineage: dict[str, Any]) -> tuple[PrivacyTracker, SecureAggregateDp | None]:
+    """The tracker for a SecAgg+ run, and its central DP when ``privacy.mode=central``."""
+    s = config.privacy
+    population, sampled = population_size(config), num_sampled_clients(config)
+    tracker = PrivacyTracker(
+        settings=s, noise_multiplier=s.noise_multiplier, num_sampled=sampled, population=population,
+        rounds_planned=config.strategy.num_rounds, lineage=lineage,
+    )  # fmt: skip
+    if s.mode != "central":
+        tracker.publish()
+        return tracker, None
+    noise = s.noise_multiplier or noise_for_target_epsilon(
+        target_epsilon=float(s.target_epsilon or 0), delta=s.delta, rounds=config.strategy.num_rounds,
+        sample_size=sampled, population=population,
+    )  # fmt: skip
+    tracker.noise_multiplier = noise
+    dp = SecureAggregateDp(noise, s.clipping_norm, _accountant(s, population, tracker.max_epsilon), tracker)
+    tracker.strategy = dp
+    tracker.publish()
+    return tracker, dp

@@ -177,3 +177,8 @@ def _validate_secagg(config: FedgeConfig) -> None:
             "strategy.secure_aggregation=true with privacy.mode=local is not supported: use central DP "
             "(noise on the securely aggregated sum)"
         )
+    if config.privacy.mode == "central" and (config.privacy.clipping != "client" or config.privacy.adaptive):
+        raise ConfigError(
+            "strategy.secure_aggregation=true with privacy.mode=central needs privacy.clipping=client and "
+            "privacy.adaptive=false: the coordinator sees only the sum, so each client clips its own update"
+        )
