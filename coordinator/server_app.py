@@ -81,6 +81,15 @@ def run_federation(
             "reason": config.reason,
             "warm_start_from": warm,
         }
+        if strategy_cfg.secure_aggregation:
+            secagg = config.privacy.secagg
+            lineage["secure_aggregation"] = {
+                "protocol": "secagg+",
+                "num_shares": secagg.num_shares,
+                "reconstruction_threshold": secagg.reconstruction_threshold,
+                "clipping_range": secagg.clipping_range,
+                "quantization_range": secagg.quantization_range,
+            }
         recorder = RoundRecorder(
             registry=registry,
             run_id=run_id,
