@@ -55,7 +55,11 @@ def _metadata(node_id: int) -> Metadata:
 def run(clients: int, rounds: int, local_epochs: int, clip: float, epsilon: float | None, seed: int) -> float:
     """Final central accuracy with central DP at ``epsilon`` (``None``: FedAvg without DP)."""
     config = load_config(
-        [f"simulation.num_clients={clients}", f"task.local_epochs={local_epochs}", "strategy.min_train_nodes=1"]
+        [
+            f"simulation.num_clients={clients}",
+            f"task.local_epochs={local_epochs}",
+            "strategy.min_train_nodes=1",
+        ]
     )
     task = get_task(config.task.name)
     torch.set_num_threads(1)
@@ -111,7 +115,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     args = parser.parse_args()
     logging.disable(logging.INFO)  # Flower logs every clip and noise draw
-    print(f"digits · {args.rounds} rounds · {args.local_epochs} local epochs · clip {args.clip} · delta {DELTA}")
+    print(
+        f"digits · {args.rounds} rounds · {args.local_epochs} local epochs · clip {args.clip} · delta {DELTA}"
+    )
     print(f"{'clients':>7} {'epsilon':>8} {'noise mult':>10} {'noise std':>10} {'accuracy':>9} {'s':>6}")
     for clients in args.clients:
         for epsilon in (None, *EPSILONS):
@@ -122,9 +128,12 @@ def main() -> None:
             ]
             noise = (
                 noise_for_target_epsilon(
-                    target_epsilon=epsilon, delta=DELTA, rounds=args.rounds, sample_size=clients,
+                    target_epsilon=epsilon,
+                    delta=DELTA,
+                    rounds=args.rounds,
+                    sample_size=clients,
                     population=clients,
-                )  # fmt: skip
+                )
                 if epsilon is not None
                 else 0.0
             )

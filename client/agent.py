@@ -58,8 +58,9 @@ class AgentConfig:
     ``superlink`` is the SuperLink's Fleet API as ``host:port``; ``ca_cert`` the federation's CA
     (the only root trusted); ``private_key`` the node key whose public half the operator enrolled.
     ``privacy_budget_epsilon`` (else ``drift_budget_epsilon``) is the institution's total privacy
-    budget for local-DP training and drift telemetry alike (its one ledger refuses beyond it) and ``drift_min_window`` its own minimum window: the run's
-    config cannot raise the one or lower the other.
+    budget for local-DP training and drift telemetry alike (its one ledger refuses beyond it) and
+    ``drift_min_window`` its own minimum window: the run's config cannot raise the one or lower the
+    other.
     """
 
     superlink: str
@@ -79,7 +80,9 @@ class AgentConfig:
     @property
     def budget_epsilon(self) -> float:
         """The institution's total epsilon, all purposes together."""
-        return self.drift_budget_epsilon if self.privacy_budget_epsilon is None else self.privacy_budget_epsilon
+        if self.privacy_budget_epsilon is None:
+            return self.drift_budget_epsilon
+        return self.privacy_budget_epsilon
 
 
 class ClientAgent:
@@ -182,7 +185,8 @@ class ClientAgent:
 
     def ledger(self) -> PrivacyLedger:
         """The institution's one privacy ledger (state folder, kept across runs): training and telemetry."""
-        return PrivacyLedger(self.state_dir / "privacy-ledger.json", budget_epsilon=self.config.budget_epsilon)
+        path = self.state_dir / "privacy-ledger.json"
+        return PrivacyLedger(path, budget_epsilon=self.config.budget_epsilon)
 
     def _drift_rows(self, content: RecordDict) -> np.ndarray:
         """The rows a drift query counts: the whole current file for a monitoring window (the

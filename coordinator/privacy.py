@@ -30,8 +30,8 @@ from fedge.protocol import METRICS_KEY
 __all__ = [
     "UNIT_WEIGHT_KEY",
     "PrivacyBudgetStop",
-    "SecureAggregateDp",
     "PrivacyTracker",
+    "SecureAggregateDp",
     "noise_for_target_epsilon",
     "num_sampled_clients",
     "private_strategy",
@@ -73,8 +73,7 @@ def _accountant(settings: PrivacySettings, population: int, max_epsilon: float |
         )
     except ImportError as exc:
         raise ConfigError(
-            'privacy.mode=central needs Flower\'s accountant backend: pip install "flwr[dp]" '
-            "(dp-accounting)"
+            'privacy.mode=central needs Flower\'s accountant backend: pip install "flwr[dp]" (dp-accounting)'
         ) from exc
 
 
@@ -184,7 +183,9 @@ class PrivacyTracker:
             self.refusals.append(
                 {"round": server_round, "node_id": int(msg.metadata.src_node_id), "reason": text[:300]}
             )
-            log.warning("round %d: node %d refused to train: %s", server_round, msg.metadata.src_node_id, text)
+            log.warning(
+                "round %d: node %d refused to train: %s", server_round, msg.metadata.src_node_id, text
+            )
 
 
 def _with_unit_weights(replies: Iterable[Message]) -> list[Message]:
@@ -350,20 +351,25 @@ class SecureAggregateDp:
         spent = self.privacy_spent()
         raise PrivacyBudgetStop(
             f"privacy budget: round {server_round} would take epsilon past privacy.max_epsilon={limit:g} "
-            f"(spent {spent.epsilon:.4g} at delta {spent.delta:g} in {server_round - 1} rounds); stopping before it"
+            f"(spent {spent.epsilon:.4g} at delta {spent.delta:g} in {server_round - 1} rounds); "
+            "stopping before it"
         )
 
     def release(self, ndarrays: list[Any], sample_size: int) -> None:
         """Add the Gaussian noise to the mean in place and compose the release."""
         from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_stdv
 
-        add_gaussian_noise_inplace(ndarrays, compute_stdv(self.noise_multiplier, self.clipping_norm, sample_size))
+        add_gaussian_noise_inplace(
+            ndarrays, compute_stdv(self.noise_multiplier, self.clipping_norm, sample_size)
+        )
         self.accountant.compose(self._event(sample_size))
         self.tracker.releases += 1
         self.tracker.publish()
 
 
-def secure_aggregate_dp(config: FedgeConfig, lineage: dict[str, Any]) -> tuple[PrivacyTracker, SecureAggregateDp | None]:
+def secure_aggregate_dp(
+    config: FedgeConfig, lineage: dict[str, Any]
+) -> tuple[PrivacyTracker, SecureAggregateDp | None]:
     """The tracker for a SecAgg+ run, and its central DP when ``privacy.mode=central``."""
     s = config.privacy
     population, sampled = population_size(config), num_sampled_clients(config)

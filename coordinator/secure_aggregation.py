@@ -71,7 +71,9 @@ def run_secure_rounds(
             out[UNIFORM_WEIGHT_CONFIG] = True
         return out
 
-    def evaluate_fn(server_round: int, ndarrays: list[np.ndarray], _: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    def evaluate_fn(
+        server_round: int, ndarrays: list[np.ndarray], _: dict[str, Any]
+    ) -> tuple[float, dict[str, Any]]:
         arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in zip(keys, ndarrays, strict=True)})
         metrics = recorder.evaluate_fn(server_round, arrays)
         plain = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)}
@@ -87,7 +89,9 @@ def run_secure_rounds(
         def aggregate_fit(self, server_round: int, results: list[Any], failures: list[Any]) -> Any:
             recorder.train_by_round[server_round] = {
                 int(proxy.node_id): {
-                    k: float(v) for k, v in res.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+                    k: float(v)
+                    for k, v in res.metrics.items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
                 }
                 for proxy, res in results
             }
@@ -107,7 +111,12 @@ def run_secure_rounds(
                 mean = parameters_to_ndarrays(parameters)
                 dp.release(mean, len(results))
                 parameters = ndarrays_to_parameters(mean)
-            log.info("round %d: SecAgg+ sum of %d updates unmasked (%d dropped)", server_round, len(results), len(failures))
+            log.info(
+                "round %d: SecAgg+ sum of %d updates unmasked (%d dropped)",
+                server_round,
+                len(results),
+                len(failures),
+            )
             return parameters, metrics
 
     strategy = SecureFedAvg(

@@ -15,8 +15,8 @@ from coordinator.drift.reference import LINEAGE_KEY, manifest_entry
 from coordinator.node_wait import NodeWaitGrid, enrolled_node_names
 from coordinator.packaging import package_and_register, warm_up_exporter
 from coordinator.privacy import PrivacyBudgetStop, private_strategy, secure_aggregate_dp
-from coordinator.secure_aggregation import run_secure_rounds
 from coordinator.round_recorder import RoundRecorder, with_round_recording
+from coordinator.secure_aggregation import run_secure_rounds
 from coordinator.strategies import strategy_class, strategy_kwargs
 from coordinator.warm_start import warm_start
 from fedge.config import FedgeConfig
@@ -171,7 +171,8 @@ def _package(
     result: Any, warm_up: Any, privacy: dict[str, Any],
 ) -> None:
     """Export, sign and register the last checkpoint's model as the run's ``candidate`` version."""
-    run_id, task_cfg, strategy_cfg, registry_config = config.run_id, config.task, config.strategy, config.registry
+    run_id, task_cfg, strategy_cfg = config.run_id, config.task, config.strategy
+    registry_config = config.registry
     if not recorder.checkpoints:
         raise RuntimeError("no round completed: no checkpoint to package")
     final = recorder.checkpoints[-1]

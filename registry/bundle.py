@@ -176,7 +176,7 @@ def build_manifest(
     if identity is not None:
         manifest["identity"] = identity.to_manifest(_timestamp(created_at))
     privacy = (version.lineage or {}).get("privacy")
-    if privacy is not None:  # what training spent (mechanism, clipping, noise, epsilon, delta): docs/privacy.md
+    if privacy is not None:  # what training spent (mechanism, clipping, noise, epsilon): docs/privacy.md
         manifest["privacy"] = dict(privacy)
     try:
         canonical_manifest_bytes(manifest)

@@ -109,12 +109,16 @@ def validate_privacy(config: FedgeConfig) -> None:
             "a larger delta lets the mechanism reveal one client outright"
         )
     if p.sampling is not None and not 0 < p.sampling <= 1:
-        raise ConfigError(f"privacy.sampling must be in (0, 1] (null: strategy.fraction_train), got {p.sampling}")
+        raise ConfigError(
+            f"privacy.sampling must be in (0, 1] (null: strategy.fraction_train), got {p.sampling}"
+        )
     if p.mode == "central":
         _validate_central(config)
     elif p.mode == "local":
         if p.target_epsilon is None:
-            raise ConfigError("privacy.mode=local needs privacy.target_epsilon (each client's epsilon per round)")
+            raise ConfigError(
+                "privacy.mode=local needs privacy.target_epsilon (each client's epsilon per round)"
+            )
         if p.noise_multiplier is not None or p.max_epsilon is not None or p.adaptive:
             raise ConfigError(
                 "privacy.mode=local takes target_epsilon, delta and clipping_norm only; the budget is "
@@ -167,7 +171,8 @@ def _validate_secagg(config: FedgeConfig) -> None:
     nodes = min(config.strategy.min_train_nodes, config.simulation.num_clients)
     if nodes < s.reconstruction_threshold:
         raise ConfigError(
-            f"strategy.secure_aggregation=true with strategy.min_train_nodes={config.strategy.min_train_nodes} "
+            "strategy.secure_aggregation=true with "
+            f"strategy.min_train_nodes={config.strategy.min_train_nodes} "
             f"(simulation.num_clients={config.simulation.num_clients}) is fewer nodes than SecAgg+'s "
             f"privacy.secagg.reconstruction_threshold={s.reconstruction_threshold}: the sum could never "
             "be unmasked"

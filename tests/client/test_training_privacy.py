@@ -9,17 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
-
 from flwr.app.message.message import make_message
 
 from client.agent import AgentConfig, ClientAgent
+from client.drift_telemetry import META_KEY
 from client.training_privacy import privacy_mod
 from fedge.errors import PrivacyBudgetError
 from fedge.protocol import ARRAYS_KEY, RUN_CONFIG_KEY, encode_run_config
 from fedge.serde import state_dict_to_arrays
 from fedge.tasks import TaskConfig, get_task
 from simulations.local_deployment import partition_file
-from client.drift_telemetry import META_KEY
 from tests.client.test_client_agent import _drift_query
 
 
@@ -66,13 +65,16 @@ def agent(tmp_path: Path) -> ClientAgent:
 LOCAL = {"mode": "local", "target_epsilon": 1.0, "delta": 1e-5, "clipping_norm": 1.0}
 
 
-def test_telemetry_and_local_dp_training_spend_one_budget_and_the_excess_is_refused(agent: ClientAgent) -> None:
+def test_telemetry_and_local_dp_training_spend_one_budget_and_the_excess_is_refused(
+    agent: ClientAgent,
+) -> None:
     config = _run_config(LOCAL, epsilon=1.0, min_window=1)
 
     drift = agent.handle("query.drift", config, _drift_query(0))
     trained = agent.handle("train", config, _train_content(1))
-    with pytest.raises(PrivacyBudgetError, match=r"privacy budget exhausted: local-dp training, run \? round 2 "
-                       r"needs epsilon 1 but 2 of 2.5 is spent; refusing to send"):  # fmt: skip
+    refused = r"privacy budget exhausted: local-dp training, run \? round 2 needs epsilon 1 but 2 of 2.5"
+    refused += " is spent"
+    with pytest.raises(PrivacyBudgetError, match=refused + "; refusing to send"):
         agent.handle("train", config, _train_content(2))
 
     assert drift[META_KEY]["status"] == "ok" and ARRAYS_KEY in trained

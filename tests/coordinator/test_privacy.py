@@ -24,9 +24,9 @@ QUICK = ["simulation.num_clients=3", "strategy.num_rounds=2", "task.local_epochs
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["privacy=central", "privacy.target_epsilon=0"], "privacy.target_epsilon must be a finite number > 0"),
+        (["privacy=central", "privacy.target_epsilon=0"], "privacy.target_epsilon must be a finite number"),
         (["privacy=central", "privacy.max_epsilon=-1"], "privacy.max_epsilon must be a finite number > 0"),
-        (["privacy=central", "privacy.delta=0.25", "simulation.num_clients=5"], "privacy.delta=0.25 must be > 0 and < 1/n = 0.2"),
+        (["privacy=central", "privacy.delta=0.25", "simulation.num_clients=5"], "and < 1/n = 0.2"),
         (["privacy=central", "privacy.clipping_norm=0"], "privacy.clipping_norm must be a finite number > 0"),
         (["privacy=local", "privacy.clipping_norm=-2"], "privacy.clipping_norm must be a finite number > 0"),
         (["privacy=central", "privacy.noise_multiplier=1.0"], "exactly one of privacy.noise_multiplier and"),
@@ -59,13 +59,19 @@ def test_the_cli_refuses_it_before_the_run_in_one_line_exit_2(tmp_path: Path) ->
 
 def test_the_noise_for_a_target_epsilon_spends_it_and_no_more() -> None:
     from flwr.serverapp import (
-        GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod,
+        GaussianPrivacyEvent,
+        NeighboringRelation,
+        PrivacyConfig,
+        RdpAccountant,
+        SamplingMethod,
     )  # fmt: skip
 
     noises = [noise_for_target_epsilon(target_epsilon=e, delta=1e-5, rounds=5, sample_size=10, population=10)
               for e in (1.0, 3.0, 8.0)]  # fmt: skip
     assert noises[0] > noises[1] > noises[2] > 0
-    acc = RdpAccountant(PrivacyConfig(1e-5, 10, NeighboringRelation.ADD_OR_REMOVE_ONE, SamplingMethod.NO_AMPLIFICATION))
+    acc = RdpAccountant(
+        PrivacyConfig(1e-5, 10, NeighboringRelation.ADD_OR_REMOVE_ONE, SamplingMethod.NO_AMPLIFICATION)
+    )
     acc.compose(GaussianPrivacyEvent(noises[1], 10, 10), count=5)
     assert 2.99 < acc.get_epsilon(1e-5) <= 3.0
 
@@ -115,7 +121,7 @@ def test_central_dp_records_epsilon_in_lineage_manifest_and_registry_show(tmp_pa
     assert json.loads(show.stdout)["privacy"] == privacy
     manifest_path = tmp_path / "manifest.json"
     subprocess.run(
-        [FEDGE, "registry", "download", "digits:1", "--out", str(manifest_path), "--root", str(tmp_path / "reg")],
+        [FEDGE, "registry", "download", "digits:1", "--out", str(manifest_path), "--root", str(tmp_path / "reg")],  # noqa: E501
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert json.loads(manifest_path.read_text())["privacy"] == privacy  # inside the signed manifest

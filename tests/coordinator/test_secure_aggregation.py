@@ -9,96 +9,30 @@ the clients' own training) through a loopback Grid that records every reply the 
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, RecordDict
 from flwr.common import bytes_to_ndarray, parameters_to_ndarrays
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common.recorddict_compat import recorddict_to_fitres
-from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 import client.secure_aggregation as client_secagg
-from client.client_app import app as client_app
 from coordinator.round_recorder import RoundRecorder
 from coordinator.secure_aggregation import run_secure_rounds
-from fedge.config import FedgeConfig, load_config
-from fedge.protocol import RUN_CONFIG_KEY, encode_run_config
+from fedge.config import load_config
 from fedge.serde import state_dict_to_arrays
 from fedge.tasks import get_task
 from registry import RegistryConfig, RunCreate, open_registry
+from simulations.loopback_grid import LoopbackGrid
 
 FEDGE = str(Path(sys.executable).parent / "fedge")
-
-
-class LoopbackGrid(Grid):  # type: ignore[misc]
-    """Delivers each message to fedge's ClientApp in this process and keeps every reply it returns.
-
-    ``drop`` nodes stop answering from SecAgg+'s collect stage on (a dropout after sharing keys).
-    """
-
-    def __init__(self, config: FedgeConfig, nodes: int, drop: set[int]) -> None:
-        run_config = {RUN_CONFIG_KEY: encode_run_config(config.to_dict())}
-        self.contexts = {
-            nid: Context(
-                run_id=1, node_id=nid, node_config={"partition-id": nid - 1, "num-partitions": nodes},
-                state=RecordDict(), run_config=run_config,
-            )  # fmt: skip
-            for nid in range(1, nodes + 1)
-        }
-        self.drop = drop
-        self.received: list[Message] = []
-        self._outbox: dict[str, Message] = {}
-
-    def set_run(self, run: Any) -> None:
-        pass
-
-    @property
-    def run(self) -> Any:
-        return SimpleNamespace(run_id=1)
-
-    def create_message(
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
-    ) -> Message:
-        return Message(content, dst_node_id, message_type, group_id=group_id, ttl=ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        ids = []
-        for msg in messages:
-            msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
-            self._outbox[msg.metadata.message_id] = msg
-            ids.append(msg.metadata.message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        replies = []
-        for mid in message_ids:
-            msg = self._outbox.pop(mid)
-            nid = msg.metadata.dst_node_id
-            stage = msg.content.config_records.get(RECORD_KEY_CONFIGS, {}).get(Key.STAGE)
-            if nid in self.drop and stage in (Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK):
-                continue
-            reply = client_app(copy.deepcopy(msg), self.contexts[nid])
-            reply.metadata.__dict__["_src_node_id"] = nid
-            self.received.append(reply)
-            replies.append(reply)
-        return replies
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return self.pull_messages(list(self.push_messages(messages)))
 
 
 @pytest.fixture
@@ -132,13 +66,16 @@ def _run(tmp_path: Path, nodes: int, drop: set[int]) -> tuple[LoopbackGrid, dict
     registry = open_registry(RegistryConfig(root=str(tmp_path / "reg")))
     try:
         registry.store.create_run(
-            RunCreate(run_id="r", task="digits", strategy="fedavg", num_rounds=1, config={}, config_hash="0" * 64)
+            RunCreate(
+                run_id="r", task="digits", strategy="fedavg", num_rounds=1, config={}, config_hash="0" * 64
+            )
         )
         recorder = RoundRecorder(
             registry=registry, run_id="r", model=task.build_model(config.task), base_lineage={}, task=task
         )
         run_secure_rounds(
-            grid=grid, context=Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}),
+            grid=grid,
+            context=Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}),
             config=config, recorder=recorder,
             initial_arrays=state_dict_to_arrays(task.build_model(config.task).state_dict()), dp=None,
         )  # fmt: skip
@@ -180,7 +117,9 @@ def test_the_server_receives_masked_vectors_only_and_recovers_just_their_sum(
     # ... while their sum unmasks to the clients' weighted mean (up to SecAgg+'s quantization)
     weights = np.array([n for _, n in true_updates.values()], dtype=np.float64)
     for i, key in enumerate(keys):
-        expected = sum(w * p[i] for w, (p, _) in zip(weights, true_updates.values(), strict=True)) / weights.sum()
+        expected = (
+            sum(w * p[i] for w, (p, _) in zip(weights, true_updates.values(), strict=True)) / weights.sum()
+        )
         np.testing.assert_allclose(aggregate[key], expected, atol=1e-3)
 
 
@@ -193,7 +132,9 @@ def test_a_dropout_within_the_threshold_still_completes_the_round(
     assert len(true_updates) == 3 and len(_masked_vectors(grid)) == 3
     weights = np.array([n for _, n in true_updates.values()], dtype=np.float64)
     for i, key in enumerate(keys):
-        expected = sum(w * p[i] for w, (p, _) in zip(weights, true_updates.values(), strict=True)) / weights.sum()
+        expected = (
+            sum(w * p[i] for w, (p, _) in zip(weights, true_updates.values(), strict=True)) / weights.sum()
+        )
         np.testing.assert_allclose(aggregate[key], expected, atol=1e-3)
 
 
@@ -201,7 +142,8 @@ def test_a_dropout_within_the_threshold_still_completes_the_round(
 def test_a_secure_aggregation_simulation_with_central_dp_completes_and_records_both(tmp_path: Path) -> None:
     result = subprocess.run(
         [
-            FEDGE, "simulate", "strategy.secure_aggregation=true", "privacy=central", "privacy.clipping=client",
+            FEDGE, "simulate", "strategy.secure_aggregation=true", "privacy=central",
+            "privacy.clipping=client",
             "privacy.target_epsilon=8", "simulation.num_clients=3", "strategy.num_rounds=2",
             "task.local_epochs=1", "drift.enabled=false", f"registry.root={tmp_path / 'reg'}",
         ],
