@@ -93,7 +93,7 @@ def run(clients: int, rounds: int, local_epochs: int, clip: float, epsilon: floa
         replies: list[Message] = []
         for pid, (local, identity) in enumerate(parts):
             reply = train_reply(content, config, local, identity)
-            reply[METRICS_KEY][UNIT_WEIGHT_KEY] = 1.0
+            reply.metric_records[METRICS_KEY][UNIT_WEIGHT_KEY] = 1.0
             replies.append(make_message(_metadata(pid + 1), content=reply))
         if isinstance(strategy, DifferentialPrivacyServerSideFixedClipping):
             strategy.current_arrays = arrays  # what configure_train remembers: the round's global model

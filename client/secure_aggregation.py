@@ -54,12 +54,13 @@ def secure_train_reply(content: RecordDict, train: Callable[[RecordDict], Record
     uniform = bool(config.pop(UNIFORM_WEIGHT_CONFIG, False))
     start = parameters_to_ndarrays(fitins.parameters)
     arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in zip(keys, start, strict=True)})
-    reply = train(RecordDict({ARRAYS_KEY: arrays, "config": ConfigRecord(config)}))
-    trained = [np.asarray(reply[ARRAYS_KEY][k].numpy()) for k in keys]
+    reply = train(RecordDict({ARRAYS_KEY: arrays, "config": ConfigRecord(config)}))  # type: ignore[arg-type]
+    record = reply.array_records[ARRAYS_KEY]
+    trained = [np.asarray(record[k].numpy()) for k in keys]
     if clipping_norm is not None:
         from flwr.supercore.differential_privacy import compute_clip_model_update
 
-        compute_clip_model_update(trained, start, float(clipping_norm))  # type: ignore[arg-type]
+        compute_clip_model_update(trained, start, float(clipping_norm))
     metrics: dict[str, Any] = dict(reply[METRICS_KEY]) if METRICS_KEY in reply else {}
     if CLIENT_INFO_KEY in reply:
         metrics.update({k: v for k, v in reply[CLIENT_INFO_KEY].items() if isinstance(v, str | int | float)})

@@ -57,7 +57,7 @@ def spend_for_training(ledger: PrivacyLedger, settings: PrivacySettings, content
 def privacy_mod(msg: Message, context: Context, call_next: Any) -> Message:
     """Flower mod: SecAgg+, local DP, or client-side clipping for central DP, on ``train`` messages only."""
     if msg.metadata.message_type != "train":
-        return call_next(msg, context)  # type: ignore[no-any-return]
+        return call_next(msg, context)
     from client.secure_aggregation import is_secagg_message
 
     if is_secagg_message(msg.content):
@@ -83,4 +83,4 @@ def privacy_mod(msg: Message, context: Context, call_next: Any) -> Message:
 
         clip = adaptiveclipping_mod if settings.adaptive else fixedclipping_mod
         return clip(msg, context, call_next)
-    return call_next(msg, context)  # type: ignore[no-any-return]
+    return call_next(msg, context)

@@ -192,7 +192,7 @@ def _with_unit_weights(replies: Iterable[Message]) -> list[Message]:
     out = list(replies)
     for msg in out:
         if not msg.has_error() and METRICS_KEY in msg.content:
-            msg.content[METRICS_KEY][UNIT_WEIGHT_KEY] = 1.0
+            msg.content.metric_records[METRICS_KEY][UNIT_WEIGHT_KEY] = 1.0
     return out
 
 
@@ -201,14 +201,14 @@ def _privacy_layer(base: type, tracker: PrivacyTracker) -> type:
     equally and turns Flower's budget exception into :class:`PrivacyBudgetStop`)."""
     central = tracker.settings.mode == "central"
 
-    class Private(base):  # type: ignore[misc,valid-type]
+    class Private(base):
         def configure_train(
             self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
         ) -> Iterable[Message]:
             from flwr.serverapp.exception import PrivacyBudgetExhausted
 
             try:
-                return super().configure_train(server_round, arrays, config, grid)  # type: ignore[no-any-return]
+                return super().configure_train(server_round, arrays, config, grid)
             except PrivacyBudgetExhausted:
                 tracker.stopped_before_round = server_round
                 tracker.publish()
@@ -234,7 +234,7 @@ def _privacy_layer(base: type, tracker: PrivacyTracker) -> type:
 
         def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
             replies = list(replies)
-            return super().aggregate_evaluate(  # type: ignore[no-any-return]
+            return super().aggregate_evaluate(
                 server_round, _with_unit_weights(replies) if central else replies
             )
 

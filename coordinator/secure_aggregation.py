@@ -79,7 +79,7 @@ def run_secure_rounds(
         plain = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)}
         return plain.get("central-loss", 0.0), plain
 
-    class SecureFedAvg(FedAvg):  # type: ignore[misc]
+    class SecureFedAvg(FedAvg):
         def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
             pairs = super().configure_fit(server_round, parameters, client_manager)
             if dp is not None and pairs:

@@ -28,7 +28,7 @@ from fedge.protocol import RUN_CONFIG_KEY, encode_run_config
 __all__ = ["LoopbackGrid"]
 
 
-class LoopbackGrid(Grid):  # type: ignore[misc]
+class LoopbackGrid(Grid):
     """Delivers each message to fedge's ClientApp in this process and keeps every reply it returns."""
 
     def __init__(self, config: FedgeConfig, nodes: int, drop: set[int] | None = None) -> None:
@@ -37,7 +37,9 @@ class LoopbackGrid(Grid):  # type: ignore[misc]
             1,
             0,
         )  # as a ServerApp process has
-        run_config = {RUN_CONFIG_KEY: encode_run_config(config.to_dict())}
+        run_config: dict[str, bool | float | int | str] = {
+            RUN_CONFIG_KEY: encode_run_config(config.to_dict())
+        }
         self.contexts = {
             nid: Context(
                 run_id=1,
@@ -85,7 +87,8 @@ class LoopbackGrid(Grid):  # type: ignore[misc]
         for mid in message_ids:
             msg = self._outbox.pop(mid)
             nid = msg.metadata.dst_node_id
-            stage = msg.content.config_records.get(RECORD_KEY_CONFIGS, {}).get(Key.STAGE)
+            configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+            stage = configs.get(Key.STAGE) if configs is not None else None
             if nid in self.drop and stage in (Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK):
                 continue
             reply = client_app(copy.deepcopy(msg), self.contexts[nid])

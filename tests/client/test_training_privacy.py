@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,7 +91,7 @@ def test_training_without_local_dp_spends_nothing(agent: ClientAgent) -> None:
     assert not (agent.state_dir / "privacy-ledger.json").exists()
 
 
-def _message(kind: str, arrays: dict[str, np.ndarray], config: dict[str, object]) -> Message:
+def _message(kind: str, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> Message:
     content = RecordDict(
         {"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}), "config": ConfigRecord(config)}
     )
@@ -107,7 +109,7 @@ def _context(privacy: dict[str, object]) -> Context:
     )  # fmt: skip
 
 
-def _call_next(update: np.ndarray):  # type: ignore[no-untyped-def]
+def _call_next(update: np.ndarray) -> Callable[[Message, Context], Message]:
     def handler(msg: Message, context: Context) -> Message:
         return make_message(msg.metadata, content=RecordDict({"arrays": ArrayRecord({"w": Array(update)})}))
 
@@ -120,10 +122,10 @@ def test_local_dp_clips_and_noises_train_replies_only() -> None:
     train = privacy_mod(_message("train", {"w": start}, {}), _context(LOCAL), _call_next(update))
     evaluate = privacy_mod(_message("evaluate", {"w": start}, {}), _context(LOCAL), _call_next(update))
 
-    sent = train.content["arrays"]["w"].numpy()
+    sent = train.content.array_records["arrays"]["w"].numpy()
     # clipped to norm 1 (0.0316 per entry), then noised with sigma = sqrt(2 ln(1.25/1e-5)) / 1 = 4.84
     assert not np.allclose(sent, update) and 4.0 < float(np.std(sent)) < 5.7
-    np.testing.assert_array_equal(evaluate.content["arrays"]["w"].numpy(), update)
+    np.testing.assert_array_equal(evaluate.content.array_records["arrays"]["w"].numpy(), update)
 
 
 def test_client_side_clipping_for_central_dp_bounds_the_update() -> None:
@@ -136,5 +138,5 @@ def test_client_side_clipping_for_central_dp_bounds_the_update() -> None:
         _message("train", {"w": start}, {KEY_CLIPPING_NORM: 0.5}), _context(central), _call_next(update)
     )
 
-    sent = reply.content["arrays"]["w"].numpy()
+    sent = reply.content.array_records["arrays"]["w"].numpy()
     assert np.linalg.norm(sent - start) == pytest.approx(0.5, rel=1e-4)

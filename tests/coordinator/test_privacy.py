@@ -15,7 +15,7 @@ import pytest
 from coordinator.privacy import noise_for_target_epsilon, num_sampled_clients
 from fedge.config import load_config
 from fedge.errors import ConfigError
-from registry import RegistryConfig, open_registry
+from registry import Registry, RegistryConfig, open_registry
 
 FEDGE = str(Path(sys.executable).parent / "fedge")
 QUICK = ["simulation.num_clients=3", "strategy.num_rounds=2", "task.local_epochs=1", "drift.enabled=false"]
@@ -91,7 +91,7 @@ def _simulate(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[st
     )  # fmt: skip
 
 
-def _registry(tmp_path: Path):  # type: ignore[no-untyped-def]
+def _registry(tmp_path: Path) -> Registry:
     return open_registry(RegistryConfig(root=str(tmp_path / "reg")))
 
 

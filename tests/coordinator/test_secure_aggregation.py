@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -90,9 +90,10 @@ def _run(tmp_path: Path, nodes: int, drop: set[int]) -> tuple[LoopbackGrid, dict
 def _masked_vectors(grid: LoopbackGrid) -> list[list[np.ndarray]]:
     out = []
     for reply in grid.received:
-        configs = reply.content.config_records.get(RECORD_KEY_CONFIGS, {})
-        if Key.MASKED_PARAMETERS in configs:
-            out.append([bytes_to_ndarray(b) for b in configs[Key.MASKED_PARAMETERS]])
+        configs = reply.content.config_records.get(RECORD_KEY_CONFIGS)
+        if configs is not None and Key.MASKED_PARAMETERS in configs:
+            payload = cast(list[bytes], configs[Key.MASKED_PARAMETERS])
+            out.append([bytes_to_ndarray(b) for b in payload])
     return out
 
 
