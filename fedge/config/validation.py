@@ -245,9 +245,6 @@ def validate_config(config: FedgeConfig) -> None:
             f"scenario.name must be 'none', 'drift' or 'byzantine', got {config.scenario.name!r}"
         )
     _validate_attack_harness(config)
-    from fedge.config.privacy import validate_privacy
-
-    validate_privacy(config)
     sim = config.simulation
     if sim.num_clients < 1:
         raise ConfigError(f"simulation.num_clients must be >= 1, got {sim.num_clients}")
@@ -269,6 +266,9 @@ def validate_config(config: FedgeConfig) -> None:
                 f"strategy.{key}={needed} exceeds simulation.num_clients={sim.num_clients}: the "
                 f"run would wait forever; lower strategy.{key} or add clients"
             )
+    from fedge.config.privacy import validate_privacy
+
+    validate_privacy(config)
 
 
 # The byzantine scenario's client-side attacks (a test harness; see client/attack_harness.py).
