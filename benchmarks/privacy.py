@@ -11,6 +11,11 @@ weights as its accountant requires) around FedAvg, and the noise multiplier that
 
 Prints one table row per (clients, epsilon): noise multiplier, noise std on the mean update, and the
 final central accuracy on the task's held-out rows (mean over ``--seeds`` noise seeds).
+
+``--section secagg`` times a training round under SecAgg+ against a plain Message-API FedAvg round
+with the same clients (``--secagg-clients 5 10 20``), both through
+:class:`simulations.loopback_grid.LoopbackGrid` (fedge's real ClientApp in this process, no
+network): the protocol's own cost (keys, shares, masking, unmasking) on top of the same training.
 """
 
 from __future__ import annotations
@@ -106,6 +111,60 @@ def run(clients: int, rounds: int, local_epochs: int, clip: float, epsilon: floa
     return float(accuracy) if np.isfinite(accuracy) else 0.0
 
 
+def secagg_round_seconds(clients: int, rounds: int, secure: bool) -> float:
+    """Mean seconds per training round through the loopback grid, with or without SecAgg+."""
+    import tempfile
+
+    from flwr.app import Context
+
+    from coordinator.round_recorder import RoundRecorder
+    from coordinator.secure_aggregation import run_secure_rounds
+    from registry import RegistryConfig, RunCreate, open_registry
+    from simulations.loopback_grid import LoopbackGrid
+
+    config = load_config(
+        [
+            f"simulation.num_clients={clients}", f"strategy.num_rounds={rounds}", "task.local_epochs=1",
+            f"strategy.min_train_nodes={clients}", f"strategy.min_available_nodes={clients}",
+            f"strategy.secure_aggregation={str(secure).lower()}",
+            f"privacy.secagg.num_shares={max(3, clients // 2)}",
+            f"privacy.secagg.reconstruction_threshold={max(2, clients // 3)}",
+        ]
+    )  # fmt: skip
+    task = get_task(config.task.name)
+    torch.set_num_threads(1)
+    grid = LoopbackGrid(config, clients)
+    initial = state_dict_to_arrays(task.build_model(config.task).state_dict())
+    started = time.perf_counter()
+    if secure:
+        with tempfile.TemporaryDirectory() as root:
+            registry = open_registry(RegistryConfig(root=root))
+            try:
+                registry.store.create_run(
+                    RunCreate(run_id="b", task="digits", strategy="fedavg", num_rounds=rounds, config={},
+                              config_hash="0" * 64)
+                )  # fmt: skip
+                recorder = RoundRecorder(
+                    registry=registry, run_id="b", model=task.build_model(config.task), base_lineage={}
+                )
+                started = time.perf_counter()
+                run_secure_rounds(
+                    grid=grid, context=Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                               run_config={}),
+                    config=config, recorder=recorder, initial_arrays=initial, dp=None,
+                )  # fmt: skip
+                elapsed = time.perf_counter() - started
+            finally:
+                registry.close()
+    else:
+        FedAvg(fraction_evaluate=0.0, min_train_nodes=clients, min_available_nodes=clients).start(
+            grid=grid, initial_arrays=initial, num_rounds=rounds,
+            train_config=ConfigRecord({"lr": config.task.lr, "local-epochs": 1}),
+        )  # fmt: skip
+        elapsed = time.perf_counter() - started
+    return elapsed / rounds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 50])
@@ -113,8 +172,21 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=2)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--section", choices=("all", "dp", "secagg"), default="all")
+    parser.add_argument("--secagg-clients", type=int, nargs="+", default=[5, 10, 20])
     args = parser.parse_args()
     logging.disable(logging.INFO)  # Flower logs every clip and noise draw
+    if args.section in ("all", "secagg"):
+        print(f"SecAgg+ vs plain round, digits, 1 local epoch, mean of {args.rounds} rounds (loopback grid)")
+        print(f"{'clients':>7} {'plain s':>8} {'secagg s':>9} {'ratio':>6}")
+        for clients in args.secagg_clients:
+            for secure in (False, True):  # warm: each run config loads its partitions once
+                secagg_round_seconds(clients, args.rounds, secure=secure)
+            plain = secagg_round_seconds(clients, args.rounds, secure=False)
+            secure = secagg_round_seconds(clients, args.rounds, secure=True)
+            print(f"{clients:>7} {plain:>8.2f} {secure:>9.2f} {secure / plain:>6.2f}", flush=True)
+        if args.section == "secagg":
+            return
     print(
         f"digits · {args.rounds} rounds · {args.local_epochs} local epochs · clip {args.clip} · delta {DELTA}"
     )
