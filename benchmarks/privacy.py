@@ -127,8 +127,8 @@ def secagg_round_seconds(clients: int, rounds: int, secure: bool) -> float:
             f"simulation.num_clients={clients}", f"strategy.num_rounds={rounds}", "task.local_epochs=1",
             f"strategy.min_train_nodes={clients}", f"strategy.min_available_nodes={clients}",
             f"strategy.secure_aggregation={str(secure).lower()}",
-            f"privacy.secagg.num_shares={max(3, clients // 2)}",
-            f"privacy.secagg.reconstruction_threshold={max(2, clients // 3)}",
+            f"privacy.secagg.num_shares={max(3, (clients // 2) | 1)}",
+            f"privacy.secagg.reconstruction_threshold={max(2, ((clients // 2) | 1) // 2 + 1)}",
         ]
     )  # fmt: skip
     task = get_task(config.task.name)

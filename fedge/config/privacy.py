@@ -156,9 +156,10 @@ def _validate_central(config: FedgeConfig) -> None:
 
 def _validate_secagg(config: FedgeConfig) -> None:
     s = config.privacy.secagg
-    if s.num_shares < 2 or s.reconstruction_threshold < 2 or s.reconstruction_threshold > s.num_shares:
+    if s.num_shares < 3 or s.num_shares % 2 == 0 or not 2 <= s.reconstruction_threshold <= s.num_shares:
         raise ConfigError(
-            f"privacy.secagg needs num_shares >= 2 and 2 <= reconstruction_threshold <= num_shares, got "
+            "privacy.secagg needs an odd num_shares >= 3 (Flower's SecAgg+ fails on an even one) and "
+            f"2 <= reconstruction_threshold <= num_shares, got "
             f"num_shares={s.num_shares}, reconstruction_threshold={s.reconstruction_threshold}"
         )
     for key in ("clipping_range", "max_weight"):

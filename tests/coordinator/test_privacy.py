@@ -34,8 +34,9 @@ QUICK = ["simulation.num_clients=3", "strategy.num_rounds=2", "task.local_epochs
         (["privacy=central", "privacy.adaptive=true"], "Flower 1.42 does not account adaptive clipping"),
         (["privacy=local", "privacy.max_epsilon=3"], "the budget is each institution's own"),
         (["privacy.mode=secret"], "privacy.mode must be one of none, central, local"),
+        (["privacy.secagg.num_shares=4"], "privacy.secagg needs an odd num_shares >= 3"),
         (
-            ["strategy.secure_aggregation=true", "privacy.secagg.num_shares=4",
+            ["strategy.secure_aggregation=true", "privacy.secagg.num_shares=5",
              "privacy.secagg.reconstruction_threshold=3", "simulation.num_clients=2"],
             "is fewer nodes than SecAgg+'s privacy.secagg.reconstruction_threshold=3",
         ),
