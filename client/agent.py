@@ -26,6 +26,7 @@ from client.data_files import load_client_data
 from client.drift_telemetry import MODE_WINDOW, drift_query_reply
 from client.local_data import LocalData
 from client.trainer import ClientIdentity, evaluate_reply, train_reply
+from client.training_privacy import spend_for_training
 from client.worker import WorkerServer
 from fedge.drift_summary import record_value
 from fedge.errors import ConfigError, DataError, FederationError, NodeRefusedError
@@ -56,9 +57,10 @@ class AgentConfig:
 
     ``superlink`` is the SuperLink's Fleet API as ``host:port``; ``ca_cert`` the federation's CA
     (the only root trusted); ``private_key`` the node key whose public half the operator enrolled.
-    ``drift_budget_epsilon`` is the institution's total privacy budget for drift telemetry (its
-    ledger refuses queries beyond it) and ``drift_min_window`` its own minimum window: the run's
-    config cannot raise the one or lower the other.
+    ``privacy_budget_epsilon`` (else ``drift_budget_epsilon``) is the institution's total privacy
+    budget for local-DP training and drift telemetry alike (its one ledger refuses beyond it) and
+    ``drift_min_window`` its own minimum window: the run's config cannot raise the one or lower the
+    other.
     """
 
     superlink: str
@@ -71,6 +73,16 @@ class AgentConfig:
     max_retries: int | None = None
     drift_budget_epsilon: float = 100.0
     drift_min_window: int = 0
+    # One budget per institution for local-DP training and drift telemetry alike (one ledger);
+    # ``None``: drift_budget_epsilon. The run's config can never raise it.
+    privacy_budget_epsilon: float | None = None
+
+    @property
+    def budget_epsilon(self) -> float:
+        """The institution's total epsilon, all purposes together."""
+        if self.privacy_budget_epsilon is None:
+            return self.drift_budget_epsilon
+        return self.privacy_budget_epsilon
 
 
 class ClientAgent:
@@ -154,15 +166,15 @@ class ClientAgent:
         self.messages_served += 1
         started = time.perf_counter()
         if message_type == "train":
+            # privacy.mode=local: the institution's ledger pays before any training (refused beyond it).
+            spend_for_training(self.ledger(), config.privacy, content, config.run_id)
             reply = train_reply(content, config, self.local, self.identity)
         elif message_type == "evaluate":
             reply = evaluate_reply(content, config, self.local)
         elif message_type == DRIFT_QUERY:
             # The institution's own ledger and budget, in the agent's state folder (kept across runs);
             # the run may ask for a larger minimum window than the institution's, never a smaller one.
-            ledger = PrivacyLedger(
-                self.state_dir / "privacy-ledger.json", budget_epsilon=self.config.drift_budget_epsilon
-            )
+            ledger = self.ledger()
             min_window = max(config.drift.min_window, self.config.drift_min_window)
             config = replace(config, drift=replace(config.drift, min_window=min_window))
             reply = drift_query_reply(content, config, self._drift_rows(content), ledger=ledger)
@@ -170,6 +182,11 @@ class ClientAgent:
             raise ConfigError(f"this client does not answer {message_type!r} messages")
         log.info("%s message served in %.3f s", message_type, time.perf_counter() - started)
         return reply
+
+    def ledger(self) -> PrivacyLedger:
+        """The institution's one privacy ledger (state folder, kept across runs): training and telemetry."""
+        path = self.state_dir / "privacy-ledger.json"
+        return PrivacyLedger(path, budget_epsilon=self.config.budget_epsilon)
 
     def _drift_rows(self, content: RecordDict) -> np.ndarray:
         """The rows a drift query counts: the whole current file for a monitoring window (the

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.training_privacy import privacy_mod
 from fedge.protocol import DRIFT_QUERY, RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ __all__ = ["app"]
 
 log = logging.getLogger(__name__)
 
-app = ClientApp()
+# Differential privacy for training (docs/privacy.md): LocalDpMod or client-side clipping, per the run.
+app = ClientApp(mods=[privacy_mod])
 
 
 @lru_cache(maxsize=4)
@@ -60,14 +62,25 @@ def _simulated(raw_config: str, partition_id: int, num_partitions: int) -> tuple
 
 
 def _handle(msg: Message, context: Context) -> Message:
+    if msg.metadata.message_type == "train":
+        from client.secure_aggregation import is_secagg_train, secure_train_reply
+
+        if is_secagg_train(msg.content):  # SecAgg+'s collect stage: a legacy fitins message
+            return Message(
+                content=secure_train_reply(msg.content, lambda content: _serve(msg, content, context)),
+                reply_to=msg,
+            )
+    return Message(content=_serve(msg, msg.content, context), reply_to=msg)
+
+
+def _serve(msg: Message, content: RecordDict, context: Context) -> RecordDict:
     raw = str(context.run_config.get(RUN_CONFIG_KEY, ""))
     message_type = msg.metadata.message_type
     worker = context.node_config.get(WORKER_SOCKET_KEY)
     if worker:
         from client.worker import call_worker
 
-        reply: RecordDict = call_worker(str(worker), message_type, raw, msg.content)
-        return Message(content=reply, reply_to=msg)
+        return call_worker(str(worker), message_type, raw, content)
     from client import trainer
 
     local, identity = _simulated(
@@ -77,15 +90,14 @@ def _handle(msg: Message, context: Context) -> Message:
     partition_id = int(context.node_config["partition-id"])
     local = _current(local, config, partition_id)
     if message_type == "train":
-        reply = trainer.train_reply(msg.content, config, local, identity)
+        _pay_for_training(content, context, config)
+        reply = trainer.train_reply(content, config, local, identity)
         from client.attack_harness import attacked_reply  # test harness: scenario=byzantine only
 
-        reply = attacked_reply(reply, msg.content, config, partition_id)
-    elif message_type == DRIFT_QUERY:
-        reply = _drift_reply(msg, context, config, local, partition_id)
-    else:
-        reply = trainer.evaluate_reply(msg.content, config, local)
-    return Message(content=reply, reply_to=msg)
+        return attacked_reply(reply, content, config, partition_id)
+    if message_type == DRIFT_QUERY:
+        return _drift_reply(msg, context, config, local, partition_id)
+    return trainer.evaluate_reply(content, config, local)
 
 
 def _current(local: LocalData, config: FedgeConfig, partition_id: int) -> LocalData:
@@ -93,6 +105,21 @@ def _current(local: LocalData, config: FedgeConfig, partition_id: int) -> LocalD
     from client.drift_telemetry import simulated_current_data
 
     return simulated_current_data(local, config.drift, partition_id)
+
+
+def _pay_for_training(content: RecordDict, context: Context, config: FedgeConfig) -> None:
+    # privacy.mode=local: this site's ledger (the one drift telemetry spends from) pays first.
+    if config.privacy.mode != "local":
+        return
+    from pathlib import Path
+
+    from client.drift_telemetry import ledger_for
+    from client.training_privacy import spend_for_training
+
+    ledger = ledger_for(
+        dict(context.node_config), config.drift, Path(config.registry.root) / "client-ledgers"
+    )
+    spend_for_training(ledger, config.privacy, content, config.run_id)
 
 
 def _drift_reply(

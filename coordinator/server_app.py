@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import torch
 from flwr.app import ConfigRecord, Context
@@ -13,10 +14,13 @@ from coordinator.drift.monitor import release_reference, run_monitor
 from coordinator.drift.reference import LINEAGE_KEY, manifest_entry
 from coordinator.node_wait import NodeWaitGrid, enrolled_node_names
 from coordinator.packaging import package_and_register, warm_up_exporter
+from coordinator.privacy import PrivacyBudgetStop, private_strategy, secure_aggregate_dp
 from coordinator.round_recorder import RoundRecorder, with_round_recording
+from coordinator.secure_aggregation import run_secure_rounds
 from coordinator.strategies import strategy_class, strategy_kwargs
 from coordinator.warm_start import warm_start
 from fedge.config import FedgeConfig
+from fedge.errors import FederationError
 from fedge.protocol import config_hash, decode_run_config
 from fedge.serde import state_dict_to_arrays
 from fedge.tasks import check_dataset, get_task
@@ -39,10 +43,12 @@ def main(grid: Grid, context: Context) -> None:
     if config.mode == "monitor":
         run_monitor(grid=grid, config=config, flower_run_id=context.run_id)
         return
-    run_federation(grid=grid, config=config, flower_run_id=context.run_id)
+    run_federation(grid=grid, config=config, flower_run_id=context.run_id, context=context)
 
 
-def run_federation(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> None:
+def run_federation(
+    *, grid: Grid, config: FedgeConfig, flower_run_id: int, context: Context | None = None
+) -> None:
     """Train for ``strategy.num_rounds`` rounds, checkpointing each, then package the result.
 
     The final aggregate is exported to ONNX, checked for parity, and registered as a version
@@ -75,6 +81,15 @@ def run_federation(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> No
             "reason": config.reason,
             "warm_start_from": warm,
         }
+        if strategy_cfg.secure_aggregation:
+            secagg = config.privacy.secagg
+            lineage["secure_aggregation"] = {
+                "protocol": "secagg+",
+                "num_shares": secagg.num_shares,
+                "reconstruction_threshold": secagg.reconstruction_threshold,
+                "clipping_range": secagg.clipping_range,
+                "quantization_range": secagg.quantization_range,
+            }
         recorder = RoundRecorder(
             registry=registry,
             run_id=run_id,
@@ -88,66 +103,115 @@ def run_federation(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> No
         # core is free of simulated clients (measured on 2 cores: slower rounds ate the gain).
         reserved = config.simulation.backend_cpus
         warm_up = warm_up_exporter(task, task_cfg) if (os.cpu_count() or 1) > reserved else None
-        cls = with_round_recording(strategy_class(strategy_cfg.name), recorder)
-        strategy = cls(**strategy_kwargs(strategy_cfg, cls))
-        result = strategy.start(
-            grid=NodeWaitGrid(
-                grid,
-                required=max(
-                    strategy_cfg.min_available_nodes,
-                    strategy_cfg.min_train_nodes,
-                    strategy_cfg.min_evaluate_nodes,
+        if strategy_cfg.secure_aggregation:
+            if context is None:
+                raise FederationError("strategy.secure_aggregation=true runs from the ServerApp's main only")
+            # SecAgg+ (docs/privacy.md): Flower's legacy workflow; the recorder gets every unmasked mean.
+            privacy, secure_dp = secure_aggregate_dp(config, lineage)
+            try:
+                run_secure_rounds(
+                    grid=grid, context=context, config=config, recorder=recorder,
+                    initial_arrays=state_dict_to_arrays(model.state_dict()), dp=secure_dp,
+                )  # fmt: skip
+            except PrivacyBudgetStop as stop:
+                log.warning("%s", stop)
+                if not recorder.checkpoints:
+                    raise
+            return _package(
+                grid=grid, config=config, registry=registry, task=task, recorder=recorder, holdout=holdout,
+                result=None, warm_up=warm_up, privacy=privacy.entry(),
+            )  # fmt: skip
+        base_cls = strategy_class(strategy_cfg.name)
+        # Differential privacy (docs/privacy.md): Flower's DP wrapper sits inside the recorder, so
+        # every checkpoint is the released (noised) aggregate and its lineage says what it spent.
+        strategy, privacy = private_strategy(
+            config=config,
+            strategy_cls=base_cls,
+            strategy_kwargs=strategy_kwargs(strategy_cfg, base_cls),
+            lineage=lineage,
+            record=lambda cls: with_round_recording(cls, recorder),
+        )
+        try:
+            result = strategy.start(
+                grid=NodeWaitGrid(
+                    grid,
+                    required=max(
+                        strategy_cfg.min_available_nodes,
+                        strategy_cfg.min_train_nodes,
+                        strategy_cfg.min_evaluate_nodes,
+                    ),
+                    limit_s=strategy_cfg.wait_for_nodes_s,
+                    names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
                 ),
-                limit_s=strategy_cfg.wait_for_nodes_s,
-                names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
-            ),
-            initial_arrays=state_dict_to_arrays(model.state_dict()),
-            num_rounds=strategy_cfg.num_rounds,
-            timeout=strategy_cfg.round_timeout_s,
-            train_config=ConfigRecord({"lr": task_cfg.lr, "local-epochs": task_cfg.local_epochs}),
-            evaluate_fn=recorder.evaluate_fn,
-        )
-        if not recorder.checkpoints:
-            raise RuntimeError("no round completed: no checkpoint to package")
-        final = recorder.checkpoints[-1]
-        if warm_up is not None:
-            warm_up.join()
-        recorder.model.load_state_dict(result.arrays.to_torch_state_dict())
-        drift = config.drift
-        reference = (
-            release_reference(
-                grid, settings=drift, task=task, model_arrays=result.arrays, public_rows=holdout.x,
-                model_name=task.name, min_nodes=strategy_cfg.min_available_nodes,
+                initial_arrays=state_dict_to_arrays(model.state_dict()),
+                num_rounds=strategy_cfg.num_rounds,
+                timeout=strategy_cfg.round_timeout_s,
+                train_config=ConfigRecord({"lr": task_cfg.lr, "local-epochs": task_cfg.local_epochs}),
+                evaluate_fn=recorder.evaluate_fn,
             )
-            if drift.enabled
-            else None
+        except PrivacyBudgetStop as stop:
+            # The budget is spent: the rounds trained so far are the release; no round past it runs.
+            log.warning("%s", stop)
+            if not recorder.checkpoints:
+                raise
+            result = None
+        _package(
+            grid=grid, config=config, registry=registry, task=task, recorder=recorder, holdout=holdout,
+            result=result, warm_up=warm_up, privacy=privacy.entry(),
         )  # fmt: skip
-        packaged = package_and_register(
-            registry=registry,
-            task=task,
-            task_config=task_cfg,
-            model=recorder.model,
-            reference_rows=holdout.x,
-            reference_labels=holdout.y,
-            signing_key_path=registry_config.resolved_signing_key(),
-            run_id=run_id,
-            checkpoint_id=final.id,
-            metrics=dict(final.metrics),
-            lineage={
-                **final.lineage,
-                "checkpoint_ids": [c.id for c in recorder.checkpoints],
-                **({LINEAGE_KEY: reference.to_dict()} if reference is not None else {}),
-            },
-            drift=manifest_entry(reference) if reference is not None else None,
-        )
-        log.info(
-            "registered %s:%d as candidate (onnx parity %.2e)",
-            packaged.version.name,
-            packaged.version.number,
-            packaged.parity.max_abs_diff,
-        )
     except BaseException as exc:
         registry.store.update_run(run_id, error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         registry.close()
+
+
+def _package(
+    *, grid: Grid, config: FedgeConfig, registry: Any, task: Any, recorder: RoundRecorder, holdout: Any,
+    result: Any, warm_up: Any, privacy: dict[str, Any],
+) -> None:
+    """Export, sign and register the last checkpoint's model as the run's ``candidate`` version."""
+    run_id, task_cfg, strategy_cfg = config.run_id, config.task, config.strategy
+    registry_config = config.registry
+    if not recorder.checkpoints:
+        raise RuntimeError("no round completed: no checkpoint to package")
+    final = recorder.checkpoints[-1]
+    if warm_up is not None:
+        warm_up.join()
+    if result is not None:
+        recorder.model.load_state_dict(result.arrays.to_torch_state_dict())
+    final_arrays = state_dict_to_arrays(recorder.model.state_dict())
+    drift = config.drift
+    reference = (
+        release_reference(
+            grid, settings=drift, task=task, model_arrays=final_arrays, public_rows=holdout.x,
+            model_name=task.name, min_nodes=strategy_cfg.min_available_nodes,
+        )
+        if drift.enabled
+        else None
+    )  # fmt: skip
+    packaged = package_and_register(
+        registry=registry,
+        task=task,
+        task_config=task_cfg,
+        model=recorder.model,
+        reference_rows=holdout.x,
+        reference_labels=holdout.y,
+        signing_key_path=registry_config.resolved_signing_key(),
+        run_id=run_id,
+        checkpoint_id=final.id,
+        metrics=dict(final.metrics),
+        lineage={
+            **final.lineage,
+            "checkpoint_ids": [c.id for c in recorder.checkpoints],
+            "privacy": privacy,
+            **({LINEAGE_KEY: reference.to_dict()} if reference is not None else {}),
+        },
+        drift=manifest_entry(reference) if reference is not None else None,
+    )
+    log.info(
+        "registered %s:%d as candidate (onnx parity %.2e)",
+        packaged.version.name,
+        packaged.version.number,
+        packaged.parity.max_abs_diff,
+    )

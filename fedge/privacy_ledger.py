@@ -1,4 +1,5 @@
-"""A site's ledger of the privacy budget it has spent on telemetry (one JSON file, appended atomically)."""
+"""A site's ledger of the privacy budget it has spent, on training and telemetry alike (one JSON file,
+appended atomically)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One release of noisy telemetry: what for, and its (epsilon, delta) cost."""
+    """One noisy release (a local-DP update or telemetry): what for, and its (epsilon, delta) cost."""
 
     at: str
     purpose: str
@@ -77,11 +78,12 @@ class PrivacyLedger:
             spent = sum(e.epsilon for e in entries)
             if spent + epsilon > self.budget_epsilon + 1e-12:
                 # The message may travel to the coordinator (a refusal says why): no local path in it.
-                log.warning("telemetry budget of %s exhausted", self.path)
+                log.warning("privacy budget of %s exhausted (%s refused)", self.path, purpose)
                 raise PrivacyBudgetError(
-                    f"telemetry privacy budget exhausted: {purpose} needs epsilon {epsilon:g} but "
+                    f"privacy budget exhausted: {purpose} needs epsilon {epsilon:g} but "
                     f"{spent:g} of {self.budget_epsilon:g} is spent; refusing to send. "
-                    "Raise this site's drift budget or start a new budget period deliberately"
+                    "Raise this site's budget (`fedge client start --privacy-budget`) or start a new "
+                    "budget period deliberately"
                 )
             entry = LedgerEntry(datetime.now(UTC).isoformat(timespec="seconds"), purpose, epsilon, delta)
             self._write([*entries, entry])

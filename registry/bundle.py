@@ -175,6 +175,9 @@ def build_manifest(
     }
     if identity is not None:
         manifest["identity"] = identity.to_manifest(_timestamp(created_at))
+    privacy = (version.lineage or {}).get("privacy")
+    if privacy is not None:  # what training spent (mechanism, clipping, noise, epsilon): docs/privacy.md
+        manifest["privacy"] = dict(privacy)
     try:
         canonical_manifest_bytes(manifest)
     except (TypeError, ValueError) as exc:

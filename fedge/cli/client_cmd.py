@@ -55,6 +55,14 @@ def client_start(
     drift_budget: Annotated[
         float, typer.Option("--drift-budget", help="Total epsilon this node spends on drift telemetry")
     ] = 100.0,
+    privacy_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--privacy-budget",
+            help="Total epsilon this institution spends, local-DP training and drift telemetry together "
+            "(one ledger; default: --drift-budget)",
+        ),
+    ] = None,
     drift_min_window: Annotated[
         int, typer.Option("--drift-min-window", help="Fewest rows in a drift window (below: nothing sent)")
     ] = 0,
@@ -79,6 +87,7 @@ def client_start(
             state_dir=state_dir or Path(".fedge-client") / node_name,
             name=node_name,
             drift_budget_epsilon=drift_budget,
+            privacy_budget_epsilon=privacy_budget,
             drift_min_window=drift_min_window,
         )
     )

@@ -71,6 +71,8 @@ def show_version(
         approvals = registry.store.list_approvals(v.id)
         paths = {a.kind: registry.artifacts.local_path(a.sha256) for a in v.artifacts}
     out = _version_dict(v)
+    # What training spent in differential privacy (docs/privacy.md); null: trained without DP.
+    out["privacy"] = (v.lineage or {}).get("privacy")
     out["run"] = _version_dict(run) if run else None
     out["approvals"] = [_version_dict(a) for a in approvals]
     out["artifact_paths"] = {k: str(p) if p else None for k, p in paths.items()}

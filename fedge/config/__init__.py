@@ -2,6 +2,7 @@
 
 from fedge.config.compose import CONFIG_DIR, load_config
 from fedge.config.drift import DriftPolicyConfig, DriftSettings
+from fedge.config.privacy import PrivacySettings, SecAggSettings
 from fedge.config.schemas import (
     DEFAULT_ALIASES,
     DEVICES,
@@ -39,8 +40,10 @@ __all__ = [
     "DriftSettings",
     "FedgeConfig",
     "GatesConfig",
+    "PrivacySettings",
     "RegistryConfig",
     "ScenarioConfig",
+    "SecAggSettings",
     "SimulationConfig",
     "StrategyConfig",
     "TaskConfig",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedge.config.drift import DriftPolicyConfig, DriftSettings
+from fedge.config.privacy import PrivacySettings, SecAggSettings
 from fedge.config.validation import build, validate_aliases, validate_config, validate_gates
 
 __all__ = [
@@ -21,8 +22,10 @@ __all__ = [
     "DriftSettings",
     "FedgeConfig",
     "GatesConfig",
+    "PrivacySettings",
     "RegistryConfig",
     "ScenarioConfig",
+    "SecAggSettings",
     "SimulationConfig",
     "StrategyConfig",
     "TaskConfig",
@@ -158,6 +161,8 @@ class StrategyConfig:
     wait_for_nodes_s: float = 600.0
     params: dict[str, Any] = field(default_factory=dict)
     validation: UpdateValidationConfig = field(default_factory=UpdateValidationConfig)
+    # Flower's SecAgg+ on model updates (privacy.secagg holds its settings; docs/privacy.md)
+    secure_aggregation: bool = False
 
 
 @dataclass
@@ -334,6 +339,7 @@ class FedgeConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     drift: DriftSettings = field(default_factory=DriftSettings)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     seed: int = 0
     central_evaluation: bool = True
     reason: str = "operator"

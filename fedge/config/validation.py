@@ -266,6 +266,9 @@ def validate_config(config: FedgeConfig) -> None:
                 f"strategy.{key}={needed} exceeds simulation.num_clients={sim.num_clients}: the "
                 f"run would wait forever; lower strategy.{key} or add clients"
             )
+    from fedge.config.privacy import validate_privacy
+
+    validate_privacy(config)
 
 
 # The byzantine scenario's client-side attacks (a test harness; see client/attack_harness.py).
