@@ -276,28 +276,33 @@ class DriftTest:
         """Simulated null windows the window p-values are read off."""
         return len(self.null_pvalues)
 
-    def _raw(self, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-feature p, omnibus p and the raw window p (2 x the smaller corrected one) of ``stats``."""
+    def _scores(self, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature normal scores and the raw window p (2 x the smaller corrected p) of ``stats``."""
         features = stats.shape[-1]
-        p_feature = _normal_sf(_chi2_z(stats / self.feature_scale, self.feature_dof))
+        z = _chi2_z(stats / self.feature_scale, self.feature_dof)
         omnibus = (stats / self.feature_scale).sum(axis=-1)
         p_omnibus = _normal_sf(_chi2_z(omnibus / self.omnibus_scale, self.omnibus_dof))
-        p_max = -np.expm1(features * np.log1p(-np.minimum(p_feature.min(axis=-1), 1 - 1e-16)))
-        return p_feature, p_omnibus, np.minimum(1.0, 2.0 * np.minimum(p_max, p_omnibus))
+        p_min = _normal_sf(z.max(axis=-1))  # the smallest per-feature p, without the others' tails
+        p_max = -np.expm1(features * np.log1p(-np.minimum(p_min, 1 - 1e-16)))
+        return z, np.minimum(1.0, 2.0 * np.minimum(p_max, p_omnibus))
 
-    def pvalues(self, ref_counts: np.ndarray, cur_counts: np.ndarray) -> np.ndarray:
-        """Calibrated window p-values of ``cur_counts[..., features, bins]`` (vectorised over draws)."""
-        _, _, raw = self._raw(drift_statistic(ref_counts, cur_counts, self.weights))
+    def _calibrated(self, raw: np.ndarray) -> np.ndarray:
         below = np.searchsorted(self.null_pvalues, raw, side="right")
         return np.asarray((1.0 + below) / (1.0 + self.draws))
+
+    def pvalues(self, ref_counts: np.ndarray, cur_counts: np.ndarray) -> np.ndarray:
+        """Calibrated window p-values of ``cur_counts[..., features, bins]`` (vectorised over windows)."""
+        return self._calibrated(self._scores(drift_statistic(ref_counts, cur_counts, self.weights))[1])
 
     def test(self, ref_counts: np.ndarray, cur_counts: np.ndarray) -> TestResult:
         """Judge one window's summed counts ``[features, bins]`` against the reference counts."""
         stats = drift_statistic(ref_counts, cur_counts, self.weights)
-        p_feature, p_omnibus, raw = self._raw(stats)
-        pvalue = float((1 + np.searchsorted(self.null_pvalues, raw, side="right")) / (1 + self.draws))
-        features = len(p_feature)
-        sidak = -np.expm1(features * np.log1p(-np.minimum(p_feature, 1 - 1e-16)))
+        z, raw = self._scores(stats)
+        p_feature = _normal_sf(z)
+        omnibus = (stats / self.feature_scale).sum(axis=-1)
+        p_omnibus = _normal_sf(_chi2_z(omnibus / self.omnibus_scale, self.omnibus_dof))
+        pvalue = float(self._calibrated(raw))
+        sidak = -np.expm1(len(p_feature) * np.log1p(-np.minimum(p_feature, 1 - 1e-16)))
         flagged = pvalue <= self.alpha
         return TestResult(
             flagged=flagged,
@@ -372,7 +377,7 @@ def calibrate(
         null_pvalues=np.empty(0),
         feature_level=0.0,
     )
-    _, _, raw = test._raw(stats)
+    _, raw = test._scores(stats)
     null = np.sort(raw)
     # The raw p below which alpha of the null falls: half of it (Bonferroni) is a lone feature's share.
     level = float(np.quantile(null, alpha))
