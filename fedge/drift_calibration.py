@@ -49,7 +49,7 @@ MAX_SIMULATED_SITES = 8
 GAUSSIAN_MIN_COUNT = 10.0
 # Values drawn per calibration (draws x sites x features x bins, window and reference): bounds its cost.
 VALUE_BUDGET = 6_000_000
-MIN_DRAWS, MAX_DRAWS = 600, 3000
+MIN_DRAWS, MAX_DRAWS = 600, 2000
 _CACHE_SIZE = 256
 
 

@@ -54,7 +54,8 @@ def _reference(settings: DriftSettings, rng: np.random.Generator, version: int) 
         [noisy_histograms(x, edges, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0
     )
     names = [f"x{i}" for i in range(FEATURES)]
-    return DriftReference("synthetic", version, list(range(FEATURES)), names, edges, counts, None, eps, SITES)
+    return DriftReference("synthetic", version, list(range(FEATURES)), names, edges, counts, None, 2 * eps,
+                          SITES, rows=SITES * TRAIN_ROWS)  # fmt: skip
 
 
 def _run(service: DriftService, settings: DriftSettings, seed: int, shift: float, window: int) -> bool:

@@ -9,6 +9,7 @@ Benjamini-Hochberg across sites at the same rate. Calibrations are cached per sh
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -73,20 +74,46 @@ def _site_noise(summary: SiteSummary, settings: DriftSettings) -> CountNoise:
                   counts=counts, who=f"the summary from {summary.site!r}")  # fmt: skip
 
 
-def _reference_rows(reference: DriftReference) -> int:
-    return max(1, round(float(np.median(np.asarray(reference.counts).sum(axis=1)))))
+def _clipped_mean(c: np.ndarray, noise: CountNoise) -> np.ndarray:
+    """``E[max(c + Z, 0)]`` for counts ``c >= 0`` and the noise ``Z`` (what clipping adds on average)."""
+    if noise.mechanism == "laplace":
+        return np.asarray(c + 0.5 * noise.scale * np.exp(-c / noise.scale))
+    t = c / noise.scale
+    cdf = 1.0 - 0.5 * np.asarray([math.erfc(v / math.sqrt(2.0)) for v in t.ravel()]).reshape(t.shape)
+    return np.asarray(c * cdf + noise.scale * np.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi))
+
+
+def _reference_rows(reference: DriftReference, noise: CountNoise) -> int:
+    """The training rows behind the reference: recorded at release, else estimated from its counts.
+
+    Every site clipped its noisy counts at 0, so a feature's noisy total overstates the rows by what
+    clipping added; the estimate solves ``sum_b E[max(n p_b + Z, 0)] = total / sites`` for ``n`` per
+    feature (bisection) and takes the median over features.
+    """
+    if reference.rows > 0:
+        return int(reference.rows)
+    sites = max(1, int(reference.sites))
+    p = reference_probabilities(reference)
+    target = np.asarray(reference.counts).sum(axis=1) / sites
+    lo, hi = np.zeros_like(target), np.maximum(target, 1.0)
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        over = _clipped_mean(mid[:, None] * p, noise).sum(axis=1) > target
+        hi, lo = np.where(over, mid, hi), np.where(over, lo, mid)
+    return max(1, round(float(np.median(0.5 * (lo + hi))) * sites))
 
 
 def window_design(
     reference: DriftReference, summaries: Sequence[SiteSummary], settings: DriftSettings
 ) -> WindowDesign:
     """What the null of this window depends on (see the module doc)."""
+    reference_noise = _reference_noise(reference, settings)
     return WindowDesign(
         site_rows=tuple(int(s.window_size) for s in summaries),
         site_noise=tuple(_site_noise(s, settings) for s in summaries),
-        reference_rows=_reference_rows(reference),
+        reference_rows=_reference_rows(reference, reference_noise),
         reference_sites=max(1, int(reference.sites)),
-        reference_noise=_reference_noise(reference, settings),
+        reference_noise=reference_noise,
     )
 
 

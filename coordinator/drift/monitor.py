@@ -201,6 +201,7 @@ def release_reference(
         epsilon=2 * settings.reference_epsilon,
         sites=len(step2),
         reduction=drift_reduction(task.drift, task.input_spec),
+        rows=int(sum(r.window_size for r in step2)),
     )
     log.info("drift reference fixed from %d sites, %d features x %d bins", len(step2), *edges.shape)
     return reference
