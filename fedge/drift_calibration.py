@@ -44,12 +44,12 @@ __all__ = [
 ]
 
 # Sites simulated one by one; beyond this, the sum over sites is scaled from this many (first two moments).
-MAX_SIMULATED_SITES = 8
+MAX_SIMULATED_SITES = 6
 # Expected rows per bin from which a site's multinomial counts are drawn from their normal approximation.
 GAUSSIAN_MIN_COUNT = 10.0
 # Values drawn per calibration (draws x sites x features x bins, window and reference): bounds its cost.
-VALUE_BUDGET = 6_000_000
-MIN_DRAWS, MAX_DRAWS = 600, 2000
+VALUE_BUDGET = 4_000_000
+MIN_DRAWS, MAX_DRAWS = 300, 2000
 _CACHE_SIZE = 256
 
 
@@ -185,17 +185,15 @@ def noisy_site_counts(
 # --- the statistic ------------------------------------------------------------------------------------
 
 
-def _normalise(counts: np.ndarray) -> np.ndarray:
-    totals = counts.sum(axis=-1, keepdims=True)
-    return np.asarray(counts / np.maximum(totals, 1e-12))
-
-
 def drift_statistic(ref_counts: np.ndarray, cur_counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``T_f = sum_b w_b (q_b - r_b)^2`` per feature of normalised counts ``[..., features, bins]``."""
-    gap = _normalise(np.asarray(cur_counts, dtype=np.float64)) - _normalise(
-        np.asarray(ref_counts, dtype=np.float64)
-    )
-    return np.asarray(np.einsum("...fb,fb->...f", gap * gap, weights))
+    ref = np.asarray(ref_counts, dtype=np.float64)
+    r = ref / np.maximum(ref.sum(axis=-1, keepdims=True), 1e-12)
+    cur = np.asarray(cur_counts, dtype=np.float64)
+    gap = cur / np.maximum(cur.sum(axis=-1, keepdims=True), 1e-12)  # the one temporary of window size
+    gap -= r
+    np.square(gap, out=gap)
+    return np.asarray(np.einsum("...fb,fb->...f", gap, weights))
 
 
 def _weights(p: np.ndarray, design: WindowDesign) -> np.ndarray:
@@ -314,17 +312,31 @@ class DriftTest:
 
 
 def _draws(features: int, bins: int, design: WindowDesign) -> int:
-    sites = min(len(design.site_rows), MAX_SIMULATED_SITES)
-    sites += min(design.reference_sites, MAX_SIMULATED_SITES)
+    # Not the window's site count: the federation's and the sites' calibrations share reference draws.
+    sites = MAX_SIMULATED_SITES + min(design.reference_sites, MAX_SIMULATED_SITES)
     return int(np.clip(VALUE_BUDGET // max(sites * features * bins, 1), MIN_DRAWS, MAX_DRAWS))
 
 
+_reference_cache: OrderedDict[tuple[object, ...], np.ndarray] = OrderedDict()
+
+
 def _reference_null(
-    rng: np.random.Generator, p: np.ndarray, design: WindowDesign, draws: int
+    p: np.ndarray, digest: str, design: WindowDesign, draws: int, seed: int
 ) -> np.ndarray:
-    sites = design.reference_sites
-    per_site = max(1, round(design.reference_rows / sites))
-    return noisy_site_counts(rng, p, [per_site] * sites, [design.reference_noise] * sites, draws)
+    """Simulated reference histograms ``[draws, features, bins]``, shared by the calibrations of one
+    reference (the federation's and every site group's)."""
+    key = (digest, design.reference_rows, design.reference_sites, design.reference_noise, draws, seed)
+    if key not in _reference_cache:
+        rng = np.random.default_rng([seed, 1202])
+        sites = design.reference_sites
+        per_site = max(1, round(design.reference_rows / sites))
+        _reference_cache[key] = noisy_site_counts(
+            rng, p, [per_site] * sites, [design.reference_noise] * sites, draws
+        )
+        if len(_reference_cache) > 8:
+            _reference_cache.popitem(last=False)
+    _reference_cache.move_to_end(key)
+    return _reference_cache[key]
 
 
 _cache: OrderedDict[tuple[object, ...], DriftTest] = OrderedDict()
@@ -359,7 +371,7 @@ def calibrate(
         return _cache[key]
     rng = np.random.default_rng([seed, 1201])
     weights = _weights(p, design)
-    ref = _reference_null(rng, p, design, n_draws)
+    ref = _reference_null(p, digest, design, n_draws, seed)
     cur = noisy_site_counts(rng, p, design.site_rows, design.site_noise, n_draws)
     stats = drift_statistic(ref, cur, weights)  # [draws, features]
     # The fits and the null p-values use disjoint draws: a draw the fit has seen looks more typical than a
