@@ -175,8 +175,12 @@ def _detection(
     return float(_runs(flags, c.consecutive).mean())
 
 
-def plan_monitoring(config: PlanInput, *, draws: int = 300, seed: int = 0) -> PlanResult:
+def plan_monitoring(
+    config: PlanInput, *, draws: int = 300, seed: int = 0, also: tuple[float, ...] = ()
+) -> PlanResult:
     """Simulate ``config`` through the calibrated test; accept it or say why not (see the module doc).
+
+    ``also``: shifts (sd) whose detection rate is measured too, whatever the search visited.
 
     Raises
     ------
@@ -217,6 +221,9 @@ def plan_monitoring(config: PlanInput, *, draws: int = 300, seed: int = 0) -> Pl
             found, hi = grid[mid], mid - 1
         else:
             lo = mid + 1
+    for shift in also:
+        if shift not in detection:
+            detection[shift] = _detection(test, config, design, shift, draws, rng)
     problems = []
     if false_alarm > limit:
         problems.append(
