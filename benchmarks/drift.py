@@ -173,9 +173,8 @@ def bench_service(args: argparse.Namespace, table: Callable[..., None]) -> bool:
     import tempfile
 
     from coordinator.drift.aggregate import aggregate_window
-    from coordinator.drift.store import DriftReportStore
-
     from coordinator.drift.calibrated import run_window_tests
+    from coordinator.drift.store import DriftReportStore
     from fedge.config import DriftSettings
 
     reference, summaries = _summaries(args.sites, np.random.default_rng(2))
@@ -201,7 +200,11 @@ def bench_service(args: argparse.Namespace, table: Callable[..., None]) -> bool:
         [
             ["aggregate_window", f"{t_agg:.4f}", "validate + sum + overall + per-site PSI/KL/JS/W1"],
             ["  one summary", f"{one:.5f}", f"{t_agg / max(one, 1e-9) / args.sites:.2f}x per site vs one"],
-            ["calibrated tests (cached shape)", f"{t_tests:.4f}", "pooled test + every site's, BH across sites"],
+            [
+                "calibrated tests (cached shape)",
+                f"{t_tests:.4f}",
+                "pooled test + every site's, BH across sites",
+            ],
             ["aggregate + tests, first window", f"{t_cold:.3f}", "includes calibrating this shape (once)"],
             ["SQLite write (one transaction)", f"{t_write:.3f}", "informational"],
             ["SQLite read back (frombuffer)", f"{t_read:.3f}", "informational"],
@@ -251,7 +254,12 @@ def bench_rates(args: argparse.Namespace, table: Callable[..., None]) -> bool:
     return result.false_alarm_rate <= 0.05 and result.detection_rate >= 0.95
 
 
-GRID_FEATURES, GRID_BINS, GRID_EPSILONS, GRID_ROWS = (8, 64, 256), (5, 10, 20), (0.5, 1.0, 4.0), (200, 1000, 10_000)
+GRID_FEATURES, GRID_BINS, GRID_EPSILONS, GRID_ROWS = (
+    (8, 64, 256),
+    (5, 10, 20),
+    (0.5, 1.0, 4.0),
+    (200, 1000, 10_000),
+)
 
 
 def bench_grid(args: argparse.Namespace, table: Callable[..., None]) -> bool:
@@ -265,7 +273,9 @@ def bench_grid(args: argparse.Namespace, table: Callable[..., None]) -> bool:
             for bins in GRID_BINS:
                 for eps in GRID_EPSILONS:
                     for rows in GRID_ROWS:
-                        config = PlanInput(features, bins, eps, rows, 5, mechanism=mechanism, reference_epsilon=eps)
+                        config = PlanInput(
+                            features, bins, eps, rows, 5, mechanism=mechanism, reference_epsilon=eps
+                        )
                         r = plan_monitoring(config, draws=args.grid_draws, also=(0.5,))
                         det = r.detection.get(0.5, float("nan"))
                         if r.accepted:

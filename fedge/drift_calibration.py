@@ -71,9 +71,7 @@ def count_noise(*, mechanism: str, epsilon: float, delta: float, sensitivity: fl
     if mechanism == "laplace":
         return CountNoise("laplace", laplace_scale(epsilon=epsilon, sensitivity=sensitivity))
     if mechanism == "gaussian":
-        return CountNoise(
-            "gaussian", gaussian_sigma(epsilon=epsilon, delta=delta, sensitivity=sensitivity)
-        )
+        return CountNoise("gaussian", gaussian_sigma(epsilon=epsilon, delta=delta, sensitivity=sensitivity))
     raise ConfigError(f"mechanism={mechanism!r} is not 'laplace' or 'gaussian'")
 
 
@@ -107,9 +105,7 @@ class WindowDesign:
 # --- simulation ---------------------------------------------------------------------------------------
 
 
-def multinomial_counts(
-    rng: np.random.Generator, p: np.ndarray, rows: np.ndarray, draws: int
-) -> np.ndarray:
+def multinomial_counts(rng: np.random.Generator, p: np.ndarray, rows: np.ndarray, draws: int) -> np.ndarray:
     """Multinomial bin counts ``[draws, sites, features, bins]``, vectorised over all but the bins.
 
     ``p`` is ``[features, bins]`` (every site) or ``[sites, features, bins]``; ``rows`` is ``[sites]``.
@@ -168,11 +164,11 @@ def noisy_site_counts(
     sites = len(rows_a)
     pick = np.arange(sites)
     if sites > MAX_SIMULATED_SITES and np.ndim(p) == 2:
-        order = np.lexsort((rows_a, [n.scale for n in noises]))
+        order = np.lexsort((rows_a, np.array([n.scale for n in noises])))
         pick = order[np.linspace(0, sites - 1, MAX_SIMULATED_SITES).round().astype(int)]
     probs = p if np.ndim(p) == 2 else np.asarray(p)[pick]
     counts = multinomial_counts(rng, probs, rows_a[pick], draws)
-    counts += _noise(rng, [noises[i] for i in pick], counts.shape)
+    counts += _noise(rng, [noises[int(i)] for i in pick], counts.shape)
     np.maximum(counts, 0.0, out=counts)
     total: np.ndarray = counts.sum(axis=1)
     if len(pick) < sites:
@@ -202,7 +198,9 @@ def _weights(p: np.ndarray, design: WindowDesign) -> np.ndarray:
     noise = sum(z.variance for z in design.site_noise) / n**2
     ref_noise = design.reference_sites * design.reference_noise.variance / m**2
     floor = np.maximum(p, 0.1 / p.shape[-1])
-    return np.asarray(1.0 / (floor * (1.0 - np.minimum(floor, 0.999)) * (1.0 / n + 1.0 / m) + noise + ref_noise))
+    return np.asarray(
+        1.0 / (floor * (1.0 - np.minimum(floor, 0.999)) * (1.0 / n + 1.0 / m) + noise + ref_noise)
+    )
 
 
 def _chi2_z(x: np.ndarray, k: np.ndarray | float) -> np.ndarray:
@@ -320,9 +318,7 @@ def _draws(features: int, bins: int, design: WindowDesign) -> int:
 _reference_cache: OrderedDict[tuple[object, ...], np.ndarray] = OrderedDict()
 
 
-def _reference_null(
-    p: np.ndarray, digest: str, design: WindowDesign, draws: int, seed: int
-) -> np.ndarray:
+def _reference_null(p: np.ndarray, digest: str, design: WindowDesign, draws: int, seed: int) -> np.ndarray:
     """Simulated reference histograms ``[draws, features, bins]``, shared by the calibrations of one
     reference (the federation's and every site group's)."""
     key = (digest, design.reference_rows, design.reference_sites, design.reference_noise, draws, seed)

@@ -75,7 +75,9 @@ class PlanInput:
                 "flagged windows in a row, so nothing is detected in fewer"
             )
         for name in ("false_alarm_rate", "power", "shifted_fraction"):
-            if not 0 < getattr(self, name) < 1 and not (name == "shifted_fraction" and self.shifted_fraction == 1):
+            if not 0 < getattr(self, name) < 1 and not (
+                name == "shifted_fraction" and self.shifted_fraction == 1
+            ):
                 raise ConfigError(f"{name}={getattr(self, name)} must lie in (0, 1)")
 
     @property
@@ -87,7 +89,9 @@ class PlanInput:
         """Per-count noise of one summary at ``epsilon``."""
         k = self.sensitivity_count
         sensitivity = self.contribution_bound * (k if self.mechanism == "laplace" else math.sqrt(k))
-        return count_noise(mechanism=self.mechanism, epsilon=epsilon, delta=self.delta, sensitivity=sensitivity)
+        return count_noise(
+            mechanism=self.mechanism, epsilon=epsilon, delta=self.delta, sensitivity=sensitivity
+        )
 
     def design(self) -> WindowDesign:
         """The window design the coordinator would calibrate for."""
@@ -119,7 +123,8 @@ class PlanResult:
             f"{c.features} features x {c.bins} bins, {c.mechanism} epsilon={c.epsilon:g} per window, "
             f"{c.rows} rows/site/window x {c.sites} sites, {c.windows} window(s), {c.consecutive} flagged "
             f"in a row to trigger, shift at {c.shifted_fraction:.0%} of sites",
-            f"  noise per count: std {self.noise_std:.1f} against {self.rows_per_bin:.1f} rows per bin per site",
+            f"  noise per count: std {self.noise_std:.1f} against {self.rows_per_bin:.1f} rows per bin "
+            "per site",
             f"  false-alarm rate per window: {self.false_alarm_rate:.3f} (target {c.false_alarm_rate:g}, "
             f"limit {self.false_alarm_limit:.3f} with simulation error)",
         ]
@@ -227,7 +232,8 @@ def plan_monitoring(
     problems = []
     if false_alarm > limit:
         problems.append(
-            f"the false-alarm rate {false_alarm:.3f} exceeds {alpha:g} (+ simulation error {limit - alpha:.3f}): "
+            f"the false-alarm rate {false_alarm:.3f} exceeds {alpha:g} "
+            f"(+ simulation error {limit - alpha:.3f}): "
             "the noise is too large for the calibration to hold"
         )
     if found is None:
@@ -247,10 +253,11 @@ def _advice(c: PlanInput, *, mechanism: bool = False) -> list[str]:
     if mechanism:
         out.append("use mechanism=laplace, or epsilon < 1 for the classic gaussian mechanism")
     k = c.sensitivity_count
+    fewer = max(4, c.features // 4)
     if c.features > 8:
         out.append(
             f"monitor fewer features (drift.features=[...]): the noise per count grows with the {k} counts a "
-            f"row moves; {max(4, c.features // 4)} features cut it {k / (max(4, c.features // 4) + (k - c.features)):.1f}x"
+            f"row moves; {fewer} features cut it {k / (fewer + k - c.features):.1f}x"
         )
     out.append(
         f"wider windows (drift.window_size / rows per site per window > {c.rows}): signal grows with the "

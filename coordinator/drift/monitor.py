@@ -18,8 +18,8 @@ from flwr.serverapp import Grid
 from coordinator.drift.launch import open_drift_service
 from coordinator.drift.reference import fine_grid, load_reference, monitored_features, reference_edges
 from fedge.config import DriftSettings, FedgeConfig
-from fedge.drift_summary import DriftReference, SiteSummary, drift_reduction, record_array, record_value
 from fedge.drift_plan import PlanInput, plan_monitoring
+from fedge.drift_summary import DriftReference, SiteSummary, drift_reduction, record_array, record_value
 from fedge.errors import ConfigError, FederationError
 from fedge.protocol import (
     ARRAYS_KEY,
@@ -279,7 +279,9 @@ def run_monitor(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> None:
         registry.close()
 
 
-def check_monitoring_plan(settings: DriftSettings, reference: DriftReference, *, sites: int, rows: int) -> None:
+def check_monitoring_plan(
+    settings: DriftSettings, reference: DriftReference, *, sites: int, rows: int
+) -> None:
     """The power plan of this monitoring (:mod:`fedge.drift_plan`) before any window is asked for.
 
     ``rows`` per site per window: the simulation's ``drift.window_size``, or in deployment the smallest
@@ -309,7 +311,10 @@ def check_monitoring_plan(settings: DriftSettings, reference: DriftReference, *,
     )
     result = plan_monitoring(config, draws=200)
     text = "\n".join(result.lines())
-    if result.false_alarm_rate != result.false_alarm_rate or result.false_alarm_rate > result.false_alarm_limit:
+    if (
+        result.false_alarm_rate != result.false_alarm_rate
+        or result.false_alarm_rate > result.false_alarm_limit
+    ):
         raise ConfigError(f"drift monitoring refused: the false-alarm rate cannot be held\n{text}")
     if result.accepted:
         log.info("drift monitoring plan:\n%s", text)

@@ -141,7 +141,9 @@ def evaluate_policy(
     last = verdicts[-1]
     calibrated = policy.test == "calibrated" and all("window_pvalue" in r.overall for r in recent)
     if calibrated:
-        marked = sorted({f for r in recent for f, m in zip(r.features, r.overall["flagged"], strict=True) if m})
+        marked = sorted(
+            {f for r in recent for f, m in zip(r.features, r.overall["flagged"], strict=True) if m}
+        )
         features = marked or features
     shown = ", ".join(features[:8]) + (" ..." if len(features) > 8 else "")
     if calibrated:

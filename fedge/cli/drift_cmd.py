@@ -49,7 +49,11 @@ def drift_status(
         return
     console = Console()
     policy = status["policy"]
-    test = "calibrated test" if policy.get("test") == "calibrated" else f"{policy['statistic']} > {policy['threshold']}"
+    test = (
+        "calibrated test"
+        if policy.get("test") == "calibrated"
+        else f"{policy['statistic']} > {policy['threshold']}"
+    )
     table = Table(title=f"drift ({test})")
     for col in ("version", "window", "sites", "rows", "epsilon", "flagged", "top features", "decision"):
         table.add_column(col)
@@ -108,14 +112,22 @@ def plan_input(config: Any, *, rows: int, sites: int, **changes: Any) -> Any:
 def drift_plan(
     rows: Annotated[int, typer.Option(help="Rows per site per window")] = 500,
     sites: Annotated[int, typer.Option(help="Sites reporting each window")] = 3,
-    features: Annotated[int | None, typer.Option(help="Monitored features [config: drift.features / task]")] = None,
+    features: Annotated[
+        int | None, typer.Option(help="Monitored features [config: drift.features / task]")
+    ] = None,
     bins: Annotated[int | None, typer.Option(help="Bins per feature [drift.num_bins]")] = None,
     epsilon: Annotated[float | None, typer.Option(help="Epsilon per site per window [drift.epsilon]")] = None,
     mechanism: Annotated[str | None, typer.Option(help="laplace | gaussian [drift.mechanism]")] = None,
     windows: Annotated[int | None, typer.Option(help="Detect within this many windows")] = None,
-    classes: Annotated[int | None, typer.Option(help="Predicted classes counted too (0: none) [task]")] = None,
-    reference_rows: Annotated[int | None, typer.Option(help="Training rows per site at release [= rows]")] = None,
-    false_alarm_rate: Annotated[float | None, typer.Option(help="Per window [drift.false_alarm_rate]")] = None,
+    classes: Annotated[
+        int | None, typer.Option(help="Predicted classes counted too (0: none) [task]")
+    ] = None,
+    reference_rows: Annotated[
+        int | None, typer.Option(help="Training rows per site at release [= rows]")
+    ] = None,
+    false_alarm_rate: Annotated[
+        float | None, typer.Option(help="Per window [drift.false_alarm_rate]")
+    ] = None,
     shifted_fraction: Annotated[float, typer.Option(help="Share of sites whose data shifts")] = 0.6,
     max_shift: Annotated[float, typer.Option(help="Refuse when no shift up to this (sd) is detected")] = 3.0,
     draws: Annotated[int, typer.Option(min=50, help="Simulated runs per figure")] = 300,

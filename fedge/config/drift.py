@@ -114,9 +114,7 @@ class DriftSettings:
         settings = build(cls, raw or {}, "drift")
         validate_drift_settings(settings)
         if not 0 < settings.false_alarm_rate <= 0.5:
-            raise ConfigError(
-                f"drift.false_alarm_rate must lie in (0, 0.5], got {settings.false_alarm_rate}"
-            )
+            raise ConfigError(f"drift.false_alarm_rate must lie in (0, 0.5], got {settings.false_alarm_rate}")
         if settings.policy.test not in ("calibrated", "threshold"):
             raise ConfigError(
                 f"drift.policy.test must be 'calibrated' or 'threshold', got {settings.policy.test!r}"

@@ -27,22 +27,34 @@ SITES, SHIFTED, ROWS, TRAIN_ROWS = 5, 3, 1000, 2000
 REFERENCES, NULL_WINDOWS, SHIFT_PAIRS = 6, 30, 6
 
 
-def _reference(settings: DriftSettings, features: int, rng: np.random.Generator, version: int) -> DriftReference:
+def _reference(
+    settings: DriftSettings, features: int, rng: np.random.Generator, version: int
+) -> DriftReference:
     fine = fixed_bin_edges(np.full(features, -4.0), np.full(features, 4.0), settings.fine_bins)
     train = [rng.normal(size=(TRAIN_ROWS, features)) for _ in range(SITES)]
     eps = settings.reference_epsilon
-    fine_total = np.sum([noisy_histograms(x, fine, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0)
+    fine_total = np.sum(
+        [noisy_histograms(x, fine, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0
+    )
     edges = reference_edges(fine_total, fine, settings.num_bins)
-    counts = np.sum([noisy_histograms(x, edges, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0)
+    counts = np.sum(
+        [noisy_histograms(x, edges, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0
+    )
     names = [f"x{i}" for i in range(features)]
-    return DriftReference("synthetic", version, list(range(features)), names, edges, counts, None, 2 * eps, SITES)
+    return DriftReference(
+        "synthetic", version, list(range(features)), names, edges, counts, None, 2 * eps, SITES
+    )
 
 
-def _flagged(reference: DriftReference, settings: DriftSettings, rng: np.random.Generator, shift: float, window: int) -> bool:
+def _flagged(
+    reference: DriftReference, settings: DriftSettings, rng: np.random.Generator, shift: float, window: int
+) -> bool:
     summaries = []
     for site in range(SITES):
         x = rng.normal(size=(ROWS, len(reference.features))) + (shift if site < SHIFTED else 0.0)
-        s = summarize_window(x, reference=reference, settings=settings, site=f"site-{site}", window=window, rng=rng)
+        s = summarize_window(
+            x, reference=reference, settings=settings, site=f"site-{site}", window=window, rng=rng
+        )
         assert s is not None
         summaries.append(s)
     return run_window_tests(reference, summaries, settings).federation.flagged
@@ -98,9 +110,14 @@ def test_the_digits_default_on_unchanged_data_does_not_flag() -> None:
     data = [rng.beta(2.0, 5.0, size=(480, features)) for _ in range(sites)]
     predicted = [rng.integers(0, 10, size=480) for _ in range(sites)]
     eps = settings.reference_epsilon
-    fine_total = np.sum([noisy_histograms(x, fine, None, 0, settings, epsilon=eps, rng=rng)[0] for x in data], 0)
+    fine_total = np.sum(
+        [noisy_histograms(x, fine, None, 0, settings, epsilon=eps, rng=rng)[0] for x in data], 0
+    )
     edges = reference_edges(fine_total, fine, settings.num_bins)
-    parts = [noisy_histograms(x, edges, y, 10, settings, epsilon=eps, rng=rng) for x, y in zip(data, predicted)]
+    parts = [
+        noisy_histograms(x, edges, y, 10, settings, epsilon=eps, rng=rng)
+        for x, y in zip(data, predicted, strict=True)
+    ]
     reference = DriftReference(
         "digits", 1, list(range(features)), [f"pixel_{i}" for i in range(features)], edges,
         np.sum([c for c, _ in parts], 0), np.sum([k for _, k in parts], 0), 2 * eps, sites,
@@ -110,7 +127,7 @@ def test_the_digits_default_on_unchanged_data_does_not_flag() -> None:
         summaries = [
             summarize_window(x, reference=reference, settings=settings, site=f"inst-{i}", window=window,
                              rng=rng, predicted=y)
-            for i, (x, y) in enumerate(zip(data, predicted))
+            for i, (x, y) in enumerate(zip(data, predicted, strict=True))
         ]  # fmt: skip
         tests = run_window_tests(reference, [s for s in summaries if s is not None], settings)
         flags.append(tests.federation.flagged or bool(tests.site_flags.any()))
@@ -136,7 +153,9 @@ def test_plan_refuses_an_impossible_config_and_accepts_a_good_one() -> None:
 
 
 def test_plan_refuses_the_classic_gaussian_mechanism_at_epsilon_one() -> None:
-    result = plan_monitoring(PlanInput(features=8, bins=10, epsilon=1.0, rows=1000, sites=5, mechanism="gaussian"))
+    result = plan_monitoring(
+        PlanInput(features=8, bins=10, epsilon=1.0, rows=1000, sites=5, mechanism="gaussian")
+    )
     assert not result.accepted and "epsilon < 1" in result.problems[0]
 
 
