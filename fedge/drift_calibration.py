@@ -266,6 +266,7 @@ class DriftTest:
     omnibus_dof: float
     null_pvalues: np.ndarray  # sorted raw window p-values of the simulated null draws
     feature_level: float  # a feature alone is marked when its Sidak-corrected p is below this
+    margin: int = 0  # null draws added to every count: the level holds given this calibration (95%)
 
     @property
     def draws(self) -> int:
@@ -284,7 +285,7 @@ class DriftTest:
 
     def _calibrated(self, raw: np.ndarray) -> np.ndarray:
         below = np.searchsorted(self.null_pvalues, raw, side="right")
-        return np.asarray((1.0 + below) / (1.0 + self.draws))
+        return np.asarray(np.minimum(1.0, (1.0 + below + self.margin) / (1.0 + self.draws)))
 
     def pvalues(self, ref_counts: np.ndarray, cur_counts: np.ndarray) -> np.ndarray:
         """Calibrated window p-values of ``cur_counts[..., features, bins]`` (vectorised over windows)."""
@@ -297,7 +298,7 @@ class DriftTest:
         p_feature = _normal_sf(z)
         omnibus = (stats / self.feature_scale).sum(axis=-1)
         p_omnibus = _normal_sf(_chi2_z(omnibus / self.omnibus_scale, self.omnibus_dof))
-        pvalue = float(self._calibrated(raw))
+        pvalue = float(self._calibrated(np.asarray(raw)))
         sidak = -np.expm1(len(p_feature) * np.log1p(-np.minimum(p_feature, 1 - 1e-16)))
         flagged = pvalue <= self.alpha
         return TestResult(
@@ -387,9 +388,16 @@ def calibrate(
     )
     _, raw = test._scores(stats)
     null = np.sort(raw)
-    # The raw p below which alpha of the null falls: half of it (Bonferroni) is a lone feature's share.
-    level = float(np.quantile(null, alpha))
-    test = DriftTest(**{**test.__dict__, "null_pvalues": null, "feature_level": level / 2.0})
+    # A p read off M null draws is valid on average over calibrations, but one calibration's alpha-quantile
+    # errs by about sqrt(M alpha (1 - alpha)) draws: counting that many more (one-sided 95%) makes the
+    # rate hold for the calibration the coordinator actually uses, not only on average.
+    margin = math.ceil(1.645 * math.sqrt(len(null) * alpha * (1.0 - alpha)))
+    allowed = math.floor(alpha * (len(null) + 1) - 1 - margin)  # most null draws below a flagged window
+    # The raw p a flagged window must reach: half of it (Bonferroni) is a lone feature's share.
+    level = float(null[allowed - 1]) if allowed >= 1 else 0.0
+    test = DriftTest(
+        **{**test.__dict__, "null_pvalues": null, "feature_level": level / 2.0, "margin": margin}
+    )
     _cache[key] = test
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
