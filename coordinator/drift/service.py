@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import SimpleNamespace
 from typing import Any
 
-from coordinator.drift.aggregate import aggregate_window, check_summary
+import numpy as np
+
+from coordinator.drift.aggregate import WindowAggregate, aggregate_window, check_summary
+from coordinator.drift.calibrated import WindowTests, run_window_tests
 from coordinator.drift.policy import Launcher, PolicyDecision, RetrainTrigger, evaluate_policy, window_verdict
 from coordinator.drift.reference import load_reference
 from coordinator.drift.store import DriftReport, DriftReportStore, DriftTrigger
@@ -95,28 +98,42 @@ class DriftService:
     def _report(self, reference: DriftReference, window: int) -> DriftReport:
         stored = self.store.summaries(reference.model, reference.version, window)
         agg = aggregate_window(reference, stored, smoothing=self.settings.smoothing)
-        # The verdict reads the per-site statistics before anything is stored: one write per window.
-        unstored = SimpleNamespace(
-            window=window,
-            features=reference.feature_names,
-            per_site={
-                site: {k: agg.per_site[k][i] for k in agg.per_site} for i, site in enumerate(agg.sites)
-            },
-        )
+        policy = self.settings.policy
+        if policy.test == "calibrated":
+            tests = run_window_tests(reference, stored, self.settings)
+            agg = _with_tests(agg, tests)
+            flagged = tests.federation.flagged and len(agg.sites) >= max(policy.min_sites, 1)
+        else:
+            # The verdict reads the per-site statistics before anything is stored: one write per window.
+            unstored = SimpleNamespace(
+                window=window,
+                features=reference.feature_names,
+                flagged=False,
+                overall={},
+                per_site={
+                    site: {k: agg.per_site[k][i] for k in agg.per_site} for i, site in enumerate(agg.sites)
+                },
+            )
+            flagged = window_verdict(unstored, policy).flagged
         return self.store.put_report(
             model=reference.model,
             version=reference.version,
             window=window,
             features=reference.feature_names,
             agg=agg,
-            flagged=window_verdict(unstored, self.settings.policy).flagged,
+            flagged=flagged,
         )
 
     def decide(self, model: str, version: int, *, performance: float | None = None) -> PolicyDecision:
         """The policy's decision on the stored reports of ``model:version`` (no side effect)."""
         window_count = self.settings.policy.consecutive_windows
         reports = self.store.reports(model, version=version, limit=max(window_count, 1))
-        return evaluate_policy(reports, self.settings.policy, performance=performance)
+        return evaluate_policy(
+            reports,
+            self.settings.policy,
+            performance=performance,
+            false_alarm_rate=self.settings.false_alarm_rate,
+        )
 
     def evaluate(self, model: str, version: int, *, performance: float | None = None) -> DriftTrigger | None:
         """Decide and, when the policy fires, apply it (cooldown, no duplicate, audit, launch)."""
@@ -159,3 +176,25 @@ class DriftService:
             for t in self.store.triggers(model, limit=10)
         ]
         return {"policy": asdict(self.settings.policy), "versions": out, "triggers": triggers}
+
+
+def _with_tests(agg: WindowAggregate, tests: WindowTests) -> WindowAggregate:
+    """``agg`` with the calibrated tests in its stored columns.
+
+    ``overall``: ``pvalue`` (per feature, uncorrected), ``flagged`` (per feature, 0/1: alone at the
+    corrected level) and ``window_pvalue`` (one value: the window's calibrated p); ``per_site[site]``:
+    ``pvalue`` and ``flagged`` (one value each: the site's calibrated p, Benjamini-Hochberg flag).
+    """
+    fed = tests.federation
+    overall = {
+        **agg.overall,
+        "pvalue": np.asarray(fed.feature_pvalues, dtype=np.float64),
+        "flagged": fed.features.astype(np.float64),
+        "window_pvalue": np.array([fed.pvalue]),
+    }
+    per_site = {
+        **agg.per_site,
+        "pvalue": tests.site_pvalues[:, None],
+        "flagged": tests.site_flags.astype(np.float64)[:, None],
+    }
+    return replace(agg, overall=overall, per_site=per_site)
