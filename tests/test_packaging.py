@@ -33,6 +33,6 @@ def test_an_edge_install_brings_no_training_stack() -> None:
 def test_the_server_extra_pins_flower_142_and_a_cpu_torch_range() -> None:
     server = PYPROJECT["project"]["optional-dependencies"]["server"]
 
-    assert "flwr[simulation]>=1.42,<1.43" in server
+    assert "flwr[simulation,dp]>=1.42,<1.43" in server  # dp: dp-accounting for the RDP accountant
     assert "torch>=2.4,<2.14" in server
     assert "fedge[server]" in PYPROJECT["project"]["optional-dependencies"]["dev"]
