@@ -163,3 +163,38 @@ def test_plan_refuses_bad_values_naming_them() -> None:
     result = CliRunner().invoke(cli, ["drift", "plan", "--features", "8", "--bins", "1", "--epsilon", "1",
                                       "--rows", "100", "--sites", "3"])  # fmt: skip
     assert result.exit_code != 0 and "bins=1" in result.output
+
+
+@pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])
+def test_reference_rows_are_recovered_from_counts_that_clipping_inflated(mechanism: str) -> None:
+    """A release from before `rows` was recorded: 3 sites x 480 rows, noise std above the bin counts."""
+    from coordinator.drift.calibrated import _reference_rows
+    from fedge.drift_calibration import CountNoise
+
+    rng = np.random.default_rng(3)
+    noise = CountNoise(mechanism, 65.0)
+    draw = rng.laplace if mechanism == "laplace" else rng.normal
+    counts = np.sum([np.maximum(48.0 + draw(0.0, 65.0, (64, 10)), 0.0) for _ in range(3)], axis=0)
+    edges = np.tile(np.arange(11.0), (64, 1))
+    reference = DriftReference("m", 1, list(range(64)), ["x"] * 64, edges, counts, None, 2.0, 3)
+    assert counts.sum(axis=1).mean() > 1.15 * 1440  # what a naive estimate would take
+    assert abs(_reference_rows(reference, noise) - 1440) < 0.1 * 1440
+    assert _reference_rows(DriftReference(**{**reference.__dict__, "rows": 1440}), noise) == 1440
+
+
+def test_a_monitor_run_logs_its_plan_and_warns_when_nothing_is_detectable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from coordinator.drift.monitor import check_monitoring_plan
+
+    features = 256
+    edges = np.tile(np.linspace(0.0, 1.0, 21), (features, 1))
+    reference = DriftReference(
+        "m", 1, list(range(features)), ["x"] * features, edges, np.ones((features, 20)), None, 1.0, 3
+    )
+    settings = DriftSettings.from_dict({"num_bins": 20, "epsilon": 0.5})
+    with caplog.at_level("INFO", logger="coordinator.drift.monitor"):
+        check_monitoring_plan(settings, reference, sites=3, rows=200)
+    assert any(
+        r.levelname == "WARNING" and "no mean shift up to 3 sd" in r.getMessage() for r in caplog.records
+    )
