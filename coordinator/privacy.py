@@ -289,6 +289,9 @@ def private_strategy(
             "noise_multiplier": s.noise_multiplier,
             "num_sampled_clients": sampled,
             "initial_clipping_norm": s.clipping_norm,
+            # Flower's default (sampled/20) is refused for few clients: the clipped-count noise must
+            # exceed noise_multiplier/2 for the update noise to stay positive.
+            "clipped_count_stddev": max(sampled / 20, s.noise_multiplier),
         }
     else:
         noise = s.noise_multiplier

@@ -181,3 +181,27 @@ def test_a_client_whose_ledger_refuses_local_dp_is_left_out_and_recorded(tmp_pat
     for pid in (1, 2):  # the others paid one epsilon per round from their own ledgers
         entries = json.loads((ledgers / f"client-{pid}.json").read_text())["entries"]
         assert [e["epsilon"] for e in entries] == [0.9, 0.9]
+
+
+def test_adaptive_clipping_wraps_flowers_adaptive_strategy_and_says_it_is_not_accounted() -> None:
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideAdaptiveClipping, FedAvg
+
+    from coordinator.privacy import private_strategy
+
+    config = load_config(
+        [
+            "privacy=central",
+            "privacy.adaptive=true",
+            "privacy.target_epsilon=null",
+            "privacy.noise_multiplier=1.0",
+        ]
+    )
+    lineage: dict[str, object] = {}
+    strategy, tracker = private_strategy(
+        config=config, strategy_cls=FedAvg, strategy_kwargs={}, lineage=lineage, record=lambda cls: cls
+    )
+
+    assert isinstance(strategy, DifferentialPrivacyServerSideAdaptiveClipping)
+    assert lineage["privacy"] == tracker.entry()
+    assert tracker.entry()["clipping"] == "server-adaptive" and tracker.entry()["accounted"] is False
+    assert tracker.entry()["epsilon"] is None and tracker.entry()["noise_multiplier"] == 1.0
