@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -279,6 +279,13 @@ UrlApiOpt = Annotated[
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FEDGE_TOKEN", help="API token for --url")]
 
 
+
+def _registry_config(root: str, override: list[str] | None) -> Any:
+    """The registry config group as composed for this root, with the command's overrides."""
+    from fedge.config import load_config
+
+    return load_config([f"registry.root={root}", *(override or [])]).registry
+
 def _client(url: str, token: str | None, ca: Path | None) -> RegistryClient:
     from fedge.errors import AuthenticationError
     from registry import RegistryClient
@@ -314,10 +321,9 @@ def promote_cmd(
         with _client(url, token, ca) as client:
             moved = client.promote(pairs, reason=reason)
     else:
-        from fedge.config import load_config
         from registry import promote
 
-        config = load_config([f"registry.root={root}", *(override or [])]).registry
+        config = _registry_config(root, override)
         with opened_registry(root, database_url) as registry:
             moved = promote(
                 registry,
@@ -351,10 +357,9 @@ def approve_cmd(
             result = client.approve(version, alias=alias, comment=comment)
         typer.echo(f"approved {version} for {alias} as {result['actor']}")
         return
-    from fedge.config import load_config
     from registry import approve
 
-    config = load_config([f"registry.root={root}", *(override or [])]).registry
+    config = _registry_config(root, override)
     with opened_registry(root, database_url) as registry:
         approval = approve(
             registry,
@@ -383,10 +388,9 @@ def list_aliases_cmd(
         with _client(url, token, ca) as client:
             declared = client.declared_aliases()
     else:
-        from fedge.config import load_config
         from registry import declared_aliases
 
-        config = load_config([f"registry.root={root}", *(override or [])]).registry
+        config = _registry_config(root, override)
         with opened_registry(root, database_url) as registry:
             declared = declared_aliases(registry, config.aliases, config.gates)
     typer.echo("\n".join(declared))
@@ -410,10 +414,9 @@ def add_alias_cmd(
         with _client(url, token, ca) as client:
             declared = client.declare_alias(alias, reason=reason)
     else:
-        from fedge.config import load_config
         from registry import declare_alias
 
-        config = load_config([f"registry.root={root}", *(override or [])]).registry
+        config = _registry_config(root, override)
         with opened_registry(root, database_url) as registry:
             declared = declare_alias(
                 registry,
