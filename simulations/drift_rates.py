@@ -42,9 +42,19 @@ class RateResult:
     flagged_window_rate: float
 
 
-def _reference(settings: DriftSettings, rng: np.random.Generator, version: int) -> DriftReference:
-    fine = fixed_bin_edges(np.full(FEATURES, -4.0), np.full(FEATURES, 4.0), settings.fine_bins)
-    train = [rng.normal(size=(TRAIN_ROWS, FEATURES)) for _ in range(SITES)]
+def synthetic_reference(
+    settings: DriftSettings,
+    rng: np.random.Generator,
+    version: int,
+    *,
+    features: int = FEATURES,
+    record_rows: bool = True,
+) -> DriftReference:
+    """A released reference over ``features`` standard-normal columns, built as the ServerApp builds
+    one (noisy fine histograms, quantile edges, noisy counts) from SITES x TRAIN_ROWS rows;
+    ``record_rows=False`` leaves the row count out, as references released before it was kept."""
+    fine = fixed_bin_edges(np.full(features, -4.0), np.full(features, 4.0), settings.fine_bins)
+    train = [rng.normal(size=(TRAIN_ROWS, features)) for _ in range(SITES)]
     eps = settings.reference_epsilon
     fine_total = np.sum(
         [noisy_histograms(x, fine, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0
@@ -53,15 +63,17 @@ def _reference(settings: DriftSettings, rng: np.random.Generator, version: int) 
     counts = np.sum(
         [noisy_histograms(x, edges, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0
     )
-    names = [f"x{i}" for i in range(FEATURES)]
-    return DriftReference("synthetic", version, list(range(FEATURES)), names, edges, counts, None, 2 * eps,
-                          SITES, rows=SITES * TRAIN_ROWS)  # fmt: skip
+    names = [f"x{i}" for i in range(features)]
+    return DriftReference(
+        "synthetic", version, list(range(features)), names, edges, counts, None, 2 * eps, SITES,
+        rows=SITES * TRAIN_ROWS if record_rows else 0,
+    )  # fmt: skip
 
 
 def _run(service: DriftService, settings: DriftSettings, seed: int, shift: float, window: int) -> bool:
     rng = np.random.default_rng(seed)
     version = seed + 1 + (0 if shift == 0 else 1_000_000)
-    reference = _reference(settings, rng, version)
+    reference = synthetic_reference(settings, rng, version)
     service.use_reference(reference)
     for w in range(2):
         summaries = []

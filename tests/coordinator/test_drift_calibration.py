@@ -22,28 +22,10 @@ from fedge.drift import fixed_bin_edges
 from fedge.drift_calibration import benjamini_hochberg
 from fedge.drift_plan import PlanInput, plan_monitoring
 from fedge.drift_summary import DriftReference, noisy_histograms, summarize_window
+from simulations.drift_rates import SITES, synthetic_reference
 
-SITES, SHIFTED, ROWS, TRAIN_ROWS = 5, 3, 1000, 2000
+SHIFTED, ROWS = 3, 1000
 REFERENCES, NULL_WINDOWS, SHIFT_PAIRS = 6, 30, 6
-
-
-def _reference(
-    settings: DriftSettings, features: int, rng: np.random.Generator, version: int
-) -> DriftReference:
-    fine = fixed_bin_edges(np.full(features, -4.0), np.full(features, 4.0), settings.fine_bins)
-    train = [rng.normal(size=(TRAIN_ROWS, features)) for _ in range(SITES)]
-    eps = settings.reference_epsilon
-    fine_total = np.sum(
-        [noisy_histograms(x, fine, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0
-    )
-    edges = reference_edges(fine_total, fine, settings.num_bins)
-    counts = np.sum(
-        [noisy_histograms(x, edges, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0
-    )
-    names = [f"x{i}" for i in range(features)]
-    return DriftReference(
-        "synthetic", version, list(range(features)), names, edges, counts, None, 2 * eps, SITES
-    )
 
 
 def _flagged(
@@ -79,7 +61,7 @@ def test_false_alarms_are_held_and_a_half_sd_shift_at_3_of_5_sites_is_detected_w
     rng = np.random.default_rng(features * 7 + len(mechanism))
     alarms = detected = 0
     for r in range(REFERENCES):
-        reference = _reference(settings, features, rng, r + 1)
+        reference = synthetic_reference(settings, rng, r + 1, features=features, record_rows=False)
         alarms += sum(_flagged(reference, settings, rng, 0.0, w) for w in range(NULL_WINDOWS))
         # Detection within two windows: the policy needs both flagged (consecutive_windows=2).
         detected += sum(
