@@ -165,9 +165,7 @@ class DriftService:
             keys = self.streams(model, version) or [("", "")]
         decision = PolicyDecision(False)
         for src, name in keys:
-            reports = self.store.reports(
-                model, version=version, limit=window_count, source=src, stream=name
-            )
+            reports = self.store.reports(model, version=version, limit=window_count, source=src, stream=name)
             decision = evaluate_policy(reports, self.policy_for(src), performance=performance)
             if decision.triggered:
                 if decision.rule == "drift":
