@@ -16,15 +16,26 @@ import pytest
 from fastapi.testclient import TestClient
 
 from coordinator.api import CoordinatorSettings, create_app
+from coordinator.drift.reference import manifest_entry
 from coordinator.drift.service import DriftService
 from coordinator.drift.store import DriftReportStore
+from edge.drift_push import EdgeDriftWindow, push_summary
+from fedge.api_client import ApiClient
 from fedge.config import DriftPolicyConfig, DriftSettings
 from fedge.drift import histogram_counts
 from fedge.drift_summary import SiteSummary
 from fedge.errors import ConflictError, DataError
+from fedge.privacy_ledger import PrivacyLedger
 from registry import Registry, RegistryConfig
 from tests.apps import role_tokens
-from tests.coordinator.test_drift_monitoring import FEATURES, _post, _reference, _register, _summary
+from tests.coordinator.test_drift_monitoring import (
+    FEATURES,
+    _device_token,
+    _post,
+    _reference,
+    _register,
+    _summary,
+)
 
 
 def _site(site: str, window: int, *, shift: float = 0.0, epsilon: float = 1.0, seed: int = 0) -> SiteSummary:
@@ -142,3 +153,36 @@ def test_the_api_lists_a_devices_windows_apart_from_a_monitor_runs(client: TestC
     assert (
         'fedge_drift_window_epsilon{model="digits",source="edge",stream="cam-17",version="1"} 1.0' in metrics
     )
+
+
+def test_a_restarted_device_continues_its_window_numbers_and_is_not_refused(
+    client: TestClient, tmp_path: Path
+) -> None:
+    ledger_path = tmp_path / "privacy-ledger.json"
+    rows = np.random.default_rng(1).normal(size=(300, FEATURES))
+    token = _device_token(client, "cam-5")
+    api = ApiClient(str(client.base_url), token=token, client=client)
+
+    def device(version: int = 1) -> EdgeDriftWindow:  # what the agent builds when it (re)starts serving
+        return EdgeDriftWindow(
+            manifest_entry(_reference()), model="digits", version=version, site="cam-5",
+            settings=DriftSettings(min_window=100),
+            ledger=PrivacyLedger(ledger_path, budget_epsilon=10), rng=np.random.default_rng(0),
+        )  # fmt: skip
+
+    first = device()
+    for _ in range(2):
+        first.add(rows)
+        body = first.close()
+        assert body is not None
+        push_summary(api, body)
+    restarted = device()
+    restarted.add(rows)
+    after_restart = restarted.close()
+    assert after_restart is not None
+    accepted = push_summary(api, after_restart)
+
+    assert after_restart["window"] == 2 and accepted["window"] == 2
+    assert device(version=2).window == 0, "another version's windows are numbered on their own"
+    reports = client.get("/api/v1/drift/reports", params={"model": "digits"}).json()
+    assert sorted((r["stream"], r["window"]) for r in reports) == [("cam-5", 0), ("cam-5", 1), ("cam-5", 2)]
