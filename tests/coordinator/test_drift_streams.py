@@ -7,6 +7,7 @@ Real SQLite stores, the real app over TestClient.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from coordinator.api import CoordinatorSettings, create_app
 from coordinator.drift.reference import manifest_entry
@@ -21,12 +23,13 @@ from coordinator.drift.service import DriftService
 from coordinator.drift.store import DriftReportStore
 from edge.drift_push import EdgeDriftWindow, push_summary
 from fedge.api_client import ApiClient
+from fedge.cli.main import app as cli
 from fedge.config import DriftPolicyConfig, DriftSettings
 from fedge.drift import histogram_counts
 from fedge.drift_summary import SiteSummary
 from fedge.errors import ConflictError, DataError
 from fedge.privacy_ledger import PrivacyLedger
-from registry import Registry, RegistryConfig
+from registry import Registry, RegistryConfig, open_registry
 from tests.apps import role_tokens
 from tests.coordinator.test_drift_monitoring import (
     FEATURES,
@@ -186,3 +189,23 @@ def test_a_restarted_device_continues_its_window_numbers_and_is_not_refused(
     assert device(version=2).window == 0, "another version's windows are numbered on their own"
     reports = client.get("/api/v1/drift/reports", params={"model": "digits"}).json()
     assert sorted((r["stream"], r["window"]) for r in reports) == [("cam-5", 0), ("cam-5", 1), ("cam-5", 2)]
+
+
+def test_drift_status_shows_each_stream_on_its_own_row(tmp_path: Path) -> None:
+    config = RegistryConfig(root=str(tmp_path / "reg"))
+    registry = open_registry(config)
+    _register(registry, _reference())
+    store = DriftReportStore.from_url(config.resolved_database_url())
+    service = DriftService(store=store, registry=registry, settings=DriftSettings(min_window=100))
+    _flower_window(service, "monitor-1", 0)
+    service.ingest([_site("cam-17", 0)], source="edge", actor="a")
+    store.close()
+    registry.close()
+
+    table = CliRunner().invoke(cli, ["drift", "status", "--root", config.root], env={"COLUMNS": "250"})
+    as_json = CliRunner().invoke(cli, ["drift", "status", "--root", config.root, "--json"])
+
+    assert table.exit_code == 0, table.output
+    assert "edge cam-17" in table.output and "flower monitor-1" in table.output
+    rows = json.loads(as_json.output)["versions"]
+    assert sorted((v["stream"], v["sites"]) for v in rows) == [("cam-17", 1), ("monitor-1", 3)]
