@@ -113,7 +113,9 @@ class DriftReference:
     ``counts`` and ``class_counts`` are the sums of the clients' noisy training histograms;
     ``features`` index the task's drift features, ``reduction`` says how those are computed from an
     input (:func:`drift_reduction`; empty: the input row itself). ``class_counts`` is ``None`` for
-    regression targets (no predicted class to count).
+    regression targets (no predicted class to count). ``epsilon`` is the release's total (two
+    histograms); ``rows`` the training rows the sites counted (0: unknown, a release from before it was
+    recorded; the calibrated test then estimates it from the noisy counts).
     """
 
     model: str
@@ -126,6 +128,7 @@ class DriftReference:
     epsilon: float
     sites: int
     reduction: dict[str, Any] = field(default_factory=dict)
+    rows: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -145,6 +148,7 @@ class DriftReference:
             "epsilon": self.epsilon,
             "sites": self.sites,
             **({"reduction": self.reduction} if self.reduction else {}),
+            **({"rows": self.rows} if self.rows else {}),
         }
 
     @classmethod
@@ -163,6 +167,7 @@ class DriftReference:
                 epsilon=float(raw["epsilon"]),
                 sites=int(raw["sites"]),
                 reduction=dict(raw.get("reduction") or {}),
+                rows=int(raw.get("rows") or 0),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"malformed drift reference ({exc}): re-release the version") from exc

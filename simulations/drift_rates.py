@@ -54,7 +54,8 @@ def _reference(settings: DriftSettings, rng: np.random.Generator, version: int) 
         [noisy_histograms(x, edges, None, 0, settings, epsilon=eps, rng=rng)[0] for x in train], 0
     )
     names = [f"x{i}" for i in range(FEATURES)]
-    return DriftReference("synthetic", version, list(range(FEATURES)), names, edges, counts, None, eps, SITES)
+    return DriftReference("synthetic", version, list(range(FEATURES)), names, edges, counts, None, 2 * eps,
+                          SITES, rows=SITES * TRAIN_ROWS)  # fmt: skip
 
 
 def _run(service: DriftService, settings: DriftSettings, seed: int, shift: float, window: int) -> bool:
@@ -99,10 +100,15 @@ def describe_rates(r: RateResult, *, shift: float, window: int, settings: DriftS
     """The measured rates as printed lines."""
     s = settings or DriftSettings()
     p = s.policy
+    rule = (
+        f"calibrated test at false-alarm rate {s.false_alarm_rate:g} per window"
+        if p.test == "calibrated"
+        else f"{p.statistic} > {p.threshold} on >= {p.min_features} features at >= "
+        f"{p.min_site_fraction:.0%} of sites"
+    )
     return "\n".join(
         [
-            f"default policy ({p.statistic} > {p.threshold} on >= {p.min_features} features at "
-            f">= {p.min_site_fraction:.0%} of sites for {p.consecutive_windows} windows), {s.mechanism} "
+            f"default policy ({rule}, for {p.consecutive_windows} windows), {s.mechanism} "
             f"epsilon={s.epsilon} per window, {SITES} sites x {window} rows x {FEATURES} features:",
             f"  false-alarm rate (no shift, {r.seeds} seeds x 2 windows): {r.false_alarm_rate:.3f}"
             "  (goal <= 0.05)",

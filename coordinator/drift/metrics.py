@@ -66,6 +66,8 @@ class DriftMetrics(Collector):
         for (model, version, source, stream), report in sorted(latest.items()):
             labels = [model, str(version), source, stream]
             for stat, values in report.overall.items():
+                if stat in ("flagged", "window_pvalue"):  # not per-feature statistics
+                    continue
                 for feature, value in zip(report.features, values, strict=True):
                     statistic.add_metric([*labels, feature, stat], float(value))
             for stat, value in (report.classes or {}).items():

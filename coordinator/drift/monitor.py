@@ -18,8 +18,9 @@ from flwr.serverapp import Grid
 from coordinator.drift.launch import open_drift_service
 from coordinator.drift.reference import fine_grid, load_reference, monitored_features, reference_edges
 from fedge.config import DriftSettings, FedgeConfig
+from fedge.drift_plan import PlanInput, plan_monitoring
 from fedge.drift_summary import DriftReference, SiteSummary, drift_reduction, record_array, record_value
-from fedge.errors import FederationError
+from fedge.errors import ConfigError, FederationError
 from fedge.protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -38,7 +39,14 @@ from fedge.serde import state_dict_from_safetensors, state_dict_to_arrays
 from fedge.tasks import Task
 from registry import Registry, RunStatus, open_registry
 
-__all__ = ["NodeCounts", "federated_performance", "query_drift", "release_reference", "run_monitor"]
+__all__ = [
+    "NodeCounts",
+    "check_monitoring_plan",
+    "federated_performance",
+    "query_drift",
+    "release_reference",
+    "run_monitor",
+]
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +209,7 @@ def release_reference(
         epsilon=2 * settings.reference_epsilon,
         sites=len(step2),
         reduction=drift_reduction(task.drift, task.input_spec),
+        rows=int(sum(r.window_size for r in step2)),
     )
     log.info("drift reference fixed from %d sites, %d features x %d bins", len(step2), *edges.shape)
     return reference
@@ -223,8 +232,11 @@ def run_monitor(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> None:
         arrays = _version_arrays(registry, version)
         # Every simulated client, or the strategy's minimum in deployment, before a window is asked for.
         min_nodes = config.strategy.min_available_nodes
-        if registry.store.get_run(run_id).mode == "simulation":
+        simulated = registry.store.get_run(run_id).mode == "simulation"
+        if simulated:
             min_nodes = max(min_nodes, config.simulation.num_clients)
+        check_monitoring_plan(settings, reference, sites=min_nodes,
+                              rows=settings.window_size if simulated else settings.min_window)  # fmt: skip
         for window in range(settings.windows):
             replies = query_drift(
                 grid, mode=MODE_WINDOW, edges=reference.edges, features=reference.features,
@@ -269,6 +281,49 @@ def run_monitor(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> None:
     finally:
         service.store.close()
         registry.close()
+
+
+def check_monitoring_plan(
+    settings: DriftSettings, reference: DriftReference, *, sites: int, rows: int
+) -> None:
+    """The power plan of this monitoring (:mod:`fedge.drift_plan`) before any window is asked for.
+
+    ``rows`` per site per window: the simulation's ``drift.window_size``, or in deployment the smallest
+    window a site may send (``drift.min_window``). Logs the plan; warns when no shift up to 3 sd is
+    detectable.
+
+    Raises
+    ------
+    ConfigError
+        When the calibrated test cannot hold ``drift.false_alarm_rate`` (or the mechanism cannot run at
+        this epsilon), with the numbers and what to change.
+    """
+    config = PlanInput(
+        features=len(reference.features) or reference.counts.shape[0],
+        bins=reference.counts.shape[1],
+        epsilon=settings.epsilon,
+        rows=max(rows, 1),
+        sites=max(sites, 1),
+        mechanism=settings.mechanism,
+        delta=settings.delta,
+        windows=max(settings.policy.consecutive_windows, 2),
+        consecutive=settings.policy.consecutive_windows,
+        false_alarm_rate=settings.false_alarm_rate,
+        num_classes=reference.num_classes,
+        reference_epsilon=settings.reference_epsilon,
+        contribution_bound=settings.contribution_bound,
+    )
+    result = plan_monitoring(config, draws=200)
+    text = "\n".join(result.lines())
+    if (
+        result.false_alarm_rate != result.false_alarm_rate
+        or result.false_alarm_rate > result.false_alarm_limit
+    ):
+        raise ConfigError(f"drift monitoring refused: the false-alarm rate cannot be held\n{text}")
+    if result.accepted:
+        log.info("drift monitoring plan:\n%s", text)
+    else:
+        log.warning("drift monitoring will not detect shifts that matter:\n%s", text)
 
 
 def _total(parts: list[np.ndarray | None]) -> np.ndarray:

@@ -45,6 +45,12 @@ class ReportLike(Protocol):
     @property
     def per_site(self) -> dict[str, dict[str, list[float]]]: ...
 
+    @property
+    def overall(self) -> dict[str, list[float]]: ...
+
+    @property
+    def flagged(self) -> bool: ...
+
 
 @dataclass(frozen=True)
 class WindowVerdict:
@@ -72,20 +78,38 @@ class PolicyDecision:
 
 
 def window_verdict(report: ReportLike, policy: DriftPolicyConfig) -> WindowVerdict:
-    """Flag a window when enough sites each have enough features above the threshold."""
+    """Whether a window is flagged, and by which sites and features.
+
+    ``test: calibrated`` (a report that carries the calibrated test): the stored verdict of the pooled
+    test, sites as Benjamini-Hochberg flagged them, features as the test marked them (or, when only the
+    omnibus sum flagged the window, the three largest by ``statistic``). ``test: threshold``: enough
+    sites each with enough features above the threshold.
+    """
+    sites = len(report.per_site)
+    if policy.test == "calibrated" and "window_pvalue" in report.overall:
+        marked = [f for f, m in zip(report.features, report.overall["flagged"], strict=True) if m]
+        stat = report.overall[policy.statistic]
+        top = [report.features[i] for i in sorted(range(len(stat)), key=lambda i: -stat[i])[:3]]
+        calibrated = {
+            site: marked or top for site, values in report.per_site.items() if values.get("flagged", [0])[0]
+        }
+        return WindowVerdict(report.window, bool(report.flagged), sites, calibrated)
     flagged: dict[str, list[str]] = {}
     for site, stats in report.per_site.items():
         values = stats[policy.statistic]
         over = [report.features[i] for i, v in enumerate(values) if v == v and v > policy.threshold]
         if len(over) >= policy.min_features:
             flagged[site] = over
-    sites = len(report.per_site)
     ok = sites >= max(policy.min_sites, 1) and len(flagged) / sites >= policy.min_site_fraction - 1e-12
     return WindowVerdict(window=report.window, flagged=ok, sites=sites, flagged_sites=flagged)
 
 
 def evaluate_policy(
-    reports: Sequence[ReportLike], policy: DriftPolicyConfig, *, performance: float | None = None
+    reports: Sequence[ReportLike],
+    policy: DriftPolicyConfig,
+    *,
+    performance: float | None = None,
+    false_alarm_rate: float | None = None,
 ) -> PolicyDecision:
     """Decide on the latest reports of one version (ordered by window).
 
@@ -114,25 +138,43 @@ def evaluate_policy(
     if not all(v.flagged for v in verdicts):
         return PolicyDecision(False)
     features = sorted({f for v in verdicts for fs in v.flagged_sites.values() for f in fs})
-    shown = ", ".join(features[:8]) + (" ..." if len(features) > 8 else "")
     last = verdicts[-1]
-    reason = (
-        f"drift-policy: {policy.statistic} > {policy.threshold} on >= {policy.min_features} features at "
-        f"{len(last.flagged_sites)}/{last.sites} sites (>= {policy.min_site_fraction:.0%}) for windows "
-        f"{', '.join(map(str, windows))}; features {shown}"
-    )
+    calibrated = policy.test == "calibrated" and all("window_pvalue" in r.overall for r in recent)
+    if calibrated:
+        marked = sorted(
+            {f for r in recent for f, m in zip(r.features, r.overall["flagged"], strict=True) if m}
+        )
+        features = marked or features
+    shown = ", ".join(features[:8]) + (" ..." if len(features) > 8 else "")
+    if calibrated:
+        pvalues = [r.overall["window_pvalue"][0] for r in recent]
+        level = f" at false-alarm rate {false_alarm_rate:g} per window" if false_alarm_rate else ""
+        reason = (
+            f"drift-policy: calibrated test{level} flagged windows {', '.join(map(str, windows))} "
+            f"(p = {', '.join(f'{p:.4f}' for p in pvalues)}); {len(last.flagged_sites)}/{last.sites} "
+            f"sites flagged; features {shown or '(omnibus over all)'}"
+        )
+    else:
+        reason = (
+            f"drift-policy: {policy.statistic} > {policy.threshold} on >= {policy.min_features} features at "
+            f"{len(last.flagged_sites)}/{last.sites} sites (>= {policy.min_site_fraction:.0%}) for windows "
+            f"{', '.join(map(str, windows))}; features {shown}"
+        )
     evidence = {
         "rule": "drift",
+        "test": policy.test if calibrated else "threshold",
         "statistic": policy.statistic,
         "threshold": policy.threshold,
+        "false_alarm_rate": false_alarm_rate if calibrated else None,
         "windows": [
             {
                 "window": v.window,
                 "sites": v.sites,
                 "flagged_sites": v.flagged_sites,
                 "site_fraction": v.site_fraction,
+                **({"pvalue": r.overall["window_pvalue"][0]} if calibrated else {}),
             }
-            for v in verdicts
+            for v, r in zip(verdicts, recent, strict=True)
         ],
         "report_ids": [getattr(r, "id", None) for r in recent],
     }

@@ -11,7 +11,10 @@ from dataclasses import asdict, replace
 from types import SimpleNamespace
 from typing import Any
 
-from coordinator.drift.aggregate import aggregate_window, check_summary
+import numpy as np
+
+from coordinator.drift.aggregate import WindowAggregate, aggregate_window, check_summary
+from coordinator.drift.calibrated import WindowTests, run_window_tests
 from coordinator.drift.policy import Launcher, PolicyDecision, RetrainTrigger, evaluate_policy, window_verdict
 from coordinator.drift.reference import load_reference
 from coordinator.drift.store import DriftReport, DriftReportStore, DriftTrigger, stream_of
@@ -109,21 +112,30 @@ class DriftService:
             reference.model, reference.version, window, source=source, stream=stream
         )
         agg = aggregate_window(reference, stored, smoothing=self.settings.smoothing)
-        # The verdict reads the per-site statistics before anything is stored: one write per window.
-        unstored = SimpleNamespace(
-            window=window,
-            features=reference.feature_names,
-            per_site={
-                site: {k: agg.per_site[k][i] for k in agg.per_site} for i, site in enumerate(agg.sites)
-            },
-        )
+        policy = self.policy_for(source)
+        if policy.test == "calibrated":
+            tests = run_window_tests(reference, stored, self.settings)
+            agg = _with_tests(agg, tests)
+            flagged = tests.federation.flagged and len(agg.sites) >= max(policy.min_sites, 1)
+        else:
+            # The verdict reads the per-site statistics before anything is stored: one write per window.
+            unstored = SimpleNamespace(
+                window=window,
+                features=reference.feature_names,
+                flagged=False,
+                overall={},
+                per_site={
+                    site: {k: agg.per_site[k][i] for k in agg.per_site} for i, site in enumerate(agg.sites)
+                },
+            )
+            flagged = window_verdict(unstored, policy).flagged
         return self.store.put_report(
             model=reference.model,
             version=reference.version,
             window=window,
             features=reference.feature_names,
             agg=agg,
-            flagged=window_verdict(unstored, self.policy_for(source)).flagged,
+            flagged=flagged,
             source=source,
             stream=stream,
         )
@@ -166,7 +178,12 @@ class DriftService:
         decision = PolicyDecision(False)
         for src, name in keys:
             reports = self.store.reports(model, version=version, limit=window_count, source=src, stream=name)
-            decision = evaluate_policy(reports, self.policy_for(src), performance=performance)
+            decision = evaluate_policy(
+                reports,
+                self.policy_for(src),
+                performance=performance,
+                false_alarm_rate=self.settings.false_alarm_rate,
+            )
             if decision.triggered:
                 if decision.rule == "drift":
                     decision = replace(
@@ -229,3 +246,25 @@ class DriftService:
             for t in self.store.triggers(model, limit=10)
         ]
         return {"policy": asdict(self.settings.policy), "versions": out, "triggers": triggers}
+
+
+def _with_tests(agg: WindowAggregate, tests: WindowTests) -> WindowAggregate:
+    """``agg`` with the calibrated tests in its stored columns.
+
+    ``overall``: ``pvalue`` (per feature, uncorrected), ``flagged`` (per feature, 0/1: alone at the
+    corrected level) and ``window_pvalue`` (one value: the window's calibrated p); ``per_site[site]``:
+    ``pvalue`` and ``flagged`` (one value each: the site's calibrated p, Benjamini-Hochberg flag).
+    """
+    fed = tests.federation
+    overall = {
+        **agg.overall,
+        "pvalue": np.asarray(fed.feature_pvalues, dtype=np.float64),
+        "flagged": fed.features.astype(np.float64),
+        "window_pvalue": np.array([fed.pvalue]),
+    }
+    per_site = {
+        **agg.per_site,
+        "pvalue": tests.site_pvalues[:, None],
+        "flagged": tests.site_flags.astype(np.float64)[:, None],
+    }
+    return replace(agg, overall=overall, per_site=per_site)

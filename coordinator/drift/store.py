@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import JSON, Column, DateTime, LargeBinary, String, UniqueConstraint, delete, insert, update
 from sqlmodel import Field, select
 
-from coordinator.drift.aggregate import STATISTICS, WindowAggregate
+from coordinator.drift.aggregate import WindowAggregate
 from coordinator.tables import CoordinatorRow, CoordinatorStore
 from fedge.drift_summary import SiteSummary
 from fedge.errors import ConflictError, DataError
@@ -36,7 +36,9 @@ class DriftReport:
     """One window's drift of a version: overall and per site, per feature and statistic.
 
     ``overall[stat]`` is a list over ``features``; ``per_site[site][stat]`` likewise; ``classes[stat]``
-    the predicted-class statistic; ``epsilon`` the largest per-site epsilon of the window.
+    the predicted-class statistic; ``epsilon`` the largest per-site epsilon of the window. With the
+    calibrated test, ``overall`` also holds ``pvalue`` and ``flagged`` per feature and ``window_pvalue``
+    (one value), and ``per_site[site]`` holds ``pvalue`` and ``flagged`` (one value each).
 
     A report covers one window of one *stream* (:func:`stream_of`): ``source`` is the kind of sender
     (``flower`` for a monitor run's clients, ``edge`` for a device) and ``stream`` names the sender
@@ -321,9 +323,9 @@ class DriftReportStore(CoordinatorStore):
             window_rows=agg.window_rows,
             epsilon=agg.epsilon,
             features=list(features),
-            overall={k: [float(v) for v in agg.overall[k]] for k in STATISTICS},
+            overall={k: [float(v) for v in values] for k, values in agg.overall.items()},
             per_site={
-                site: {k: [float(v) for v in agg.per_site[k][i]] for k in STATISTICS}
+                site: {k: [float(v) for v in values[i]] for k, values in agg.per_site.items()}
                 for i, site in enumerate(agg.sites)
             },
             classes=agg.classes,

@@ -1,8 +1,10 @@
-"""``fedge drift``: drift status of the monitored versions, and the ``scenario=drift`` simulation's output."""
+"""``fedge drift``: drift status of the monitored versions, the power plan of a monitoring configuration, and
+the ``scenario=drift`` simulation's output."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 from typing import Annotated, Any
 
 import typer
@@ -12,7 +14,7 @@ from rich.table import Table
 from fedge.cli.errors import reports_errors
 from fedge.cli.options import DatabaseUrlOpt, RootOpt, opened_registry
 
-__all__ = ["drift_app", "print_scenario_report"]
+__all__ = ["drift_app", "plan_input", "print_scenario_report"]
 
 drift_app = typer.Typer(help="Privacy-preserving drift monitoring.", no_args_is_help=True)
 
@@ -46,7 +48,13 @@ def drift_status(
         typer.echo(json.dumps(status, indent=2, default=str))
         return
     console = Console()
-    table = Table(title=f"drift ({status['policy']['statistic']} > {status['policy']['threshold']})")
+    policy = status["policy"]
+    test = (
+        "calibrated test"
+        if policy.get("test") == "calibrated"
+        else f"{policy['statistic']} > {policy['threshold']}"
+    )
+    table = Table(title=f"drift ({test})")
     columns = (
         "version",
         "stream",
@@ -79,6 +87,103 @@ def drift_status(
         console.print("no drift reports yet")
     for t in status["triggers"]:
         console.print(f"trigger {t['id']} [{t['outcome']}] run {t['run_id'] or '-'}: {t['reason']}")
+
+
+def plan_input(config: Any, *, rows: int, sites: int, **changes: Any) -> Any:
+    """The :class:`~fedge.drift_plan.PlanInput` of a composed config's drift settings and task.
+
+    Features are ``drift.features`` (all the task's drift features when empty); predicted classes are
+    counted for classification tasks; ``changes`` override any field (``None`` values are ignored).
+    """
+    from fedge.drift_plan import PlanInput
+    from fedge.tasks import get_task
+
+    d = config.drift
+    task = get_task(config.task.name)
+    features = len(d.features) or len(task.drift_feature_names())
+    base = PlanInput(
+        features=features,
+        bins=d.num_bins,
+        epsilon=d.epsilon,
+        rows=rows,
+        sites=sites,
+        mechanism=d.mechanism,
+        delta=d.delta,
+        windows=max(d.policy.consecutive_windows, 2),
+        consecutive=d.policy.consecutive_windows,
+        false_alarm_rate=d.false_alarm_rate,
+        num_classes=task.target.num_classes,
+        reference_epsilon=d.reference_epsilon,
+        contribution_bound=d.contribution_bound,
+    )
+    return replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+@drift_app.command("plan")
+@reports_errors
+def drift_plan(
+    rows: Annotated[int, typer.Option(help="Rows per site per window")] = 500,
+    sites: Annotated[int, typer.Option(help="Sites reporting each window")] = 3,
+    features: Annotated[
+        int | None, typer.Option(help="Monitored features [config: drift.features / task]")
+    ] = None,
+    bins: Annotated[int | None, typer.Option(help="Bins per feature [drift.num_bins]")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Epsilon per site per window [drift.epsilon]")] = None,
+    mechanism: Annotated[str | None, typer.Option(help="laplace | gaussian [drift.mechanism]")] = None,
+    windows: Annotated[int | None, typer.Option(help="Detect within this many windows")] = None,
+    classes: Annotated[
+        int | None, typer.Option(help="Predicted classes counted too (0: none) [task]")
+    ] = None,
+    reference_rows: Annotated[
+        int | None, typer.Option(help="Training rows per site at release [= rows]")
+    ] = None,
+    false_alarm_rate: Annotated[
+        float | None, typer.Option(help="Per window [drift.false_alarm_rate]")
+    ] = None,
+    shifted_fraction: Annotated[float, typer.Option(help="Share of sites whose data shifts")] = 0.6,
+    max_shift: Annotated[float, typer.Option(help="Refuse when no shift up to this (sd) is detected")] = 3.0,
+    draws: Annotated[int, typer.Option(min=50, help="Simulated runs per figure")] = 300,
+    seed: Annotated[int, typer.Option(help="Simulation seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Hydra overrides, e.g. task=wine drift.features=[0,1,2] drift.epsilon=2"),
+    ] = None,
+) -> None:
+    """Smallest mean shift detected with 95% probability within N windows, through the calibrated test.
+
+    Exit 2 (with the numbers and what to change) when the false-alarm rate cannot be held or no shift
+    up to --max-shift sd is detectable.
+    """
+    from fedge.config import load_config
+    from fedge.drift_plan import plan_monitoring
+
+    config = plan_input(
+        load_config(overrides or []), rows=rows, sites=sites, features=features, bins=bins,
+        epsilon=epsilon, mechanism=mechanism, windows=windows, num_classes=classes,
+        reference_rows=reference_rows, false_alarm_rate=false_alarm_rate,
+        shifted_fraction=shifted_fraction, max_shift=max_shift,
+    )  # fmt: skip
+    if windows is not None and config.consecutive > windows:
+        config = replace(config, consecutive=windows)
+    result = plan_monitoring(config, draws=draws, seed=seed)
+    if as_json:
+        body = {
+            "config": asdict(config),
+            "accepted": result.accepted,
+            "false_alarm_rate": result.false_alarm_rate,
+            "false_alarm_limit": result.false_alarm_limit,
+            "detection": {str(k): v for k, v in sorted(result.detection.items())},
+            "detectable_shift": result.detectable_shift,
+            "problems": result.problems,
+            "advice": result.advice,
+        }
+        typer.echo(json.dumps(body, indent=2))
+    else:
+        for line in result.lines():
+            typer.echo(line)
+    if not result.accepted:
+        raise typer.Exit(2)
 
 
 def print_scenario_report(console: Console, report: Any, policy: Any) -> None:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fedge.config.validation import build, validate_drift_settings
+from fedge.errors import ConfigError
 
 __all__ = ["DriftPolicyConfig", "DriftSettings"]
 
@@ -14,13 +15,18 @@ __all__ = ["DriftPolicyConfig", "DriftSettings"]
 class DriftPolicyConfig:
     """When drift opens a training run (Hydra schema of ``drift.policy``).
 
-    A window is *flagged* when at least ``min_site_fraction`` of the reporting sites each have at least
-    ``min_features`` features whose ``statistic`` exceeds ``threshold``; the policy triggers after
+    With ``test: calibrated`` (the default) a window is *flagged* when the sites' pooled noisy counts are
+    unlikely under "no drift + this noise" at the per-window false-alarm rate ``drift.false_alarm_rate``
+    (:mod:`fedge.drift_calibration`); ``statistic`` is then only the reported effect size. With
+    ``test: threshold`` a window is flagged when at least ``min_site_fraction`` of the reporting sites each
+    have at least ``min_features`` features whose ``statistic`` exceeds ``threshold`` (fixed thresholds
+    hold only for wide windows and few features: see docs/drift.md). The policy triggers after
     ``consecutive_windows`` flagged windows in a row (a window needs ``min_sites`` reporting sites), or
     when the federated evaluation metric ``performance_metric`` falls below ``min_performance`` (0
     disables that rule).
     """
 
+    test: str = "calibrated"
     statistic: str = "psi"
     threshold: float = 0.2
     min_features: int = 2
@@ -56,6 +62,9 @@ class DriftSettings:
         Below this many rows a site sends nothing.
     budget_epsilon : float
         A site's total telemetry budget; requests beyond it are refused.
+    false_alarm_rate : float
+        Per-window probability that the calibrated test flags a window without drift (features and
+        sites corrected for), in (0, 0.5].
     smoothing : float
         Probability smoothing of PSI and KL.
     secure_aggregation : bool
@@ -81,6 +90,7 @@ class DriftSettings:
     contribution_bound: int = 1
     min_window: int = 200
     budget_epsilon: float = 100.0
+    false_alarm_rate: float = 0.05
     smoothing: float = 1e-6
     secure_aggregation: bool = False
     warm_start: bool = True
@@ -103,6 +113,12 @@ class DriftSettings:
         """
         settings = build(cls, raw or {}, "drift")
         validate_drift_settings(settings)
+        if not 0 < settings.false_alarm_rate <= 0.5:
+            raise ConfigError(f"drift.false_alarm_rate must lie in (0, 0.5], got {settings.false_alarm_rate}")
+        if settings.policy.test not in ("calibrated", "threshold"):
+            raise ConfigError(
+                f"drift.policy.test must be 'calibrated' or 'threshold', got {settings.policy.test!r}"
+            )
         return settings
 
     def to_dict(self) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def test_a_valid_summary_is_stored_and_reported_with_its_epsilon_window_and_site
     assert len(reports) == 1
     r = reports[0]
     assert (r["window"], r["sites"], r["window_rows"], r["epsilon"]) == (0, ["device-a"], 500, 1.0)
-    assert set(r["overall"]) == {"psi", "js", "kl", "wasserstein"}
+    assert set(r["overall"]) == {"psi", "js", "kl", "wasserstein", "pvalue", "flagged", "window_pvalue"}
     assert len(r["overall"]["psi"]) == FEATURES and set(r["per_site"]) == {"device-a"}
     assert r["classes"] is not None
 
@@ -262,7 +262,7 @@ def test_a_triggered_run_exists_with_its_reason_and_the_cooldown_stops_a_second(
     assert none is None and report.flagged
     assert trigger is not None and trigger.outcome == "started"
     run = registry.store.get_run(trigger.run_id)
-    assert run.reason.startswith("drift-policy: psi > 0.2") and "windows 0, 1" in run.reason
+    assert run.reason.startswith("drift-policy: calibrated test") and "windows 0, 1" in run.reason
     assert [r.run_id for r in launcher.requests] == [trigger.run_id]
     assert launcher.requests[0].warm_start_from == "digits@production"
     audit = [e for e in registry.store.list_audit() if e.action == "drift.triggered"]
@@ -343,7 +343,7 @@ def test_requested_runs_are_started_once_with_the_trigger_run_id_reason_and_warm
         assert start_requested_runs(store, registry, create) == [trigger.run_id]
         config, reason, run_id = created[0]
         assert run_id == trigger.run_id and config.run_id == trigger.run_id
-        assert reason == trigger.reason and "psi > 0.2" in reason
+        assert reason == trigger.reason and "calibrated test" in reason
         assert config.warm_start_from == "digits@production" and config.mode == "train"
         assert store.triggers(limit=1)[0].outcome == "started"
         assert start_requested_runs(store, registry, create) == [], "a started run is not started again"

@@ -195,7 +195,7 @@ def test_drift_at_institutions_triggers_a_warm_started_retraining(
     assert triggers and triggers[0]["outcome"] == "started", triggers
     retrain = dep.wait_run(triggers[0]["run_id"])
     assert retrain["status"] == "completed", retrain.get("error")
-    assert retrain["reason"].startswith("drift-policy: psi > 0.2")
+    assert retrain["reason"].startswith("drift-policy: calibrated test")
     assert retrain["versions"] == ["digits:2"]
     registry = open_registry(federation.registry_config)
     try:

@@ -56,7 +56,7 @@ def test_the_drift_scenario_detects_the_shift_retrains_and_records_why(tmp_path:
         manifest = json.loads(registry.read_artifact(v1, "manifest"))
         assert manifest["preprocessing"]["drift"]["edges"] == reference["edges"]
         run = registry.store.get_run(v2.run_id)
-        assert run.reason.startswith("drift-policy: psi > 0.2") and run.status == "completed"
+        assert run.reason.startswith("drift-policy: calibrated test") and run.status == "completed"
         assert v2.lineage["warm_start_from"] == "digits:1"
         actions = {(e.action, e.actor) for e in registry.store.list_audit()}
         assert ("drift.triggered", "drift-policy") in actions

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from simulations.drift_rates import describe_rates, measure_rates
+
+# 400 references, each calibrated afresh (about 2 minutes on 2 cores): the reduced grid of
+# tests/coordinator/test_drift_calibration.py runs in CI.
+pytestmark = pytest.mark.slow
 
 
 def test_default_policy_rarely_false_alarms_and_detects_a_half_sd_shift_within_two_windows() -> None:
