@@ -21,7 +21,7 @@ from fedge.drift_summary import SiteSummary, add_noise, reduce_inputs, summary_s
 from fedge.errors import DataError
 from fedge.privacy_ledger import PrivacyLedger
 
-__all__ = ["DRIFT_SUMMARIES_PATH", "EdgeDriftWindow", "push_summary"]
+__all__ = ["DRIFT_SUMMARIES_PATH", "EdgeDriftWindow", "next_window", "push_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class EdgeDriftWindow:
         self.model, self.version, self.site = model, int(version), site
         self.settings, self.ledger = settings, ledger
         self.rng = rng or np.random.default_rng()
-        self.window = 0
+        self.window = next_window(ledger, self.model, self.version)
         self._lock = threading.Lock()
         self._reset()
 
@@ -117,7 +117,9 @@ class EdgeDriftWindow:
             log.info("drift window %d has %d rows < min_window: nothing sent", window, rows)
             return None
         delta = self.settings.delta if self.settings.mechanism == "gaussian" else 0.0
-        self.ledger.spend(self.settings.epsilon, purpose=f"edge drift window {window}", delta=delta)
+        self.ledger.spend(
+            self.settings.epsilon, purpose=_purpose(self.model, self.version, window), delta=delta
+        )
         with_classes = class_counts is not None
         sensitivity = summary_sensitivity(
             self.settings, num_features=counts.shape[0], with_classes=with_classes
@@ -139,6 +141,32 @@ class EdgeDriftWindow:
             mechanism=self.settings.mechanism,
         )
         return summary.to_wire()
+
+
+def _purpose(model: str, version: int, window: int) -> str:
+    return f"edge drift window {window} of {model}:{version}"
+
+
+def next_window(ledger: PrivacyLedger, model: str, version: int) -> int:
+    """The device's next window number of ``model:version``: one past the last its ledger spent on.
+
+    Windows are numbered per device and survive restarts, so a restarted device never posts a window
+    number it already sent (the coordinator would refuse it, and its epsilon was spent).
+    """
+    head = "edge drift window "
+    tail = f" of {model}:{version}"
+    try:
+        entries = ledger.entries()
+    except DataError:  # an unreadable ledger refuses the window's spend itself, naming the file
+        return 0
+    spent = [
+        int(e.purpose[len(head) : -len(tail)])
+        for e in entries
+        if e.purpose.startswith(head)
+        and e.purpose.endswith(tail)
+        and e.purpose[len(head) : -len(tail)].isdigit()
+    ]
+    return max(spent) + 1 if spent else 0
 
 
 def push_summary(api: ApiClient, body: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,8 @@ class DriftReportPublic(PublicModel):
     classes: dict[str, float] | None
     flagged: bool
     created_at: IsoDatetime
+    source: str = ""  # flower (a monitor run's clients) | edge (one device) | ...
+    stream: str = ""  # the run id or device name whose windows are numbered together
 
 
 class DriftTriggerPublic(PublicModel):
@@ -69,6 +71,8 @@ class VersionDriftStatus(PublicModel):
 
     model: str
     version: int
+    source: str = ""
+    stream: str = ""
     window: int
     sites: int
     window_rows: int

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class DriftMetrics(Collector):
-    """The latest window of every monitored version, per feature and statistic, and the triggers."""
+    """The latest window of every monitored version and stream, per feature and statistic, and the
+    triggers."""
 
     def __init__(
         self, store: DriftReportStore, policy: DriftPolicyConfig, *, recent_reports: int = 500
@@ -34,9 +35,10 @@ class DriftMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         """Every drift metric (a scrape never raises: a failing store yields nothing)."""
         try:
-            latest: dict[tuple[str, int], DriftReport] = {}
+            latest: dict[tuple[str, int, str, str], DriftReport] = {}
             for report in self.store.reports(limit=self.recent_reports):
-                latest[(report.model, report.version)] = report  # oldest first: the last one wins
+                # oldest first: the last one of each stream (monitor run, edge device) wins
+                latest[(report.model, report.version, report.source, report.stream)] = report
             triggers = Counter((t.model, t.outcome) for t in self.store.triggers(limit=10_000))
         except Exception as exc:  # the database is down: the registry's fedge_registry_up says so
             log.warning("drift metrics unavailable: %s", exc)
@@ -44,23 +46,25 @@ class DriftMetrics(Collector):
         statistic = GaugeMetricFamily(
             "fedge_drift_statistic",
             "Latest window's drift of the summed site counts from the version's reference",
-            labels=["model", "version", "feature", "statistic"],
+            labels=["model", "version", "source", "stream", "feature", "statistic"],
         )
         flagged = GaugeMetricFamily(
             "fedge_drift_flagged_site_fraction",
             "Share of the reporting sites flagged by the policy in the latest window",
-            labels=["model", "version"],
+            labels=["model", "version", "source", "stream"],
         )
         window = GaugeMetricFamily(
-            "fedge_drift_window", "Latest reported window", labels=["model", "version"]
+            "fedge_drift_window",
+            "Latest reported window of the stream",
+            labels=["model", "version", "source", "stream"],
         )
         epsilon = GaugeMetricFamily(
             "fedge_drift_window_epsilon",
             "Largest per-site epsilon of the latest window",
-            labels=["model", "version"],
+            labels=["model", "version", "source", "stream"],
         )
-        for (model, version), report in sorted(latest.items()):
-            labels = [model, str(version)]
+        for (model, version, source, stream), report in sorted(latest.items()):
+            labels = [model, str(version), source, stream]
             for stat, values in report.overall.items():
                 if stat in ("flagged", "window_pvalue"):  # not per-feature statistics
                     continue

@@ -253,7 +253,9 @@ def run_monitor(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> None:
                 continue
             # The policy decides as each window lands; without a launcher here a fired decision is recorded
             # as a requested run (its evidence in the audit log) for the coordinator to start.
-            report, trigger = service.ingest(summaries, source="flower", actor=f"flower-run-{flower_run_id}")
+            report, trigger = service.ingest(
+                summaries, source="flower", actor=f"flower-run-{flower_run_id}", stream=run_id
+            )
             top = max(report.overall["psi"])
             log.info(
                 "window %d: %d sites, max psi %.3f, flagged %s", window, len(summaries), top, report.flagged
@@ -266,7 +268,9 @@ def run_monitor(*, grid: Grid, config: FedgeConfig, flower_run_id: int) -> None:
                 )  # fmt: skip
                 metric = settings.policy.performance_metric
                 log.info("window %d: federated %s %s", window, metric, performance)
-                trigger = service.evaluate(name, version.number, performance=performance)
+                trigger = service.evaluate(
+                    name, version.number, performance=performance, source="flower", stream=run_id
+                )
             if trigger is not None:
                 log.warning(
                     "window %d: the drift policy fired (%s): %s", window, trigger.outcome, trigger.reason

@@ -17,8 +17,8 @@ from coordinator.drift.aggregate import WindowAggregate, aggregate_window, check
 from coordinator.drift.calibrated import WindowTests, run_window_tests
 from coordinator.drift.policy import Launcher, PolicyDecision, RetrainTrigger, evaluate_policy, window_verdict
 from coordinator.drift.reference import load_reference
-from coordinator.drift.store import DriftReport, DriftReportStore, DriftTrigger
-from fedge.config import DriftSettings
+from coordinator.drift.store import DriftReport, DriftReportStore, DriftTrigger, stream_of
+from fedge.config import DriftPolicyConfig, DriftSettings
 from fedge.drift_summary import DriftReference, SiteSummary
 from fedge.errors import DataError
 from registry import Registry
@@ -62,11 +62,20 @@ class DriftService:
         self._references[(reference.model, int(reference.version))] = reference
 
     def ingest(
-        self, summaries: Sequence[SiteSummary], *, source: str, actor: str, evaluate: bool = True
+        self,
+        summaries: Sequence[SiteSummary],
+        *,
+        source: str,
+        actor: str,
+        evaluate: bool = True,
+        stream: str = "",
     ) -> tuple[DriftReport, DriftTrigger | None]:
         """Validate and store one window's summaries, recompute its report, then apply the policy.
 
         All summaries must name the same version and window. Nothing is stored when any is refused.
+        Windows are numbered per stream (:func:`~coordinator.drift.store.stream_of`): ``stream``
+        names the sender whose windows are numbered together (a monitor run's id); an edge device's
+        stream is its own name. The report and the policy's consecutive windows stay within the stream.
 
         Raises
         ------
@@ -82,6 +91,7 @@ class DriftService:
             (s.model, s.version, s.window) != (first.model, first.version, first.window) for s in summaries
         ):
             raise DataError("summaries of one request must name the same model, version and window")
+        stream = stream_of(source, summaries, stream)
         reference = self.reference(first.model, first.version)
         for s in summaries:
             check_summary(s, reference)
@@ -90,15 +100,19 @@ class DriftService:
                     f"summary from {s.site!r} covers {s.window_size} rows < drift.min_window "
                     f"{self.settings.min_window}: a site below the minimum sends nothing"
                 )
-        self.store.add_summaries(list(summaries), source=source, received_from=actor)
-        report = self._report(reference, first.window)
-        trigger = self.evaluate(first.model, first.version) if evaluate else None
+        self.store.add_summaries(list(summaries), source=source, received_from=actor, stream=stream)
+        report = self._report(reference, first.window, source=source, stream=stream)
+        trigger = (
+            self.evaluate(first.model, first.version, source=source, stream=stream) if evaluate else None
+        )
         return report, trigger
 
-    def _report(self, reference: DriftReference, window: int) -> DriftReport:
-        stored = self.store.summaries(reference.model, reference.version, window)
+    def _report(self, reference: DriftReference, window: int, *, source: str, stream: str) -> DriftReport:
+        stored = self.store.summaries(
+            reference.model, reference.version, window, source=source, stream=stream
+        )
         agg = aggregate_window(reference, stored, smoothing=self.settings.smoothing)
-        policy = self.settings.policy
+        policy = self.policy_for(source)
         if policy.test == "calibrated":
             tests = run_window_tests(reference, stored, self.settings)
             agg = _with_tests(agg, tests)
@@ -122,22 +136,73 @@ class DriftService:
             features=reference.feature_names,
             agg=agg,
             flagged=flagged,
+            source=source,
+            stream=stream,
         )
 
-    def decide(self, model: str, version: int, *, performance: float | None = None) -> PolicyDecision:
-        """The policy's decision on the stored reports of ``model:version`` (no side effect)."""
-        window_count = self.settings.policy.consecutive_windows
-        reports = self.store.reports(model, version=version, limit=max(window_count, 1))
-        return evaluate_policy(
-            reports,
-            self.settings.policy,
-            performance=performance,
-            false_alarm_rate=self.settings.false_alarm_rate,
-        )
+    def policy_for(self, source: str) -> DriftPolicyConfig:
+        """The policy as it applies to a stream of ``source``.
 
-    def evaluate(self, model: str, version: int, *, performance: float | None = None) -> DriftTrigger | None:
+        An edge stream is one device by construction: its windows need one reporting site, not
+        ``policy.min_sites`` (which would keep a device's drift from ever flagging).
+        """
+        policy = self.settings.policy
+        return replace(policy, min_sites=1) if source == "edge" else policy
+
+    def streams(self, model: str, version: int) -> list[tuple[str, str]]:
+        """The ``(source, stream)`` pairs of ``model:version``'s recent reports, newest report first."""
+        seen: dict[tuple[str, str], int] = {}
+        for r in self.store.reports(model, version=version, limit=500):
+            seen[(r.source, r.stream)] = r.id
+        return sorted(seen, key=lambda key: -seen[key])
+
+    def decide(
+        self,
+        model: str,
+        version: int,
+        *,
+        performance: float | None = None,
+        source: str | None = None,
+        stream: str | None = None,
+    ) -> PolicyDecision:
+        """The policy's decision on the stored reports of ``model:version`` (no side effect).
+
+        Consecutive windows are read within one stream: the named one, or else each stream of the
+        version in turn (newest first) until one fires.
+        """
+        window_count = max(self.settings.policy.consecutive_windows, 1)
+        if source is not None and stream is not None:
+            keys = [(source, stream)]
+        else:
+            keys = self.streams(model, version) or [("", "")]
+        decision = PolicyDecision(False)
+        for src, name in keys:
+            reports = self.store.reports(model, version=version, limit=window_count, source=src, stream=name)
+            decision = evaluate_policy(
+                reports,
+                self.policy_for(src),
+                performance=performance,
+                false_alarm_rate=self.settings.false_alarm_rate,
+            )
+            if decision.triggered:
+                if decision.rule == "drift":
+                    decision = replace(
+                        decision, evidence={**decision.evidence, "source": src, "stream": name}
+                    )
+                return decision
+        return decision
+
+    def evaluate(
+        self,
+        model: str,
+        version: int,
+        *,
+        performance: float | None = None,
+        source: str | None = None,
+        stream: str | None = None,
+    ) -> DriftTrigger | None:
         """Decide and, when the policy fires, apply it (cooldown, no duplicate, audit, launch)."""
-        decision = self.decide(model, version, performance=performance)
+        decision = self.decide(model, version, performance=performance, source=source, stream=stream)
         trigger = self.trigger.apply(decision, model=model, version=version)
         if trigger is not None:
             log.warning(
@@ -146,19 +211,23 @@ class DriftService:
         return trigger
 
     def status(self, model: str | None = None) -> dict[str, Any]:
-        """Per model and version: the latest window's top features, flagged sites, and recent triggers."""
-        latest: dict[tuple[str, int], DriftReport] = {}
+        """Per model, version and stream: the latest window's top features, flagged sites, decision;
+        and recent triggers."""
+        latest: dict[tuple[str, int, str, str], DriftReport] = {}
         for r in self.store.reports(model, limit=500):
-            latest[(r.model, r.version)] = r  # reports come oldest first: the last one wins
+            # reports come oldest first: the last one of each stream wins
+            latest[(r.model, r.version, r.source, r.stream)] = r
         stat = self.settings.policy.statistic
         out = []
-        for (name, version), r in sorted(latest.items()):
-            verdict = window_verdict(r, self.settings.policy)
+        for (name, version, source, stream), r in sorted(latest.items()):
+            verdict = window_verdict(r, self.policy_for(source))
             ranked = sorted(zip(r.features, r.overall[stat], strict=True), key=lambda fv: -fv[1])
             out.append(
                 {
                     "model": name,
                     "version": version,
+                    "source": source,
+                    "stream": stream,
                     "window": r.window,
                     "sites": len(r.sites),
                     "window_rows": r.window_rows,
@@ -168,7 +237,8 @@ class DriftService:
                     "statistic": stat,
                     "top_features": [{"feature": f, stat: v} for f, v in ranked[:5]],
                     "classes": r.classes,
-                    "decision": self.decide(name, version).reason or "no trigger",
+                    "decision": self.decide(name, version, source=source, stream=stream).reason
+                    or "no trigger",
                 }
             )
         triggers = [

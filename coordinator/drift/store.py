@@ -6,19 +6,19 @@ are stored as float64 bytes (decoding 10,000 summaries stays a ``frombuffer`` ea
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import JSON, Column, DateTime, LargeBinary, UniqueConstraint, delete, insert, update
+from sqlalchemy import JSON, Column, DateTime, LargeBinary, String, UniqueConstraint, delete, insert, update
 from sqlmodel import Field, select
 
 from coordinator.drift.aggregate import WindowAggregate
 from coordinator.tables import CoordinatorRow, CoordinatorStore
 from fedge.drift_summary import SiteSummary
-from fedge.errors import ConflictError
+from fedge.errors import ConflictError, DataError
 
 __all__ = [
     "DriftReport",
@@ -27,6 +27,7 @@ __all__ = [
     "DriftSummaryRow",
     "DriftTrigger",
     "DriftTriggerRow",
+    "stream_of",
 ]
 
 
@@ -38,6 +39,11 @@ class DriftReport:
     the predicted-class statistic; ``epsilon`` the largest per-site epsilon of the window. With the
     calibrated test, ``overall`` also holds ``pvalue`` and ``flagged`` per feature and ``window_pvalue``
     (one value), and ``per_site[site]`` holds ``pvalue`` and ``flagged`` (one value each).
+
+    A report covers one window of one *stream* (:func:`stream_of`): ``source`` is the kind of sender
+    (``flower`` for a monitor run's clients, ``edge`` for a device) and ``stream`` names the sender
+    whose windows are numbered together (the monitor run's id, the device's name). A device's window
+    0 is never merged into a monitor run's window 0, nor into another device's.
     """
 
     id: int
@@ -53,6 +59,8 @@ class DriftReport:
     classes: dict[str, float] | None
     flagged: bool
     created_at: datetime
+    source: str = ""
+    stream: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,29 @@ class DriftTrigger:
     created_at: datetime
 
 
+def stream_of(source: str, summaries: Sequence[SiteSummary], stream: str = "") -> str:
+    """The stream a window of ``summaries`` from ``source`` belongs to.
+
+    An edge device numbers its windows itself: its stream is its own name (``stream`` ignored; all
+    summaries must come from that one device). Other sources name their stream (a monitor run's id);
+    without one, the source's windows form one stream.
+
+    Raises
+    ------
+    DataError
+        Edge summaries of more than one device in one window.
+    """
+    if source == "edge":
+        sites = {s.site for s in summaries}
+        if len(sites) != 1:
+            raise DataError(
+                f"an edge window comes from one device; got summaries of {len(sites)} devices: "
+                "each device posts its own windows"
+            )
+        return sites.pop()
+    return stream
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -81,12 +112,18 @@ def _when() -> Any:
     return Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+def _name(length: int) -> Any:
+    return Field(default="", sa_column=Column(String(length), nullable=False, server_default=""))
+
+
 class DriftSummaryRow(CoordinatorRow, table=True):
     """One site's noisy summary of one window (counts as float64 bytes)."""
 
     __tablename__ = "drift_summaries"
     __table_args__ = (
-        UniqueConstraint("model", "version", "window", "site", name="uq_drift_summary_site_window"),
+        UniqueConstraint(
+            "model", "version", "source", "stream", "window", "site", name="uq_drift_summary_stream_site"
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -95,6 +132,7 @@ class DriftSummaryRow(CoordinatorRow, table=True):
     window: int
     site: str = Field(max_length=128)
     source: str = Field(max_length=16)
+    stream: str = _name(128)
     window_size: int
     epsilon: float
     delta: float
@@ -130,7 +168,9 @@ class DriftReportRow(CoordinatorRow, table=True):
     """One window's stored report."""
 
     __tablename__ = "drift_reports"
-    __table_args__ = (UniqueConstraint("model", "version", "window", name="uq_drift_report_window"),)
+    __table_args__ = (
+        UniqueConstraint("model", "version", "source", "stream", "window", name="uq_drift_report_stream"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     model: str = Field(max_length=128, index=True)
@@ -145,6 +185,8 @@ class DriftReportRow(CoordinatorRow, table=True):
     classes: dict[str, float] | None = _json(nullable=True)
     flagged: bool
     created_at: datetime = _when()
+    source: str = _name(16)
+    stream: str = _name(128)
 
     def to_entity(self) -> DriftReport:
         """The report as the API returns it."""
@@ -152,6 +194,7 @@ class DriftReportRow(CoordinatorRow, table=True):
         return DriftReport(
             self.id, self.model, self.version, self.window, self.sites, self.window_rows, self.epsilon,
             self.features, self.overall, self.per_site, self.classes, self.flagged, self.created_at,
+            self.source, self.stream,
         )  # fmt: skip
 
 
@@ -189,13 +232,15 @@ class DriftReportStore(CoordinatorStore):
 
     # --- summaries ------------------------------------------------------------------------------------
 
-    def add_summaries(self, summaries: list[SiteSummary], *, source: str, received_from: str) -> None:
-        """Store a window's summaries in one transaction.
+    def add_summaries(
+        self, summaries: list[SiteSummary], *, source: str, received_from: str, stream: str = ""
+    ) -> None:
+        """Store a window's summaries of one stream (:func:`stream_of`) in one transaction.
 
         Raises
         ------
         ConflictError
-            If a site already sent a summary for this version and window (nothing is stored).
+            If a site already sent a summary for this version, stream and window (nothing is stored).
         """
         now = datetime.now(UTC)
         rows = [
@@ -205,6 +250,7 @@ class DriftReportStore(CoordinatorStore):
                 "window": s.window,
                 "site": s.site,
                 "source": source,
+                "stream": stream,
                 "window_size": s.window_size,
                 "epsilon": s.epsilon,
                 "delta": s.delta,
@@ -229,14 +275,25 @@ class DriftReportStore(CoordinatorStore):
                 "window (send the next window instead)"
             ) from exc
 
-    def summaries(self, model: str, version: int, window: int) -> list[SiteSummary]:
-        """A window's summaries, in arrival order."""
+    def summaries(
+        self,
+        model: str,
+        version: int,
+        window: int,
+        *,
+        source: str | None = None,
+        stream: str | None = None,
+    ) -> list[SiteSummary]:
+        """A window's summaries, in arrival order (of one source and stream when named)."""
         table = DriftSummaryRow.__table__  # type: ignore[attr-defined]
-        query = (
-            table.select()
-            .where(table.c.model == model, table.c.version == version, table.c.window == window)
-            .order_by(table.c.id)
+        query = table.select().where(
+            table.c.model == model, table.c.version == version, table.c.window == window
         )
+        if source is not None:
+            query = query.where(table.c.source == source)
+        if stream is not None:
+            query = query.where(table.c.stream == stream)
+        query = query.order_by(table.c.id)
         with self._session() as s:
             rows = s.connection().execute(query).all()
         return [DriftSummaryRow.summary_from_columns(r._mapping) for r in rows]
@@ -252,12 +309,16 @@ class DriftReportStore(CoordinatorStore):
         features: list[str],
         agg: WindowAggregate,
         flagged: bool,
+        source: str = "",
+        stream: str = "",
     ) -> DriftReport:
-        """Store (or replace, when more sites reported) the report of one window."""
+        """Store (or replace, when more sites reported) the report of one window of one stream."""
         row = DriftReportRow(
             model=model,
             version=version,
             window=window,
+            source=source,
+            stream=stream,
             sites=list(agg.sites),
             window_rows=agg.window_rows,
             epsilon=agg.epsilon,
@@ -277,6 +338,8 @@ class DriftReportStore(CoordinatorStore):
                     DriftReportRow.model == model,  # type: ignore[arg-type]
                     DriftReportRow.version == version,  # type: ignore[arg-type]
                     DriftReportRow.window == window,  # type: ignore[arg-type]
+                    DriftReportRow.source == source,  # type: ignore[arg-type]
+                    DriftReportRow.stream == stream,  # type: ignore[arg-type]
                 )
             )
             s.add(row)
@@ -284,15 +347,25 @@ class DriftReportStore(CoordinatorStore):
         return row.to_entity()
 
     def reports(
-        self, model: str | None = None, *, version: int | None = None, limit: int = 100
+        self,
+        model: str | None = None,
+        *,
+        version: int | None = None,
+        limit: int = 100,
+        source: str | None = None,
+        stream: str | None = None,
     ) -> list[DriftReport]:
-        """Reports, newest window last (the last ``limit``)."""
+        """Reports, newest window last (the last ``limit``), of one source and stream when named."""
         table = DriftReportRow.__table__.c  # type: ignore[attr-defined]
         query = select(DriftReportRow)
         if model is not None:
             query = query.where(DriftReportRow.model == model)
         if version is not None:
             query = query.where(DriftReportRow.version == version)
+        if source is not None:
+            query = query.where(DriftReportRow.source == source)
+        if stream is not None:
+            query = query.where(DriftReportRow.stream == stream)
         query = query.order_by(table.version.desc(), table.window.desc(), table.id.desc()).limit(limit)
         with self._session() as s:
             rows = s.exec(query).all()

@@ -55,13 +55,25 @@ def drift_status(
         else f"{policy['statistic']} > {policy['threshold']}"
     )
     table = Table(title=f"drift ({test})")
-    for col in ("version", "window", "sites", "rows", "epsilon", "flagged", "top features", "decision"):
+    columns = (
+        "version",
+        "stream",
+        "window",
+        "sites",
+        "rows",
+        "epsilon",
+        "flagged",
+        "top features",
+        "decision",
+    )
+    for col in columns:
         table.add_column(col)
     for v in status["versions"]:
         stat = v["statistic"]
         top = ", ".join(f"{t['feature']} {t[stat]:.3f}" for t in v["top_features"][:3])
         table.add_row(
             f"{v['model']}:{v['version']}",
+            f"{v['source']} {v['stream']}".strip() or "-",  # a monitor run's id or one edge device
             str(v["window"]),
             f"{len(v['flagged_sites'])}/{v['sites']} flagged",
             str(v["window_rows"]),

@@ -309,7 +309,10 @@ def test_status_metrics_and_cli_views(api) -> None:  # type: ignore[no-untyped-d
     triggers = client.get("/api/v1/drift/triggers").json()
 
     assert status["versions"][0]["flagged"] is True
-    assert 'fedge_drift_statistic{feature="f0",model="digits",statistic="psi",version="1"}' in metrics
+    assert (
+        'fedge_drift_statistic{feature="f0",model="digits",source="edge",statistic="psi",stream="d0",version="1"}'
+        in metrics
+    )
     assert [t["outcome"] for t in triggers][-1] == "requested", "no launcher in the API: the run is requested"
     assert all(t["outcome"] == "cooldown" for t in triggers[:-1])
 
