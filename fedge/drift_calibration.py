@@ -117,11 +117,15 @@ def multinomial_counts(rng: np.random.Generator, p: np.ndarray, rows: np.ndarray
     probs = np.broadcast_to(np.asarray(p, dtype=np.float64), (len(rows), *np.shape(p)[-2:]))
     sites, features, bins = probs.shape
     if rows.min() * probs.min() >= GAUSSIAN_MIN_COUNT:
-        root = np.sqrt(probs)
-        u = rng.standard_normal((draws, sites, features, bins)) * root
-        u -= probs * u.sum(axis=-1, keepdims=True)  # covariance diag(p) - p p^T
+        # float32 draws: half the memory traffic; the simulated counts need no more precision.
+        root = np.sqrt(probs).astype(np.float32)
+        u = rng.standard_normal((draws, sites, features, bins), dtype=np.float32)
+        u *= root
+        u -= probs.astype(np.float32) * u.sum(axis=-1, keepdims=True)  # covariance diag(p) - p p^T
         n = rows.astype(np.float64)[:, None, None]
-        return np.asarray(n * probs + np.sqrt(n) * u)
+        u *= np.sqrt(n).astype(np.float32)
+        u += (n * probs).astype(np.float32)
+        return u
     out = np.empty((draws, sites, features, bins))
     left = np.broadcast_to(rows[None, :, None], (draws, sites, features)).copy()
     tail = np.cumsum(probs[..., ::-1], axis=-1)[..., ::-1]  # mass of bins b..end
@@ -140,9 +144,15 @@ def _noise(rng: np.random.Generator, noises: Sequence[CountNoise], shape: tuple[
     scale = np.array([n.scale for n in noises]).reshape(1, -1, *([1] * (len(shape) - 2)))
     mechanisms = {n.mechanism for n in noises}
     if mechanisms == {"laplace"}:
-        return rng.laplace(0.0, 1.0, size=shape) * scale
+        # Laplace(0, 1) as the difference of two Exp(1) draws, in float32 (like the counts).
+        lap = rng.standard_exponential(size=shape, dtype=np.float32)
+        lap -= rng.standard_exponential(size=shape, dtype=np.float32)
+        lap *= scale.astype(np.float32)
+        return lap
     if mechanisms == {"gaussian"}:
-        return rng.standard_normal(size=shape) * scale
+        g = rng.standard_normal(size=shape, dtype=np.float32)
+        g *= scale.astype(np.float32)
+        return g
     lap = np.array([n.mechanism == "laplace" for n in noises]).reshape(scale.shape)
     return np.where(lap, rng.laplace(0.0, 1.0, size=shape), rng.standard_normal(size=shape)) * scale
 
@@ -170,7 +180,7 @@ def noisy_site_counts(
     counts = multinomial_counts(rng, probs, rows_a[pick], draws)
     counts += _noise(rng, [noises[int(i)] for i in pick], counts.shape)
     np.maximum(counts, 0.0, out=counts)
-    total: np.ndarray = counts.sum(axis=1)
+    total: np.ndarray = counts.sum(axis=1, dtype=np.float64)
     if len(pick) < sites:
         factor = sites / len(pick)
         mean = total.mean(axis=0, keepdims=True)
@@ -183,13 +193,16 @@ def noisy_site_counts(
 
 def drift_statistic(ref_counts: np.ndarray, cur_counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``T_f = sum_b w_b (q_b - r_b)^2`` per feature of normalised counts ``[..., features, bins]``."""
+    cur = np.asarray(cur_counts)
+    # float32 windows (many sites' summaries at once) stay float32: half the memory traffic.
+    dtype = np.float32 if cur.dtype == np.float32 else np.float64
+    cur = cur.astype(dtype, copy=False)
     ref = np.asarray(ref_counts, dtype=np.float64)
-    r = ref / np.maximum(ref.sum(axis=-1, keepdims=True), 1e-12)
-    cur = np.asarray(cur_counts, dtype=np.float64)
+    r = (ref / np.maximum(ref.sum(axis=-1, keepdims=True), 1e-12)).astype(dtype)
     gap = cur / np.maximum(cur.sum(axis=-1, keepdims=True), 1e-12)  # the one temporary of window size
     gap -= r
     np.square(gap, out=gap)
-    return np.asarray(np.einsum("...fb,fb->...f", gap, weights))
+    return np.asarray(np.einsum("...fb,fb->...f", gap, weights.astype(dtype)), dtype=np.float64)
 
 
 def _weights(p: np.ndarray, design: WindowDesign) -> np.ndarray:

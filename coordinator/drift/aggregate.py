@@ -17,7 +17,7 @@ from fedge.drift import aggregate_summaries, compare
 from fedge.drift_summary import DriftReference, SiteSummary, class_edges
 from fedge.errors import DataError
 
-__all__ = ["STATISTICS", "WindowAggregate", "aggregate_window", "check_summary", "site_statistics"]
+__all__ = ["STATISTICS", "WindowAggregate", "aggregate_window", "check_summaries", "check_summary", "site_statistics"]
 
 STATISTICS = ("psi", "js", "kl", "wasserstein")
 
@@ -49,30 +49,56 @@ def check_summary(summary: SiteSummary, reference: DriftReference) -> None:
     DataError
         Wrong shape, negative or non-finite counts, a feature with no mass, a non-positive window.
     """
+    check_summaries([summary], reference)
+
+
+def check_summaries(summaries: Sequence[SiteSummary], reference: DriftReference) -> np.ndarray:
+    """Refuse the first summary that does not fit the reference; return the counts stacked
+    ``[sites, features, bins]`` (float64).
+
+    The per-summary checks that are cheap in Python (shape, window, class counts) run one by one; the
+    checks over every count (finite, non-negative, each feature with mass) run once over the stack.
+
+    Raises
+    ------
+    DataError
+        As :func:`check_summary`, naming the first summary at fault.
+    """
     expected = reference.counts.shape
-    counts = np.asarray(summary.counts, dtype=np.float64)
-    if counts.shape != expected:
-        raise DataError(
-            f"summary from {summary.site!r} has counts of shape {counts.shape}; {reference.model}:"
-            f"{reference.version} has {expected[0]} monitored features x {expected[1]} bins"
-        )
-    if not np.isfinite(counts).all() or (counts < 0).any():
-        raise DataError(f"summary from {summary.site!r} holds negative or non-finite counts")
-    if (counts.sum(axis=1) <= 0).any():
-        raise DataError(f"summary from {summary.site!r} has a feature whose counts sum to 0")
-    if summary.window_size < 1 or summary.window < 0:
-        raise DataError(
-            f"summary from {summary.site!r} has window {summary.window}, size {summary.window_size}"
-        )
-    if summary.class_counts is not None:
-        cc = np.asarray(summary.class_counts, dtype=np.float64)
-        if reference.class_counts is None or cc.shape != reference.class_counts.shape:
+    arrays = []
+    for summary in summaries:
+        counts = np.asarray(summary.counts, dtype=np.float64)
+        if counts.shape != expected:
             raise DataError(
-                f"summary from {summary.site!r} has {cc.shape} class counts; the reference has "
-                f"{'none' if reference.class_counts is None else reference.class_counts.shape}"
+                f"summary from {summary.site!r} has counts of shape {counts.shape}; {reference.model}:"
+                f"{reference.version} has {expected[0]} monitored features x {expected[1]} bins"
             )
-        if not np.isfinite(cc).all() or (cc < 0).any():
-            raise DataError(f"summary from {summary.site!r} holds negative or non-finite class counts")
+        if summary.window_size < 1 or summary.window < 0:
+            raise DataError(
+                f"summary from {summary.site!r} has window {summary.window}, size {summary.window_size}"
+            )
+        if summary.class_counts is not None:
+            cc = np.asarray(summary.class_counts, dtype=np.float64)
+            if reference.class_counts is None or cc.shape != reference.class_counts.shape:
+                raise DataError(
+                    f"summary from {summary.site!r} has {cc.shape} class counts; the reference has "
+                    f"{'none' if reference.class_counts is None else reference.class_counts.shape}"
+                )
+            if not np.isfinite(cc).all() or (cc < 0).any():
+                raise DataError(f"summary from {summary.site!r} holds negative or non-finite class counts")
+        arrays.append(counts)
+    stacked = np.stack(arrays) if arrays else np.empty((0, *expected))
+    flat = stacked.reshape(len(arrays), -1)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(flat).all(axis=1) | (flat < 0).any(axis=1)
+    if bad.any():
+        site = summaries[int(np.argmax(bad))].site
+        raise DataError(f"summary from {site!r} holds negative or non-finite counts")
+    empty = (stacked.sum(axis=2) <= 0).any(axis=1)
+    if empty.any():
+        site = summaries[int(np.argmax(empty))].site
+        raise DataError(f"summary from {site!r} has a feature whose counts sum to 0")
+    return stacked
 
 
 def site_statistics(
@@ -135,9 +161,7 @@ def aggregate_window(
     """Sum and compare one window's summaries (validated with :func:`check_summary`)."""
     if not summaries:
         raise DataError("no summaries for this window: nothing to aggregate")
-    for s in summaries:
-        check_summary(s, reference)
-    stacked = np.stack([np.asarray(s.counts, dtype=np.float64) for s in summaries])
+    stacked = check_summaries(summaries, reference)
     total = aggregate_summaries(stacked)
     stats = compare(reference.counts, total, reference.edges, smoothing=smoothing)
     classes = None

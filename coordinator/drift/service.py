@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.drift.aggregate import WindowAggregate, aggregate_window, check_summary
+from coordinator.drift.aggregate import WindowAggregate, aggregate_window, check_summaries
 from coordinator.drift.calibrated import WindowTests, run_window_tests
 from coordinator.drift.policy import Launcher, PolicyDecision, RetrainTrigger, evaluate_policy, window_verdict
 from coordinator.drift.reference import load_reference
@@ -93,8 +93,8 @@ class DriftService:
             raise DataError("summaries of one request must name the same model, version and window")
         stream = stream_of(source, summaries, stream)
         reference = self.reference(first.model, first.version)
+        check_summaries(summaries, reference)
         for s in summaries:
-            check_summary(s, reference)
             if s.window_size < self.settings.min_window:
                 raise DataError(
                     f"summary from {s.site!r} covers {s.window_size} rows < drift.min_window "
