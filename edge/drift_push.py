@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,7 +21,10 @@ from fedge.drift_summary import SiteSummary, add_noise, reduce_inputs, summary_s
 from fedge.errors import DataError
 from fedge.privacy_ledger import PrivacyLedger
 
-__all__ = ["DRIFT_SUMMARIES_PATH", "EdgeDriftWindow", "next_window", "push_summary"]
+if TYPE_CHECKING:
+    from fedge.drift_plan import PlanResult
+
+__all__ = ["DRIFT_SUMMARIES_PATH", "EdgeDriftWindow", "device_plan", "next_window", "push_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -184,3 +187,33 @@ def push_summary(api: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
     sent = {k: v for k, v in body.items() if k != "site"}
     result: dict[str, Any] = api.post_json(DRIFT_SUMMARIES_PATH, sent)
     return result
+
+
+def device_plan(window: EdgeDriftWindow, *, draws: int = 200) -> PlanResult:
+    """The power plan of this device's drift windows (:mod:`fedge.drift_plan`), before any is sent.
+
+    The device is a stream of its own (one site); its smallest window is ``drift.min_window`` rows.
+    The coordinator tests each device window against the release's reference at the configured
+    false-alarm rate: a device whose noise is too large for that rate to hold must not count at all.
+    """
+    from fedge.drift_plan import PlanInput, plan_monitoring  # numpy simulation: only when a window opens
+
+    settings = window.settings
+    consecutive = max(int(settings.policy.consecutive_windows), 1)
+    config = PlanInput(
+        features=max(len(window.features), 1),
+        bins=int(window.edges.shape[1] - 1),
+        epsilon=settings.epsilon,
+        rows=max(int(settings.min_window), 1),
+        sites=1,
+        mechanism=settings.mechanism,
+        delta=settings.delta,
+        windows=max(consecutive, 2),
+        consecutive=consecutive,
+        false_alarm_rate=settings.false_alarm_rate,
+        shifted_fraction=1.0,
+        num_classes=window.num_classes,
+        reference_epsilon=settings.reference_epsilon,
+        contribution_bound=settings.contribution_bound,
+    )
+    return plan_monitoring(config, draws=draws)

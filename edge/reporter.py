@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.drift_push import EdgeDriftWindow, push_summary
+from edge.drift_push import EdgeDriftWindow, device_plan, push_summary
 from edge.observe import DriftAccumulator, ObservedRuntime
 from edge.runtime import ModelRuntime
 from edge.state import VersionRecord
@@ -153,7 +153,32 @@ class DeviceReporter:
         ledger = PrivacyLedger(
             self.state_root / "privacy-ledger.json", budget_epsilon=self.drift_settings.budget_epsilon
         )
-        return EdgeDriftWindow(
+        window = EdgeDriftWindow(
             bins, model=record.name, version=record.number, site=self.device_name,
             settings=self.drift_settings, ledger=ledger,
         )  # fmt: skip
+        return window if _plan_allows(window, f"{record.name}:{record.number}") else None
+
+
+def _plan_allows(window: EdgeDriftWindow, release: str) -> bool:
+    """Check the device's monitoring plan for ``release``; ``False`` (nothing counted, nothing spent)
+    when its false-alarm rate cannot be held. Never breaks serving."""
+    try:
+        plan = device_plan(window)
+    except FedgeError as exc:
+        log.error("drift windows of %s are off: the monitoring plan is invalid (%s)", release, exc)
+        return False
+    text = "\n".join(plan.lines())
+    if plan.false_alarm_rate != plan.false_alarm_rate or plan.false_alarm_rate > plan.false_alarm_limit:
+        log.error(
+            "drift windows of %s are off: the false-alarm rate cannot be held at these settings "
+            "(nothing is counted or spent; change --drift-epsilon or --drift-min-window)\n%s",
+            release,
+            text,
+        )
+        return False
+    if plan.accepted:
+        log.info("drift monitoring plan of %s:\n%s", release, text)
+    else:
+        log.warning("drift windows of %s will not detect shifts that matter:\n%s", release, text)
+    return True
