@@ -427,3 +427,8 @@ def add_alias_cmd(
                 gates=config.gates,
             )
     typer.echo(f"declared {alias}; declared aliases: {', '.join(declared)}")
+
+
+from fedge.cli.rollout_cmd import rollout_app  # noqa: E402  (staged rollouts, docs/rollout.md)
+
+registry_app.add_typer(rollout_app, name="rollout")
