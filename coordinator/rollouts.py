@@ -11,7 +11,9 @@ rollout completes.
 began: a cohort device that refused or rolled back ``to``, fails its health check on it, or reports
 an error rate or p99 latency above the bounds halts the rollout (every device resolves to ``from``
 again: only the cohort moves back); every cohort device serving ``to`` healthily for
-``min_healthy_s`` widens to the next step, and after the last one the alias moves to ``to``. It runs
+``min_healthy_s`` widens to the next step, and after the last one the alias moves to ``to``. A step
+whose cohort holds no known device (none of the devices that reported on the model, nor of its
+groups) waits: nothing was tried on it. It runs
 on each device report, alias resolution and status read, at most once per :data:`CHECK_EVERY_S`
 per rollout: no thread of its own. Every step is in the registry's audit log (``rollout.start``,
 ``rollout.widen``, ``rollout.complete``, ``rollout.halt``) and in the rollout's timeline.
@@ -386,6 +388,8 @@ class RolloutService:
             if problem is not None:
                 return self._halt(rollout, actor="rollout", reason=problem, device=report.device) or rollout
         cohort = {d for d in self._fleet(rollout) if rollout.in_cohort(d)}
+        if not cohort:  # no known device in this step yet: nothing has been tried, nothing to widen on
+            return rollout
         on_new: dict[str, datetime] = {}
         latest: dict[str, DeviceReport] = {}
         for report in reports:  # oldest first
