@@ -287,6 +287,7 @@ class RolloutService:
         self.store, self.registry, self.reports = store, registry, reports
         self._checked: dict[int, float] = {}
         self._lock = threading.Lock()
+        self._judging = threading.Lock()
 
     # --- operators -------------------------------------------------------------------------------
     def start(
@@ -380,6 +381,12 @@ class RolloutService:
             if not force and now - self._checked.get(rollout.id, -math.inf) < CHECK_EVERY_S:
                 return rollout
             self._checked[rollout.id] = now
+        with self._judging:  # one judgement at a time in this process: a step moves once
+            return self._judge(self.store.get(rollout.id))
+
+    def _judge(self, rollout: Rollout) -> Rollout:
+        if rollout.state != ACTIVE:
+            return rollout
         reports = [
             r for r in self.reports.since(rollout.model, rollout.step_started_at) if rollout.in_cohort(r.device)
         ]
@@ -441,15 +448,17 @@ class RolloutService:
             if moved is not None:
                 self._audit("rollout.widen", "rollout", moved, {"step": nxt, "healthy": cohort})
             return moved
+        # The alias moves first: a device resolving between the two writes gets the new version
+        # either way (the rollout still sends every device there), never the old one back.
+        self.registry.store.set_alias(
+            rollout.model, rollout.alias, rollout.to_version_id,
+            actor=rollout.started_by, reason=f"rollout {rollout.id} complete",
+        )  # fmt: skip
         moved = self.store.transition(
             rollout.id, expect_step=rollout.step, state=COMPLETE, step=rollout.step, reason="",
             event=_event("complete", rollout.step, f"{len(cohort)} devices healthy on {rollout.to_label}"),
         )  # fmt: skip
         if moved is not None:
-            self.registry.store.set_alias(
-                rollout.model, rollout.alias, rollout.to_version_id,
-                actor=rollout.started_by, reason=f"rollout {rollout.id} complete",
-            )  # fmt: skip
             self._audit("rollout.complete", "rollout", moved, {"healthy": cohort})
         return moved
 

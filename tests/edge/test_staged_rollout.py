@@ -183,6 +183,9 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
 
         step_one = load.between(start_a, widen_a)
         assert {v for _, d, s, v in step_one if d in rest and s == 200} == {label(v1)}  # the rest stayed
+        for device in fleet:  # once a device served v2 it never went back to v1
+            versions = [v for _, d, s, v in load.between(start_a, done_a) if d == device and s == 200]
+            assert label(v1) not in versions[versions.index(label(v2)) :], device
         assert coord.registry.store.get_alias(NAME, ALIAS).number == v2.number
 
         v3 = coord.release(0, alias="candidate", spoil_expected=True)
