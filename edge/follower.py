@@ -166,7 +166,11 @@ class ReleaseFollower:
         data = self.api.download_bytes(
             f"{API}/registry/versions/{label}/bundle", max_bytes=self.max_bundle_bytes
         )
-        verified = verify_bundle(data, self.public_key, expect=ReleaseIdentity(self.name, number))
+        try:
+            verified = verify_bundle(data, self.public_key, expect=ReleaseIdentity(self.name, number))
+        except FedgeError as exc:
+            reason = exc.reason if isinstance(exc, ArtifactError) else "invalid_bundle"
+            raise ReleaseRefusedError(reason, f"{label}: {exc}", bad=True) from exc
         runtime = self._factory(verified, self.precision, label)
         problem = reference_problem(runtime)
         if problem is not None:
