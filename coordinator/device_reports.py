@@ -113,7 +113,7 @@ class DeviceReportStore(CoordinatorStore):
         with self._session() as s:
             rows = s.exec(
                 select(DeviceReportRow)
-                .where(DeviceReportRow.model_name == model_name, DeviceReportRow.received_at >= after)  # type: ignore[arg-type]
+                .where(DeviceReportRow.model_name == model_name, DeviceReportRow.received_at >= after)
                 .order_by(DeviceReportRow.id)  # type: ignore[arg-type]
             )
             return [r.to_entity() for r in rows]

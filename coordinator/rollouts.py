@@ -388,7 +388,9 @@ class RolloutService:
         if rollout.state != ACTIVE:
             return rollout
         reports = [
-            r for r in self.reports.since(rollout.model, rollout.step_started_at) if rollout.in_cohort(r.device)
+            r
+            for r in self.reports.since(rollout.model, rollout.step_started_at)
+            if rollout.in_cohort(r.device)
         ]
         for report in reports:
             problem = self._problem(rollout, report)
@@ -440,7 +442,8 @@ class RolloutService:
     def _advance(self, rollout: Rollout, cohort: list[str]) -> Rollout | None:
         nxt = rollout.step + 1
         if nxt < len(rollout.steps):
-            detail = f"step {rollout.steps[rollout.step]} healthy on {len(cohort)} devices; now {rollout.steps[nxt]}"
+            step, upcoming = rollout.steps[rollout.step], rollout.steps[nxt]
+            detail = f"step {step} healthy on {len(cohort)} devices; now {upcoming}"
             moved = self.store.transition(
                 rollout.id, expect_step=rollout.step, state=ACTIVE, step=nxt, reason="",
                 event=_event("widen", nxt, detail),
@@ -469,7 +472,9 @@ class RolloutService:
             event=_event("halt", rollout.step, reason),
         )  # fmt: skip
         if halted is not None:
-            self._audit("rollout.halt", actor, halted, {"reason": reason, "device": device, "step": rollout.step})
+            self._audit(
+                "rollout.halt", actor, halted, {"reason": reason, "device": device, "step": rollout.step}
+            )
         return halted
 
     # --- helpers ---------------------------------------------------------------------------------

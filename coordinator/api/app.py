@@ -11,7 +11,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from coordinator.api import audit_routes, device_routes, drift_routes, operations, registry_routes, rollout_routes
+from coordinator.api import (
+    audit_routes,
+    device_routes,
+    drift_routes,
+    operations,
+    registry_routes,
+    rollout_routes,
+)
 from coordinator.api.deps import RunConfigLoader, Viewer
 from coordinator.auth import TokenStore
 from coordinator.deployment.deployment import Deployment

@@ -108,4 +108,6 @@ def halt_rollout(
     rollout_id: RolloutId, rollouts: RolloutsDep, actor: Operator, body: HaltRequest | None = None
 ) -> RolloutPublic:
     """Halt an active rollout: every device resolves to the previous version (409 if not active)."""
-    return RolloutPublic.of(rollouts.halt(rollout_id, actor=actor, reason=(body.reason if body else "operator")))
+    return RolloutPublic.of(
+        rollouts.halt(rollout_id, actor=actor, reason=(body.reason if body else "operator"))
+    )

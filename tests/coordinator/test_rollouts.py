@@ -50,7 +50,9 @@ def start(client: TestClient, token: str, **changes: Any) -> Any:
 
 
 def resolved(client: TestClient, token: str, device: str) -> tuple[int, str | None]:
-    r = client.get("/api/v1/registry/aliases/digits/production", params={"device": device}, headers=auth(token))
+    r = client.get(
+        "/api/v1/registry/aliases/digits/production", params={"device": device}, headers=auth(token)
+    )
     assert r.status_code == 200, r.text
     return r.json()["number"], r.headers.get("x-fedge-rollout")
 
@@ -97,7 +99,9 @@ def test_cohorts_grow_with_the_steps_and_groups_add_named_devices() -> None:
     ],
 )
 def test_bad_steps_are_refused_naming_the_step(steps: list[str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(
+        ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    ):
         parse_steps(steps, {})
 
 
@@ -186,7 +190,9 @@ def test_an_operator_halts_a_rollout_and_a_halted_one_cannot_be_halted_again(api
     client, tokens, registry = api
     rid = start(client, tokens["operator"], steps=["1.0"]).json()["id"]
     viewer = client.post(f"{ROLLOUTS}/{rid}/halt", json={"reason": "x"}, headers=auth(tokens["viewer"]))
-    halted = client.post(f"{ROLLOUTS}/{rid}/halt", json={"reason": "looks off"}, headers=auth(tokens["operator"]))
+    halted = client.post(
+        f"{ROLLOUTS}/{rid}/halt", json={"reason": "looks off"}, headers=auth(tokens["operator"])
+    )
     again = client.post(f"{ROLLOUTS}/{rid}/halt", headers=auth(tokens["operator"]))
 
     assert viewer.status_code == 403

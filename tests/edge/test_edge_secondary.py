@@ -8,20 +8,17 @@ from pathlib import Path
 
 import pytest
 
+import tests.edge.test_agent as agent_tests
 from edge.agent import EdgeAgent
 from edge.follower import rollout_header
 from edge.health import ServingWindow
 from edge.metrics import ServingMetrics
 from fedge.errors import ConfigError, FedgeError
-from tests.edge.test_agent import (  # noqa: F401  (module fixtures)
-    NAME,
-    Coordinator,
-    coordinator,
-    make_agent,
-    models,
-    serving,
-)
+from tests.edge.test_agent import NAME, Coordinator
 from tests.integration.test_edge_e2e import edge_command
+
+# The agent tests' fixtures: a coordinator on 127.0.0.1 with two tiny models, an agent serving one.
+models, coordinator, serving = agent_tests.models, agent_tests.coordinator, agent_tests.serving
 
 
 def test_a_shadow_version_runs_on_every_request_and_answers_none(
@@ -41,7 +38,7 @@ def test_a_shadow_version_runs_on_every_request_and_answers_none(
 def test_a_canary_with_weight_one_answers_every_request(
     serving: tuple[EdgeAgent, object], coordinator: Coordinator
 ) -> None:
-    agent, v1 = serving
+    agent, _ = serving
     v2 = coordinator.release(1, alias="candidate")
     agent.attach_secondary(v2.number, mode="split", weight=1.0)
 

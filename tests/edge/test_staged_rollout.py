@@ -80,7 +80,9 @@ class Load:
         return [s for s in list(self.served) if start <= s[0] < end]
 
     def latest(self, device: str) -> str:
-        return next((v for _, d, status, v in reversed(list(self.served)) if d == device and status == 200), "")
+        return next(
+            (v for _, d, status, v in reversed(list(self.served)) if d == device and status == 200), ""
+        )
 
 
 @pytest.fixture
@@ -163,10 +165,19 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
         for device in fleet:
             wait_for(f"http://127.0.0.1:{ports[device]}/healthz", timeout=STEP_TIMEOUT_S)
         loader.start()
-        wait_until("every device serving and reporting v1", lambda: all(
-            load.latest(d) == label(v1) for d in fleet
-        ) and {r["device"] for r in httpx.get(f"{coord.url}/api/v1/edge/devices", headers=viewer).json()} == set(fleet))
-        start_a = mark(f"rollout A: {label(v1)} -> {label(v2)}, steps 0.33,1.0 (canaries {', '.join(canaries)})")
+        wait_until(
+            "every device serving and reporting v1",
+            lambda: (
+                all(load.latest(d) == label(v1) for d in fleet)
+                and {
+                    r["device"] for r in httpx.get(f"{coord.url}/api/v1/edge/devices", headers=viewer).json()
+                }
+                == set(fleet)
+            ),
+        )
+        start_a = mark(
+            f"rollout A: {label(v1)} -> {label(v2)}, steps 0.33,1.0 (canaries {', '.join(canaries)})"
+        )
         created = httpx.post(f"{coord.url}/api/v1/rollouts", headers=ops, json={
             "model": NAME, "alias": ALIAS, "version": str(v2.number), "steps": ["0.33", "1.0"],
             "min_healthy_s": 1.0, "max_error_rate": 0.01, "max_p99_ms": 2000,
@@ -220,7 +231,9 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
     # The canaries refused v3 and kept v2; the rest never got it; the cohort resolves to v2 again.
     assert {v for _, _, s, v in load.between(start_b, end)} == {label(v2)}
     for device in fleet:
-        r = httpx.get(f"{coord.url}/api/v1/registry/aliases/{NAME}/{ALIAS}", params={"device": device}, headers=viewer)
+        r = httpx.get(
+            f"{coord.url}/api/v1/registry/aliases/{NAME}/{ALIAS}", params={"device": device}, headers=viewer
+        )
         assert r.json()["number"] == v2.number
     assert coord.registry.store.get_alias(NAME, ALIAS).number == v2.number
     reports = {r["device"]: r for r in httpx.get(f"{coord.url}/api/v1/edge/devices", headers=viewer).json()}
@@ -229,8 +242,11 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
     actions = [(e.action, e.details.get("rollout")) for e in coord.registry.store.list_audit()
                if e.action.startswith("rollout.")]  # fmt: skip
     assert actions == [
-        ("rollout.start", a), ("rollout.widen", a), ("rollout.complete", a),
-        ("rollout.start", b), ("rollout.halt", b),
+        ("rollout.start", a),
+        ("rollout.widen", a),
+        ("rollout.complete", a),
+        ("rollout.start", b),
+        ("rollout.halt", b),
     ]
 
 
