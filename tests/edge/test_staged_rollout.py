@@ -211,13 +211,28 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
         end_b = mark(f"rollout B halted by the coordinator: {halted['reason']}")
         time.sleep(1.0)  # the fleet keeps serving after the halt
         end = mark("fleet still serving")
+
+        v4 = coord.release(0, alias="candidate")
+        start_c = mark(f"rollout C: {label(v2)} -> {label(v4)}, steps canary,1.0, halted by an operator")
+        created = httpx.post(f"{coord.url}/api/v1/rollouts", headers=ops, json={
+            "model": NAME, "alias": ALIAS, "version": str(v4.number), "steps": ["canary", "1.0"],
+            "groups": {"canary": canaries}, "min_healthy_s": 3600,
+        })  # fmt: skip
+        c = created.json()["id"]
+        wait_until("the canaries serving v4", lambda: all(load.latest(d) == label(v4) for d in canaries))
+        mark("canaries serve v4")
+        halt = httpx.post(f"{coord.url}/api/v1/rollouts/{c}/halt", headers=ops, json={"reason": "by hand"})
+        assert halt.status_code == 200 and halt.json()["state"] == "halted"
+        halt_c = mark("rollout C halted by an operator")
+        wait_until("the canaries back on v2", lambda: all(load.latest(d) == label(v2) for d in canaries))
+        end_c = mark("canaries back on v2")
     finally:
         load.stop.set()
         if loader.is_alive():
             loader.join(timeout=15)
         codes = {d: interrupt_and_wait(p) for d, p in edges.items()}
 
-    print("\nrollout timeline (s since the fleet came up):")
+    print("\nrollout timeline (s since the devices were started):")
     for at, event in timeline:
         print(f"  {at:7.2f}  {event}")
     failed = [s for s in load.served if s[2] != 200]
@@ -236,6 +251,11 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
         )
         assert r.json()["number"] == v2.number
     assert coord.registry.store.get_alias(NAME, ALIAS).number == v2.number
+    # Rollout C: only the canaries moved to v4, and only they came back.
+    during_c = load.between(start_c, end_c)
+    assert {v for _, d, s, v in during_c if d in rest} == {label(v2)}
+    assert {v for _, d, s, v in during_c if d in canaries} == {label(v2), label(v4)}
+    assert load.between(halt_c, end_c)
     reports = {r["device"]: r for r in httpx.get(f"{coord.url}/api/v1/edge/devices", headers=viewer).json()}
     assert all(reports[d]["health"]["rollout"]["cohort"] == "canary" for d in canaries)
     assert all(reports[d]["health"]["rollout"]["cohort"] == "rest" for d in rest)
@@ -247,6 +267,8 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
         ("rollout.complete", a),
         ("rollout.start", b),
         ("rollout.halt", b),
+        ("rollout.start", c),
+        ("rollout.halt", c),
     ]
 
 
