@@ -200,3 +200,45 @@ def test_an_operator_halts_a_rollout_and_a_halted_one_cannot_be_halted_again(api
     assert again.status_code == 409
     assert resolved(client, tokens["viewer"], "cam-0")[0] == 1
     assert [e.actor for e in registry.store.list_audit() if e.action == "rollout.halt"] == ["operator-1"]
+
+
+# --- the CLI, against the app served on 127.0.0.1 ----------------------------------------------------
+def test_the_cli_starts_reads_and_halts_a_rollout(api) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from fedge.cli.main import app as cli
+
+    client, tokens, _ = api
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(client.app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    runner = CliRunner()
+    common = ["--url", url, "--token", tokens["operator"]]
+    try:
+        argv = ["registry", "rollout", "start", "digits", "production", "2", "--steps", "lab,1.0"]
+        bad = runner.invoke(cli, [*argv, "--groups", "lab", *common])
+        started = runner.invoke(cli, [*argv, "--groups", "lab=cam-0,cam-1", *common])
+        rid = json.loads(started.stdout)["id"]
+        status = runner.invoke(cli, ["registry", "rollout", "status", str(rid), *common])
+        halted = runner.invoke(cli, ["registry", "rollout", "halt", str(rid), "--reason", "test", *common])
+        again = runner.invoke(cli, ["registry", "rollout", "halt", str(rid), *common])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+
+    assert bad.exit_code != 0 and "NAME=DEVICE" in bad.output
+    assert json.loads(status.stdout)["groups"] == {"lab": ["cam-0", "cam-1"]}
+    assert json.loads(halted.stdout)["state"] == "halted"
+    assert again.exit_code != 0 and "halted, not active" in again.output
