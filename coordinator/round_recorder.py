@@ -201,8 +201,12 @@ class RoundRecorder:
         for d in dropped:
             log.warning(
                 "round %d: node %d (%s) dropped: %s (%s)",
-                server_round + self.round_offset, d["node_id"], d["name"] or "unnamed", d["reason"], d["detail"],
-            )  # fmt: skip
+                server_round + self.round_offset,
+                d["node_id"],
+                d["name"] or "unnamed",
+                d["reason"],
+                d["detail"],
+            )
         if dropped and len(attendance["answered"]) < min_train_nodes:
             who = ", ".join(f"{d['name'] or d['node_id']} ({d['reason']})" for d in dropped)
             raise FederationError(
@@ -275,10 +279,14 @@ class RoundRecorder:
                 **attendance,
                 "dropped": attendance["dropped"]
                 + [
-                    {"node_id": r["node_id"], "name": r.get("node_name") or "", "reason": "rejected",
-                     "detail": f"update validation: {r['check']}"}
+                    {
+                        "node_id": r["node_id"],
+                        "name": r.get("node_name") or "",
+                        "reason": "rejected",
+                        "detail": f"update validation: {r['check']}",
+                    }
                     for r in rejected
-                ],  # fmt: skip
+                ],
             }
         lineage.update(
             {

@@ -131,7 +131,9 @@ def plan_resume(registry: Registry, run_id: str) -> ResumePlan:
     if run.status == RunStatus.RESUMED:
         by = resumed_by(registry, run_id)
         raise ConflictError(
-            f"run {run_id} was already resumed" + (f" as run {by}" if by else "") + "; resume that run instead"
+            f"run {run_id} was already resumed"
+            + (f" as run {by}" if by else "")
+            + "; resume that run instead"
         )
     if run.status == RunStatus.COMPLETED:
         raise ConflictError(f"run {run_id} completed: nothing to resume")

@@ -16,9 +16,9 @@ from coordinator.node_wait import NodeWaitGrid, enrolled_node_names
 from coordinator.packaging import package_and_register, warm_up_exporter
 from coordinator.privacy import PrivacyBudgetStop, private_strategy, secure_aggregate_dp
 from coordinator.round_recorder import RoundRecorder, with_round_recording
+from coordinator.run_recovery import checkpoint_chain, resume_point
 from coordinator.secure_aggregation import run_secure_rounds
 from coordinator.strategies import strategy_class, strategy_kwargs
-from coordinator.run_recovery import checkpoint_chain, resume_point
 from coordinator.warm_start import resume_from_checkpoint, warm_start
 from fedge.config import FedgeConfig
 from fedge.errors import FederationError
@@ -73,7 +73,7 @@ def run_federation(
         resumed = resume_point(registry, config.resume_from) if config.resume_from else None
         if resumed is not None:
             resume_from_checkpoint(registry, model, resumed)
-            log.info("resuming run %s after round %d (checkpoint %d)", config.resume_from, resumed.round, resumed.id)
+            log.info("resuming run %s after its round %d", config.resume_from, resumed.round)
         central = config.central_evaluation
         lineage = {
             "run_id": run_id,

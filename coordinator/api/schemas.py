@@ -72,9 +72,7 @@ def _participant(node: dict[str, Any]) -> Participant:
 def _attendees(entries: Any) -> list[dict[str, str]]:
     """A round's asked/answered/dropped list as strings (node ids are uint64: JSON numbers lose them)."""
     keys = ("node_id", "name", "reason", "detail")
-    return [
-        {k: str(e[k]) for k in keys if k in e} for e in (entries or []) if isinstance(e, dict)
-    ]
+    return [{k: str(e[k]) for k in keys if k in e} for e in (entries or []) if isinstance(e, dict)]
 
 
 class RunSummary(PublicModel):

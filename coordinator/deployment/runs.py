@@ -163,7 +163,11 @@ class DeploymentRuns:
                 action="run.resumed",
                 actor=actor,
                 subject=f"run {run_id}",
-                details={"run_id": new.run_id, "checkpoint_id": plan.checkpoint.id, "round": plan.start_round},
+                details={
+                    "run_id": new.run_id,
+                    "checkpoint_id": plan.checkpoint.id,
+                    "round": plan.start_round,
+                },
             )
         log.info("run %s resumed as %s from round %d", run_id, new.run_id, plan.start_round)
         return new
@@ -215,7 +219,10 @@ class DeploymentRuns:
             # Nothing runs any more: record the operator's decision (a stopped run can still be resumed).
             self.registry.store.update_run(run_id, status=RunStatus.STOPPED)
             self.registry.store.append_audit(
-                action="run.stop", actor=actor, subject=f"run {run_id}", details={"was": RunStatus.INTERRUPTED}
+                action="run.stop",
+                actor=actor,
+                subject=f"run {run_id}",
+                details={"was": RunStatus.INTERRUPTED},
             )
             return self.get(run_id)
         if run.status in RunStatus.FINISHED:
