@@ -79,20 +79,29 @@ def _wait_served(dep: LocalDeployment, name: str, line: str, count: int, timeout
     raise AssertionError(f"{name} did not serve {count} x {line!r}:\n{dep.agents[name].output()[-2000:]}")
 
 
-def test_a_killed_agent_drops_out_at_the_deadline_and_the_round_closes_with_the_others(
+def test_a_stalled_then_killed_agent_is_dropped_at_the_deadline_and_the_round_closes_without_it(
     federation: LocalDeployment,
 ) -> None:
+    """site-c stalls holding round 2's train message (SIGSTOP: its node stays connected), the round
+    closes at its deadline with the two others, its late reply is not read, then it is SIGKILLed
+    mid-run and restarted."""
     dep = federation
-    overrides = [*BASE, "strategy.num_rounds=2", "strategy.min_train_nodes=2", "strategy.round_timeout_s=25"]
+    overrides = [*BASE, "strategy.num_rounds=2", "strategy.min_train_nodes=2", "strategy.round_timeout_s=20"]
     created = dep.api("POST", "/runs", role="operator", json={"overrides": overrides, "reason": "dropout"})
     assert created.status_code == 201, created.text
     run_id = created.json()["run_id"]
-    # Right after it evaluated round 1: round 2's train message is about to reach it.
+    # Right after it evaluated round 1: round 2's train message is the next one it gets.
     _wait_served(dep, "site-c", "evaluate message served", 1)
     victim = dep.agents["site-c"]
+    assert victim.process.pid is not None
+    os.kill(victim.process.pid, signal.SIGSTOP)
+    try:
+        _wait_rounds(dep, run_id, 2)  # closed at its deadline without site-c
+    finally:
+        os.kill(victim.process.pid, signal.SIGCONT)
+    _wait_served(dep, "site-c", "train message served", 2)  # its reply to round 2, too late
     os.kill(victim.process.pid, signal.SIGKILL)
     victim.wait(timeout=30)
-    _wait_rounds(dep, run_id, 2)
     dep.start_agent("site-c", victim.key, victim.data)  # restarted; nobody does anything else
     run = dep.wait_run(run_id, timeout=300)
     assert run["status"] == "completed", run.get("error")
@@ -102,6 +111,7 @@ def test_a_killed_agent_drops_out_at_the_deadline_and_the_round_closes_with_the_
     assert {a["name"] for a in second["answered"]} == {"site-a", "site-b"}
     assert [(d["name"], d["reason"]) for d in second["dropped"]] == [("site-c", "timeout")]
     assert {p["name"] for p in second["participants"]} == {"site-a", "site-b"}
+    assert second["metrics"]["participants"] == 2.0
 
 
 def test_a_coordinator_killed_mid_run_marks_it_interrupted_and_resume_completes_it(
