@@ -70,11 +70,15 @@ def _cli(dep: LocalDeployment, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def _wait_served(dep: LocalDeployment, name: str, line: str, count: int, timeout: float = 240.0) -> None:
+def _wait_served(
+    dep: LocalDeployment, name: str, line: str, count: int, run_id: str, timeout: float = 240.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if dep.agents[name].output().count(line) >= count:
             return
+        run = dep.api("GET", f"/runs/{run_id}", role="viewer").json()
+        assert run["status"] not in RunStatus.FINISHED, run
         time.sleep(0.2)
     raise AssertionError(f"{name} did not serve {count} x {line!r}:\n{dep.agents[name].output()[-2000:]}")
 
@@ -86,12 +90,12 @@ def test_a_stalled_then_killed_agent_is_dropped_at_the_deadline_and_the_round_cl
     closes at its deadline with the two others, its late reply is not read, then it is SIGKILLed
     mid-run and restarted."""
     dep = federation
-    overrides = [*BASE, "strategy.num_rounds=2", "strategy.min_train_nodes=2", "strategy.round_timeout_s=20"]
+    overrides = [*BASE, "strategy.num_rounds=2", "strategy.min_train_nodes=2", "strategy.round_timeout_s=45"]
     created = dep.api("POST", "/runs", role="operator", json={"overrides": overrides, "reason": "dropout"})
     assert created.status_code == 201, created.text
     run_id = created.json()["run_id"]
     # Right after it evaluated round 1: round 2's train message is the next one it gets.
-    _wait_served(dep, "site-c", "evaluate message served", 1)
+    _wait_served(dep, "site-c", "evaluate message served", 1, run_id)
     victim = dep.agents["site-c"]
     assert victim.process.pid is not None
     os.kill(victim.process.pid, signal.SIGSTOP)
@@ -99,7 +103,7 @@ def test_a_stalled_then_killed_agent_is_dropped_at_the_deadline_and_the_round_cl
         _wait_rounds(dep, run_id, 2)  # closed at its deadline without site-c
     finally:
         os.kill(victim.process.pid, signal.SIGCONT)
-    _wait_served(dep, "site-c", "train message served", 2)  # its reply to round 2, too late
+    time.sleep(2)  # it may now answer round 2, too late: the round closed without it
     os.kill(victim.process.pid, signal.SIGKILL)
     victim.wait(timeout=30)
     dep.start_agent("site-c", victim.key, victim.data)  # restarted; nobody does anything else
