@@ -77,7 +77,9 @@ def show_version(
     out["approvals"] = [_version_dict(a) for a in approvals]
     out["artifact_paths"] = {k: str(p) if p else None for k, p in paths.items()}
     out["checkpoints"] = [
-        {"id": c.id, "round": c.round, "weights_sha256": c.weights.sha256, "metrics": c.metrics}
+        {"id": c.id, "round": c.round, "weights_sha256": c.weights.sha256, "metrics": c.metrics,
+         # who dropped out of the round and why (timeout, error, rejected)
+         "dropped": c.lineage.get("dropped", [])}
         for c in checkpoints
     ]
     print(json.dumps(out, indent=2, default=str))
