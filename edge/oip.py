@@ -200,9 +200,8 @@ def _parse_document(body: bytes) -> dict[str, Any]:
     try:
         doc = _loads_strict(body)
     except ValueError as strict_error:  # orjson.JSONDecodeError is a ValueError
-        try:  # NaN/Infinity literals: decoded, so the runtime's check names where the NaN is
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        doc = _with_nan_literals(body)
+        if doc is None:
             raise OipRequestError(
                 f"the body is not valid JSON: {strict_error}", reason="invalid_json"
             ) from strict_error
@@ -212,6 +211,17 @@ def _parse_document(body: bytes) -> dict[str, Any]:
             reason="invalid_request",
         )
     return doc
+
+
+def _with_nan_literals(body: bytes) -> Any:
+    """A body that is JSON but for ``NaN``/``Infinity`` literals, decoded (so that the runtime's
+    check names where the NaN is); ``None`` for anything else."""
+    if b"NaN" not in body and b"Infinity" not in body:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _shape(tensor: dict[str, Any], name: str) -> tuple[int, ...]:

@@ -1,0 +1,384 @@
+"""The Open Inference Protocol (KServe v2 / Triton HTTP) on a real edge server (uvicorn, 127.0.0.1).
+
+A v2 request, written exactly as Triton's (tritonclient.http, JSON tensors) and KServe's clients
+send it, gets the outputs ``/v1/predict`` gives for the same rows; metadata and readiness answer as
+the spec says; every bad request is a 4xx ``{"error": "..."}`` naming what was wrong; v2 requests go
+through the same slot (A/B split, shadow), metrics and drift counting as ``/v1``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+from fastapi import FastAPI
+
+from edge import ModelRuntime, ModelSlot, ServingMetrics, create_serving_app
+from edge.observe import ObservedRuntime
+from fedge.crypto import generate_private_key
+from fedge.release_format import ReleaseIdentity, VerifiedBundle, verify_bundle
+from fedge.tasks import TaskConfig, get_task
+from registry import ModelVersionCreate, export_onnx, manifest_preprocessing
+from registry.bundle import bind_identity, prepare_release, write_bundle
+
+NAME = "digits"
+BODY_LIMIT = 64 * 1024
+
+
+class Served:
+    """An ASGI app served by uvicorn in a thread on a free 127.0.0.1 port."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self) -> None:
+        self.http.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        self.sock.close()
+
+
+def _release(folder: Path, version: int, seed: int) -> VerifiedBundle:
+    """A digits release signed for registry version ``version`` (its identity in the manifest)."""
+    torch.manual_seed(seed)
+    task = get_task(NAME)
+    cfg = TaskConfig(hidden=16)
+    onnx_bytes = export_onnx(task.build_model(cfg), task.input_spec.shape)
+    _, test = task.split_holdout(cfg)
+    key = generate_private_key()
+    release = prepare_release(
+        version=ModelVersionCreate(NAME, f"run-{version}", 3, (), {}, {}, {"task": NAME}),
+        onnx_bytes=onnx_bytes,
+        private_key=key,
+        reference_inputs=test.x[:8],
+        preprocessing=manifest_preprocessing(task),
+    )
+    release = bind_identity(release, ReleaseIdentity(NAME, version, version_id=version), key)
+    path = write_bundle(
+        folder / f"v{version}.bundle", manifest=release.manifest, signature=release.signature, files=release.files
+    )
+    return verify_bundle(path, key.public_key())
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[VerifiedBundle, VerifiedBundle]:
+    folder = tmp_path_factory.mktemp("oip")
+    return _release(folder, 3, seed=0), _release(folder, 4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def rows() -> np.ndarray:
+    task = get_task(NAME)
+    _, test = task.split_holdout(TaskConfig(hidden=16))
+    return np.ascontiguousarray(test.x[:5], dtype=np.float32)
+
+
+def _runtime(verified: VerifiedBundle, cls: type[ModelRuntime] = ModelRuntime) -> ModelRuntime:
+    number = verified.manifest["identity"]["version"]
+    return cls.from_verified(verified, "fp32", f"{NAME}:{number}")
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["device", "cloud"])
+def server(request: pytest.FixtureRequest, releases: tuple[VerifiedBundle, VerifiedBundle]) -> Iterator[Served]:
+    app = create_serving_app(ModelSlot(_runtime(releases[0])), batching=request.param, max_body_bytes=BODY_LIMIT)
+    served = Served(app)
+    yield served
+    served.stop()
+
+
+def _flat(x: np.ndarray) -> list[float]:
+    return [float(v) for v in x.ravel()]
+
+
+def _triton_body(x: np.ndarray) -> bytes:
+    """What tritonclient.http sends for InferInput("x", [n, 64], "FP32").set_data_from_numpy(x,
+    binary_data=False) and InferRequestedOutput("logits", binary_data=False), request_id="42"."""
+    return json.dumps(
+        {
+            "id": "42",
+            "inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": _flat(x)}],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": False}}],
+        }
+    ).encode()
+
+
+def _kserve_body(x: np.ndarray) -> bytes:
+    """What KServe's InferRequest(...).to_rest() sends: nested data, an id, no outputs."""
+    return json.dumps(
+        {
+            "id": "a1b2",
+            "inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.tolist()}],
+        }
+    ).encode()
+
+
+def _v1(server: Served, x: np.ndarray) -> dict[str, object]:
+    response = server.http.post("/v1/predict", json={"rows": x.tolist()})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _v2(server: Served, body: bytes | dict[str, object], path: str = f"/v2/models/{NAME}/infer") -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return server.http.post(path, content=content, headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("client", ["triton", "kserve"])
+def test_a_v2_client_request_gets_the_outputs_v1_predict_gives(
+    server: Served, rows: np.ndarray, client: str
+) -> None:
+    x = rows[:2]
+    body = _triton_body(x) if client == "triton" else _kserve_body(x)
+
+    response = _v2(server, body)
+
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    assert doc["model_name"] == NAME and doc["model_version"] == "3"
+    assert doc["id"] == ("42" if client == "triton" else "a1b2")
+    [out] = doc["outputs"]
+    assert out["name"] == "logits" and out["datatype"] == "FP32" and out["shape"] == [2, 10]
+    v1 = np.asarray(_v1(server, x)["outputs"], dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(out["data"], dtype=np.float32).reshape(out["shape"]), v1)
+
+
+def test_versioned_infer_and_a_binary_output_hint_answer_in_json(server: Served, rows: np.ndarray) -> None:
+    x = rows[:3]
+    # tritonclient without requested outputs asks for binary outputs; JSON is what its parser also reads
+    body = {
+        "inputs": [{"name": "x", "shape": [3, 64], "datatype": "FP32", "data": _flat(x)}],
+        "parameters": {"binary_data_output": True},
+    }
+
+    response = _v2(server, body, f"/v2/models/{NAME}/versions/3/infer")
+
+    assert response.status_code == 200, response.text
+    assert "id" not in response.json()
+    [out] = response.json()["outputs"]
+    np.testing.assert_array_equal(
+        np.asarray(out["data"], dtype=np.float32).reshape(3, 10), np.asarray(_v1(server, x)["outputs"], dtype=np.float32)
+    )
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "FP16", "INT32", "UINT8"])
+def test_other_numeric_datatypes_are_converted_to_the_models_fp32(
+    server: Served, rows: np.ndarray, datatype: str
+) -> None:
+    x = np.round(rows[:2]) if datatype.startswith(("INT", "UINT")) else rows[:2]
+    x = x.astype(np.float16).astype(np.float32) if datatype == "FP16" else x
+    data = [int(v) for v in x.ravel()] if datatype.startswith(("INT", "UINT")) else _flat(x)
+    body = {"inputs": [{"name": "x", "shape": [2, 64], "datatype": datatype, "data": data}]}
+
+    response = _v2(server, body)
+
+    assert response.status_code == 200, response.text
+    [out] = response.json()["outputs"]
+    np.testing.assert_array_equal(
+        np.asarray(out["data"], dtype=np.float32).reshape(2, 10),
+        np.asarray(_v1(server, x.astype(np.float32))["outputs"], dtype=np.float32),
+    )
+
+
+def test_classification_extension_answers_the_labels_v1_predict_gives(server: Served, rows: np.ndarray) -> None:
+    x = rows[:4]
+    body = {
+        "inputs": [{"name": "x", "shape": [4, 64], "datatype": "FP32", "data": _flat(x)}],
+        "outputs": [{"name": "logits", "parameters": {"classification": 2}}],
+    }
+
+    response = _v2(server, body)
+
+    assert response.status_code == 200, response.text
+    [out] = response.json()["outputs"]
+    assert out["datatype"] == "BYTES" and out["shape"] == [4, 2]
+    v1 = _v1(server, x)
+    top1 = [entry.split(":") for entry in out["data"][::2]]
+    assert [label for _, _, label in top1] == v1["labels"]
+    assert [int(index) for _, index, _ in top1] == np.argmax(v1["outputs"], axis=1).tolist()
+
+
+def test_metadata_and_health_endpoints(server: Served) -> None:
+    http = server.http
+    meta = http.get("/v2").json()
+    assert meta["name"] == "fedge" and meta["version"] and "classification" in meta["extensions"]
+    assert http.get("/v2/health/live").json() == {"live": True}
+    assert http.get("/v2/health/ready").json() == {"ready": True}
+
+    model = http.get(f"/v2/models/{NAME}")
+    assert model.status_code == 200
+    assert model.json() == {
+        "name": NAME,
+        "versions": ["3"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}],
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+    }
+    assert http.get(f"/v2/models/{NAME}/versions/3").json() == model.json()
+    assert http.get(f"/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
+    assert http.get(f"/v2/models/{NAME}/versions/3/ready").status_code == 200
+
+    for path in ("/v2/models/resnet", "/v2/models/resnet/ready", f"/v2/models/{NAME}/versions/9"):
+        missing = http.get(path)
+        assert missing.status_code == 404, path
+        assert "resnet" in missing.json()["error"] or "9" in missing.json()["error"]
+
+    paths = http.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{name}",
+        "/v2/models/{name}/ready",
+        "/v2/models/{name}/versions/{version}",
+        "/v2/models/{name}/versions/{version}/ready",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    ):
+        assert path in paths, path
+    assert paths["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "required"
+    ] == ["inputs"]
+
+
+def _tensor(**changes: object) -> dict[str, object]:
+    tensor: dict[str, object] = {"name": "x", "shape": [2, 64], "datatype": "FP32", "data": [0.5] * 128}
+    tensor.update(changes)
+    return {"inputs": [tensor]}
+
+
+BAD_REQUESTS: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
+    ("unknown_model", "/v2/models/resnet/infer", _tensor(), 404, "unknown model 'resnet'"),
+    ("unknown_version", f"/v2/models/{NAME}/versions/7/infer", _tensor(), 404, "no version '7'"),
+    ("bytes_datatype", "", _tensor(datatype="BYTES", data=["a"] * 128), 400, "datatype BYTES"),
+    ("unknown_datatype", "", _tensor(datatype="FLOAT32"), 400, "'FLOAT32' is not a v2 datatype"),
+    ("string_in_fp32", "", _tensor(data=["0.5"] * 128), 400, "FP32 data must be numbers, found str '0.5'"),
+    ("bool_in_fp32", "", _tensor(data=[True] * 128), 400, "found bool True"),
+    ("fraction_in_int32", "", _tensor(datatype="INT32", data=[1.5] * 128), 400, "INT32 data must be integers"),
+    ("int8_overflow", "", _tensor(datatype="INT8", data=[300] * 128), 400, "outside INT8's range"),
+    ("shape_vs_data", "", _tensor(data=[0.5] * 127), 400, "shape [2, 64] needs 128 values, data holds 127"),
+    ("nested_vs_shape", "", _tensor(data=[[0.5] * 64] * 3), 400, "nested data has shape [3, 64]"),
+    ("ragged_nested", "", _tensor(data=[[0.5] * 64, [0.5] * 63]), 400, "not rectangular"),
+    ("negative_shape", "", _tensor(shape=[-1, 64]), 400, "shape must be a list of non-negative integers"),
+    ("feature_width", "", _tensor(shape=[2, 63], data=[0.5] * 126), 400, "expected 64 features, got 63"),
+    ("one_row_1d", "", _tensor(shape=[64], data=[0.5] * 64), 400, "expected a 2-D array"),
+    ("no_rows", "", _tensor(shape=[0, 64], data=[]), 400, "no rows to predict"),
+    ("value_range", "", _tensor(data=[7.0] * 128), 400, "outside the model's value range"),
+    ("nan_literal", "", b'{"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [NaN'
+     + b", 0.5" * 63 + b"]}]}", 400, "NaN is not allowed"),
+    ("fp16_overflow", "", _tensor(datatype="FP16", data=[1e6] * 128), 400, "infinity"),
+    ("unknown_input", "", _tensor(name="input"), 400, "unknown input 'input': the model's input is named 'x'"),
+    ("two_inputs", "", {"inputs": [_tensor()["inputs"][0]] * 2}, 400, "a list of one tensor"),  # type: ignore[index]
+    ("no_inputs", "", {"id": "1"}, 400, '"inputs" must be a list'),
+    ("unknown_output", "", {**_tensor(), "outputs": [{"name": "probs"}]}, 400, "unknown output 'probs'"),
+    ("bad_classification", "", {**_tensor(), "outputs": [{"name": "logits", "parameters": {"classification": 0}}]},
+     400, "classification must be a positive integer"),
+    ("id_not_string", "", {**_tensor(), "id": 5}, 400, '"id" must be a string'),
+    ("binary_input", "", _tensor(parameters={"binary_data_size": 512}), 400, "binary tensor data is not supported"),
+    ("missing_data", "", {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32"}]}, 400, '"data" is missing'),
+    ("not_json", "", b"{inputs:", 400, "not valid JSON"),
+    ("not_an_object", "", b"[1, 2]", 400, "must be a JSON object"),
+    ("empty_body", "", b"", 400, "the request body is empty"),
+    ("deep_nesting_nan", "", b"[" * 50_000 + b"NaN", 400, "not valid JSON"),
+    # too many rows: the /v1 body limit applies
+    ("too_many_rows", "", _tensor(shape=[600, 64], data=[0.5] * 600 * 64), 413, "exceeds"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [case[1:] for case in BAD_REQUESTS],
+    ids=[case[0] for case in BAD_REQUESTS],
+)
+def test_bad_requests_get_a_4xx_naming_what_was_wrong(
+    server: Served, path: str, body: bytes | dict[str, object], status: int, message: str
+) -> None:
+    response = _v2(server, body, path or f"/v2/models/{NAME}/infer")
+
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"error"}
+    assert message in response.json()["error"]
+    assert _v2(server, _tensor()).status_code == 200  # and the server keeps answering
+
+
+@contextmanager
+def _served_app(slot: ModelSlot, metrics: ServingMetrics | None = None) -> Iterator[Served]:
+    served = Served(create_serving_app(slot, batching=False, max_body_bytes=BODY_LIMIT, metrics=metrics))
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def test_no_model_yet_is_not_ready_and_infer_answers_503() -> None:
+    with _served_app(ModelSlot()) as served:
+        assert served.http.get("/v2/health/live").status_code == 200
+        ready = served.http.get("/v2/health/ready")
+        assert ready.status_code == 400 and ready.json() == {"ready": False}
+        assert served.http.get(f"/v2/models/{NAME}/ready").status_code == 400
+        infer = _v2(served, _tensor())
+        assert infer.status_code == 503 and "no model is loaded" in infer.json()["error"]
+
+
+def test_v2_requests_count_in_the_same_metrics_and_drift_as_v1(
+    releases: tuple[VerifiedBundle, VerifiedBundle], rows: np.ndarray
+) -> None:
+    runtime = _runtime(releases[0], ObservedRuntime)
+    seen: list[int] = []
+    runtime.observer = lambda x: seen.append(len(x))  # type: ignore[attr-defined]
+    metrics = ServingMetrics()
+    with _served_app(ModelSlot(runtime), metrics) as served:
+        assert _v2(served, _tensor(shape=[3, 64], data=_flat(rows[:3]))).status_code == 200
+        assert _v2(served, _tensor(data=[0.5] * 127)).status_code == 400
+        assert _v2(served, _tensor(data=[7.0] * 128)).status_code == 400
+        text = served.http.get("/metrics").text
+
+    assert seen == [3]  # the drift observer saw the served rows (not the refused ones)
+    assert f'fedge_serving_requests_total{{status="200",version="{NAME}:3"}} 1.0' in text
+    assert f'fedge_serving_requests_total{{status="400",version="{NAME}:3"}} 2.0' in text
+    assert 'fedge_serving_rejected_inputs_total{reason="data_length"} 1.0' in text
+    assert 'fedge_serving_rejected_inputs_total{reason="range"} 1.0' in text
+
+
+def test_v2_requests_follow_the_slots_split_and_shadow(
+    releases: tuple[VerifiedBundle, VerifiedBundle], rows: np.ndarray
+) -> None:
+    v3, v4 = _runtime(releases[0]), _runtime(releases[1])
+    slot = ModelSlot(v3, seed=0)
+    slot.set_secondary(v4, weight=1.0, mode="split")  # every unversioned request goes to v4
+    with _served_app(slot) as served:
+        assert served.http.get(f"/v2/models/{NAME}").json()["versions"] == ["3", "4"]
+        assert _v2(served, _tensor()).json()["model_version"] == "4"
+        pinned = _v2(served, _tensor(), f"/v2/models/{NAME}/versions/3/infer")
+        assert pinned.json()["model_version"] == "3"
+        np.testing.assert_array_equal(
+            np.asarray(pinned.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 10),
+            v3.predict(np.full((2, 64), 0.5, dtype=np.float32)),
+        )
+
+    slot.set_secondary(v4, mode="shadow")
+    with _served_app(slot) as served:
+        assert served.http.get(f"/v2/models/{NAME}").json()["versions"] == ["3"]
+        answered = _v2(served, _tensor(shape=[5, 64], data=_flat(rows)))
+        assert answered.json()["model_version"] == "3"
+    stats = slot.shadow_stats()
+    assert stats is not None and stats.rows == 5 and stats.errors == 0
