@@ -58,7 +58,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency
         return json.loads(data, parse_constant=_no_constant)
 
 
-__all__ = ["DATATYPES", "PLATFORM", "ModelIdentity", "mount_oip", "model_identity"]
+__all__ = ["DATATYPES", "PLATFORM", "ModelIdentity", "model_identity", "mount_oip"]
 
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["classification"]
@@ -241,7 +241,9 @@ def _shape(tensor: dict[str, Any], name: str) -> tuple[int, ...]:
 def _decode_input(tensor: Any, runtime: ModelRuntime, input_name: str) -> np.ndarray:
     """One v2 input tensor as an array of its declared shape and datatype (values checked)."""
     if not isinstance(tensor, dict):
-        raise OipRequestError("each input must be an object {name, shape, datatype, data}", reason="invalid_request")
+        raise OipRequestError(
+            "each input must be an object {name, shape, datatype, data}", reason="invalid_request"
+        )
     name = tensor.get("name")
     if name != input_name:
         raise OipRequestError(
@@ -261,12 +263,12 @@ def _decode_input(tensor: Any, runtime: ModelRuntime, input_name: str) -> np.nda
     params = tensor.get("parameters") or {}
     if isinstance(params, dict) and "binary_data_size" in params:
         raise OipRequestError(
-            f"input {name!r}: binary tensor data is not supported; send the values in \"data\" "
+            f'input {name!r}: binary tensor data is not supported; send the values in "data" '
             "(tritonclient: set_data_from_numpy(x, binary_data=False))",
             reason="binary_data",
         )
     if "data" not in tensor:
-        raise OipRequestError(f"input {name!r}: \"data\" is missing", reason="missing_data")
+        raise OipRequestError(f'input {name!r}: "data" is missing', reason="missing_data")
     data = tensor["data"]
     want = math.prod(shape)
     if not isinstance(data, list):
@@ -296,7 +298,9 @@ def _as_values(data: list[Any], name: str, datatype: str) -> np.ndarray:
             f"input {name!r}: nested data is not rectangular ({exc})", reason="data_length"
         ) from exc
     if arr.dtype.kind not in "iuf":
-        first = next((v for v in arr.ravel().tolist() if isinstance(v, bool) or not isinstance(v, int | float)), None)
+        first = next(
+            (v for v in arr.ravel().tolist() if isinstance(v, bool) or not isinstance(v, int | float)), None
+        )
         what = f"{type(first).__name__} {first!r:.40}" if first is not None else f"dtype {arr.dtype}"
         raise OipRequestError(
             f"input {name!r}: {datatype} data must be numbers, found {what}", reason="datatype"

@@ -12,9 +12,10 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -22,6 +23,9 @@ import pytest
 import torch
 import uvicorn
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge import ModelRuntime, ModelSlot, ServingMetrics, create_serving_app
 from edge.observe import ObservedRuntime
@@ -75,7 +79,10 @@ def _release(folder: Path, version: int, seed: int) -> VerifiedBundle:
     )
     release = bind_identity(release, ReleaseIdentity(NAME, version, version_id=version), key)
     path = write_bundle(
-        folder / f"v{version}.bundle", manifest=release.manifest, signature=release.signature, files=release.files
+        folder / f"v{version}.bundle",
+        manifest=release.manifest,
+        signature=release.signature,
+        files=release.files,
     )
     return verify_bundle(path, key.public_key())
 
@@ -99,8 +106,12 @@ def _runtime(verified: VerifiedBundle, cls: type[ModelRuntime] = ModelRuntime) -
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["device", "cloud"])
-def server(request: pytest.FixtureRequest, releases: tuple[VerifiedBundle, VerifiedBundle]) -> Iterator[Served]:
-    app = create_serving_app(ModelSlot(_runtime(releases[0])), batching=request.param, max_body_bytes=BODY_LIMIT)
+def server(
+    request: pytest.FixtureRequest, releases: tuple[VerifiedBundle, VerifiedBundle]
+) -> Iterator[Served]:
+    app = create_serving_app(
+        ModelSlot(_runtime(releases[0])), batching=request.param, max_body_bytes=BODY_LIMIT
+    )
     served = Served(app)
     yield served
     served.stop()
@@ -132,13 +143,15 @@ def _kserve_body(x: np.ndarray) -> bytes:
     ).encode()
 
 
-def _v1(server: Served, x: np.ndarray) -> dict[str, object]:
+def _v1(server: Served, x: np.ndarray) -> dict[str, Any]:
     response = server.http.post("/v1/predict", json={"rows": x.tolist()})
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def _v2(server: Served, body: bytes | dict[str, object], path: str = f"/v2/models/{NAME}/infer") -> httpx.Response:
+def _v2(
+    server: Served, body: bytes | Mapping[str, Any], path: str = f"/v2/models/{NAME}/infer"
+) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return server.http.post(path, content=content, headers={"content-type": "application/json"})
 
@@ -176,7 +189,8 @@ def test_versioned_infer_and_a_binary_output_hint_answer_in_json(server: Served,
     assert "id" not in response.json()
     [out] = response.json()["outputs"]
     np.testing.assert_array_equal(
-        np.asarray(out["data"], dtype=np.float32).reshape(3, 10), np.asarray(_v1(server, x)["outputs"], dtype=np.float32)
+        np.asarray(out["data"], dtype=np.float32).reshape(3, 10),
+        np.asarray(_v1(server, x)["outputs"], dtype=np.float32),
     )
 
 
@@ -199,7 +213,9 @@ def test_other_numeric_datatypes_are_converted_to_the_models_fp32(
     )
 
 
-def test_classification_extension_answers_the_labels_v1_predict_gives(server: Served, rows: np.ndarray) -> None:
+def test_classification_extension_answers_the_labels_v1_predict_gives(
+    server: Served, rows: np.ndarray
+) -> None:
     x = rows[:4]
     body = {
         "inputs": [{"name": "x", "shape": [4, 64], "datatype": "FP32", "data": _flat(x)}],
@@ -273,7 +289,13 @@ BAD_REQUESTS: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("unknown_datatype", "", _tensor(datatype="FLOAT32"), 400, "'FLOAT32' is not a v2 datatype"),
     ("string_in_fp32", "", _tensor(data=["0.5"] * 128), 400, "FP32 data must be numbers, found str '0.5'"),
     ("bool_in_fp32", "", _tensor(data=[True] * 128), 400, "found bool True"),
-    ("fraction_in_int32", "", _tensor(datatype="INT32", data=[1.5] * 128), 400, "INT32 data must be integers"),
+    (
+        "fraction_in_int32",
+        "",
+        _tensor(datatype="INT32", data=[1.5] * 128),
+        400,
+        "INT32 data must be integers",
+    ),
     ("int8_overflow", "", _tensor(datatype="INT8", data=[300] * 128), 400, "outside INT8's range"),
     ("shape_vs_data", "", _tensor(data=[0.5] * 127), 400, "shape [2, 64] needs 128 values, data holds 127"),
     ("nested_vs_shape", "", _tensor(data=[[0.5] * 64] * 3), 400, "nested data has shape [3, 64]"),
@@ -283,18 +305,48 @@ BAD_REQUESTS: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("one_row_1d", "", _tensor(shape=[64], data=[0.5] * 64), 400, "expected a 2-D array"),
     ("no_rows", "", _tensor(shape=[0, 64], data=[]), 400, "no rows to predict"),
     ("value_range", "", _tensor(data=[7.0] * 128), 400, "outside the model's value range"),
-    ("nan_literal", "", b'{"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [NaN'
-     + b", 0.5" * 63 + b"]}]}", 400, "NaN is not allowed"),
+    (
+        "nan_literal",
+        "",
+        b'{"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [NaN'
+        + b", 0.5" * 63
+        + b"]}]}",
+        400,
+        "NaN is not allowed",
+    ),
     ("fp16_overflow", "", _tensor(datatype="FP16", data=[1e6] * 128), 400, "infinity"),
-    ("unknown_input", "", _tensor(name="input"), 400, "unknown input 'input': the model's input is named 'x'"),
+    (
+        "unknown_input",
+        "",
+        _tensor(name="input"),
+        400,
+        "unknown input 'input': the model's input is named 'x'",
+    ),
     ("two_inputs", "", {"inputs": [_tensor()["inputs"][0]] * 2}, 400, "a list of one tensor"),  # type: ignore[index]
     ("no_inputs", "", {"id": "1"}, 400, '"inputs" must be a list'),
     ("unknown_output", "", {**_tensor(), "outputs": [{"name": "probs"}]}, 400, "unknown output 'probs'"),
-    ("bad_classification", "", {**_tensor(), "outputs": [{"name": "logits", "parameters": {"classification": 0}}]},
-     400, "classification must be a positive integer"),
+    (
+        "bad_classification",
+        "",
+        {**_tensor(), "outputs": [{"name": "logits", "parameters": {"classification": 0}}]},
+        400,
+        "classification must be a positive integer",
+    ),
     ("id_not_string", "", {**_tensor(), "id": 5}, 400, '"id" must be a string'),
-    ("binary_input", "", _tensor(parameters={"binary_data_size": 512}), 400, "binary tensor data is not supported"),
-    ("missing_data", "", {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32"}]}, 400, '"data" is missing'),
+    (
+        "binary_input",
+        "",
+        _tensor(parameters={"binary_data_size": 512}),
+        400,
+        "binary tensor data is not supported",
+    ),
+    (
+        "missing_data",
+        "",
+        {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32"}]},
+        400,
+        '"data" is missing',
+    ),
     ("not_json", "", b"{inputs:", 400, "not valid JSON"),
     ("not_an_object", "", b"[1, 2]", 400, "must be a JSON object"),
     ("empty_body", "", b"", 400, "the request body is empty"),
@@ -382,3 +434,48 @@ def test_v2_requests_follow_the_slots_split_and_shadow(
         assert answered.json()["model_version"] == "3"
     stats = slot.shadow_stats()
     assert stats is not None and stats.rows == 5 and stats.errors == 0
+
+
+@pytest.fixture(scope="module")
+def fuzzed(releases: tuple[VerifiedBundle, VerifiedBundle]) -> Iterator[TestClient]:
+    app = create_serving_app(ModelSlot(_runtime(releases[0])), batching=False, max_body_bytes=BODY_LIMIT)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=20,
+)
+_TENSORS = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["x", "input"]) | _JSON,
+        "shape": st.lists(st.integers(-2, 70), max_size=4) | _JSON,
+        "datatype": st.sampled_from(["FP32", "FP64", "INT8", "UINT64", "BOOL", "BYTES", "BF16"]) | _JSON,
+        "data": st.lists(st.floats(-1e40, 1e40) | st.integers(-(2**70), 2**70), max_size=140) | _JSON,
+    },
+    optional={"parameters": _JSON},
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+)
+@given(
+    body=st.fixed_dictionaries(
+        {"inputs": st.lists(_TENSORS, min_size=0, max_size=2)},
+        optional={"id": _JSON, "outputs": _JSON, "parameters": _JSON},
+    )
+)
+def test_any_v2_body_for_the_served_model_is_answered_without_a_server_error(
+    fuzzed: TestClient, body: dict[str, object]
+) -> None:
+    response = fuzzed.post(f"/v2/models/{NAME}/infer", json=body)
+
+    assert response.status_code in (200, 400), response.text
+    assert response.status_code == 200 or set(response.json()) == {"error"}
