@@ -8,10 +8,13 @@ metrics. What v2 adds is only the tensor codec:
 
 - ``inputs``: exactly one tensor named as the model's input, ``shape`` ``[batch, *input_shape]``,
   a numeric ``datatype`` (``FP32``; ``FP16``/``FP64``/``INT*``/``UINT*`` are converted to float32,
-  their values checked against the type), ``data`` flat (row-major) or nested;
+  their values checked against the type), ``data`` flat (row-major) or nested, or binary after the
+  JSON header (``parameters.binary_data_size``, Triton's binary tensor data extension: the header's
+  length in ``Inference-Header-Content-Length``);
 - ``outputs`` (optional): the outputs wanted, by name; ``parameters.classification: k`` answers the
   top ``k`` classes as ``BYTES`` ``"score:index:label"`` (Triton's classification extension);
-  ``binary_data`` hints are answered in JSON, which Triton's client also reads;
+  ``parameters.binary_data`` (or the request's ``binary_data_output``) answers the values as binary
+  after the JSON header;
 - ``id`` is echoed.
 
 The model is named by the release it serves: the manifest's identity (``digits`` version ``3``).
@@ -61,7 +64,9 @@ except ImportError:  # pragma: no cover - orjson is a dependency
 __all__ = ["DATATYPES", "PLATFORM", "ModelIdentity", "model_identity", "mount_oip"]
 
 PLATFORM = "onnxruntime_onnx"
-EXTENSIONS = ["classification"]
+EXTENSIONS = ["binary_tensor_data", "classification"]
+# Binary tensor data extension: the JSON header's length; binary tensors follow it in the body.
+HEADER_LENGTH = "inference-header-content-length"
 RunModel = Callable[[ModelRuntime, np.ndarray], Awaitable[np.ndarray]]
 ReadBody = Callable[[Request], Awaitable[bytes]]
 
@@ -238,8 +243,25 @@ def _shape(tensor: dict[str, Any], name: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _decode_input(tensor: Any, runtime: ModelRuntime, input_name: str) -> np.ndarray:
-    """One v2 input tensor as an array of its declared shape and datatype (values checked)."""
+def _split_binary(body: bytes, declared: str | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tensor data after it (binary tensor data extension)."""
+    if declared is None:
+        return body, b""
+    if not declared.isdigit() or int(declared) > len(body):
+        raise OipRequestError(
+            f"Inference-Header-Content-Length {declared!r:.40} is not a length within the "
+            f"{len(body)}-byte body",
+            reason="binary_data",
+        )
+    return body[: int(declared)], body[int(declared) :]
+
+
+def _decode_input(tensor: Any, input_name: str, binary: bytes = b"") -> np.ndarray:
+    """One v2 input tensor as an array of its declared shape and datatype (values checked).
+
+    The values are ``data`` (flat or nested JSON) or, with ``parameters.binary_data_size``, the
+    ``binary`` bytes after the JSON header (little-endian, row-major).
+    """
     if not isinstance(tensor, dict):
         raise OipRequestError(
             "each input must be an object {name, shape, datatype, data}", reason="invalid_request"
@@ -260,17 +282,21 @@ def _decode_input(tensor: Any, runtime: ModelRuntime, input_name: str) -> np.nda
             reason="datatype",
         )
     shape = _shape(tensor, name)
+    want = math.prod(shape)
     params = tensor.get("parameters") or {}
-    if isinstance(params, dict) and "binary_data_size" in params:
+    if not isinstance(params, dict):
+        raise OipRequestError(f'input {name!r}: "parameters" must be an object', reason="invalid_request")
+    if "binary_data_size" in params:
+        return _binary_values(params["binary_data_size"], binary, name, datatype, shape)
+    if binary:
         raise OipRequestError(
-            f'input {name!r}: binary tensor data is not supported; send the values in "data" '
-            "(tritonclient: set_data_from_numpy(x, binary_data=False))",
+            f"{len(binary)} bytes of binary data follow the JSON header, but input {name!r} declares no "
+            "binary_data_size",
             reason="binary_data",
         )
     if "data" not in tensor:
         raise OipRequestError(f'input {name!r}: "data" is missing', reason="missing_data")
     data = tensor["data"]
-    want = math.prod(shape)
     if not isinstance(data, list):
         data = [data]
     if data and isinstance(data[0], list):  # nested: its own shape must be the declared one
@@ -288,6 +314,24 @@ def _decode_input(tensor: Any, runtime: ModelRuntime, input_name: str) -> np.nda
             )
         arr = _as_values(data, name, datatype).reshape(shape)
     return _typed(arr, name, datatype)
+
+
+def _binary_values(size: Any, binary: bytes, name: str, datatype: str, shape: tuple[int, ...]) -> np.ndarray:
+    dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
+    need = math.prod(shape) * dtype.itemsize
+    if type(size) is not int or size != len(binary):
+        raise OipRequestError(
+            f"input {name!r}: binary_data_size {size!r:.40}, but {len(binary)} bytes follow the JSON header "
+            "(send the header's length in Inference-Header-Content-Length)",
+            reason="binary_data",
+        )
+    if size != need:
+        raise OipRequestError(
+            f"input {name!r}: shape {list(shape)} of {datatype} needs {need} bytes, "
+            f"binary_data_size is {size}",
+            reason="data_length",
+        )
+    return np.frombuffer(binary, dtype=dtype).reshape(shape)
 
 
 def _as_values(data: list[Any], name: str, datatype: str) -> np.ndarray:
@@ -334,11 +378,30 @@ def _typed(arr: np.ndarray, name: str, datatype: str) -> np.ndarray:
         return arr.astype(target)
 
 
-def _requested_outputs(doc: dict[str, Any], output_name: str) -> int | None:
-    """Check the requested outputs; the classification ``k`` asked for, if any."""
+@dataclass(frozen=True)
+class _OutputRequest:
+    classification: int | None = None  # top-k classes as BYTES, Triton's classification extension
+    binary: bool = False  # answer the values as binary data after the JSON header
+
+
+def _flag(params: dict[str, Any], key: str, default: bool) -> bool:
+    value = params.get(key, default)
+    if type(value) is not bool:
+        raise OipRequestError(
+            f'parameter "{key}" must be true or false, got {value!r:.40}', reason="invalid_request"
+        )
+    return value
+
+
+def _requested_outputs(doc: dict[str, Any], output_name: str) -> _OutputRequest:
+    """Check the requested outputs: classification ``k`` and binary answer, if asked for."""
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise OipRequestError('"parameters" must be an object', reason="invalid_request")
+    binary = _flag(params, "binary_data_output", False)
     outputs = doc.get("outputs")
     if outputs is None:
-        return None
+        return _OutputRequest(None, binary)
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise OipRequestError('"outputs" must be a list of {"name": ...}', reason="invalid_request")
     k: int | None = None
@@ -351,6 +414,7 @@ def _requested_outputs(doc: dict[str, Any], output_name: str) -> int | None:
         params = wanted.get("parameters") or {}
         if not isinstance(params, dict):
             raise OipRequestError('an output\'s "parameters" must be an object', reason="invalid_request")
+        binary = _flag(params, "binary_data", binary)
         if "classification" in params:
             k = params["classification"]
             if type(k) is not int or k < 1:
@@ -358,7 +422,7 @@ def _requested_outputs(doc: dict[str, Any], output_name: str) -> int | None:
                     f"output {output_name!r}: classification must be a positive integer, got {k!r:.40}",
                     reason="invalid_request",
                 )
-    return k
+    return _OutputRequest(k, binary)
 
 
 def _classification(out: np.ndarray, k: int, runtime: ModelRuntime) -> dict[str, Any]:
@@ -373,6 +437,17 @@ def _classification(out: np.ndarray, k: int, runtime: ModelRuntime) -> dict[str,
         for i in top[r].tolist()
     ]
     return {"shape": [len(scores), k], "datatype": "BYTES", "data": data}
+
+
+def _binary_tensor(tensor: dict[str, Any]) -> bytes:
+    """Move ``tensor["data"]`` out as binary: little-endian values, or BYTES as 4-byte length + bytes."""
+    data = tensor.pop("data")
+    if tensor["datatype"] == "BYTES":
+        raw = b"".join(len(b).to_bytes(4, "little") + b for b in (str(v).encode() for v in data))
+    else:
+        raw = np.ascontiguousarray(data, dtype=np.dtype(np.float32).newbyteorder("<")).tobytes()
+    tensor["parameters"] = {"binary_data_size": len(raw)}
+    return raw
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -513,7 +588,8 @@ def mount_oip(
                     'the request body is empty: send {"inputs": [{"name", "shape", "datatype", "data"}]}',
                     reason="empty_body",
                 ) from exc
-            doc = _parse_document(body)
+            header, binary = _split_binary(body, request.headers.get(HEADER_LENGTH))
+            doc = _parse_document(header)
             input_io, output_io = _tensor_io(runtime, "inputs"), _tensor_io(runtime, "outputs")
             inputs = doc.get("inputs")
             if not isinstance(inputs, list) or len(inputs) != 1:
@@ -525,8 +601,8 @@ def mount_oip(
             request_id = doc.get("id")
             if request_id is not None and not isinstance(request_id, str):
                 raise OipRequestError('"id" must be a string', reason="invalid_request")
-            k = _requested_outputs(doc, output_io["name"])
-            x = runtime.validate(_decode_input(inputs[0], runtime, input_io["name"]))
+            wanted = _requested_outputs(doc, output_io["name"])
+            x = runtime.validate(_decode_input(inputs[0], input_io["name"], binary))
             out = await run(runtime, x)
         except FedgeError as exc:
             if isinstance(exc, RequestRejectedError | InputRejectedError):
@@ -537,16 +613,25 @@ def mount_oip(
         metrics.record_request(status=200, version=label, seconds=time.perf_counter() - started)
         identity = model_identity(runtime)
         tensor: dict[str, Any] = {"name": output_io["name"]}
-        if k is None:
+        if wanted.classification is None:
             tensor.update(shape=list(out.shape), datatype="FP32", data=np.ravel(out))
         else:
-            tensor.update(_classification(out, k, runtime))
+            tensor.update(_classification(out, wanted.classification, runtime))
+        raw = _binary_tensor(tensor) if wanted.binary else b""
         answer: dict[str, Any] = {"model_name": identity.name, "model_version": identity.version}
         if request_id is not None:
             answer["id"] = request_id
         answer["outputs"] = [tensor]
         task = BackgroundTask(slot.run_shadow, route, x, out) if route.shadow is not None else None
-        return Response(_dumps(answer), media_type="application/json", background=task)
+        encoded = _dumps(answer)
+        if not wanted.binary:
+            return Response(encoded, media_type="application/json", background=task)
+        return Response(
+            encoded + raw,
+            media_type="application/octet-stream",
+            headers={HEADER_LENGTH: str(len(encoded))},
+            background=task,
+        )
 
     @app.get("/v2/models/{name}", tags=["v2"])
     async def model_metadata(name: str) -> Response:

@@ -175,23 +175,120 @@ def test_a_v2_client_request_gets_the_outputs_v1_predict_gives(
     np.testing.assert_array_equal(np.asarray(out["data"], dtype=np.float32).reshape(out["shape"]), v1)
 
 
-def test_versioned_infer_and_a_binary_output_hint_answer_in_json(server: Served, rows: np.ndarray) -> None:
+def test_versioned_infer_answers_from_that_version(server: Served, rows: np.ndarray) -> None:
     x = rows[:3]
-    # tritonclient without requested outputs asks for binary outputs; JSON is what its parser also reads
-    body = {
-        "inputs": [{"name": "x", "shape": [3, 64], "datatype": "FP32", "data": _flat(x)}],
-        "parameters": {"binary_data_output": True},
-    }
+    body = {"inputs": [{"name": "x", "shape": [3, 64], "datatype": "FP32", "data": _flat(x)}]}
 
     response = _v2(server, body, f"/v2/models/{NAME}/versions/3/infer")
 
     assert response.status_code == 200, response.text
-    assert "id" not in response.json()
+    assert "id" not in response.json() and response.json()["model_version"] == "3"
     [out] = response.json()["outputs"]
     np.testing.assert_array_equal(
         np.asarray(out["data"], dtype=np.float32).reshape(3, 10),
         np.asarray(_v1(server, x)["outputs"], dtype=np.float32),
     )
+
+
+def _triton_binary_request(
+    x: np.ndarray, outputs: list[dict[str, Any]] | None
+) -> tuple[bytes, dict[str, str]]:
+    """What tritonclient.http sends by default: set_data_from_numpy(x) (binary_data=True); with no
+    requested outputs it asks for all of them in binary (``binary_data_output``)."""
+    raw = x.astype("<f4").tobytes()
+    header: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": list(x.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ]
+    }
+    if outputs is None:
+        header["parameters"] = {"binary_data_output": True}
+    else:
+        header["outputs"] = outputs
+    encoded = json.dumps(header).encode()
+    return encoded + raw, {
+        "Inference-Header-Content-Length": str(len(encoded)),
+        "Content-Type": "application/octet-stream",
+    }
+
+
+def _triton_binary_response(response: httpx.Response) -> tuple[dict[str, Any], bytes]:
+    """Split a binary answer as tritonclient's InferResult does: JSON header, then the tensors."""
+    length = int(response.headers["inference-header-content-length"])
+    return json.loads(response.content[:length]), response.content[length:]
+
+
+@pytest.mark.parametrize("outputs", ["default", "classification"])
+def test_binary_tensors_as_tritonclient_sends_them_by_default(
+    server: Served, rows: np.ndarray, outputs: str
+) -> None:
+    x = rows[:4]
+    wanted = (
+        None
+        if outputs == "default"
+        else [{"name": "logits", "parameters": {"binary_data": True, "classification": 1}}]
+    )
+    body, headers = _triton_binary_request(x, wanted)
+
+    response = server.http.post(f"/v2/models/{NAME}/infer", content=body, headers=headers)
+
+    assert response.status_code == 200, response.text
+    doc, raw = _triton_binary_response(response)
+    [out] = doc["outputs"]
+    assert out["parameters"] == {"binary_data_size": len(raw)} and "data" not in out
+    v1 = _v1(server, x)
+    if outputs == "default":
+        assert out["datatype"] == "FP32" and out["shape"] == [4, 10]
+        np.testing.assert_array_equal(
+            np.frombuffer(raw, dtype="<f4").reshape(4, 10), np.asarray(v1["outputs"], dtype=np.float32)
+        )
+    else:  # BYTES: each element a 4-byte little-endian length, then its bytes
+        assert out["datatype"] == "BYTES" and out["shape"] == [4, 1]
+        labels, at = [], 0
+        while at < len(raw):
+            size = int.from_bytes(raw[at : at + 4], "little")
+            labels.append(raw[at + 4 : at + 4 + size].decode().split(":")[2])
+            at += 4 + size
+        assert labels == v1["labels"]
+
+
+BINARY_ERRORS = [
+    ("header_past_body", {"Inference-Header-Content-Length": "999999"}, None, "not a length within"),
+    ("header_not_a_number", {"Inference-Header-Content-Length": "12a"}, None, "not a length within"),
+    ("size_vs_bytes", {}, 100, "binary_data_size 100, but 512 bytes follow"),
+    ("size_vs_shape", {}, "shape", "needs 512 bytes, binary_data_size is 256"),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "size", "message"),
+    [case[1:] for case in BINARY_ERRORS],
+    ids=[case[0] for case in BINARY_ERRORS],
+)
+def test_bad_binary_tensors_get_a_400_naming_what_was_wrong(
+    server: Served, rows: np.ndarray, headers: dict[str, str], size: int | str | None, message: str
+) -> None:
+    x = rows[:2]
+    body, sent = _triton_binary_request(x, None)
+    if size is not None:
+        header = json.loads(body[: int(sent["Inference-Header-Content-Length"])])
+        if size == "shape":  # the bytes of one row, the shape of two
+            x = x[:1]
+            header["inputs"][0]["parameters"]["binary_data_size"] = x.nbytes
+        else:
+            header["inputs"][0]["parameters"]["binary_data_size"] = size
+        encoded = json.dumps(header).encode()
+        body = encoded + (x.astype("<f4").tobytes() if size == "shape" else rows[:2].astype("<f4").tobytes())
+        sent["Inference-Header-Content-Length"] = str(len(encoded))
+    response = server.http.post(f"/v2/models/{NAME}/infer", content=body, headers={**sent, **headers})
+
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
 
 
 @pytest.mark.parametrize("datatype", ["FP64", "FP16", "INT32", "UINT8"])
@@ -334,11 +431,11 @@ BAD_REQUESTS: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ),
     ("id_not_string", "", {**_tensor(), "id": 5}, 400, '"id" must be a string'),
     (
-        "binary_input",
+        "binary_without_header",
         "",
         _tensor(parameters={"binary_data_size": 512}),
         400,
-        "binary tensor data is not supported",
+        "binary_data_size 512, but 0 bytes follow",
     ),
     (
         "missing_data",
