@@ -8,8 +8,12 @@ through the same slot (A/B split, shadow), metrics and drift counting as ``/v1``
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -29,13 +33,15 @@ from hypothesis import strategies as st
 
 from edge import ModelRuntime, ModelSlot, ServingMetrics, create_serving_app
 from edge.observe import ObservedRuntime
-from fedge.crypto import generate_private_key
+from edge.state import EdgeState, VersionRecord
+from fedge.crypto import generate_private_key, save_public_key
 from fedge.release_format import ReleaseIdentity, VerifiedBundle, verify_bundle
 from fedge.tasks import TaskConfig, get_task
 from registry import ModelVersionCreate, export_onnx, manifest_preprocessing
 from registry.bundle import bind_identity, prepare_release, write_bundle
 
 NAME = "digits"
+ROOT = Path(__file__).resolve().parents[2]
 BODY_LIMIT = 64 * 1024
 
 
@@ -84,13 +90,19 @@ def _release(folder: Path, version: int, seed: int) -> VerifiedBundle:
         signature=release.signature,
         files=release.files,
     )
+    save_public_key(key.public_key(), folder / f"v{version}.pub")
     return verify_bundle(path, key.public_key())
 
 
 @pytest.fixture(scope="module")
-def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[VerifiedBundle, VerifiedBundle]:
-    folder = tmp_path_factory.mktemp("oip")
-    return _release(folder, 3, seed=0), _release(folder, 4, seed=1)
+def release_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the releases are written: ``v3.bundle`` and its key ``v3.pub``, ``v4.*``."""
+    return tmp_path_factory.mktemp("oip")
+
+
+@pytest.fixture(scope="module")
+def releases(release_folder: Path) -> tuple[VerifiedBundle, VerifiedBundle]:
+    return _release(release_folder, 3, seed=0), _release(release_folder, 4, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -576,3 +588,62 @@ def test_any_v2_body_for_the_served_model_is_answered_without_a_server_error(
 
     assert response.status_code in (200, 400), response.text
     assert response.status_code == 200 or set(response.json()) == {"error"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_a_real_fedge_edge_run_answers_v2_like_v1(
+    releases: tuple[VerifiedBundle, VerifiedBundle], release_folder: Path, rows: np.ndarray, tmp_path: Path
+) -> None:
+    """``fedge edge run`` serving its stored release (registry unreachable) answers v2 as /v1."""
+    bundle = (release_folder / "v3.bundle").read_bytes()
+    state = EdgeState(tmp_path / "state")
+    state.save_bundle(NAME, 3, bundle)
+    state.activate(VersionRecord(NAME, 3, 3, hashlib.sha256(bundle).hexdigest()))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "fedge.cli.main", "edge", "run",
+            "--registry", f"http://127.0.0.1:{_free_port()}",  # nothing listens there
+            "--public-key", str(release_folder / "v3.pub"),
+            "--dir", str(tmp_path / "state"),
+            "--port", str(port),
+            "--poll-interval", "5",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "fedge edge run never became ready"
+                try:
+                    if http.get("/v2/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+            x = rows[:2]
+            v2 = http.post(f"/v2/models/{NAME}/infer", content=_triton_body(x))
+            v1 = http.post("/v1/predict", json={"rows": x.tolist()})
+            meta = http.get(f"/v2/models/{NAME}").json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    assert v2.status_code == 200, v2.text
+    assert meta["versions"] == ["3"] and meta["inputs"][0]["shape"] == [-1, 64]
+    [out] = v2.json()["outputs"]
+    np.testing.assert_array_equal(
+        np.asarray(out["data"], dtype=np.float32).reshape(out["shape"]),
+        np.asarray(v1.json()["outputs"], dtype=np.float32),
+    )
