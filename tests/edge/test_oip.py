@@ -647,3 +647,35 @@ def test_a_real_fedge_edge_run_answers_v2_like_v1(
         np.asarray(out["data"], dtype=np.float32).reshape(out["shape"]),
         np.asarray(v1.json()["outputs"], dtype=np.float32),
     )
+
+
+def test_v1_labels_fall_back_to_the_class_index_when_the_manifest_names_no_classes(
+    releases: tuple[VerifiedBundle, VerifiedBundle], rows: np.ndarray
+) -> None:
+    verified = releases[0]
+    manifest = json.loads(json.dumps(verified.manifest))
+    prep = manifest["preprocessing"]
+    assert prep["target"]["kind"] == "multiclass" and len(prep["target"]["class_names"]) == 10
+    named = ModelRuntime.from_verified(verified, "fp32", f"{NAME}:3")
+    prep["target"]["class_names"] = []
+    prep.pop("classes", None)
+    unnamed = ModelRuntime(
+        model_bytes=verified.files["model.onnx"],
+        manifest=manifest,
+        precision="fp32",
+        version_label=f"{NAME}:3",
+        signer_key_id=verified.key_id,
+    )
+    x = rows[:5]
+    with _served_app(ModelSlot(named)) as served:
+        with_names = _v1(served, x)
+    with _served_app(ModelSlot(unnamed)) as served:
+        without = _v1(served, x)
+
+    argmax = np.argmax(np.asarray(without["outputs"]), axis=1)
+    assert without["labels"] == [str(i) for i in argmax.tolist()]
+    assert with_names["labels"] == [prep_name(verified, i) for i in argmax.tolist()]
+
+
+def prep_name(verified: VerifiedBundle, index: int) -> str:
+    return str(verified.manifest["preprocessing"]["target"]["class_names"][index])
