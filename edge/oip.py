@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,9 @@ DATATYPES: dict[str, type[np.generic]] = {
 _ALL_DATATYPES = ("BOOL", *DATATYPES, "BF16", "BYTES")
 _NP_TO_V2 = {np.dtype(t).name: name for name, t in DATATYPES.items()}
 _MAX_DIMS = 32
+# What each runtime is called and takes, found once (weakly held: swapped-out runtimes are freed).
+_IDENTITIES: weakref.WeakKeyDictionary[ModelRuntime, ModelIdentity] = weakref.WeakKeyDictionary()
+_TENSORS: weakref.WeakKeyDictionary[ModelRuntime, dict[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
 class OipRequestError(RequestRejectedError):
@@ -115,7 +119,15 @@ def model_identity(runtime: ModelRuntime) -> ModelIdentity:
 
     A release signed for a registry version carries ``identity`` (``digits``, ``3``); an older or
     draft bundle falls back to its version label ``name:number`` or the manifest's model name.
+    Found once per runtime (a runtime's manifest does not change).
     """
+    known = _IDENTITIES.get(runtime)
+    if known is None:
+        known = _IDENTITIES[runtime] = _find_identity(runtime)
+    return known
+
+
+def _find_identity(runtime: ModelRuntime) -> ModelIdentity:
     try:
         identity = ReleaseIdentity.from_manifest(runtime.manifest)
     except FedgeError:
@@ -131,6 +143,13 @@ def model_identity(runtime: ModelRuntime) -> ModelIdentity:
 
 def _tensor_io(runtime: ModelRuntime, kind: str) -> dict[str, Any]:
     """The model's first input or output as the manifest's ``io`` declares it (v2 metadata form)."""
+    known = _TENSORS.setdefault(runtime, {})
+    if kind not in known:
+        known[kind] = _find_tensor_io(runtime, kind)
+    return known[kind]
+
+
+def _find_tensor_io(runtime: ModelRuntime, kind: str) -> dict[str, Any]:
     entries = (runtime.manifest.get("io") or {}).get(kind) or []
     entry = entries[0] if entries and isinstance(entries[0], dict) else {}
     default = "input" if kind == "inputs" else "output"
