@@ -162,14 +162,9 @@ def _find_tensor_io(runtime: ModelRuntime, kind: str) -> dict[str, Any]:
     return {"name": str(entry.get("name") or default), "datatype": datatype, "shape": shape}
 
 
-def _loaded(slot: ModelSlot) -> list[ModelRuntime]:
-    """The runtimes that can answer: the primary, then a split secondary (a shadow never answers)."""
-    return slot.answering()
-
-
 def _versions_of(slot: ModelSlot, name: str) -> list[ModelRuntime]:
     """The loaded runtimes of model ``name``; raise 404 (503 with none loaded) otherwise."""
-    loaded = _loaded(slot)
+    loaded = slot.answering()  # the primary, then a split secondary (a shadow never answers)
     if not loaded:
         raise ModelNotLoadedError("no model is loaded yet: the edge agent has not activated one")
     found = [rt for rt in loaded if model_identity(rt).name == name]
