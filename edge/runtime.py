@@ -164,14 +164,17 @@ class ModelRuntime:
         return self.predict(self.validate(x))
 
     def labels(self, outputs: np.ndarray) -> list[str] | None:
-        """The predicted class label of each output row (classification); ``None`` for regression."""
-        if (
-            not self.class_names
-            or self.target_kind == "regression"
-            or outputs.shape[-1] != len(self.class_names)
-        ):
+        """The predicted class label of each output row (classification); ``None`` for regression.
+
+        Labels are the manifest's class names; a classifier whose manifest names no classes (or
+        not one per output) is answered with the class index as a string.
+        """
+        classifier = self.target_kind in ("binary", "multiclass") or bool(self.class_names)
+        if not classifier or self.target_kind == "regression" or outputs.ndim != 2 or outputs.shape[-1] < 2:
             return None
         names = self.class_names
+        if len(names) != outputs.shape[-1]:
+            return [str(i) for i in outputs.argmax(-1).tolist()]
         return [names[i] for i in outputs.argmax(-1).tolist()]
 
     def validate(self, x: Any) -> np.ndarray:

@@ -4,6 +4,7 @@
 of features, or N-d tensors such as ``[batch, 1, 28, 28]``) or a float32 ``.npy`` array of that
 shape; it answers ``{"outputs", "version", "precision"}`` plus, for classification models, the
 predicted class ``labels`` named by the manifest (a ``.npy`` request gets the outputs as ``.npy``).
+The Open Inference Protocol's ``/v2`` routes (:mod:`edge.oip`) answer through the same model call.
 
 Bodies are read raw (never through a pydantic model: parsing with orjson is much faster) with the
 size limit enforced while reading. Every refusal is a :class:`~fedge.errors.FedgeError` rendered by
@@ -30,6 +31,7 @@ from starlette.background import BackgroundTask
 
 from edge.batching import MicroBatcher
 from edge.metrics import METRICS_CONTENT_TYPE, ServingMetrics
+from edge.oip import mount_oip
 from edge.runtime import InputRejectedError, ModelRuntime
 from edge.slot import ModelSlot, Route
 from fedge.errors import (
@@ -267,6 +269,8 @@ def create_serving_app(
     async def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
+    # The Open Inference Protocol (KServe v2 / Triton HTTP): same slot, model call and body limit.
+    mount_oip(app, slot, metrics=metrics, run=_run, read_body=lambda r: _read_body(r, max_body_bytes))
     return app
 
 

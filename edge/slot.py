@@ -168,6 +168,15 @@ class ModelSlot:
         if self.metrics is not None:
             self.metrics.record_shadow(shadow.version_label, agreed=agreed, disagreed=len(x) - agreed)
 
+    def answering(self) -> list[ModelRuntime]:
+        """The runtimes that may answer a request: the primary, then a split secondary (not a shadow)."""
+        primary, secondary = self._primary, self._secondary
+        if primary is None:
+            return []
+        if secondary is not None and secondary.mode == "split" and secondary.runtime is not primary:
+            return [primary, secondary.runtime]
+        return [primary]
+
     def secondary_info(self) -> dict[str, Any] | None:
         """The secondary runtime, its mode, weight and (shadow) agreement so far."""
         secondary = self._secondary
