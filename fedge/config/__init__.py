@@ -27,6 +27,7 @@ from fedge.config.validation import (
     validate_drift_settings,
     validate_strategy,
 )
+from fedge.config.webhooks import WEBHOOK_EVENTS, WebhookConfig, validate_webhooks
 
 __all__ = [
     "CONFIG_DIR",
@@ -48,6 +49,8 @@ __all__ = [
     "StrategyConfig",
     "TaskConfig",
     "UpdateValidationConfig",
+    "WEBHOOK_EVENTS",
+    "WebhookConfig",
     "default_gates",
     "gates_from_dict",
     "load_config",
@@ -55,4 +58,5 @@ __all__ = [
     "validate_config",
     "validate_drift_settings",
     "validate_strategy",
+    "validate_webhooks",
 ]
