@@ -11,7 +11,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from coordinator.api import audit_routes, device_routes, drift_routes, operations, registry_routes
+from coordinator.api import (
+    audit_routes,
+    device_routes,
+    drift_routes,
+    operations,
+    registry_routes,
+    webhook_routes,
+)
 from coordinator.api.deps import RunConfigLoader, Viewer
 from coordinator.auth import TokenStore
 from coordinator.deployment.deployment import Deployment
@@ -23,7 +30,7 @@ from coordinator.telemetry_limits import TelemetryLimiter, TelemetryLimits
 from fedge.config import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, RateLimitedError
 from fedge.http_limits import RequestGuard, RequestLimits
-from registry import RegistryConfig, open_engine, open_registry
+from registry import RegistryConfig, WebhookDeliveryStore, open_engine, open_registry
 
 __all__ = ["CoordinatorSettings", "create_app"]
 
@@ -88,6 +95,7 @@ def create_app(
     app.state.aliases = list(settings.registry.aliases)
     app.state.device_reports = reports
     app.state.drift = drift
+    app.state.webhook_deliveries = WebhookDeliveryStore(engines[registry_url])
     app.state.telemetry = TelemetryLimiter(settings.telemetry)
     app.state.deployment = deployment
     app.state.load_run_config = load_run_config
@@ -111,6 +119,7 @@ def create_app(
     app.include_router(operations.router, prefix=API_PREFIX)
     app.include_router(drift_routes.router, prefix=f"{API_PREFIX}/drift")
     app.include_router(device_routes.router, prefix=f"{API_PREFIX}/edge")
+    app.include_router(webhook_routes.router, prefix=f"{API_PREFIX}/webhooks")
 
     def nodes_online() -> int:
         if deployment is None:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,43 +20,10 @@ from registry import (
     open_registry,
     promote,
 )
+from tests.webhook_receiver import Receiver, receiver  # noqa: F401 (the fixture)
 
 SECRET = "s3cret-for-tests"
 SECRET_ENV = "FEDGE_TEST_WEBHOOK_SECRET"
-
-
-@dataclass
-class Receiver:
-    """An HTTP server on 127.0.0.1 recording every POST; answers ``codes`` in turn, then 200."""
-
-    codes: list[int] = field(default_factory=list)
-    received: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            rec.received.append({"headers": dict(self.headers), "body": body, "path": self.path})
-            code = rec.codes.pop(0) if rec.codes else 200
-            self.send_response(code)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield rec
-    server.shutdown()
-    server.server_close()
 
 
 def open_hooked(tmp_path: Path, url: str, events: list[str] | None = None) -> Registry:
