@@ -17,6 +17,7 @@ from coordinator.api import (
     drift_routes,
     operations,
     registry_routes,
+    report_routes,
     webhook_routes,
 )
 from coordinator.api.deps import RunConfigLoader, Viewer
@@ -120,6 +121,7 @@ def create_app(
     app.include_router(drift_routes.router, prefix=f"{API_PREFIX}/drift")
     app.include_router(device_routes.router, prefix=f"{API_PREFIX}/edge")
     app.include_router(webhook_routes.router, prefix=f"{API_PREFIX}/webhooks")
+    app.include_router(report_routes.router, prefix=API_PREFIX)
 
     def nodes_online() -> int:
         if deployment is None:
