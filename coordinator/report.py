@@ -122,8 +122,9 @@ def _signer(registry: Registry, version: ModelVersion) -> dict[str, Any]:
 # --- rendering ------------------------------------------------------------------------------------
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;color:#1f2328;margin:2rem auto;max-width:1100px;padding:0 1rem}
-h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;color:#1f2328;margin:2rem auto;
+max-width:1100px;padding:0 1rem}h1{font-size:1.5rem;margin-bottom:.2rem}
+h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
 h3{font-size:1rem}.muted{color:#59636e}table{border-collapse:collapse;margin:.5rem 0;width:100%}
 th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}th{background:#f6f8fa}
 td.num{text-align:right;font-variant-numeric:tabular-nums}code{font-size:12px;word-break:break-all}
@@ -199,8 +200,8 @@ def _chart(title: str, checkpoints: Sequence[Checkpoint], series: Sequence[str])
         return top + (1 - (v - v0) / (v1 - v0)) * plot_h
 
     parts = [
-        f'<svg role="img" aria-label="{_e(title)}" data-chart="{_e(title)}" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<svg role="img" aria-label="{_e(title)}" data-chart="{_e(title)}" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
         f'<text x="{left}" y="18" font-weight="600">{_e(title)}</text>',
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#59636e"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#59636e"/>',
@@ -217,7 +218,9 @@ def _chart(title: str, checkpoints: Sequence[Checkpoint], series: Sequence[str])
         parts.append(
             f'<text x="{x(r):.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{r}</text>'
         )
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" font-size="11">round</text>')
+    parts.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" font-size="11">round</text>'
+    )
     for i, (name, pts) in enumerate(lines):
         colour = _COLOURS[i % len(_COLOURS)]
         path = " ".join(f"{x(r):.1f},{y(v):.1f}" for r, v in pts)
@@ -225,7 +228,8 @@ def _chart(title: str, checkpoints: Sequence[Checkpoint], series: Sequence[str])
         for r, v in pts:
             parts.append(
                 f'<circle class="point" data-series="{_e(name)}" data-round="{r}" cx="{x(r):.1f}" '
-                f'cy="{y(v):.1f}" r="3.5" fill="{colour}"><title>{_e(name)} round {r}: {_num(v)}</title></circle>'
+                f'cy="{y(v):.1f}" r="3.5" fill="{colour}">'
+                f"<title>{_e(name)} round {r}: {_num(v)}</title></circle>"
             )
         lx = left + 8 + i * 150
         parts.append(
@@ -256,7 +260,7 @@ def _clients(checkpoints: Sequence[Checkpoint]) -> str:
                 _td(n.get("node_id")),
                 _td(n.get("data_rows"), num=True),
                 _td(n.get("num_examples"), num=True),
-                f'<td><code>{_e(n.get("data_fingerprint", "-"))}</code></td>',
+                f"<td><code>{_e(n.get('data_fingerprint', '-'))}</code></td>",
                 *(_td(evals.get(m), num=True) for m in metric_names),
             ]
         )
@@ -282,29 +286,43 @@ def _clients(checkpoints: Sequence[Checkpoint]) -> str:
 def _version(vr: VersionReport) -> str:
     v = vr.version
     parts = [
-        f"<h2>Version {_e(v.name)}:{v.number} <span class=\"muted\">(id {v.id}; aliases: "
+        f'<h2>Version {_e(v.name)}:{v.number} <span class="muted">(id {v.id}; aliases: '
         f"{_e(', '.join(v.aliases) or 'none')})</span></h2>"
     ]
     metric_rows = [[_td(k), _td(val, num=True)] for k, val in sorted(v.metrics.items())]
-    parts.append(f"<details open><summary>Metrics</summary>{_table(['metric', 'value'], metric_rows)}</details>")
+    parts.append(
+        f"<details open><summary>Metrics</summary>{_table(['metric', 'value'], metric_rows)}</details>"
+    )
     gate_rows = []
     for alias, checks in vr.gates.items():
         verdict = all(c.passed for c in checks)
         for c in checks or []:
             mark = '<span class="pass">passed</span>' if c.passed else '<span class="fail">lacking</span>'
-            gate_rows.append([_td(alias), f'<td class="gate">{_e(c.gate)}</td>', f"<td>{mark}</td>", _td(c.detail)])
+            gate_rows.append(
+                [_td(alias), f'<td class="gate">{_e(c.gate)}</td>', f"<td>{mark}</td>", _td(c.detail)]
+            )
         if not checks:
-            gate_rows.append([_td(alias), _td("(no gate)"), '<td><span class="pass">passed</span></td>', _td("")])
+            gate_rows.append(
+                [_td(alias), _td("(no gate)"), '<td><span class="pass">passed</span></td>', _td("")]
+            )
         gate_rows.append(
             [_td(alias), _td("all gates"), f'<td><span class="{"pass" if verdict else "fail"}">'
              f'{"may take it" if verdict else "may not take it"}</span></td>', _td("")]
         )  # fmt: skip
     parts.append("<h3>Gates</h3>" + _table(["alias", "gate", "verdict", "detail"], gate_rows, cls="gates"))
     if vr.approvals:
-        rows = [[_td(a.alias), _td(a.actor), _td(a.comment), _td(f"{a.created_at:%Y-%m-%d %H:%M}")] for a in vr.approvals]
+        rows = [
+            [_td(a.alias), _td(a.actor), _td(a.comment), _td(f"{a.created_at:%Y-%m-%d %H:%M}")]
+            for a in vr.approvals
+        ]
         parts.append("<h3>Approvals</h3>" + _table(["alias", "by", "comment", "when"], rows))
     files = [
-        [_td(a.kind), _td(a.media_type), _td(a.size, num=True), f"<td><code>sha256:{_e(a.sha256)}</code></td>"]
+        [
+            _td(a.kind),
+            _td(a.media_type),
+            _td(a.size, num=True),
+            f"<td><code>sha256:{_e(a.sha256)}</code></td>",
+        ]
         for a in v.artifacts
     ]
     total = sum(a.size for a in v.artifacts)
@@ -340,7 +358,9 @@ def _version(vr: VersionReport) -> str:
                     _td(f"{w.source}/{w.stream}".strip("/") or "-"),
                     _td(len(w.sites), num=True),
                     _td(w.window_rows, num=True),
-                    f'<td><span class="{"fail" if w.flagged else "pass"}">{"flagged" if w.flagged else "ok"}</span></td>',
+                    '<td><span class="fail">flagged</span></td>'
+                    if w.flagged
+                    else '<td><span class="pass">ok</span></td>',
                     _td(stats or "-"),
                 ]
             )
@@ -357,7 +377,18 @@ def render_run_report(report: RunReport) -> str:
     run = report.run
     title = f"fedge run {run.run_id}"
     summary = _table(
-        ["run", "status", "task", "strategy", "rounds", "mode", "reason", "started", "finished", "config hash"],
+        [
+            "run",
+            "status",
+            "task",
+            "strategy",
+            "rounds",
+            "mode",
+            "reason",
+            "started",
+            "finished",
+            "config hash",
+        ],
         [
             [
                 _td(run.run_id),
@@ -385,14 +416,23 @@ def render_run_report(report: RunReport) -> str:
         [_td(c.round, num=True), *(_td(c.metrics.get(m), num=True) for m in round_metrics)]
         for c in report.checkpoints
     ]
-    config_rows = [[f'<td class="key"><code>{_e(k)}</code></td>', f'<td class="value">{_e(v)}</td>'] for k, v in _flatten(run.config)]
+    config_rows = [
+        [f'<td class="key"><code>{_e(k)}</code></td>', f'<td class="value">{_e(v)}</td>']
+        for k, v in _flatten(run.config)
+    ]
     versions = "".join(_version(v) for v in report.versions) or (
         '<h2>Version</h2><p class="muted">This run registered no version.</p>'
     )
     triggers = ""
     if report.drift_triggers:
         rows = [
-            [_td(f"{t.created_at:%Y-%m-%d %H:%M}"), _td(f"{t.model}:{t.version}"), _td(t.outcome), _td(t.run_id or "-"), _td(t.reason)]
+            [
+                _td(f"{t.created_at:%Y-%m-%d %H:%M}"),
+                _td(f"{t.model}:{t.version}"),
+                _td(t.outcome),
+                _td(t.run_id or "-"),
+                _td(t.reason),
+            ]
             for t in report.drift_triggers
         ]
         triggers = "<h2>Drift triggers</h2>" + _table(["when", "version", "outcome", "run", "reason"], rows)
@@ -402,13 +442,14 @@ def render_run_report(report: RunReport) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_e(title)}</h1>"
-        f'<p class="muted">Report generated {report.generated_at:%Y-%m-%d %H:%M:%S} UTC by fedge {_e(fedge_version())}.</p>'
+        f'<p class="muted">Report generated {report.generated_at:%Y-%m-%d %H:%M:%S} UTC '
+        f"by fedge {_e(fedge_version())}.</p>"
         f"{summary}{error}<h2>Rounds</h2>{charts}"
         + _table(["round", *round_metrics], round_rows)
         + f"<h2>Clients</h2>{_clients(report.checkpoints)}"
         + versions
         + triggers
-        + f'<h2>Config</h2><table class="config"><tbody>'
+        + '<h2>Config</h2><table class="config"><tbody>'
         + "".join(f"<tr>{k}{v}</tr>" for k, v in config_rows)
         + "</tbody></table></body></html>\n"
     )

@@ -146,7 +146,7 @@ def _adopt_registry(conn: Connection, names: set[str]) -> str | None:
     transparency = _TRANSPARENCY_TABLES & names
     if "parent_version_id" in columns and governance == _GOVERNANCE_TABLES:
         if transparency == _TRANSPARENCY_TABLES:
-            return _WEBHOOK_REVISION if _WEBHOOK_TABLES <= names else _TRANSPARENCY_REVISION
+            return _WEBHOOK_REVISION if names >= _WEBHOOK_TABLES else _TRANSPARENCY_REVISION
         if not transparency:
             return _GOVERNANCE_REVISION
     if "parent_version_id" not in columns and not governance and "model_versions" in names:

@@ -8,6 +8,7 @@ exponential backoff up to ``max_attempts``, and records every delivery in ``webh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -101,7 +102,10 @@ class WebhookDeliveryStore(SqlStoreBase):
 
     def _session(self) -> Any:
         return session_scope(
-            self.engine, unavailable=RegistryUnavailableError, failed=RegistryError, what="webhook delivery log"
+            self.engine,
+            unavailable=RegistryUnavailableError,
+            failed=RegistryError,
+            what="webhook delivery log",
         )
 
     def record(
@@ -218,10 +222,8 @@ class WebhookDispatcher:
         undelivered, its row ``pending``)."""
         self.drain(timeout)
         self._stop.set()
-        try:
+        with contextlib.suppress(queue.Full):  # the worker sees _stop after its current job anyway
             self._queue.put_nowait(None)
-        except queue.Full:
-            pass
         self._thread.join(timeout)
         self._client.close()
 
@@ -265,7 +267,9 @@ class WebhookDispatcher:
             }
             retry = True
             try:
-                response = self._client.post(hook.url, content=job.body, headers=headers, timeout=hook.timeout_s)
+                response = self._client.post(
+                    hook.url, content=job.body, headers=headers, timeout=hook.timeout_s
+                )
                 code, error = response.status_code, ""
                 if 200 <= code < 300:
                     self.store.record(

@@ -250,7 +250,13 @@ class RetrainTrigger:
         )  # fmt: skip
         self.registry.emit(
             "drift_triggered",
-            {"name": model, "number": version, "reason": decision.reason, "run_id": run_id, "warm_start_from": warm},
+            {
+                "name": model,
+                "number": version,
+                "reason": decision.reason,
+                "run_id": run_id,
+                "warm_start_from": warm,
+            },
         )
         trigger = self.store.add_trigger(
             model=model,

@@ -47,9 +47,9 @@ app.add_typer(nodes_app, name="nodes")
 app.add_typer(runs_app, name="runs")
 app.add_typer(drift_app, name="drift")
 app.add_typer(tasks_app, name="tasks")
-app.command("report", help="Write a run's self-contained HTML report (`fedge report RUN --out report.html`).")(
-    report_command
-)
+app.command(
+    "report", help="Write a run's self-contained HTML report (`fedge report RUN --out report.html`)."
+)(report_command)
 app.command("new", help="Scaffold a task package (pip install -e it, then fedge simulate task=NAME).")(
     new_command
 )

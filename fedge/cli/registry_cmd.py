@@ -22,7 +22,9 @@ __all__ = ["registry_app"]
 registry_app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
 aliases_app = typer.Typer(help="The aliases a model may take (declared ones only).", no_args_is_help=True)
 registry_app.add_typer(aliases_app, name="aliases")
-webhooks_app = typer.Typer(help="Registry webhooks (registry.webhooks, docs/webhooks.md).", no_args_is_help=True)
+webhooks_app = typer.Typer(
+    help="Registry webhooks (registry.webhooks, docs/webhooks.md).", no_args_is_help=True
+)
 registry_app.add_typer(webhooks_app, name="webhooks")
 
 
@@ -281,12 +283,12 @@ UrlApiOpt = Annotated[
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FEDGE_TOKEN", help="API token for --url")]
 
 
-
 def _registry_config(root: str, override: list[str] | None) -> Any:
     """The registry config group as composed for this root, with the command's overrides."""
     from fedge.config import load_config
 
     return load_config([f"registry.root={root}", *(override or [])]).registry
+
 
 def _client(url: str, token: str | None, ca: Path | None) -> RegistryClient:
     from fedge.errors import AuthenticationError
@@ -469,7 +471,9 @@ def webhook_deliveries_cmd(
         print(json.dumps(page, indent=2))
         return
     shown = len(page["items"])
-    table = Table(title=f"webhook deliveries {offset + 1 if shown else 0}-{offset + shown} of {page['total']}")
+    table = Table(
+        title=f"webhook deliveries {offset + 1 if shown else 0}-{offset + shown} of {page['total']}"
+    )
     for col in ("created", "event", "status", "tries", "code", "receiver", "last error"):
         table.add_column(col, overflow="fold")
     for d in page["items"]:

@@ -20,7 +20,8 @@ def report_command(
     root: RootOpt = ".fedge",
     database_url: DatabaseUrlOpt = "",
     url: Annotated[
-        str | None, typer.Option("--url", envvar="FEDGE_URL", help="Coordinator URL: fetch the report from its API")
+        str | None,
+        typer.Option("--url", envvar="FEDGE_URL", help="Coordinator URL: fetch the report from its API"),
     ] = None,
     token: TokenOpt = "",
     ca: CaOpt = None,

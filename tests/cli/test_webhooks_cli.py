@@ -10,18 +10,20 @@ import pytest
 from fedge.errors import NotFoundError
 from fedge.webhook_signature import verify_signature
 from registry import RegistryConfig, open_registry
-from tests.cli.test_cli_governance import _seed
 from tests.cli.test_cli_errors import run_fedge
-from tests.webhook_receiver import Receiver, receiver  # noqa: F401 (the fixture)
+from tests.cli.test_cli_governance import _seed
+from tests.webhook_receiver import Receiver
 
 
 def test_a_cli_promotion_is_delivered_and_listed(
-    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FEDGE_CLI_HOOK_SECRET", "cli-secret")
     root = tmp_path / "reg"
     _seed(root)
-    hooks = f"registry.webhooks=[{{url:'{receiver.url}',events:[alias_moved],secret_env:FEDGE_CLI_HOOK_SECRET}}]"
+    hooks = (
+        f"registry.webhooks=[{{url:'{receiver.url}',events:[alias_moved],secret_env:FEDGE_CLI_HOOK_SECRET}}]"
+    )
     moved = run_fedge(
         "registry", "promote", "digits:1=staging", "--reason", "ship it", "--root", str(root), "-o", hooks,
         cwd=tmp_path,
@@ -29,7 +31,9 @@ def test_a_cli_promotion_is_delivered_and_listed(
     assert moved.returncode == 0, moved.stderr
     [delivery] = receiver.received
     headers = delivery["headers"]
-    verify_signature("cli-secret", headers["X-Fedge-Timestamp"], delivery["body"], headers["X-Fedge-Signature"])
+    verify_signature(
+        "cli-secret", headers["X-Fedge-Timestamp"], delivery["body"], headers["X-Fedge-Signature"]
+    )
     assert json.loads(delivery["body"])["data"]["alias"] == "staging"
 
     listed = run_fedge("registry", "webhooks", "deliveries", "--root", str(root), "--json", cwd=tmp_path)
@@ -46,7 +50,16 @@ def test_a_non_http_webhook_in_the_config_is_refused_before_anything_moves(tmp_p
     _seed(root)
     hooks = "registry.webhooks=[{url:'ftp://127.0.0.1/x',secret_env:S}]"
     refused = run_fedge(
-        "registry", "promote", "digits:1=staging", "--reason", "r", "--root", str(root), "-o", hooks, cwd=tmp_path
+        "registry",
+        "promote",
+        "digits:1=staging",
+        "--reason",
+        "r",
+        "--root",
+        str(root),
+        "-o",
+        hooks,
+        cwd=tmp_path,
     )
     assert refused.returncode == 2
     assert "registry.webhooks[0].url must be an http:// or https:// URL" in refused.stderr + refused.stdout

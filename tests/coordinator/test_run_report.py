@@ -73,7 +73,8 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Simulated:
     work = tmp_path_factory.mktemp("sim")
     root = work / ".fedge"
     done = subprocess.run(
-        [*FEDGE, "simulate", f"strategy.num_rounds={ROUNDS}", "simulation.num_clients=2", f"registry.root={root}"],
+        [*FEDGE, "simulate", f"strategy.num_rounds={ROUNDS}", "simulation.num_clients=2",
+         f"registry.root={root}"],
         cwd=work, capture_output=True, text=True, timeout=900,
         env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1"},
     )  # fmt: skip
@@ -98,8 +99,15 @@ def check_simulation_report(html: str, run_id: str) -> None:
     assert cells[cells.index("strategy.num_rounds") + 1] == str(ROUNDS)
     assert cells[cells.index("task.name") + 1] == "digits"
     assert cells[cells.index("simulation.num_clients") + 1] == "2"
-    gates = {c for c in cells if c.startswith(("min_metrics[", "min_client_metrics[", "onnx_parity", "approvals"))}
-    assert {"min_metrics[central-accuracy]", "min_client_metrics[eval-accuracy]", "onnx_parity", "approvals"} <= gates
+    gates = {
+        c for c in cells if c.startswith(("min_metrics[", "min_client_metrics[", "onnx_parity", "approvals"))
+    }
+    assert {
+        "min_metrics[central-accuracy]",
+        "min_client_metrics[eval-accuracy]",
+        "onnx_parity",
+        "approvals",
+    } <= gates
     assert "lacking" in cells  # production needs an approval nobody gave
     assert "simulated-0" in cells and "simulated-1" in cells  # per-client rows
     assert sum(1 for c in cells if c.startswith("sha256:")) >= 4  # bundle files with digests
@@ -185,12 +193,17 @@ def test_hostile_run_names_and_config_values_are_escaped(registry: Registry) -> 
         ModelVersionCreate(
             name="digits", run_id=HOSTILE_RUN, checkpoint_id=None,
             artifacts=(registry.put_artifact("onnx", b"model"),),
-            metrics={"central-accuracy": 0.7}, lineage={"nodes": nodes}, model_config={}, description=HOSTILE_VALUE,
+            metrics={"central-accuracy": 0.7}, lineage={"nodes": nodes}, model_config={},
+            description=HOSTILE_VALUE,
         )
     )  # fmt: skip
     html = render_run_report(collect_run_report(registry, HOSTILE_RUN, GatesConfig()))
     page = parse(html)
     assert_self_contained(page)  # no <script>, no <img>: every hostile string stayed text
     assert "<script>" not in html and "<img" not in html
-    assert HOSTILE_RUN in page.text and HOSTILE_VALUE in page.text and "</style></title><script>x()</script>" in page.text
+    assert (
+        HOSTILE_RUN in page.text
+        and HOSTILE_VALUE in page.text
+        and "</style></title><script>x()</script>" in page.text
+    )
     assert page.points("central-accuracy") == ["1", "2"]

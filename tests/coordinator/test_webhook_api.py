@@ -13,14 +13,14 @@ from coordinator.api import CoordinatorSettings, create_app
 from fedge.config import WebhookConfig
 from registry import ModelVersionCreate, Registry, RegistryConfig, RunCreate
 from tests.apps import role_tokens
-from tests.webhook_receiver import Receiver, receiver  # noqa: F401 (the fixture)
+from tests.webhook_receiver import Receiver
 
 SECRET_ENV = "FEDGE_TEST_WEBHOOK_SECRET"
 
 
 @pytest.fixture
 def api(
-    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[TestClient, dict[str, str], Registry]]:
     monkeypatch.setenv(SECRET_ENV, "api-secret")
     config = RegistryConfig(
@@ -56,7 +56,7 @@ def register_three(registry: Registry) -> None:
     assert registry.webhooks is not None and registry.webhooks.drain()
 
 
-def test_an_admin_pages_through_the_delivery_log(api: Any, receiver: Receiver) -> None:  # noqa: F811
+def test_an_admin_pages_through_the_delivery_log(api: Any, receiver: Receiver) -> None:
     client, tokens, registry = api
     register_three(registry)
     assert len(receiver.received) == 3

@@ -20,7 +20,7 @@ from registry import (
     open_registry,
     promote,
 )
-from tests.webhook_receiver import Receiver, receiver  # noqa: F401 (the fixture)
+from tests.webhook_receiver import Receiver
 
 SECRET = "s3cret-for-tests"
 SECRET_ENV = "FEDGE_TEST_WEBHOOK_SECRET"
@@ -40,7 +40,9 @@ def open_hooked(tmp_path: Path, url: str, events: list[str] | None = None) -> Re
 def register(registry: Registry, accuracy: float = 0.95) -> Any:
     if not registry.store.list_runs():
         registry.store.create_run(
-            RunCreate(run_id="r", task="digits", strategy="fedavg", num_rounds=1, config={}, config_hash="0" * 64)
+            RunCreate(
+                run_id="r", task="digits", strategy="fedavg", num_rounds=1, config={}, config_hash="0" * 64
+            )
         )
     return registry.register_version(
         ModelVersionCreate(
@@ -146,9 +148,13 @@ def test_alias_moved_and_gate_refused_events(
     gates = GatesConfig(aliases={"production": AliasGate(min_metrics={"central-accuracy": 0.99})})
     try:
         version = register(registry, accuracy=0.95)
-        promote(registry, moves=[(str(version.id), "staging")], actor="alice", reason="looks good", gates=gates)
+        promote(
+            registry, moves=[(str(version.id), "staging")], actor="alice", reason="looks good", gates=gates
+        )
         with pytest.raises(GateRefusedError):
-            promote(registry, moves=[(str(version.id), "production")], actor="bob", reason="ship", gates=gates)
+            promote(
+                registry, moves=[(str(version.id), "production")], actor="bob", reason="ship", gates=gates
+            )
         assert registry.webhooks is not None and registry.webhooks.drain()
         events = [verified(d) for d in receiver.received]
         assert [e["event"] for e in events] == ["alias_moved", "alias_moved", "gate_refused"]
@@ -206,7 +212,9 @@ def test_verify_signature_accepts_the_signed_body_and_refuses_tampering_and_stal
     header = sign_payload(SECRET, 1_000_000, body)
     verify_signature(SECRET, "1000000", body, header, 300, now=1_000_100)
     with pytest.raises(AuthenticationError, match="does not match"):
-        verify_signature(SECRET, "1000000", body.replace(b"registered", b"deleted"), header, 300, now=1_000_100)
+        verify_signature(
+            SECRET, "1000000", body.replace(b"registered", b"deleted"), header, 300, now=1_000_100
+        )
     with pytest.raises(AuthenticationError, match="does not match"):
         verify_signature("another secret", "1000000", body, header, 300, now=1_000_100)
     with pytest.raises(AuthenticationError, match="does not match"):
