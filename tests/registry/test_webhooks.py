@@ -223,3 +223,30 @@ def test_verify_signature_accepts_the_signed_body_and_refuses_tampering_and_stal
         verify_signature(SECRET, "1000000", body, header, 300, now=1_000_000 + 301)
     with pytest.raises(AuthenticationError, match="not an integer"):
         verify_signature(SECRET, "soon", body, header, 300, now=1_000_000)
+
+
+def test_a_drift_trigger_posts_drift_triggered(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coordinator.drift.policy import PolicyDecision, RetrainTrigger
+    from coordinator.drift.store import DriftReportStore
+    from fedge.config import DriftPolicyConfig
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    registry = open_hooked(tmp_path, receiver.url, events=["drift_triggered"])
+    store = DriftReportStore.from_url(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    try:
+        register(registry)
+        registry.store.update_run("r", status="completed")  # no training in progress: the policy fires
+        trigger = RetrainTrigger(store=store, registry=registry, policy=DriftPolicyConfig(), launcher=None)
+        decision = PolicyDecision(True, "persistent", "psi above 0.2 in 3 windows", {"windows": [1, 2, 3]})
+        fired = trigger.apply(decision, model="digits", version=1)
+        assert fired is not None and fired.outcome == "requested" and fired.run_id
+        assert registry.webhooks is not None and registry.webhooks.drain()
+        [event] = [verified(d) for d in receiver.received]
+        assert event["event"] == "drift_triggered"
+        assert event["data"]["name"] == "digits" and event["data"]["number"] == 1
+        assert event["data"]["run_id"] == fired.run_id and "psi above 0.2" in event["data"]["reason"]
+    finally:
+        store.close()
+        registry.close()
