@@ -207,3 +207,51 @@ def test_hostile_run_names_and_config_values_are_escaped(registry: Registry) -> 
         and "</style></title><script>x()</script>" in page.text
     )
     assert page.points("central-accuracy") == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_fedge_report_fetches_the_page_from_a_coordinator_url(simulated: Simulated, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import uvicorn
+
+    from fedge.processes import free_port
+
+    config = load_config([f"registry.root={simulated.root}"]).registry
+    app = create_app(CoordinatorSettings(registry=config))
+    tokens = role_tokens(config.resolved_database_url())
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
+    thread = threading.Thread(target=server.run, name="uvicorn-report", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("FEDGE_TOKEN", None)
+    try:
+        out = tmp_path / "remote.html"
+        done = subprocess.run(
+            [*FEDGE, "report", simulated.run_id, "--url", url, "--token", tokens["viewer"],
+             "--out", str(out)],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        check_simulation_report(out.read_text(encoding="utf-8"), simulated.run_id)
+        missing = subprocess.run(
+            [*FEDGE, "report", "nope", "--url", url, "--token", tokens["viewer"],
+             "--out", str(tmp_path / "n.html")],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert missing.returncode != 0 and "nope" in missing.stderr and "Traceback" not in missing.stderr
+        tokenless = subprocess.run(
+            [*FEDGE, "report", simulated.run_id, "--url", url, "--out", str(tmp_path / "t.html")],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert tokenless.returncode != 0 and "token" in tokenless.stderr
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
