@@ -80,6 +80,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
         yield
+        if registry.webhooks is not None:  # queued deliveries get a few seconds, then the worker stops
+            registry.webhooks.close()
         for engine in engines.values():
             engine.dispose()
 

@@ -50,7 +50,7 @@ def list_deliveries(
     log: Annotated[WebhookDeliveryStore, Depends(get_delivery_log)],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
-    event: Annotated[str | None, Query(max_length=64)] = None,
+    event: Annotated[str | None, Query(pattern=r"^[a-z_]{1,64}$")] = None,
 ) -> Any:
     """Deliveries newest first: event, receiver, attempts, last status code and error."""
     items, total = log.list(limit=limit, offset=offset, event=event)

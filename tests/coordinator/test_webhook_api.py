@@ -88,7 +88,9 @@ def test_only_an_admin_reads_the_log(api: Any, role: str) -> None:
     assert client.get("/api/v1/webhooks/deliveries").status_code == 401
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 501}, {"offset": -1}, {"limit": "many"}])
+@pytest.mark.parametrize(
+    "params", [{"limit": 0}, {"limit": 501}, {"offset": -1}, {"limit": "many"}, {"event": "x\x00y"}]
+)
 def test_bad_paging_is_422(api: Any, params: dict[str, Any]) -> None:
     client, tokens, _ = api
     answer = client.get("/api/v1/webhooks/deliveries", params=params, headers=auth(tokens["admin"]))
