@@ -70,3 +70,64 @@ def test_a_non_http_webhook_in_the_config_is_refused_before_anything_moves(tmp_p
             registry.store.get_alias("digits", "staging")
     finally:
         registry.close()
+
+
+def test_deliveries_are_listed_from_a_coordinator_url_with_an_admin_token(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    import uvicorn
+
+    from coordinator.api import CoordinatorSettings, create_app
+    from fedge.config import WebhookConfig
+    from fedge.processes import free_port
+    from tests.apps import role_tokens
+
+    monkeypatch.setenv("FEDGE_CLI_HOOK_SECRET", "cli-secret")
+    monkeypatch.delenv("FEDGE_TOKEN", raising=False)
+    root = tmp_path / "reg"
+    _seed(root)
+    config = RegistryConfig(
+        root=str(root), webhooks=[WebhookConfig(url=receiver.url, secret_env="FEDGE_CLI_HOOK_SECRET")]
+    )
+    app = create_app(CoordinatorSettings(registry=config))
+    tokens = role_tokens(config.resolved_database_url())
+    registry = app.state.registry
+    registry.store.update_run("r", status="completed")
+    from registry import promote
+
+    promote(registry, moves=[("digits:1", "staging")], actor="alice", reason="r", gates=config.gates)
+    assert registry.webhooks.drain()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
+    thread = threading.Thread(target=server.run, name="uvicorn-webhooks", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        listed = run_fedge(
+            "registry",
+            "webhooks",
+            "deliveries",
+            "--url",
+            url,
+            "--token",
+            tokens["admin"],
+            "--json",
+            cwd=tmp_path,
+        )
+        assert listed.returncode == 0, listed.stderr
+        page = json.loads(listed.stdout)
+        assert page["total"] == 1 and page["items"][0]["event"] == "alias_moved"
+        refused = run_fedge(
+            "registry", "webhooks", "deliveries", "--url", url, "--token", tokens["viewer"], cwd=tmp_path
+        )
+        assert refused.returncode != 0 and "admin" in (refused.stderr + refused.stdout).lower()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
