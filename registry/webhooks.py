@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -154,6 +155,19 @@ class WebhookDeliveryStore(SqlStoreBase):
             return [_entity(r) for r in rows], int(total)
 
 
+def _jsonable(value: Any) -> Any:
+    """``value`` as strict JSON data: NaN and infinities become null, unknown objects their text."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
 @dataclass(frozen=True)
 class _Job:
     hook: WebhookConfig
@@ -201,8 +215,8 @@ class WebhookDispatcher:
                 if hook.events and event not in hook.events:
                     continue
                 delivery_id = str(uuid.uuid4())
-                payload = {"event": event, "id": delivery_id, "timestamp": now, "data": dict(data)}
-                body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+                payload = {"event": event, "id": delivery_id, "timestamp": now, "data": _jsonable(data)}
+                body = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
                 try:
                     self._queue.put_nowait(_Job(hook, event, delivery_id, body))
                 except queue.Full:

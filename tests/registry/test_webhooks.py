@@ -37,7 +37,7 @@ def open_hooked(tmp_path: Path, url: str, events: list[str] | None = None) -> Re
     return registry
 
 
-def register(registry: Registry, accuracy: float = 0.95) -> Any:
+def register(registry: Registry, accuracy: float = 0.95, extra: dict[str, float] | None = None) -> Any:
     if not registry.store.list_runs():
         registry.store.create_run(
             RunCreate(
@@ -50,7 +50,7 @@ def register(registry: Registry, accuracy: float = 0.95) -> Any:
             run_id="r",
             checkpoint_id=None,
             artifacts=(registry.put_artifact("onnx", f"model {accuracy}".encode()),),
-            metrics={"central-accuracy": accuracy, "onnx-parity-max-abs-diff": 1e-6},
+            metrics={"central-accuracy": accuracy, "onnx-parity-max-abs-diff": 1e-6, **(extra or {})},
             lineage={},
             model_config={},
         ),
@@ -74,13 +74,14 @@ def test_registering_a_version_posts_a_signed_version_registered_event(
     monkeypatch.setenv(SECRET_ENV, SECRET)
     registry = open_hooked(tmp_path, receiver.url + "?token=abc", events=["version_registered"])
     try:
-        version = register(registry)
+        version = register(registry, extra={"central-loss": float("nan")})
         assert registry.webhooks is not None and registry.webhooks.drain()
         [delivery] = receiver.received
         payload = verified(delivery)
         assert payload["event"] == "version_registered"
         assert payload["data"]["name"] == "digits" and payload["data"]["version_id"] == version.id
         assert payload["data"]["aliases"] == ["candidate"]
+        assert payload["data"]["metrics"]["central-loss"] is None  # strict JSON: NaN is sent as null
         rows, total = registry.webhooks.store.list()
         assert total == 1 and rows[0].status == "delivered" and rows[0].attempts == 1
         assert rows[0].status_code == 200 and rows[0].url == receiver.url  # query (a credential) left out
