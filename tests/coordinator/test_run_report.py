@@ -255,3 +255,50 @@ def test_fedge_report_fetches_the_page_from_a_coordinator_url(simulated: Simulat
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_drift_windows_and_triggers_of_the_version_are_reported(registry: Registry, tmp_path: Path) -> None:
+    import numpy as np
+
+    from coordinator.drift.aggregate import WindowAggregate
+    from coordinator.drift.store import DriftReportStore
+
+    registry.store.create_run(
+        RunCreate(
+            run_id="r1", task="digits", strategy="fedavg", num_rounds=1, config={}, config_hash="0" * 64
+        )
+    )
+    registry.register_checkpoint(
+        run_id="r1", round=1, weights=b"w", metrics={"central-accuracy": 0.9}, lineage={"nodes": []}
+    )
+    version = registry.register_version(
+        ModelVersionCreate(
+            name="digits", run_id="r1", checkpoint_id=None, artifacts=(registry.put_artifact("onnx", b"m"),),
+            metrics={}, lineage={}, model_config={},
+        )
+    )  # fmt: skip
+    drift = DriftReportStore.from_url(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    try:
+        for window, psi in ((0, 0.05), (1, 0.75)):
+            agg = WindowAggregate(
+                sites=["site-a", "site-b"], window_rows=400, epsilon=1.0,
+                overall={"psi": np.array([psi, psi / 2])},
+                per_site={"psi": np.array([[psi, 0.0], [psi, 0.0]])}, classes=None,
+            )  # fmt: skip
+            drift.put_report(
+                model="digits", version=version.number, window=window, features=["f0", "f1"], agg=agg,
+                flagged=psi > 0.5, source="edge", stream="cam-1",
+            )  # fmt: skip
+        drift.add_trigger(
+            model="digits", version=version.number, run_id="r2", outcome="requested",
+            reason="psi above 0.5 <persistently>", evidence={},
+        )  # fmt: skip
+        html = render_run_report(collect_run_report(registry, "r1", GatesConfig(), drift=drift))
+    finally:
+        drift.close()
+    page = parse(html)
+    assert_self_contained(page)
+    cells = [c.strip() for c in page.chunks if c.strip()]
+    assert "No drift window" not in page.text
+    assert cells.count("edge/cam-1") == 2 and cells.count("flagged") == 1 and "psi max 0.7500" in cells
+    assert "psi above 0.5 <persistently>" in cells and "requested" in cells
