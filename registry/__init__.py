@@ -55,6 +55,7 @@ from registry.schemas import (
 from registry.service import Registry, parse_version_ref
 from registry.sql_store import SqlRegistryStore
 from registry.store import RegistryStore
+from registry.webhooks import WebhookDelivery, WebhookDeliveryStore, WebhookDispatcher
 
 __all__ = [
     "DEFAULT_PARITY_TOLERANCE",
@@ -88,6 +89,9 @@ __all__ = [
     "SqlRegistryStore",
     "SqlStoreBase",
     "VerifiedBundle",
+    "WebhookDelivery",
+    "WebhookDeliveryStore",
+    "WebhookDispatcher",
     "approve",
     "assemble_bundle",
     "check_exportable",

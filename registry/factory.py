@@ -14,6 +14,7 @@ from registry.artifacts import open_artifact_store
 from registry.audit import key_file_signer
 from registry.service import Registry
 from registry.sql_store import SqlRegistryStore
+from registry.webhooks import WebhookDeliveryStore, WebhookDispatcher
 
 __all__ = ["RegistryConfig", "open_registry"]
 
@@ -50,4 +51,7 @@ def open_registry(config: RegistryConfig, *, engine: Engine | None = None) -> Re
         store = SqlRegistryStore.from_url(config.resolved_database_url(), head_signer=signer)
     else:
         store = SqlRegistryStore(engine, head_signer=signer)
-    return Registry(store=store, artifacts=artifacts)
+    webhooks = None
+    if config.webhooks:  # after the store: its migrations create the delivery log's table
+        webhooks = WebhookDispatcher(config.webhooks, WebhookDeliveryStore(store.engine))
+    return Registry(store=store, artifacts=artifacts, webhooks=webhooks)

@@ -244,11 +244,36 @@ def promote(
                 subject=f"{version.name}:{version.number}",
                 details={"alias": alias, "failed": {c.gate: c.detail for c in failed}, "reason": reason},
             )
+            registry.emit(
+                "gate_refused",
+                {
+                    "name": version.name,
+                    "number": version.number,
+                    "version_id": version.id,
+                    "alias": alias,
+                    "failed": {c.gate: c.detail for c in failed},
+                    "actor": actor,
+                    "reason": reason,
+                },
+            )
     if failures:
         raise GateRefusedError("promotion refused: " + " | ".join(failures))
-    return registry.store.move_aliases(
+    moved = registry.store.move_aliases(
         [AliasMove(v.name, alias, v.id) for v, alias in resolved], actor=actor, reason=reason
     )
+    for version, alias in resolved:
+        registry.emit(
+            "alias_moved",
+            {
+                "name": version.name,
+                "alias": alias,
+                "version_id": version.id,
+                "number": version.number,
+                "actor": actor,
+                "reason": reason,
+            },
+        )
+    return moved
 
 
 def approve(

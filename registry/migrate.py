@@ -55,6 +55,9 @@ _GOVERNANCE_TABLES = frozenset({"alias_events", "approvals", "audit_log", "audit
 # ... and those made after the audit log's Merkle tree landed, with the revision that adds it.
 _TRANSPARENCY_REVISION = "0003"
 _TRANSPARENCY_TABLES = frozenset({"audit_tree_nodes", "audit_tree_head"})
+# ... and those made after webhook deliveries were logged, with the revision that adds their table.
+_WEBHOOK_REVISION = "0004"
+_WEBHOOK_TABLES = frozenset({"webhook_deliveries"})
 # Key of the PostgreSQL advisory lock that serialises migrations: "fedg" in ASCII, shared by every
 # fedge process and every history that opens the database.
 _PG_LOCK_KEY = 0x66656467
@@ -143,7 +146,7 @@ def _adopt_registry(conn: Connection, names: set[str]) -> str | None:
     transparency = _TRANSPARENCY_TABLES & names
     if "parent_version_id" in columns and governance == _GOVERNANCE_TABLES:
         if transparency == _TRANSPARENCY_TABLES:
-            return _TRANSPARENCY_REVISION
+            return _WEBHOOK_REVISION if names >= _WEBHOOK_TABLES else _TRANSPARENCY_REVISION
         if not transparency:
             return _GOVERNANCE_REVISION
     if "parent_version_id" not in columns and not governance and "model_versions" in names:

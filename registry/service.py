@@ -18,6 +18,7 @@ from registry.schemas import (
     ModelVersionCreate,
 )
 from registry.store import RegistryStore
+from registry.webhooks import WebhookDispatcher
 
 __all__ = ["AttachRelease", "Registry", "parse_version_ref"]
 
@@ -43,6 +44,8 @@ class Registry:
 
     store: RegistryStore
     artifacts: ArtifactStore
+    # Delivers emit()ted events to registry.webhooks (None: no webhook configured).
+    webhooks: WebhookDispatcher | None = None
     _registry_id: str | None = field(default=None, init=False, repr=False)
 
     @property
@@ -51,6 +54,11 @@ class Registry:
         if self._registry_id is None:
             self._registry_id = self.artifacts.registry_id()
         return self._registry_id
+
+    def emit(self, event: str, data: Mapping[str, Any]) -> None:
+        """Queue ``event`` for the webhooks subscribed to it (never blocks, never raises)."""
+        if self.webhooks is not None:
+            self.webhooks.emit(event, data)
 
     def identity(self, version: ModelVersion) -> ReleaseIdentity:
         """The identity a release of the registered ``version`` must carry."""
@@ -137,6 +145,30 @@ class Registry:
             registered.id,
             list(aliases),
         )
+        self.emit(
+            "version_registered",
+            {
+                "name": registered.name,
+                "number": registered.number,
+                "version_id": registered.id,
+                "run_id": registered.run_id,
+                "parent_version_id": registered.parent_version_id,
+                "metrics": dict(registered.metrics),
+                "aliases": list(aliases),
+            },
+        )
+        for alias in aliases:
+            self.emit(
+                "alias_moved",
+                {
+                    "name": registered.name,
+                    "alias": alias,
+                    "version_id": registered.id,
+                    "number": registered.number,
+                    "actor": "system",
+                    "reason": "registered",
+                },
+            )
         return registered
 
     def resolve(self, ref: str) -> ModelVersion:
@@ -156,7 +188,9 @@ class Registry:
         return self.artifacts.get(ref.sha256)
 
     def close(self) -> None:
-        """Release the store's connections."""
+        """Stop the webhook worker and release the store's connections."""
+        if self.webhooks is not None:
+            self.webhooks.close()
         self.store.close()
 
 

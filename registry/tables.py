@@ -35,6 +35,7 @@ __all__ = [
     "ModelVersionRow",
     "RunRow",
     "VersionArtifactRow",
+    "WebhookDeliveryRow",
 ]
 
 
@@ -338,3 +339,19 @@ class AuditTreeHeadRow(SQLModel, table=True):
     timestamp: str = Field(max_length=40)
     key_id: str = Field(max_length=16)
     signature: str = Field(max_length=128)
+
+
+class WebhookDeliveryRow(SQLModel, table=True):
+    """One event's delivery to one webhook: its attempts, last status and last error."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: str = Field(primary_key=True, max_length=36)  # the X-Fedge-Delivery uuid
+    event: str = Field(index=True, max_length=64)
+    url: str = Field(max_length=2048)  # without query or credentials
+    status: str = Field(max_length=16)  # pending, delivered, failed
+    attempts: int = 0
+    status_code: int | None = None
+    last_error: str = Field(default="")
+    created_at: datetime = Field(default_factory=_now, index=True)
+    updated_at: datetime = Field(default_factory=_now)

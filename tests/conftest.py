@@ -16,3 +16,6 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     reg = open_registry(RegistryConfig(root=str(tmp_path / "reg")))
     yield reg
     reg.close()
+
+
+from tests.webhook_receiver import receiver  # noqa: E402, F401 (fixture: a webhook receiver on 127.0.0.1)

@@ -17,7 +17,9 @@ from coordinator.api import (
     drift_routes,
     operations,
     registry_routes,
+    report_routes,
     rollout_routes,
+    webhook_routes,
 )
 from coordinator.api.deps import RunConfigLoader, Viewer
 from coordinator.auth import TokenStore
@@ -31,7 +33,7 @@ from coordinator.telemetry_limits import TelemetryLimiter, TelemetryLimits
 from fedge.config import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, RateLimitedError
 from fedge.http_limits import RequestGuard, RequestLimits
-from registry import RegistryConfig, open_engine, open_registry
+from registry import RegistryConfig, WebhookDeliveryStore, open_engine, open_registry
 
 __all__ = ["CoordinatorSettings", "create_app"]
 
@@ -81,6 +83,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
         yield
+        if registry.webhooks is not None:  # queued deliveries get a few seconds, then the worker stops
+            registry.webhooks.close()
         for engine in engines.values():
             engine.dispose()
 
@@ -98,6 +102,7 @@ def create_app(
     app.state.device_reports = reports
     app.state.drift = drift
     app.state.rollouts = rollouts
+    app.state.webhook_deliveries = WebhookDeliveryStore(engines[registry_url])
     app.state.telemetry = TelemetryLimiter(settings.telemetry)
     app.state.deployment = deployment
     app.state.load_run_config = load_run_config
@@ -122,6 +127,8 @@ def create_app(
     app.include_router(drift_routes.router, prefix=f"{API_PREFIX}/drift")
     app.include_router(device_routes.router, prefix=f"{API_PREFIX}/edge")
     app.include_router(rollout_routes.router, prefix=f"{API_PREFIX}/rollouts")
+    app.include_router(webhook_routes.router, prefix=f"{API_PREFIX}/webhooks")
+    app.include_router(report_routes.router, prefix=API_PREFIX)
 
     def nodes_online() -> int:
         if deployment is None:

@@ -248,6 +248,16 @@ class RetrainTrigger:
             action="drift.triggered", actor=DRIFT_ACTOR, subject=f"{model}:{version}",
             details={"reason": decision.reason, **evidence},
         )  # fmt: skip
+        self.registry.emit(
+            "drift_triggered",
+            {
+                "name": model,
+                "number": version,
+                "reason": decision.reason,
+                "run_id": run_id,
+                "warm_start_from": warm,
+            },
+        )
         trigger = self.store.add_trigger(
             model=model,
             version=version,

@@ -14,6 +14,7 @@ from fedge.cli.drift_cmd import drift_app
 from fedge.cli.edge_cmd import edge_app
 from fedge.cli.nodes_cmd import nodes_app
 from fedge.cli.registry_cmd import registry_app
+from fedge.cli.report_cmd import report_command
 from fedge.cli.runs_cmd import runs_app
 from fedge.cli.simulate_cmd import simulate_command
 from fedge.cli.tasks_cmd import new_command, tasks_app
@@ -46,6 +47,9 @@ app.add_typer(nodes_app, name="nodes")
 app.add_typer(runs_app, name="runs")
 app.add_typer(drift_app, name="drift")
 app.add_typer(tasks_app, name="tasks")
+app.command(
+    "report", help="Write a run's self-contained HTML report (`fedge report RUN --out report.html`)."
+)(report_command)
 app.command("new", help="Scaffold a task package (pip install -e it, then fedge simulate task=NAME).")(
     new_command
 )

@@ -80,7 +80,9 @@ def checked_ca(ca: Path | str | None) -> Path | None:
 
 
 @contextmanager
-def opened_registry(root: str, database_url: str, *, create: bool = False) -> Iterator[Registry]:
+def opened_registry(
+    root: str, database_url: str, *, create: bool = False, webhooks: list[Any] | None = None
+) -> Iterator[Registry]:
     from fedge.errors import RegistryUnavailableError
     from registry import RegistryConfig, open_registry
 
@@ -88,7 +90,8 @@ def opened_registry(root: str, database_url: str, *, create: bool = False) -> It
         raise RegistryUnavailableError(
             f"no registry at {root} (no registry.db): run `fedge simulate` first or pass --root"
         )
-    registry = open_registry(RegistryConfig(root=root, database_url=database_url))
+    # webhooks: the composed config's registry.webhooks, for commands whose events they should hear
+    registry = open_registry(RegistryConfig(root=root, database_url=database_url, webhooks=webhooks or []))
     try:
         yield registry
     finally:

@@ -22,6 +22,10 @@ __all__ = ["registry_app"]
 registry_app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
 aliases_app = typer.Typer(help="The aliases a model may take (declared ones only).", no_args_is_help=True)
 registry_app.add_typer(aliases_app, name="aliases")
+webhooks_app = typer.Typer(
+    help="Registry webhooks (registry.webhooks, docs/webhooks.md).", no_args_is_help=True
+)
+registry_app.add_typer(webhooks_app, name="webhooks")
 
 
 @registry_app.command("list")
@@ -281,12 +285,12 @@ UrlApiOpt = Annotated[
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FEDGE_TOKEN", help="API token for --url")]
 
 
-
 def _registry_config(root: str, override: list[str] | None) -> Any:
     """The registry config group as composed for this root, with the command's overrides."""
     from fedge.config import load_config
 
     return load_config([f"registry.root={root}", *(override or [])]).registry
+
 
 def _client(url: str, token: str | None, ca: Path | None) -> RegistryClient:
     from fedge.errors import AuthenticationError
@@ -326,7 +330,7 @@ def promote_cmd(
         from registry import promote
 
         config = _registry_config(root, override)
-        with opened_registry(root, database_url) as registry:
+        with opened_registry(root, database_url, webhooks=config.webhooks) as registry:
             moved = promote(
                 registry,
                 moves=pairs,
@@ -434,3 +438,59 @@ def add_alias_cmd(
 from fedge.cli.rollout_cmd import rollout_app  # noqa: E402  (staged rollouts, docs/rollout.md)
 
 registry_app.add_typer(rollout_app, name="rollout")
+
+
+@webhooks_app.command("deliveries")
+@reports_errors
+def webhook_deliveries_cmd(
+    root: RootOpt = ".fedge",
+    database_url: DatabaseUrlOpt = "",
+    url: UrlApiOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Deliveries per page")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many (newest first)")] = 0,
+    event: Annotated[str | None, typer.Option(help="Only this event, e.g. version_registered")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """The webhook delivery log, newest first: event, receiver, attempts, status, last error."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if event:
+        params["event"] = event
+    if url:
+        from fedge.cli.options import operator_api
+
+        with operator_api(url, token or "", ca) as api:
+            page = api.get_json("/webhooks/deliveries", params=params)
+    else:
+        from registry import RegistryConfig, WebhookDeliveryStore
+
+        with opened_registry(root, database_url):  # brings the schema up to date
+            log = WebhookDeliveryStore.from_url(
+                RegistryConfig(root=root, database_url=database_url).resolved_database_url()
+            )
+            try:
+                items, total = log.list(limit=limit, offset=offset, event=event)
+            finally:
+                log.close()
+        page = {"items": [d.to_dict() for d in items], "total": total, "limit": limit, "offset": offset}
+    if as_json:
+        print(json.dumps(page, indent=2))
+        return
+    shown = len(page["items"])
+    table = Table(
+        title=f"webhook deliveries {offset + 1 if shown else 0}-{offset + shown} of {page['total']}"
+    )
+    for col in ("created", "event", "status", "tries", "code", "receiver", "last error"):
+        table.add_column(col, overflow="fold")
+    for d in page["items"]:
+        table.add_row(
+            str(d["created_at"])[:19].replace("T", " "),
+            d["event"],
+            d["status"],
+            str(d["attempts"]),
+            str(d["status_code"] or "-"),
+            d["url"],
+            (d["last_error"] or "")[:80],
+        )
+    Console().print(table)

@@ -27,6 +27,7 @@ from fedge.config.validation import (
     validate_drift_settings,
     validate_strategy,
 )
+from fedge.config.webhooks import WEBHOOK_EVENTS, WebhookConfig, validate_webhooks
 
 __all__ = [
     "CONFIG_DIR",
@@ -34,6 +35,7 @@ __all__ = [
     "DEVICES",
     "NAN_POLICIES",
     "STRATEGY_NAMES",
+    "WEBHOOK_EVENTS",
     "AliasGate",
     "DataFileSchema",
     "DriftPolicyConfig",
@@ -48,6 +50,7 @@ __all__ = [
     "StrategyConfig",
     "TaskConfig",
     "UpdateValidationConfig",
+    "WebhookConfig",
     "default_gates",
     "gates_from_dict",
     "load_config",
@@ -55,4 +58,5 @@ __all__ = [
     "validate_config",
     "validate_drift_settings",
     "validate_strategy",
+    "validate_webhooks",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 from fedge.config.drift import DriftPolicyConfig, DriftSettings
 from fedge.config.privacy import PrivacySettings, SecAggSettings
 from fedge.config.validation import build, validate_aliases, validate_config, validate_gates
+from fedge.config.webhooks import WebhookConfig, validate_webhooks
 
 __all__ = [
     "DEFAULT_ALIASES",
@@ -245,6 +246,8 @@ class RegistryConfig:
         approval for any other alias is refused (an admin may declare one at runtime, audited).
     gates : GatesConfig
         What each alias requires (metrics, parity, approvals).
+    webhooks : list of WebhookConfig
+        Receivers of the registry's events, signed with HMAC-SHA256 (docs/webhooks.md).
     """
 
     root: str = ".fedge"
@@ -253,6 +256,7 @@ class RegistryConfig:
     signing_key: str = ""
     aliases: list[str] = field(default_factory=lambda: list(DEFAULT_ALIASES))
     gates: GatesConfig = field(default_factory=GatesConfig)
+    webhooks: list[WebhookConfig] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RegistryConfig:
@@ -260,6 +264,7 @@ class RegistryConfig:
         config = build(cls, raw, "registry")
         validate_gates(config.gates)
         validate_aliases(config.aliases)
+        validate_webhooks(config.webhooks)
         return config
 
     def declared_aliases(self) -> tuple[str, ...]:

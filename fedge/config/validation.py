@@ -238,6 +238,9 @@ def validate_config(config: FedgeConfig) -> None:
     validate_drift_settings(config.drift)
     validate_gates(config.registry.gates)
     validate_aliases(config.registry.aliases)
+    from fedge.config.webhooks import validate_webhooks
+
+    validate_webhooks(config.registry.webhooks)
     if config.mode not in ("train", "monitor"):
         raise ConfigError(f"mode must be 'train' or 'monitor', got {config.mode!r}")
     if config.scenario.name not in ("none", "drift", "byzantine"):
