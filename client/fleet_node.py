@@ -151,7 +151,7 @@ class FleetNode:
         """
         private_key, public_key = load_node_key(self.config.private_key)
         ca = str(Path(self.config.ca_cert))
-        interceptors = [
+        interceptors: list[Any] = [
             RuntimeVersionHttpInterceptor(component_name="SuperNode"),
             NodeAuthHttpInterceptor(private_key, public_key),
         ]
@@ -266,8 +266,8 @@ class FleetNode:
 
     def _deactivate(self, client: FleetHttpClient, node: Node) -> None:
         # Leaving anyway: on failure the SuperLink marks the node offline when heartbeats stop.
-        with contextlib.suppress(httpx.HTTPError, RunNotRunningException):
-            client.DeactivateNode(DeactivateNodeRequest(node=node))
+        with contextlib.suppress(httpx.HTTPError, RuntimeError, RunNotRunningException):
+            client.DeactivateNode(DeactivateNodeRequest(node_id=node.node_id))
 
     # --- one message --------------------------------------------------------------------------------
 
