@@ -80,6 +80,8 @@ ACTIVE_WINDOW_S = 60.0
 HEARTBEAT_INTERVAL_S = 30.0
 _CONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 _REFUSED_CODES = {2001, 2004}
+# Objects (each array of a model, each record) pulled or pushed at once: one HTTPS request each.
+OBJECT_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,11 @@ class FleetNode:
                 make_pull_object_fn_protobuf(client.PullObject, node, run_id),
                 make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, run_id),
                 return_type=Message,
+                max_concurrent_pulls=OBJECT_CONCURRENCY,
                 max_time=600,
+                # An object the ServerApp is still uploading is asked again soon, not after 1 s.
+                initial_backoff=0.05,
+                backoff_cap=0.5,
             )
             message.metadata.__dict__["_message_id"] = tree.object_id
             context = self._context(client, node, run_id)
@@ -292,7 +298,13 @@ class FleetNode:
                 "message %s of run %d could not be received: %s", header.metadata.message_id, run_id, exc
             )
             return
-        log.info("run %d: %s message received", run_id, message.metadata.message_type)
+        log.info(
+            "run %d: %s message received PROBE at %.3f pulled in %.3f",
+            run_id,
+            message.metadata.message_type,
+            _t0,
+            time.time() - _t0,
+        )
         started = time.perf_counter()
         try:
             reply = self.app(message=message, context=context)
@@ -346,4 +358,5 @@ class FleetNode:
                 get_all_nested_objects(reply),
                 make_push_object_fn_protobuf(client.PushObject, node, run_id, response.session_id),
                 object_ids_to_push=set(response.objects_to_push),
+                max_concurrent_pushes=OBJECT_CONCURRENCY,
             )
