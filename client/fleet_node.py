@@ -298,13 +298,7 @@ class FleetNode:
                 "message %s of run %d could not be received: %s", header.metadata.message_id, run_id, exc
             )
             return
-        log.info(
-            "run %d: %s message received PROBE at %.3f pulled in %.3f",
-            run_id,
-            message.metadata.message_type,
-            _t0,
-            time.time() - _t0,
-        )
+        log.info("run %d: %s message received", run_id, message.metadata.message_type)
         started = time.perf_counter()
         try:
             reply = self.app(message=message, context=context)
