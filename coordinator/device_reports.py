@@ -107,3 +107,13 @@ class DeviceReportStore(CoordinatorStore):
                 if r.device not in seen:
                     seen[r.device] = r.to_entity()
         return sorted(seen.values(), key=lambda d: d.device)
+
+    def since(self, model_name: str, after: datetime) -> list[DeviceReport]:
+        """Reports on ``model_name`` received at or after ``after``, oldest first."""
+        with self._session() as s:
+            rows = s.exec(
+                select(DeviceReportRow)
+                .where(DeviceReportRow.model_name == model_name, DeviceReportRow.received_at >= after)
+                .order_by(DeviceReportRow.id)  # type: ignore[arg-type]
+            )
+            return [r.to_entity() for r in rows]

@@ -37,6 +37,8 @@ RUN_STATUSES: tuple[str, ...] = (
     RunStatus.COMPLETED,
     RunStatus.FAILED,
     RunStatus.STOPPED,
+    RunStatus.INTERRUPTED,
+    RunStatus.RESUMED,
 )
 # Upper bounds (seconds) of the round-duration histogram; +Inf is added when rendering.
 DURATION_BUCKETS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)

@@ -1,9 +1,10 @@
-"""Records every round: participants and their metrics, central evaluation, and the checkpoint."""
+"""Records every round: who was asked, who answered, who dropped and why, the participants' metrics,
+central evaluation, and the checkpoint."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from fedge.tasks import Dataset, Task
 from fedge.tasks.training import evaluate_model, load_weights
 from registry import Checkpoint, Registry
 
-__all__ = ["RoundRecorder", "raise_if_every_reply_failed", "with_round_recording"]
+__all__ = ["RoundRecorder", "raise_if_every_reply_failed", "train_attendance", "with_round_recording"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,50 @@ def _client_reason(reason: str) -> str:
     return lines[0].removesuffix("'>") if lines else ""
 
 
+def train_attendance(
+    asked: Iterable[int], replies: Iterable[Message], names: Callable[[], Mapping[int, str]] = dict
+) -> dict[str, list[dict[str, Any]]]:
+    """Who was asked to train, who answered in time, and who dropped: ``timeout`` (no reply before
+    ``strategy.round_timeout_s``; a late reply is never read) or ``error`` (the node's reply was an
+    error, its reason kept). A node is named as it named itself in its reply, else by ``names()``
+    (the enrolled names, read only when a node did not name itself)."""
+    replies = list(replies)
+    asked_ids = sorted(set(asked))
+    info = _node_info(replies)
+    enrolled: dict[int, str] | None = None
+
+    def who(node_id: int) -> dict[str, Any]:
+        nonlocal enrolled
+        name = info.get(node_id, {}).get("name") or ""
+        if not name:
+            if enrolled is None:
+                try:
+                    enrolled = dict(names())
+                except Exception:  # names only make the record clearer
+                    enrolled = {}
+            name = enrolled.get(node_id, "")
+        return {"node_id": node_id, "name": name}
+
+    answered = sorted({int(m.metadata.src_node_id) for m in replies if not m.has_error()})
+    errors = {
+        int(m.metadata.src_node_id): _client_reason(str(m.error.reason or "")) or f"error code {m.error.code}"
+        for m in replies
+        if m.has_error()
+    }
+    replied = set(answered) | set(errors)
+    dropped = [{**who(n), "reason": "error", "detail": errors[n]} for n in sorted(errors)]
+    dropped += [
+        {**who(n), "reason": "timeout", "detail": "no reply within strategy.round_timeout_s"}
+        for n in asked_ids
+        if n not in replied
+    ]
+    return {
+        "asked": [who(n) for n in asked_ids],
+        "answered": [who(n) for n in answered],
+        "dropped": sorted(dropped, key=lambda d: d["node_id"]),
+    }
+
+
 @dataclass
 class RoundRecorder:
     """Collects what happens in each round and registers the round's aggregate as a checkpoint.
@@ -122,10 +167,53 @@ class RoundRecorder:
     validation: UpdateValidationConfig = field(default_factory=UpdateValidationConfig)
     rejected_by_round: dict[int, list[Rejection]] = field(default_factory=dict)
     global_arrays: ArrayRecord | None = None
+    # A resumed run: the interrupted run's last checkpoint; rounds are numbered after it.
+    resumed: Checkpoint | None = None
+    # Flower node id -> enrolled name (deployment), read when a round's attendance is recorded.
+    node_names: Callable[[], Mapping[int, str]] = dict
+    asked_by_round: dict[int, list[int]] = field(default_factory=dict)
+    attendance_by_round: dict[int, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+
+    @property
+    def round_offset(self) -> int:
+        """Rounds done before this run (by the run it resumes): Flower's round 1 is round offset + 1."""
+        return self.resumed.round if self.resumed is not None else 0
 
     def on_configure_train(self, server_round: int, arrays: ArrayRecord) -> None:
         """Remember the global model the round's replies will be checked against."""
         self.global_arrays = arrays
+
+    def on_train_asked(self, server_round: int, node_ids: Iterable[int]) -> None:
+        """Remember the nodes the strategy sent the round's train message to."""
+        self.asked_by_round[server_round] = sorted({int(n) for n in node_ids})
+
+    def record_attendance(self, server_round: int, replies: list[Message], min_train_nodes: int) -> None:
+        """Record who answered the round's train message and who dropped (timeout, error).
+
+        Raises
+        ------
+        FederationError
+            When nodes dropped and fewer than ``min_train_nodes`` answered: naming the dropped nodes.
+        """
+        attendance = train_attendance(self.asked_by_round.get(server_round, []), replies, self.node_names)
+        self.attendance_by_round[server_round] = attendance
+        dropped = attendance["dropped"]
+        for d in dropped:
+            log.warning(
+                "round %d: node %d (%s) dropped: %s (%s)",
+                server_round + self.round_offset,
+                d["node_id"],
+                d["name"] or "unnamed",
+                d["reason"],
+                d["detail"],
+            )
+        if dropped and len(attendance["answered"]) < min_train_nodes:
+            who = ", ".join(f"{d['name'] or d['node_id']} ({d['reason']})" for d in dropped)
+            raise FederationError(
+                f"round {server_round + self.round_offset}: {len(attendance['answered'])} of "
+                f"{len(attendance['asked'])} nodes answered, fewer than strategy.min_train_nodes="
+                f"{min_train_nodes}; dropped: {who}"
+            )
 
     def validate_train_replies(
         self, server_round: int, replies: list[Message], min_train_nodes: int
@@ -183,10 +271,28 @@ class RoundRecorder:
         train = self.train_by_round.get(server_round, {})
         evals = self.eval_by_round.get(server_round, {})
         info = self.info_by_round.get(server_round, {})
+        parent = self.checkpoints[-1] if self.checkpoints else self.resumed
+        rejected = [r.to_dict() for r in self.rejected_by_round.get(server_round, [])]
+        attendance = self.attendance_by_round.get(server_round)
+        if attendance is not None:
+            attendance = {
+                **attendance,
+                "dropped": attendance["dropped"]
+                + [
+                    {
+                        "node_id": r["node_id"],
+                        "name": r.get("node_name") or "",
+                        "reason": "rejected",
+                        "detail": f"update validation: {r['check']}",
+                    }
+                    for r in rejected
+                ],
+            }
         lineage.update(
             {
-                "round": server_round,
-                "parent_checkpoint_id": self.checkpoints[-1].id if self.checkpoints else None,
+                "round": server_round + self.round_offset,
+                "parent_checkpoint_id": parent.id if parent is not None else None,
+                **(attendance or {}),
                 "nodes": [
                     {
                         "node_id": node_id,
@@ -200,15 +306,15 @@ class RoundRecorder:
                     for node_id, m in sorted(train.items())
                 ],
                 "failed_nodes": self.failures_by_round.get(server_round, 0),
-                "rejected_updates": [r.to_dict() for r in self.rejected_by_round.get(server_round, [])],
+                "rejected_updates": rejected,
             }
         )
         weights = state_dict_to_safetensors(
-            self.model.state_dict(), {"run_id": self.run_id, "round": str(server_round)}
+            self.model.state_dict(), {"run_id": self.run_id, "round": str(server_round + self.round_offset)}
         )
         checkpoint = self.registry.register_checkpoint(
             run_id=self.run_id,
-            round=server_round,
+            round=server_round + self.round_offset,
             weights=weights,
             metrics=metrics,
             lineage=lineage,
@@ -245,11 +351,14 @@ def with_round_recording(strategy_cls: type, recorder: RoundRecorder) -> type:
     class Recording(strategy_cls):
         def configure_train(self, server_round: int, arrays: ArrayRecord, *args: Any, **kwargs: Any) -> Any:
             recorder.on_configure_train(server_round, arrays)
-            return super().configure_train(server_round, arrays, *args, **kwargs)
+            messages = list(super().configure_train(server_round, arrays, *args, **kwargs))
+            recorder.on_train_asked(server_round, (m.metadata.dst_node_id for m in messages))
+            return messages
 
         def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
             replies = list(replies)
             raise_if_every_reply_failed(server_round, "train", replies)
+            recorder.record_attendance(server_round, replies, int(getattr(self, "min_train_nodes", 1)))
             replies = recorder.validate_train_replies(
                 server_round, replies, int(getattr(self, "min_train_nodes", 1))
             )

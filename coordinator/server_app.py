@@ -17,9 +17,10 @@ from coordinator.packaging import package_and_register, warm_up_exporter
 from coordinator.privacy import PrivacyBudgetStop, private_strategy, secure_aggregate_dp
 from coordinator.prompt_grid import PromptGrid
 from coordinator.round_recorder import RoundRecorder, with_round_recording
+from coordinator.run_recovery import checkpoint_chain, resume_point
 from coordinator.secure_aggregation import run_secure_rounds
 from coordinator.strategies import strategy_class, strategy_kwargs
-from coordinator.warm_start import warm_start
+from coordinator.warm_start import resume_from_checkpoint, warm_start
 from fedge.config import FedgeConfig
 from fedge.errors import FederationError
 from fedge.protocol import config_hash, decode_run_config
@@ -70,6 +71,11 @@ def run_federation(
         torch.manual_seed(config.seed)
         model = task.build_model(task_cfg)
         warm = warm_start(registry, model, config.warm_start_from) if config.warm_start_from else None
+        # A resumed run (`fedge runs resume`) starts from the interrupted run's last checkpoint.
+        resumed = resume_point(registry, config.resume_from) if config.resume_from else None
+        if resumed is not None:
+            resume_from_checkpoint(registry, model, resumed)
+            log.info("resuming run %s after its round %d", config.resume_from, resumed.round)
         central = config.central_evaluation
         lineage = {
             "run_id": run_id,
@@ -82,6 +88,11 @@ def run_federation(
             "git_commit": git_commit(),
             "reason": config.reason,
             "warm_start_from": warm,
+            "resumed_from": (
+                {"run_id": config.resume_from, "checkpoint_id": resumed.id, "round": resumed.round}
+                if resumed is not None
+                else None
+            ),
         }
         if strategy_cfg.secure_aggregation:
             secagg = config.privacy.secagg
@@ -100,7 +111,12 @@ def run_federation(
             test_set=holdout if central else None,
             task=task,
             validation=strategy_cfg.validation,
+            resumed=resumed,
+            node_names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
         )
+        if resumed is not None:
+            recorder.model.load_state_dict(model.state_dict())
+        num_rounds = strategy_cfg.num_rounds - recorder.round_offset
         # The exporter's first use costs seconds of CPU: pay them during the rounds only where a
         # core is free of simulated clients (measured on 2 cores: slower rounds ate the gain).
         reserved = config.simulation.backend_cpus
@@ -134,7 +150,7 @@ def run_federation(
             record=lambda cls: with_round_recording(cls, recorder),
         )
         try:
-            result = strategy.start(
+            result = None if num_rounds <= 0 else strategy.start(
                 grid=NodeWaitGrid(
                     grid,
                     required=max(
@@ -146,7 +162,7 @@ def run_federation(
                     names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
                 ),
                 initial_arrays=state_dict_to_arrays(model.state_dict()),
-                num_rounds=strategy_cfg.num_rounds,
+                num_rounds=num_rounds,
                 timeout=strategy_cfg.round_timeout_s,
                 train_config=ConfigRecord({"lr": task_cfg.lr, "local-epochs": task_cfg.local_epochs}),
                 evaluate_fn=recorder.evaluate_fn,
@@ -183,9 +199,9 @@ def _package(
     """Export, sign and register the last checkpoint's model as the run's ``candidate`` version."""
     run_id, task_cfg, strategy_cfg = config.run_id, config.task, config.strategy
     registry_config = config.registry
-    if not recorder.checkpoints:
+    final = recorder.checkpoints[-1] if recorder.checkpoints else recorder.resumed
+    if final is None:
         raise RuntimeError("no round completed: no checkpoint to package")
-    final = recorder.checkpoints[-1]
     if warm_up is not None:
         warm_up.join()
     if result is not None:
@@ -213,7 +229,8 @@ def _package(
         metrics=dict(final.metrics),
         lineage={
             **final.lineage,
-            "checkpoint_ids": [c.id for c in recorder.checkpoints],
+            # every round's checkpoint, through the runs this one resumed
+            "checkpoint_ids": checkpoint_chain(registry, final),
             "privacy": privacy,
             **({LINEAGE_KEY: reference.to_dict()} if reference is not None else {}),
         },

@@ -34,7 +34,8 @@ class CoordinatorRow(SQLModel, registry=orm_registry(metadata=coordinator_metada
     """Base of the coordinator's table rows: on :data:`coordinator_metadata`, not the registry's."""
 
 
-# Every table the coordinator's history owns, with the columns its baseline (0001) gives each.
+# Every table the coordinator's history owns, with the columns its baseline (0001), or the revision
+# that made it (LATER_TABLES), gives each.
 COORDINATOR_TABLES: dict[str, frozenset[str]] = {
     "api_tokens": frozenset({"id", "name", "role", "token_sha256", "created_at", "revoked_at"}),
     "device_reports": frozenset(
@@ -56,7 +57,13 @@ COORDINATOR_TABLES: dict[str, frozenset[str]] = {
         {"id", "name", "public_key_pem", "key_sha256", "flower_node_id", "enrolled_at", "enrolled_by"}
         | {"revoked_at", "revoked_by"}
     ),
+    "rollouts": frozenset(
+        {"id", "model", "alias", "from_version_id", "from_number", "to_version_id", "to_number", "steps"}
+        | {"groups", "min_healthy_s", "max_error_rate", "max_p99_ms", "state", "step", "step_started_at"}
+        | {"started_by", "reason", "timeline", "created_at"}
+    ),
 }
+LATER_TABLES = frozenset({"rollouts"})  # made by 0004 (staged rollouts), not by the baseline
 BASELINE_REVISION = "0001"
 
 
@@ -76,7 +83,7 @@ def _adopt(conn: Connection, names: set[str]) -> str | None:
                 f"({', '.join(sorted(columns))}) match no release: it was made by an unreleased build; "
                 "back the database up, then stamp its revision with alembic or start a new database"
             )
-    return BASELINE_REVISION if found == COORDINATOR_TABLES.keys() else None
+    return BASELINE_REVISION if found >= COORDINATOR_TABLES.keys() - LATER_TABLES else None
 
 
 COORDINATOR_HISTORY = MigrationHistory(

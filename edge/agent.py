@@ -21,17 +21,17 @@ import httpx
 import numpy as np
 
 from edge.follower import ReleaseFollower, RuntimeFactory
-from edge.health import ActivationResult, observed_runtime, reference_problem
+from edge.health import ActivationResult, ServingWindow, observed_runtime, reference_problem
 from edge.metrics import ServingMetrics
 from edge.observe import DriftAccumulator, ObservedRuntime
 from edge.reporter import DeviceReporter
 from edge.runtime import Precision
-from edge.slot import ModelSlot
+from edge.slot import ModelSlot, SecondaryMode
 from edge.state import EdgeState
 from fedge.api_client import ApiClient
 from fedge.config import DriftSettings
 from fedge.crypto import Ed25519PublicKey
-from fedge.errors import NoModelAvailableError
+from fedge.errors import ConfigError, NoModelAvailableError
 
 __all__ = [
     "ActivationResult",
@@ -153,7 +153,9 @@ class EdgeAgent:
             runtime_factory=runtime_factory or observed_runtime,
             on_install=self.reporter.track,
             max_bundle_bytes=settings.max_bundle_bytes,
+            device=settings.device_name,
         )
+        self.window = ServingWindow(self.metrics)
         self._failures = 0
 
     # --- the loop --------------------------------------------------------------------------------
@@ -208,6 +210,23 @@ class EdgeAgent:
         return random.uniform(min(interval, ceiling) / 10, ceiling)
 
     # --- what operators and the serving app call -------------------------------------------------
+    def attach_secondary(self, number: int, *, mode: SecondaryMode, weight: float = 0.0) -> str:
+        """Serve version ``number`` beside the active one: an A/B ``split`` answering ``weight`` of
+        requests, or a ``shadow`` run on every request (see :class:`ModelSlot`); returns its label.
+
+        Raises
+        ------
+        FedgeError
+            If the version cannot be fetched, verified or loaded (see ``ReleaseFollower.load_version``),
+            or ``weight`` is outside [0, 1].
+        """
+        if mode == "split" and not 0.0 <= weight <= 1.0:
+            raise ConfigError(f"canary weight {weight} is outside [0, 1]: it is the canary's share")
+        runtime = self.follower.load_version(number)
+        self.slot.set_secondary(runtime, weight, mode)
+        log.info("serving %s as %s (weight %s)", runtime.version_label, mode, weight)
+        return runtime.version_label
+
     def rollback(self, reason: str = "operator") -> ActivationResult:
         """Return to the previous good version; the abandoned one is marked bad (see the follower)."""
         return self.follower.rollback(reason)
@@ -221,14 +240,27 @@ class EdgeAgent:
         self.reporter.observe(x)
 
     def report(self) -> dict[str, Any]:
-        """The report body: device, model, health, rows served and drift counts since the last one."""
+        """The report body: device, model, health, rows served and drift counts since the last one.
+
+        ``health`` holds the health check, the last activation attempt (``last_result``,
+        ``last_version``, ``last_reason``), the serving window since the last report (``requests``,
+        ``errors``, ``error_rate``, ``p99_ms``) and the rollout cohort this device is in
+        (``rollout``: ``id``, ``step``, ``cohort``, ``state``; None outside a rollout).
+        """
         runtime, active = self.slot.current(), self.state.active()
         last = self.follower.last
         model = {
             "name": active.name if active else self.settings.name,
             "version": str(active.number) if active else (runtime.version_label if runtime else "none"),
         }
-        health = {**self.follower.health, "last_result": last.result if last else None}
+        health = {
+            **self.follower.health,
+            "last_result": last.result if last else None,
+            "last_version": last.version if last else None,
+            "last_reason": last.reason if last else None,
+            **self.window.close(),
+            "rollout": self.follower.rollout,
+        }
         return self.reporter.report(model=model, health=health)
 
     def report_once(self) -> bool:
@@ -256,6 +288,7 @@ class EdgeAgent:
                 "message": last.message,
             },
             "health": dict(self.follower.health),
+            "rollout": self.follower.rollout,
         }
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ from fedge.errors import ArtifactError, ConfigError, DataError, FedgeError, Rele
 from fedge.release_format import ReleaseIdentity, VerifiedBundle, check_identity, verify_bundle
 from fedge.transparency import SignedTreeHead
 
-__all__ = ["API", "ReleaseFollower", "RuntimeFactory", "artifacts_key"]
+__all__ = ["API", "ReleaseFollower", "RuntimeFactory", "artifacts_key", "rollout_header"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ class ReleaseFollower:
         runtime still in memory), so the device reporter counts into the right drift bins.
     max_bundle_bytes : int
         A larger bundle is refused before it is read.
+    device : str, optional
+        This device's name: the alias is read for it (``?device=``), so a staged rollout can
+        answer its cohort's version; the cohort it is in is kept in :attr:`rollout`.
     """
 
     def __init__(
@@ -89,8 +92,11 @@ class ReleaseFollower:
         runtime_factory: RuntimeFactory,
         on_install: Callable[[ModelRuntime | None, VersionRecord | None], None],
         max_bundle_bytes: int,
+        device: str | None = None,
     ) -> None:
         self.api = api
+        self.device = device
+        self.rollout: dict[str, str] | None = None  # the X-Fedge-Rollout of the last alias read
         self.name, self.alias, self.public_key = name, alias, public_key
         self.state, self.slot, self.metrics = state, slot, metrics
         self.precision: Precision = precision
@@ -146,6 +152,31 @@ class ReleaseFollower:
                 return self._skip(target.label, str(refused.get("reason")))
             return self._activate_from_registry(target)
 
+    def load_version(self, number: int) -> ModelRuntime:
+        """Download, verify and load version ``number`` of the followed model, beside the active one
+        (a canary or shadow: ``fedge edge run --canary/--shadow``); it must pass its health check.
+
+        Raises
+        ------
+        FedgeError
+            If it cannot be downloaded, is not signed by the pinned key for that version, does not
+            load, or fails its reference rows.
+        """
+        label = f"{self.name}:{number}"
+        data = self.api.download_bytes(
+            f"{API}/registry/versions/{label}/bundle", max_bytes=self.max_bundle_bytes
+        )
+        try:
+            verified = verify_bundle(data, self.public_key, expect=ReleaseIdentity(self.name, number))
+        except FedgeError as exc:
+            reason = exc.reason if isinstance(exc, ArtifactError) else "invalid_bundle"
+            raise ReleaseRefusedError(reason, f"{label}: {exc}", bad=True) from exc
+        runtime = self._factory(verified, self.precision, label)
+        problem = reference_problem(runtime)
+        if problem is not None:
+            raise ReleaseRefusedError("health_check", f"{label}: {problem}", bad=True)
+        return runtime
+
     # --- rollback and health ---------------------------------------------------------------------
     def rollback(self, reason: str = "operator") -> ActivationResult:
         """Return to the previous good version; the abandoned one is marked bad.
@@ -193,13 +224,15 @@ class ReleaseFollower:
     # --- one release -----------------------------------------------------------------------------
     def _fetch_alias(self) -> VersionRecord:
         path = f"{API}/registry/aliases/{self.name}/{self.alias}"
+        params = {"device": self.device} if self.device else None
         try:
-            response = self.api.send("GET", path)
+            response = self.api.send("GET", path, params=params)
         except FedgeError as exc:
             raise ReleaseRefusedError("unreachable", str(exc), bad=False) from exc
         if response.status_code != 200:
             error = error_from_response(response)
             raise ReleaseRefusedError(f"http_{response.status_code}", f"{path}: {error}", bad=False)
+        self.rollout = rollout_header(response.headers.get("x-fedge-rollout"))
         try:
             data = response.json()
             return VersionRecord(
@@ -371,3 +404,16 @@ def artifacts_key(artifacts: Any) -> str:
     except (KeyError, TypeError):
         return ""
     return hashlib.sha256("\n".join(pairs).encode()).hexdigest() if pairs else ""
+
+
+def rollout_header(value: str | None) -> dict[str, str] | None:
+    """``id=3; step=0; cohort=canary; state=active`` as a dict (None when absent or malformed)."""
+    if not value or len(value) > 512:
+        return None
+    fields = {}
+    for part in value.split(";"):
+        key, sep, item = part.strip().partition("=")
+        if not sep or not key:
+            return None
+        fields[key] = item
+    return fields if "id" in fields and "cohort" in fields else None

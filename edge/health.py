@@ -1,4 +1,5 @@
-"""What an activation attempt ended in, and the health check: the manifest's reference rows, as served."""
+"""What an activation attempt ended in, the health check (the manifest's reference rows, as served),
+and the serving window a device reports: requests, server errors and p99 latency since the last report."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.metrics import ServingMetrics
 from edge.observe import ObservedRuntime
 from edge.runtime import PRECISIONS, ModelRuntime, Precision
 from fedge.release_format import VerifiedBundle
 
-__all__ = ["OK_RESULTS", "ActivationResult", "observed_runtime", "reference_problem"]
+__all__ = ["OK_RESULTS", "ActivationResult", "ServingWindow", "observed_runtime", "reference_problem"]
 
 OK_RESULTS = frozenset({"activated", "unchanged", "skipped"})
 
@@ -57,3 +59,53 @@ def reference_problem(runtime: ModelRuntime) -> str | None:
 def observed_runtime(verified: VerifiedBundle, precision: Precision, label: str) -> ModelRuntime:
     """The default runtime factory: one whose served rows the device reporter can count."""
     return ObservedRuntime.from_verified(verified, precision, label)
+
+
+class ServingWindow:
+    """Requests, server errors (5xx) and p99 latency served since the last :meth:`close`.
+
+    Read from the serving process's own counters (``fedge_serving_requests``,
+    ``fedge_serving_request_seconds``): the p99 is the upper bound of the histogram bucket it falls
+    in, so it errs high. A staged rollout judges a cohort's step on these figures.
+    """
+
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self.metrics = metrics
+        self._last = self._totals()
+
+    def _totals(self) -> tuple[float, float, dict[float, float]]:
+        requests = errors = 0.0
+        for family in self.metrics.requests.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    requests += sample.value
+                    errors += sample.value if sample.labels.get("status", "").startswith("5") else 0.0
+        buckets: dict[float, float] = {}
+        for family in self.metrics.latency.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+        return requests, errors, buckets
+
+    def close(self) -> dict[str, float | int | None]:
+        """The window's figures (``error_rate``, ``p99_ms`` None without requests); a new one starts."""
+        requests, errors, buckets = self._totals()
+        last_requests, last_errors, last_buckets = self._last
+        self._last = (requests, errors, buckets)
+        n, e = int(requests - last_requests), int(errors - last_errors)
+        counts = sorted((bound, count - last_buckets.get(bound, 0.0)) for bound, count in buckets.items())
+        timed = counts[-1][1] if counts else 0.0  # the +Inf bucket: every timed request
+        p99 = None
+        if timed > 0:
+            need = 0.99 * timed
+            p99 = next(bound for bound, count in counts if count >= need)
+            if p99 == float("inf"):  # beyond the largest bucket: report that bound, a lower bound
+                p99 = max((b for b, _ in counts if b != float("inf")), default=0.0)
+            p99 *= 1000.0
+        return {
+            "requests": n,
+            "errors": e,
+            "error_rate": e / n if n else None,
+            "p99_ms": p99,
+        }

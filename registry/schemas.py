@@ -31,7 +31,11 @@ class RunStatus:
     COMPLETED = "completed"
     FAILED = "failed"
     STOPPED = "stopped"
-    FINISHED = frozenset({COMPLETED, FAILED, STOPPED})
+    # The coordinator died under the run (found at its restart); `fedge runs resume` continues it.
+    INTERRUPTED = "interrupted"
+    # An interrupted (or stopped, failed) run another run continued from its last checkpoint.
+    RESUMED = "resumed"
+    FINISHED = frozenset({COMPLETED, FAILED, STOPPED, INTERRUPTED, RESUMED})
 
 
 @dataclass(frozen=True)

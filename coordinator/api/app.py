@@ -11,7 +11,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from coordinator.api import audit_routes, device_routes, drift_routes, operations, registry_routes
+from coordinator.api import (
+    audit_routes,
+    device_routes,
+    drift_routes,
+    operations,
+    registry_routes,
+    rollout_routes,
+)
 from coordinator.api.deps import RunConfigLoader, Viewer
 from coordinator.auth import TokenStore
 from coordinator.deployment.deployment import Deployment
@@ -19,6 +26,7 @@ from coordinator.device_reports import DeviceReportStore
 from coordinator.drift.launch import open_drift_service
 from coordinator.drift.metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
+from coordinator.rollouts import RolloutService, RolloutStore
 from coordinator.telemetry_limits import TelemetryLimiter, TelemetryLimits
 from fedge.config import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, RateLimitedError
@@ -68,6 +76,7 @@ def create_app(
     tokens = TokenStore(coordinator_engine)
     reports = DeviceReportStore(coordinator_engine)
     drift = open_drift_service(settings.drift, registry, coordinator_engine)
+    rollouts = RolloutService(RolloutStore(coordinator_engine), registry, reports)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
@@ -88,6 +97,7 @@ def create_app(
     app.state.aliases = list(settings.registry.aliases)
     app.state.device_reports = reports
     app.state.drift = drift
+    app.state.rollouts = rollouts
     app.state.telemetry = TelemetryLimiter(settings.telemetry)
     app.state.deployment = deployment
     app.state.load_run_config = load_run_config
@@ -111,6 +121,7 @@ def create_app(
     app.include_router(operations.router, prefix=API_PREFIX)
     app.include_router(drift_routes.router, prefix=f"{API_PREFIX}/drift")
     app.include_router(device_routes.router, prefix=f"{API_PREFIX}/edge")
+    app.include_router(rollout_routes.router, prefix=f"{API_PREFIX}/rollouts")
 
     def nodes_online() -> int:
         if deployment is None:

@@ -18,6 +18,7 @@ from coordinator.auth import DEVICE_ROLE, Principal, TokenStore, require_device,
 from coordinator.deployment.deployment import Deployment
 from coordinator.device_reports import DeviceReportStore
 from coordinator.drift.service import DriftService
+from coordinator.rollouts import RolloutService
 from coordinator.telemetry_limits import TelemetryLimiter
 from fedge.config import FedgeConfig
 from fedge.errors import AuthenticationError, ConfigError, FederationError
@@ -34,6 +35,7 @@ __all__ = [
     "Operator",
     "RegistryDep",
     "ReleaseReader",
+    "RolloutsDep",
     "RunConfigLoader",
     "RunConfigLoaderDep",
     "TelemetryLimiterDep",
@@ -80,6 +82,12 @@ def get_device_reports(request: Request) -> DeviceReportStore:
     """The store of edge devices' periodic reports."""
     reports: DeviceReportStore = request.app.state.device_reports
     return reports
+
+
+def get_rollouts(request: Request) -> RolloutService:
+    """The staged rollouts of aliases."""
+    rollouts: RolloutService = request.app.state.rollouts
+    return rollouts
 
 
 def get_telemetry_limiter(request: Request) -> TelemetryLimiter:
@@ -173,6 +181,7 @@ GatesDep = Annotated[GatesConfig, Depends(get_gates)]
 ConfiguredAliasesDep = Annotated[list[str], Depends(get_configured_aliases)]
 DriftServiceDep = Annotated[DriftService, Depends(get_drift_service)]
 DeviceReportsDep = Annotated[DeviceReportStore, Depends(get_device_reports)]
+RolloutsDep = Annotated[RolloutService, Depends(get_rollouts)]
 TelemetryLimiterDep = Annotated[TelemetryLimiter, Depends(get_telemetry_limiter)]
 DeploymentDep = Annotated[Deployment, Depends(get_deployment)]
 # For a route that must refuse a bad request before it says no deployment is running.

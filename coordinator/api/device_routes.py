@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.api.deps import Device, DeviceReportsDep, TelemetryLimiterDep, Viewer
+from coordinator.api.deps import Device, DeviceReportsDep, RolloutsDep, TelemetryLimiterDep, Viewer
 from coordinator.api.drift_routes import telemetry_site
 from coordinator.api.schemas import DevicePublic, DeviceReportCreated
 from fedge.http_limits import MAX_ID
@@ -45,11 +45,16 @@ class DeviceReportIn(BaseModel):
 
 @router.post("/reports", status_code=201, response_model=DeviceReportCreated)
 def post_device_report(
-    body: DeviceReportIn, caller: Device, reports: DeviceReportsDep, limiter: TelemetryLimiterDep
+    body: DeviceReportIn,
+    caller: Device,
+    reports: DeviceReportsDep,
+    limiter: TelemetryLimiterDep,
+    rollouts: RolloutsDep,
 ) -> DeviceReportCreated:
     """Store a device's report under its token's device; the token's name is recorded beside it.
 
     403 for any token but a ``device`` one, or a body naming another device; 429 beyond its rate.
+    An active rollout of the model is then judged on it (see :mod:`coordinator.rollouts`).
     """
     device = telemetry_site(caller, body.device, field="device")
     limiter.take(device)
@@ -62,6 +67,7 @@ def post_device_report(
         drift=body.drift,
         reported_by=caller.name,
     )
+    rollouts.on_report(body.model.name)
     return DeviceReportCreated(id=stored.id, received_at=stored.received_at)
 
 

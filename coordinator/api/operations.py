@@ -1,4 +1,4 @@
-"""Operator routes: runs (create, list, get, logs, stop), nodes (enrol, list, revoke) and tokens."""
+"""Operator routes: runs (create, list, get, logs, stop, resume), nodes (enrol, list, revoke) and tokens."""
 
 # Roles: ``viewer`` reads, ``operator`` creates and stops runs, ``admin`` manages nodes and tokens.
 # Every change is written to the registry's audit log with the token's name as the actor.
@@ -34,6 +34,7 @@ from coordinator.api.schemas import (
     TokenPublic,
     TokenRevoked,
 )
+from coordinator.run_recovery import plan_resume
 from fedge.config.compose import refuse_interpolations
 from fedge.errors import ConfigError
 from fedge.http_limits import MAX_ID
@@ -163,6 +164,20 @@ def stop_run(run_id: RunId, actor: Operator, registry: RegistryDep, deployment: 
     """Ask the SuperLink to stop the run."""
     run = deployment.runs.stop(run_id, actor=actor)
     return RunSummary.of(run, rounds_done=len(registry.store.list_checkpoints(run_id)))
+
+
+@router.post("/runs/{run_id}/resume", status_code=201, tags=["runs"], response_model=RunSummary)
+def resume_run(
+    run_id: RunId, actor: Operator, registry: RegistryDep, deployment: MaybeDeploymentDep
+) -> RunSummary:
+    """Continue an interrupted (or stopped, failed) run from its last checkpoint in a new run.
+
+    409 when the run was already resumed, completed, registered a version, is still in progress
+    or has no checkpoint.
+    """
+    plan_resume(registry, run_id)  # a run that cannot be resumed is refused first, by its own reason
+    run = started_deployment(deployment).runs.resume(run_id, actor=actor)
+    return RunSummary.of(run, rounds_done=0)
 
 
 # --- nodes ----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from coordinator.api.deps import (
     Operator,
     RegistryDep,
     ReleaseReader,
+    RolloutsDep,
     Viewer,
 )
 from coordinator.api.registry_schemas import (
@@ -176,9 +177,21 @@ def add_declared_alias(
 
 
 @router.get("/aliases/{name}/{alias}", response_model=VersionPublic)
-def get_alias(name: Name, alias: Name, registry: RegistryDep, _actor: ReleaseReader) -> VersionPublic:
-    """The version ``name@alias`` points at."""
-    return VersionPublic.model_validate(registry.store.get_alias(name, alias))
+def get_alias(
+    name: Name,
+    alias: Name,
+    rollouts: RolloutsDep,
+    _actor: ReleaseReader,
+    response: Response,
+    device: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+) -> VersionPublic:
+    """The version ``name@alias`` points at; with ``device``, for that device during a staged
+    rollout (its cohort in ``X-Fedge-Rollout``; see docs/rollout.md)."""
+    resolved = rollouts.resolve(name, alias, device)
+    header = resolved.header()
+    if header is not None:
+        response.headers["X-Fedge-Rollout"] = header
+    return VersionPublic.model_validate(resolved.version)
 
 
 @router.get("/models/{name}/alias-history", response_model=list[AliasEventPublic])

@@ -69,6 +69,12 @@ def _participant(node: dict[str, Any]) -> Participant:
     return Participant(**out)  # type: ignore[typeddict-item]
 
 
+def _attendees(entries: Any) -> list[dict[str, str]]:
+    """A round's asked/answered/dropped list as strings (node ids are uint64: JSON numbers lose them)."""
+    keys = ("node_id", "name", "reason", "detail")
+    return [{k: str(e[k]) for k in keys if k in e} for e in (entries or []) if isinstance(e, dict)]
+
+
 class RunSummary(PublicModel):
     """A run as listed."""
 
@@ -112,6 +118,11 @@ class RoundPublic(PublicModel):
     metrics: Metrics
     participants: list[Participant]
     failed_nodes: int
+    # Who the round's train message went to, who answered in time, who dropped and why
+    # (reason: timeout, error or rejected; detail says more). Empty for rounds recorded before.
+    asked: list[dict[str, str]] = []
+    answered: list[dict[str, str]] = []
+    dropped: list[dict[str, str]] = []
     created_at: IsoDatetime
 
     @classmethod
@@ -123,6 +134,9 @@ class RoundPublic(PublicModel):
             metrics=checkpoint.metrics,
             participants=[_participant(n) for n in checkpoint.lineage.get("nodes", [])],
             failed_nodes=checkpoint.lineage.get("failed_nodes", 0),
+            asked=_attendees(checkpoint.lineage.get("asked")),
+            answered=_attendees(checkpoint.lineage.get("answered")),
+            dropped=_attendees(checkpoint.lineage.get("dropped")),
             created_at=checkpoint.created_at,
         )
 

@@ -132,6 +132,13 @@ class Deployment:
                 work_dir=Path(self.settings.state_dir) / "runs",
                 poll_interval_s=self.settings.poll_interval_s,
             )
+            interrupted = self._runs.recover()
+            if interrupted:
+                log.warning(
+                    "%d run(s) were in progress when the coordinator stopped, now interrupted "
+                    "(continue one with `fedge runs resume RUN`): %s",
+                    len(interrupted), ", ".join(interrupted),
+                )  # fmt: skip
             self._drift_store = DriftReportStore(self._engine)
             self._drift_thread = threading.Thread(target=self._watch_drift, name="drift-runs", daemon=True)
             self._drift_thread.start()

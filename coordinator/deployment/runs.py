@@ -12,12 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from coordinator.deployment.control import FlowerControl, follow_run_logs
 from coordinator.flower_app import build_shim_fab
 from coordinator.lifecycle import finish_run, new_run_id, resolve_run_config, run_record, status_of
+from coordinator.run_recovery import mark_interrupted_runs, plan_resume, resume_reason
 from fedge.config import FedgeConfig
 from fedge.errors import ConflictError, FederationError, NotFoundError
 from fedge.private_fs import private_dir
@@ -63,7 +64,7 @@ class DeploymentRuns:
         self.on_finished = on_finished
         self._followers: dict[str, threading.Thread] = {}
         self._closing = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def _control(self) -> FlowerControl:
         return FlowerControl(self.address, self.root_certificates)
@@ -114,6 +115,63 @@ class DeploymentRuns:
         log.info("run %s submitted as Flower run %d (%s)", run_id, flower_run_id, reason)
         return self.registry.store.get_run(run_id)
 
+    def recover(self) -> list[str]:
+        """At startup: record the runs a previous coordinator process left unfinished.
+
+        Its ServerApps died with it, so a run Flower does not report finished is marked
+        ``interrupted`` (and stopped at the SuperLink, should its state still list it). Returns
+        the ids marked interrupted.
+        """
+        control = self._control()
+        lost: list[int] = []
+
+        def finished_state(flower_run_id: int) -> tuple[str, str | None] | None:
+            try:
+                state = control.run_state(flower_run_id)
+            except FederationError:
+                return None  # the SuperLink does not know it (its state was reset)
+            if state.finished:
+                return status_of(state)
+            lost.append(flower_run_id)
+            return None
+
+        try:
+            marked = mark_interrupted_runs(self.registry, finished_state)
+            for flower_run_id in lost:
+                control.stop_run(flower_run_id)
+        finally:
+            control.close()
+        return marked
+
+    def resume(self, run_id: str, *, actor: str) -> RunInfo:
+        """Continue ``run_id`` from its last checkpoint in a new run (same config, remaining rounds).
+
+        The new run's ServerApp loads that checkpoint's weights, numbers its rounds after it and
+        links its first checkpoint to it; ``run_id`` becomes ``resumed``, so it is resumed once.
+
+        Raises
+        ------
+        ConflictError
+            If the run may not be resumed (see :func:`coordinator.run_recovery.plan_resume`).
+        """
+        with self._lock:
+            plan = plan_resume(self.registry, run_id)
+            config = replace(FedgeConfig.from_dict(plan.run.config), resume_from=run_id)
+            new = self.create(config, reason=resume_reason(run_id), actor=actor)
+            self.registry.store.update_run(run_id, status=RunStatus.RESUMED)
+            self.registry.store.append_audit(
+                action="run.resumed",
+                actor=actor,
+                subject=f"run {run_id}",
+                details={
+                    "run_id": new.run_id,
+                    "checkpoint_id": plan.checkpoint.id,
+                    "round": plan.start_round,
+                },
+            )
+        log.info("run %s resumed as %s from round %d", run_id, new.run_id, plan.start_round)
+        return new
+
     def _follow(self, run_id: str, flower_run_id: int) -> None:
         logs = follow_run_logs(self.address, flower_run_id, self.log_path(run_id), self.root_certificates)
         control = self._control()
@@ -157,6 +215,16 @@ class DeploymentRuns:
             If the run already finished.
         """
         run = self.get(run_id)
+        if run.status == RunStatus.INTERRUPTED:
+            # Nothing runs any more: record the operator's decision (a stopped run can still be resumed).
+            self.registry.store.update_run(run_id, status=RunStatus.STOPPED)
+            self.registry.store.append_audit(
+                action="run.stop",
+                actor=actor,
+                subject=f"run {run_id}",
+                details={"was": RunStatus.INTERRUPTED},
+            )
+            return self.get(run_id)
         if run.status in RunStatus.FINISHED:
             raise ConflictError(f"run {run_id} already finished ({run.status}); nothing to stop")
         if run.flower_run_id is None:

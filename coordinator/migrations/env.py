@@ -11,7 +11,8 @@ from __future__ import annotations
 import coordinator.auth
 import coordinator.deployment.nodes
 import coordinator.device_reports
-import coordinator.drift.store  # noqa: F401
+import coordinator.drift.store
+import coordinator.rollouts  # noqa: F401
 from coordinator.tables import COORDINATOR_HISTORY
 from registry import run_environment
 

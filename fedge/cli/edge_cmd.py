@@ -69,6 +69,17 @@ def run(
     drift_min_window: Annotated[
         int, typer.Option("--drift-min-window", help="Rows a window needs before anything is sent")
     ] = 200,
+    canary: Annotated[
+        int | None,
+        typer.Option("--canary", help="Also serve this version NUMBER to --canary-weight of requests (A/B)"),
+    ] = None,
+    canary_weight: Annotated[
+        float, typer.Option("--canary-weight", help="Share of requests the --canary version answers")
+    ] = 0.1,
+    shadow: Annotated[
+        int | None,
+        typer.Option("--shadow", help="Also run this version NUMBER on every request, answering nothing"),
+    ] = None,
 ) -> None:
     """Serve the verified model NAME@ALIAS and keep following the alias."""
     import uvicorn
@@ -81,6 +92,10 @@ def run(
 
     if precision not in ("fp32", "int8"):
         raise ConfigError(f"--precision {precision!r} is not fp32 or int8")
+    if canary is not None and shadow is not None:
+        raise ConfigError("--canary and --shadow exclude each other: the slot holds one secondary version")
+    if not 0.0 <= canary_weight <= 1.0:
+        raise ConfigError(f"--canary-weight {canary_weight} is outside [0, 1]")
     logging.getLogger("edge").setLevel(logging.INFO)
     drift = None
     if drift_epsilon > 0:
@@ -104,6 +119,10 @@ def run(
     )
     agent = EdgeAgent(settings, slot=slot, metrics=metrics)
     agent.start_offline()
+    if canary is not None:
+        agent.attach_secondary(canary, mode="split", weight=canary_weight)
+    elif shadow is not None:
+        agent.attach_secondary(shadow, mode="shadow")
     stop = threading.Event()
     poller = threading.Thread(target=agent.run_forever, args=(stop,), name="edge-agent", daemon=True)
     app = create_serving_app(slot, batching=cloud, status_provider=agent.status, metrics=metrics)

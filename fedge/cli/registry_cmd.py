@@ -77,7 +77,9 @@ def show_version(
     out["approvals"] = [_version_dict(a) for a in approvals]
     out["artifact_paths"] = {k: str(p) if p else None for k, p in paths.items()}
     out["checkpoints"] = [
-        {"id": c.id, "round": c.round, "weights_sha256": c.weights.sha256, "metrics": c.metrics}
+        {"id": c.id, "round": c.round, "weights_sha256": c.weights.sha256, "metrics": c.metrics,
+         # who dropped out of the round and why (timeout, error, rejected)
+         "dropped": c.lineage.get("dropped", [])}
         for c in checkpoints
     ]
     print(json.dumps(out, indent=2, default=str))
@@ -427,3 +429,8 @@ def add_alias_cmd(
                 gates=config.gates,
             )
     typer.echo(f"declared {alias}; declared aliases: {', '.join(declared)}")
+
+
+from fedge.cli.rollout_cmd import rollout_app  # noqa: E402  (staged rollouts, docs/rollout.md)
+
+registry_app.add_typer(rollout_app, name="rollout")

@@ -1,4 +1,4 @@
-"""``fedge runs create|list|show|logs|stop``: federated runs on the coordinator.
+"""``fedge runs create|list|show|logs|stop|resume``: federated runs on the coordinator.
 
 They talk to the coordinator's operator API over HTTPS with a bearer token (``FEDGE_URL``,
 ``FEDGE_TOKEN``, ``FEDGE_CA``), so operators never touch Flower's unauthenticated Control API.
@@ -94,3 +94,14 @@ def runs_stop(
     with operator_api(url, token, ca) as api:
         api.call("POST", f"/runs/{run_id}/stop")
     typer.echo(f"stop requested for run {run_id}")
+
+
+@runs_app.command("resume")
+@reports_errors
+def runs_resume(
+    run_id: str, url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None
+) -> None:
+    """Continue an interrupted run from its last checkpoint; prints the new run's id."""
+    with operator_api(url, token, ca) as api:
+        run = api.call("POST", f"/runs/{run_id}/resume")
+    typer.echo(run["run_id"])

@@ -347,6 +347,8 @@ class FedgeConfig:
     mode: str = "train"
     # a version reference (digits@production) whose weights the run starts from; empty: fresh weights
     warm_start_from: str = ""
+    # set by the coordinator when it resumes a run: the run whose last checkpoint this one continues
+    resume_from: str = ""
     # set by the coordinator when it records the run; empty in a composed config
     run_id: str = ""
 

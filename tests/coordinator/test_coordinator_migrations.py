@@ -19,7 +19,8 @@ from sqlalchemy.engine import Engine
 import coordinator.auth
 import coordinator.deployment.nodes
 import coordinator.device_reports
-import coordinator.drift.store  # noqa: F401  (the stores define the coordinator's rows)
+import coordinator.drift.store
+import coordinator.rollouts  # noqa: F401  (the stores define the coordinator's rows)
 from coordinator.auth import TokenStore
 from coordinator.device_reports import DeviceReportStore
 from coordinator.tables import COORDINATOR_HISTORY, COORDINATOR_TABLES, coordinator_metadata

@@ -190,6 +190,8 @@ def test_scrape_reads_runs_rounds_durations_and_the_newest_aggregate(registry: R
         "completed": 2.0,
         "failed": 1.0,
         "stopped": 1.0,
+        "interrupted": 0.0,
+        "resumed": 0.0,
     }
     assert samples[("fedge_rounds_completed_total", ())] == 5.0
 
