@@ -1,12 +1,17 @@
-"""The client agent an institution runs beside its data: a warm worker plus a Flower SuperNode.
+"""The client agent an institution runs beside its data: a warm worker and its Flower node.
 
 ``fedge client start`` validates the institution's data file against the task's schema before
-anything connects (a bad file stops the agent with the file, column and row named), keeps torch,
-the model code and the validated rows loaded in this process (the warm worker), and runs
-``flower-supernode`` over TLS with the node's enrolled key. Each Flower message starts a light
-ClientApp process that forwards to the worker, so a round costs a process spawn and the
-training itself, not a torch import. Only weights, metrics, the data's fingerprint and row count
-leave the institution.
+anything connects (a bad file stops the agent with the file, column and row named) and keeps torch,
+the model code and the validated rows loaded in this process (the warm worker). Two node modes:
+
+- ``in-process`` (the default): the agent holds the Fleet connection itself
+  (:mod:`client.fleet_node`: Flower's Fleet client, the same TLS and enrolled node key as a
+  SuperNode) and runs the ClientApp in this process, pulling at sub-second intervals while a run is
+  active. A round costs the training and a few round trips.
+- ``supernode``: ``flower-supernode`` over TLS with the node's key, whose SuperExec starts a light
+  ClientApp process per message that forwards to the worker (Flower's own node, 3 s idle polls).
+
+Only weights, metrics, the data's fingerprint and row count leave the institution.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import RecordDict
@@ -29,14 +36,17 @@ from client.trainer import ClientIdentity, evaluate_reply, train_reply
 from client.training_privacy import spend_for_training
 from client.worker import WorkerServer
 from fedge.drift_summary import record_value
-from fedge.errors import ConfigError, DataError, FederationError, NodeRefusedError
+from fedge.errors import ConfigError, DataError, FederationError, FedgeError, NodeRefusedError
 from fedge.privacy_ledger import PrivacyLedger
 from fedge.private_fs import private_dir
 from fedge.processes import ManagedProcess, flower_env, free_port
 from fedge.protocol import DRIFT_QUERY, QUERY_KEY, RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
 from fedge.tasks import TaskConfig
 
-__all__ = ["EXIT_REFUSED", "AgentConfig", "ClientAgent"]
+if TYPE_CHECKING:
+    from client.fleet_node import FleetNode
+
+__all__ = ["EXIT_REFUSED", "NODE_MODES", "AgentConfig", "ClientAgent"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,9 @@ EXIT_REFUSED = NodeRefusedError.exit_code
 # row it starts a SuperNode that stopped unasked within 30 s of starting.
 _WATCH_INTERVAL_S = 0.5
 _MAX_QUICK_RESTARTS = 2
+NODE_MODES = ("in-process", "supernode")
+# How long stop() waits for the in-process node to leave (a message being served finishes first).
+_NODE_STOP_S = 10.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _RETRY = re.compile(r"Connection attempt failed, retrying in ([0-9.]+) seconds")
 
@@ -71,6 +84,9 @@ class AgentConfig:
     state_dir: Path
     name: str
     max_retries: int | None = None
+    # "in-process": this process holds the Fleet connection (client.fleet_node); "supernode":
+    # Flower's flower-supernode process with a ClientApp process per message.
+    node_mode: str = "in-process"
     drift_budget_epsilon: float = 100.0
     drift_min_window: int = 0
     # One budget per institution for local-DP training and drift telemetry alike (one ledger);
@@ -102,6 +118,8 @@ class ClientAgent:
             if not Path(path).is_file():
                 raise ConfigError(f"{label} {path} does not exist")
         self.state_dir = Path(config.state_dir)
+        if config.node_mode not in NODE_MODES:
+            raise ConfigError(f"node mode {config.node_mode!r}: choose one of {', '.join(NODE_MODES)}")
         self.socket_path = self.state_dir / "worker" / "worker.sock"
         self.log_path = self.state_dir / "supernode.log"
         self.local: LocalData | None = None
@@ -113,6 +131,12 @@ class ClientAgent:
         self._session_offset: int | None = None
         self._started_at = 0.0
         self._loaded_stamp: tuple[int, int] | None = None
+        # in-process mode: the node's thread, its stop signal, and how it ended
+        self.node: FleetNode | None = None
+        self._node_thread: threading.Thread | None = None
+        self._node_stop = threading.Event()
+        self._node_refusal: str | None = None
+        self._node_error: str | None = None
 
     def load_data(self) -> ClientIdentity:
         """Read and validate the data file (raises :class:`DataError` naming file, column, row)."""
@@ -226,11 +250,48 @@ class ClientAgent:
         private_dir(self.state_dir / "flwr-home")
         self.worker = WorkerServer(self.socket_path, self.handle).start()
         try:
-            self._start_supernode()
+            if self.config.node_mode == "in-process":
+                self._start_node()
+            else:
+                self._start_supernode()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_node(self) -> None:
+        from client.client_app import app
+        from client.fleet_node import FleetNode, FleetNodeConfig
+
+        cfg = self.config
+        self.node = FleetNode(
+            FleetNodeConfig(
+                superlink=cfg.superlink,
+                ca_cert=Path(cfg.ca_cert),
+                private_key=Path(cfg.private_key),
+                name=cfg.name,
+                node_config={WORKER_SOCKET_KEY: str(self.socket_path)},
+                max_retries=cfg.max_retries,
+            ),
+            app,
+        )
+        self._node_stop.clear()
+        self._node_thread = threading.Thread(target=self._run_node, name="fleet-node", daemon=True)
+        self._node_thread.start()
+        self._started_at = time.monotonic()
+        log.info("node started in this process towards %s", cfg.superlink)
+
+    def _run_node(self) -> None:
+        assert self.node is not None
+        try:
+            self.node.run(self._node_stop)
+        except NodeRefusedError as exc:
+            self._node_refusal = str(exc)
+        except FedgeError as exc:
+            self._node_error = str(exc)
+        except Exception as exc:
+            log.exception("the node stopped on an unexpected error")
+            self._node_error = f"{type(exc).__name__}: {exc}"
 
     def _start_supernode(self) -> None:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -256,6 +317,13 @@ class ClientAgent:
         code 0 (Flower's answer to a node the SuperLink no longer knows, e.g. revoked mid-run) is
         started again once to learn why: a refused key then shows in :meth:`refusal`.
         """
+        if self._node_thread is not None:
+            self._node_thread.join(timeout)
+            if self._node_thread.is_alive():
+                return None
+            if self._node_refusal is not None:
+                return EXIT_REFUSED
+            return 1 if self._node_error is not None else 0
         if self.process is None:
             return None
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -309,8 +377,17 @@ class ClientAgent:
                     line.split(":", 1)[-1].strip(),
                 )
 
+    def failure(self, code: int) -> str:
+        """What ended the node with a non-zero ``code``, for the console."""
+        if self.config.node_mode == "in-process":
+            return f"the node stopped: {self._node_error or f'exit code {code}'}"
+        return f"the SuperNode exited with code {code}; see {self.log_path}"
+
     def refusal(self) -> str | None:
-        """Why the SuperLink refused this node, from the SuperNode's log (``None`` if it did not)."""
+        """Why the SuperLink refused this node (``None`` if it did not): in-process, as the node
+        ended; with a SuperNode, from its log."""
+        if self.config.node_mode == "in-process":
+            return self._node_refusal
         try:
             with self.log_path.open("rb") as fh:
                 fh.seek(self._session_offset or 0)  # this agent's SuperNodes only, not earlier runs'
@@ -326,7 +403,12 @@ class ClientAgent:
         return None
 
     def stop(self) -> None:
-        """Stop the SuperNode (and its ClientApp processes) and the worker (idempotent)."""
+        """Stop the node (a SuperNode with its ClientApp processes) and the worker (idempotent)."""
+        if self._node_thread is not None:
+            self._node_stop.set()
+            self._node_thread.join(_NODE_STOP_S)
+            if self._node_thread.is_alive():
+                log.warning("the node did not stop within %.0f s (a message is being served)", _NODE_STOP_S)
         if self.process is not None:
             self.process.stop()
             self.process = None

@@ -15,6 +15,7 @@ from coordinator.drift.reference import LINEAGE_KEY, manifest_entry
 from coordinator.node_wait import NodeWaitGrid, enrolled_node_names
 from coordinator.packaging import package_and_register, warm_up_exporter
 from coordinator.privacy import PrivacyBudgetStop, private_strategy, secure_aggregate_dp
+from coordinator.prompt_grid import PromptGrid
 from coordinator.round_recorder import RoundRecorder, with_round_recording
 from coordinator.run_recovery import checkpoint_chain, resume_point
 from coordinator.secure_aggregation import run_secure_rounds
@@ -41,6 +42,7 @@ def main(grid: Grid, context: Context) -> None:
     """Flower entry point: decode the fedge config and run the federation (or, ``mode=monitor``, the
     drift monitoring windows of the ``production`` version)."""
     config = decode_run_config(context.run_config)
+    grid = PromptGrid(grid)  # replies pulled at sub-second intervals, not Flower's 3 s
     if config.mode == "monitor":
         run_monitor(grid=grid, config=config, flower_run_id=context.run_id)
         return
@@ -183,8 +185,16 @@ def run_federation(
 
 
 def _package(
-    *, grid: Grid, config: FedgeConfig, registry: Any, task: Any, recorder: RoundRecorder, holdout: Any,
-    result: Any, warm_up: Any, privacy: dict[str, Any],
+    *,
+    grid: Grid,
+    config: FedgeConfig,
+    registry: Any,
+    task: Any,
+    recorder: RoundRecorder,
+    holdout: Any,
+    result: Any,
+    warm_up: Any,
+    privacy: dict[str, Any],
 ) -> None:
     """Export, sign and register the last checkpoint's model as the run's ``candidate`` version."""
     run_id, task_cfg, strategy_cfg = config.run_id, config.task, config.strategy

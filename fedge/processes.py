@@ -39,6 +39,14 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_DEDUP_LOGS": "0",
             "PYTHONUNBUFFERED": "1",
+            # A message's objects (one per array and record) travel one HTTPS request each: 8 at a
+            # time rather than Flower's 2 (the ServerApp's pushes and pulls of a round).
+            "FLWR_PRIVATE_MAX_CONCURRENT_OBJ_PUSHES": os.environ.get(
+                "FLWR_PRIVATE_MAX_CONCURRENT_OBJ_PUSHES", "8"
+            ),
+            "FLWR_PRIVATE_MAX_CONCURRENT_OBJ_PULLS": os.environ.get(
+                "FLWR_PRIVATE_MAX_CONCURRENT_OBJ_PULLS", "8"
+            ),
         }
     )
     return env

@@ -210,8 +210,8 @@ class LocalDeployment:
             "POST", "/nodes", json={"name": name, "public_key": self.public_key(name).read_text()}
         )
 
-    def start_agent(self, name: str, key: Path, data: Path) -> AgentProcess:
-        """Start ``fedge client start`` for an institution."""
+    def start_agent(self, name: str, key: Path, data: Path, *, node_mode: str = "in-process") -> AgentProcess:
+        """Start ``fedge client start`` for an institution (``node_mode``: ``--node``)."""
         folder = self.root / "institutions" / name
         process = ManagedProcess(
             [
@@ -232,6 +232,8 @@ class LocalDeployment:
                 name,
                 "--state-dir",
                 str(folder / "state"),
+                "--node",
+                node_mode,
                 f"task={self.task}",
             ],
             log_path=folder / "agent.log",

@@ -66,6 +66,14 @@ def client_start(
     drift_min_window: Annotated[
         int, typer.Option("--drift-min-window", help="Fewest rows in a drift window (below: nothing sent)")
     ] = 0,
+    node_mode: Annotated[
+        str,
+        typer.Option(
+            "--node",
+            help="in-process: this agent holds the Flower connection and runs the ClientApp warm "
+            "(sub-second message pulls); supernode: Flower's flower-supernode process",
+        ),
+    ] = "in-process",
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Hydra overrides naming the task, e.g. task=breast_cancer")
     ] = None,
@@ -88,6 +96,7 @@ def client_start(
             name=node_name,
             drift_budget_epsilon=drift_budget,
             privacy_budget_epsilon=privacy_budget,
+            node_mode=node_mode,
             drift_min_window=drift_min_window,
         )
     )
@@ -96,7 +105,7 @@ def client_start(
         f"{data}: {identity.num_rows} rows valid for task {task.name}; "
         f"fingerprint {identity.fingerprint[:16]}.."
     )
-    with agent:  # SIGTERM and Ctrl-C stop the SuperNode and the worker
+    with agent:  # SIGTERM and Ctrl-C stop the node and the worker
         typer.echo(f"node {node_name} serving rounds from {coordinator} (Ctrl-C to stop)")
         code = agent.wait()
     reason = agent.refusal()
@@ -104,10 +113,7 @@ def client_start(
         typer.secho(f"error [node_refused]: {reason}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_REFUSED)
     if code:
-        log_file = agent.log_path
-        typer.secho(
-            f"error: the SuperNode exited with code {code}; see {log_file}", fg=typer.colors.RED, err=True
-        )
+        typer.secho(f"error: {agent.failure(code)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
 
 

@@ -1,5 +1,6 @@
-"""The client agent as real processes: it says when the SuperLink cannot be reached, its SuperNode
-dies with it, and a node revoked while connected exits 4 with the refusal."""
+"""The client agent as real processes, in both node modes: it says when the SuperLink cannot be
+reached, a ``--node supernode`` agent's SuperNode dies with it (an in-process node starts no Flower
+process at all), and a node revoked while connected exits 4 with the refusal."""
 
 from __future__ import annotations
 
@@ -58,8 +59,9 @@ def _gone(proc: psutil.Process) -> bool:
         return True
 
 
-def test_an_unreachable_superlink_is_said_on_the_console_and_a_sigkilled_agent_takes_its_supernode(
-    tmp_path: Path,
+@pytest.mark.parametrize("mode", ["in-process", "supernode"])
+def test_an_unreachable_superlink_is_said_on_the_console_and_a_sigkilled_agent_leaves_no_flower_process(
+    tmp_path: Path, mode: str
 ) -> None:
     tls = init_federation_tls(tmp_path / "tls", ["localhost"])
     key, _ = generate_node_keypair(tmp_path / "keys", "a")
@@ -87,7 +89,7 @@ def test_an_unreachable_superlink_is_said_on_the_console_and_a_sigkilled_agent_t
         [
             sys.executable, "-m", "fedge.cli.main", "client", "start", "--coordinator", nobody,
             "--ca", str(tls.ca_cert), "--key", str(key), "--data", str(data),
-            "--state-dir", str(tmp_path / "state"), "task=digits",
+            "--state-dir", str(tmp_path / "state"), "--node", mode, "task=digits",
         ],
         env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.DEVNULL,
@@ -104,7 +106,10 @@ def test_an_unreachable_superlink_is_said_on_the_console_and_a_sigkilled_agent_t
         assert f"cannot reach the SuperLink at {nobody}; retrying in" in said[-1]
         assert agent.poll() is None, "the agent keeps retrying"
         children = _flower_processes_under(tmp_path)
-        assert any("flower-supernode" in " ".join(p.cmdline()[:2]) for p in children)
+        if mode == "supernode":
+            assert any("flower-supernode" in " ".join(p.cmdline()[:2]) for p in children)
+        else:  # the agent holds the connection itself
+            assert children == []
 
         agent.send_signal(signal.SIGKILL)  # no cleanup runs in the agent
         agent.wait(timeout=10)
@@ -119,14 +124,15 @@ def test_an_unreachable_superlink_is_said_on_the_console_and_a_sigkilled_agent_t
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode", ["in-process", "supernode"])
 def test_a_node_revoked_while_connected_exits_4_with_the_refusal(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, mode: str
 ) -> None:
     tmp_path = tmp_path_factory.mktemp("rv")  # short: the worker's Unix socket lives below it
     with LocalDeployment(tmp_path / "dep") as dep:
         key, data = dep.institution("hospital-a")
         assert dep.enroll("hospital-a").status_code == 201
-        agent = dep.start_agent("hospital-a", key, data)
+        agent = dep.start_agent("hospital-a", key, data, node_mode=mode)
         dep.wait_online(["hospital-a"])
         assert _wait(lambda: "connected to the SuperLink" in agent.output(), 30), agent.output()
 
@@ -136,5 +142,6 @@ def test_a_node_revoked_while_connected_exits_4_with_the_refusal(
         output = agent.output()
         assert code == EXIT_REFUSED, output[-2000:]
         assert "error [node_refused]: the coordinator refused this node's key" in output
-        assert "stopped without being asked" in output
+        if mode == "supernode":  # Flower's SuperNode exits 0 when revoked: the agent asks again
+            assert "stopped without being asked" in output
     assert processes_under(tmp_path) == []

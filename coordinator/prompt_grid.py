@@ -1,0 +1,114 @@
+"""A Flower ``Grid`` whose reply wait polls at sub-second intervals.
+
+Flower 1.42's deployment grid pulls the replies of ``send_and_receive`` every 3 s, and once a reply
+is listed it fetches the reply's objects (one HTTPS request per array and record) two at a time,
+retrying an object the client is still uploading after 1 s, then 2, 4...: a round of two message
+phases whose clients answer in 0.1 s cost 6-8 s in these waits alone. :class:`PromptGrid` pushes the
+same messages with the grid's own ``push_messages`` and polls for replies first every
+:data:`FIRST_POLL_S`, then at intervals growing to :data:`MAX_POLL_S` (a long training round costs a
+poll every half second, not a busy loop). On Flower's HTTP grid it fetches a listed reply's objects
+itself, :data:`OBJECT_CONCURRENCY` at a time, asking again for one still uploading after 0.05 s
+(growing to 0.5 s); a reply whose objects never arrive is left to Flower's own pull, which turns it
+into an error reply. The deadline (``timeout``) and what is returned are the grid's contract: every
+reply received by then, late replies left behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Message
+from flwr.proto.message_pb2 import (  # pylint: disable=no-name-in-module
+    ConfirmMessageReceivedRequest,
+    ObjectTree,
+)
+from flwr.proto.runtime_pb2 import PullAppMessagesRequest  # pylint: disable=no-name-in-module
+from flwr.supercore.inflatable.inflatable_object import iterate_object_tree
+from flwr.supercore.inflatable.inflatable_protobuf_utils import make_pull_object_fn_protobuf
+from flwr.supercore.inflatable.inflatable_utils import (
+    ObjectPullError,
+    inflate_object_from_contents,
+    pull_objects,
+)
+
+__all__ = ["FIRST_POLL_S", "MAX_POLL_S", "OBJECT_CONCURRENCY", "PromptGrid"]
+
+FIRST_POLL_S = 0.05
+MAX_POLL_S = 0.5
+OBJECT_CONCURRENCY = 8
+_GROWTH = 1.5
+# Longest wait for the objects of one listed reply (its client is uploading them) before Flower's
+# own pull takes over.
+_OBJECT_WAIT_S = 60.0
+
+
+class PromptGrid:
+    """Wrap ``grid``: ``send_and_receive`` polls promptly; every other attribute is the grid's own."""
+
+    def __init__(
+        self, grid: Any, *, first_poll_s: float = FIRST_POLL_S, max_poll_s: float = MAX_POLL_S
+    ) -> None:
+        self._grid = grid
+        self._first = first_poll_s
+        self._max = max_poll_s
+
+    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
+        """Push ``messages``, then pull their replies until all arrived or ``timeout`` seconds passed."""
+        waiting = {i for i in self._grid.push_messages(messages) if i}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Any] = []
+        interval = self._first
+        while waiting:
+            received = self._pull(waiting)
+            replies.extend(received)
+            waiting.difference_update(m.metadata.reply_to_message_id for m in received)
+            if not waiting:
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            time.sleep(interval if left is None else min(interval, left))
+            interval = min(self._max, interval * _GROWTH)
+        return replies
+
+    def _pull(self, ids: set[str]) -> list[Any]:
+        runtime = getattr(self._grid, "_runtime_client", None)
+        if runtime is None:  # not Flower's HTTP grid (the simulation's in-memory grid): its own pull
+            return list(self._grid.pull_messages(ids))
+        response = runtime.PullMessages(PullAppMessagesRequest(message_ids=sorted(ids)))
+        replies: list[Any] = []
+        for proto, tree in zip(response.messages_list, response.message_object_trees, strict=True):
+            message = self._fetch(runtime, proto.metadata.message_id, tree)
+            if message is None:  # objects never arrived: Flower's pull makes the error reply
+                message = next(iter(self._grid.pull_messages([proto.metadata.reply_to_message_id])), None)
+            if message is not None:
+                replies.append(message)
+        return replies
+
+    def _fetch(self, runtime: Any, message_id: str, tree: ObjectTree) -> Message | None:
+        run_id = self._grid.run.run_id
+        node = self._grid.node
+        try:
+            contents = pull_objects(
+                [t.object_id for t in iterate_object_tree(tree)],
+                make_pull_object_fn_protobuf(runtime.PullObject, node, run_id),
+                max_concurrent_pulls=OBJECT_CONCURRENCY,
+                max_time=_OBJECT_WAIT_S,
+                initial_backoff=FIRST_POLL_S,
+                backoff_cap=MAX_POLL_S,
+            )
+        except ObjectPullError:
+            return None
+        runtime.ConfirmMessageReceived(
+            ConfirmMessageReceivedRequest(node=node, run_id=run_id, message_object_id=message_id)
+        )
+        message = inflate_object_from_contents(message_id, contents)
+        if not isinstance(message, Message):
+            return None
+        message.metadata.__dict__["_message_id"] = message_id  # the deflated message lacks its own id
+        return message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
