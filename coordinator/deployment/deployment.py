@@ -46,6 +46,8 @@ class DeploymentSettings:
     superlink_host: str = "127.0.0.1"
     poll_interval_s: float = 1.0
     drift_poll_interval_s: float = 2.0
+    # Flower's state in a SQLite file under state_dir (see ManagedSuperLink.state_file); off: memory.
+    superlink_state_file: bool = False
 
 
 class Deployment:
@@ -70,6 +72,7 @@ class Deployment:
             port=settings.superlink_port,
             tls=self.tls,
             node_auth=True,
+            state_file=settings.superlink_state_file,
         )
         self._control: FlowerControl | None = None
         self._nodes: NodeRegistry | None = None

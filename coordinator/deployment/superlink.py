@@ -45,14 +45,14 @@ class ManagedSuperLink:
 
     Two modes share this class: a simulation SuperLink per run (``fedge simulate``, plain HTTP on
     loopback) and the deployment SuperLink ``fedge coordinator serve`` keeps (TLS, SuperNode
-    authentication, a persistent state database). Flower 1.42 serves its Fleet, Control and
-    Runtime APIs on one port and the Control API has no authentication: fedge binds it to
+    authentication; its state in memory unless ``state_file``). Flower 1.42 serves its Fleet,
+    Control and Runtime APIs on one port and the Control API has no authentication: fedge binds it to
     loopback, and a multi-machine deployment puts a proxy in front that passes only the Fleet API.
 
     Parameters
     ----------
     home : Path
-        Private folder: ``FLWR_HOME``, the SuperLink log, its state database.
+        Private folder: ``FLWR_HOME``, the SuperLink log, its state database (``state_file``).
     simulation : bool
         Start in simulation mode (``fedge simulate``).
     port : int or None
@@ -67,6 +67,12 @@ class ManagedSuperLink:
         Seconds to wait for ``/health`` before giving up (the process is then stopped).
     extra_args : list of str or None
         Appended to the command line.
+    state_file : bool
+        Keep Flower's state (runs, messages, objects) in ``home/superlink-state.db``. Off by
+        default: fedge's own database holds what must survive (enrolments, runs, checkpoints,
+        versions; enrolments are registered again with a fresh SuperLink), and Flower's SQLite
+        state commits every message and object of every round (about 2 s per round of 3 clients
+        on this machine's disk).
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class ManagedSuperLink:
         node_auth: bool = False,
         startup_timeout: float = 60.0,
         extra_args: list[str] | None = None,
+        state_file: bool = False,
     ) -> None:
         self.home = Path(home)
         self.simulation = simulation
@@ -89,6 +96,7 @@ class ManagedSuperLink:
         self.node_auth = node_auth
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args or [])
+        self.state_file = state_file
         self.process: ManagedProcess | None = None
         self.log_path = self.home / "superlink.log"
         self.pid_path = self.home / "superlink.pid"
@@ -129,9 +137,9 @@ class ManagedSuperLink:
             "--isolation",
             "subprocess",
             "--disable-runtime-dependency-installation",
-            "--database",
-            str(self.home / "superlink-state.db"),
         ]
+        if self.state_file:
+            cmd += ["--database", str(self.home / "superlink-state.db")]
         if self.simulation:
             cmd.append("--simulation")
         return cmd + self.extra_args
@@ -149,7 +157,8 @@ class ManagedSuperLink:
         private_dir(self.home / "flwr-home")
         self.stop_stale()
         self._check_port_free()
-        private_file(self.home / "superlink-state.db")  # Flower's SQLite state: 0600 before it opens
+        if self.state_file:
+            private_file(self.home / "superlink-state.db")  # Flower's SQLite state: 0600 before it opens
         env = flower_env(self.home / "flwr-home")
         if self.simulation:
             # Ray binds its GCS, raylet and workers to the node's address (all interfaces) unless

@@ -33,6 +33,13 @@ def serve(
         Path, typer.Option("--state-dir", help="The SuperLink's state database, run logs")
     ] = Path(".fedge/coordinator"),
     superlink_port: Annotated[int, typer.Option(help="Port of the SuperLink's Fleet API")] = 9092,
+    superlink_state: Annotated[
+        str,
+        typer.Option(
+            help="memory: Flower's run and message state in memory (fedge's database keeps enrolments, "
+            "runs and checkpoints); file: in <state-dir>/superlink/superlink-state.db (slower rounds)",
+        ),
+    ] = "memory",
     telemetry_rate: Annotated[
         float,
         typer.Option(help="Telemetry posts (drift summaries and reports) one device may make per minute"),
@@ -63,6 +70,7 @@ def serve(
     telemetry = TelemetryLimits(
         rate_per_minute=telemetry_rate, burst=telemetry_burst, max_sites_per_window=max_sites_per_window
     )
+    state_file = _state_file(superlink_state)
     config = load_config(overrides or [])
     if tls_dir is None and host not in ("127.0.0.1", "::1", "localhost"):
         raise ConfigError(f"--host {host} without --tls-dir would serve tokens in clear text: add --tls-dir")
@@ -75,7 +83,12 @@ def serve(
     try:
         if tls_dir is not None:
             deployment = Deployment(
-                DeploymentSettings(state_dir=state_dir, tls_dir=tls_dir, superlink_port=superlink_port),
+                DeploymentSettings(
+                    state_dir=state_dir,
+                    tls_dir=tls_dir,
+                    superlink_port=superlink_port,
+                    superlink_state_file=state_file,
+                ),
                 registry,
                 config.registry,
             ).start()
@@ -99,3 +112,9 @@ def serve(
         if deployment is not None:
             deployment.stop()
         registry.close()
+
+
+def _state_file(superlink_state: str) -> bool:
+    if superlink_state not in ("memory", "file"):
+        raise ConfigError(f"--superlink-state {superlink_state!r}: choose memory or file")
+    return superlink_state == "file"

@@ -126,7 +126,7 @@ def test_enrol_conflict_revoke_and_reconcile_on_a_real_superlink(tmp_path: Path)
     nodes = NodeRegistry.from_url(f"sqlite:///{tmp_path / 'nodes.db'}", control=None)
     try:
         with ManagedSuperLink(
-            home, simulation=False, tls=TlsFiles.in_dir(tmp_path / "tls"), node_auth=True
+            home, simulation=False, tls=TlsFiles.in_dir(tmp_path / "tls"), node_auth=True, state_file=True
         ) as sl:
             control = FlowerControl(sl.address, ca)
             nodes.control = control
@@ -163,7 +163,8 @@ def test_enrol_conflict_revoke_and_reconcile_on_a_real_superlink(tmp_path: Path)
         assert gone is None or gone.status not in ("registered", "online")
         assert flower_after[a.flower_node_id].status == "registered"
 
-        # A SuperLink whose state was lost: reconcile registers the active enrolment again.
+        # A SuperLink whose state was lost (its file deleted; a memory-state SuperLink restarted):
+        # reconcile registers the active enrolment again.
         (home / "superlink-state.db").unlink()
         with ManagedSuperLink(
             home, simulation=False, tls=TlsFiles.in_dir(tmp_path / "tls"), node_auth=True

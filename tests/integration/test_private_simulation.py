@@ -80,7 +80,7 @@ def test_simulate_binds_every_service_to_loopback_and_keeps_state_private(tmp_pa
     assert any(p.name == "superlink" for p in folders), [str(p) for p in folders]
     wide = [f"{p} {stat.S_IMODE(p.stat().st_mode):o}" for p in folders if p.stat().st_mode & 0o077]
     assert wide == []
-    assert {p.name for p in databases} >= {"registry.db", "superlink-state.db"}
+    assert {p.name for p in databases} >= {"registry.db"}  # the SuperLink keeps its state in memory
     wide_files = [f"{p} {stat.S_IMODE(p.stat().st_mode):o}" for p in databases if p.stat().st_mode & 0o077]
     assert wide_files == []
     assert stat.S_IMODE((state / "keys" / "signing-key.pem").stat().st_mode) == 0o600
