@@ -312,6 +312,7 @@ class FleetNode:
         self.messages += 1
         try:
             self._push(client, node, reply, runtime)
+            log.info("run %d: %s reply sent", run_id, message.metadata.message_type)
         except RunNotRunningException:
             log.info("run %d is no longer running: the reply was not sent", run_id)
         except Exception as exc:

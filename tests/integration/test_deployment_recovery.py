@@ -94,8 +94,10 @@ def test_a_stalled_then_killed_agent_is_dropped_at_the_deadline_and_the_round_cl
     created = dep.api("POST", "/runs", role="operator", json={"overrides": overrides, "reason": "dropout"})
     assert created.status_code == 201, created.text
     run_id = created.json()["run_id"]
-    # Right after it evaluated round 1: round 2's train message is the next one it gets.
-    _wait_served(dep, "site-c", "evaluate message served", 1, run_id)
+    # Right after its reply to round 1's evaluation went out: round 2's train message is the next one
+    # it gets. Stopped, its node stays enrolled and online (heartbeats expire only after 60 s), so
+    # round 2 asks it and waits until the deadline.
+    _wait_served(dep, "site-c", "evaluate reply sent", 1, run_id)
     victim = dep.agents["site-c"]
     assert victim.process.pid is not None
     os.kill(victim.process.pid, signal.SIGSTOP)
