@@ -195,11 +195,14 @@ class ManagedSuperLink:
         except (OSError, ValueError):
             return None
         try:
-            cmdline = psutil.Process(pid).cmdline()
+            process = psutil.Process(pid)
+            cmdline = process.cmdline()
+            flwr_home = process.environ().get("FLWR_HOME", "")
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            cmdline = []
+            cmdline, flwr_home = [], ""
+        # This folder's SuperLink: its FLWR_HOME (or, with a state file, its database) lies in it.
         ours = any(os.path.basename(part) == "flower-superlink" for part in cmdline[:2]) and any(
-            part.startswith(str(self.home)) for part in cmdline
+            part.startswith(str(self.home)) for part in [*cmdline, flwr_home]
         )
         if not ours:
             self.pid_path.unlink(missing_ok=True)
