@@ -9,7 +9,11 @@ Bodies are read raw (never through a pydantic model: parsing with orjson is much
 size limit enforced while reading. Every refusal is a :class:`~fedge.errors.FedgeError` rendered by
 one path as ``{"error": {"code", "message"}}`` with the class's ``http_status``; bad requests are
 counted by reason. The handler parses, calls the slot's runtime (through the micro-batcher in cloud
-mode), and renders.
+mode; in device mode on the event loop when the model is fast, else in a model thread), and renders;
+answers carry ``x-fedge-version`` and ``x-fedge-precision`` headers.
+
+``POST /v1/predict`` is the hot route: :class:`~edge.predict_asgi.PredictEndpoint` answers it below
+FastAPI's routing, through the same ``answer`` function the documented FastAPI route uses.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import io
 import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,11 +36,10 @@ from starlette.background import BackgroundTask
 
 from edge.batching import MicroBatcher
 from edge.metrics import METRICS_CONTENT_TYPE, ServingMetrics
+from edge.predict_asgi import Answer, BodyReader, PredictEndpoint, read_body
 from edge.runtime import InputRejectedError, ModelRuntime
-from edge.slot import ModelSlot, Route
+from edge.slot import ModelSlot
 from fedge.errors import (
-    BodyTooLargeError,
-    EmptyBodyError,
     FedgeError,
     InvalidJsonError,
     InvalidNpyError,
@@ -69,6 +74,11 @@ log = logging.getLogger(__name__)
 NPY_CONTENT_TYPE = "application/x-npy"
 StatusProvider = Callable[[], Mapping[str, Any]]
 NO_MODEL = "no model is loaded yet: the edge agent has not activated one"
+# Device mode runs a request's rows on the event loop when the model's fastest observed run of that
+# many rows takes at most this long (a thread hop costs ~50-100 us); slower models run in a thread.
+INLINE_BUDGET_S = 0.0005
+Headers = list[tuple[bytes, bytes]]
+_JSON = (b"content-type", b"application/json")
 
 
 _ERROR = {
@@ -165,6 +175,12 @@ def create_serving_app(
     metrics = metrics or slot.metrics or ServingMetrics()
     slot.attach_metrics(metrics)
     state: dict[str, MicroBatcher] = {}
+    threads: dict[str, ThreadPoolExecutor] = {}
+
+    def model_thread() -> ThreadPoolExecutor:
+        if "model" not in threads:
+            threads["model"] = ThreadPoolExecutor(1, thread_name_prefix="fedge-model")
+        return threads["model"]
 
     def batcher() -> MicroBatcher:
         current = state.get("batcher")
@@ -182,6 +198,9 @@ def create_serving_app(
         current = state.pop("batcher", None)
         if current is not None:
             await current.aclose()
+        thread = threads.pop("model", None)
+        if thread is not None:
+            thread.shutdown(wait=False)
 
     # The OpenAPI document is published (clients and fuzzers read it); no interactive docs page.
     app = FastAPI(
@@ -193,8 +212,25 @@ def create_serving_app(
     async def _fedge_error(request: Request, exc: FedgeError) -> Response:
         return _error(exc)
 
-    @app.post("/v1/predict", openapi_extra=_PREDICT_OPENAPI)
-    async def predict(request: Request) -> Response:
+    inline_costs: weakref.WeakKeyDictionary[ModelRuntime, float] = weakref.WeakKeyDictionary()
+    header_cache: weakref.WeakKeyDictionary[ModelRuntime, tuple[Headers, Headers]] = weakref.WeakKeyDictionary()
+
+    def headers_for(runtime: ModelRuntime, npy: bool) -> Headers:
+        """The response headers of ``runtime``'s answers, built once per runtime."""
+        both = header_cache.get(runtime)
+        if both is None:
+            common = [
+                (b"x-fedge-version", runtime.version_label.encode("latin-1", "replace")),
+                (b"x-fedge-precision", runtime.precision.encode()),
+            ]
+            both = header_cache[runtime] = (
+                [(b"content-type", b"application/json"), *common],
+                [(b"content-type", NPY_CONTENT_TYPE.encode()), *common],
+            )
+        return both[1] if npy else both[0]
+
+    async def answer(npy: bool, read: BodyReader) -> Answer:
+        """The one predict path: route, read, parse, validate (drift counted), run, count, render."""
         started = time.perf_counter()
         route = slot.route()
         version = route.runtime.version_label if route is not None else "none"
@@ -202,23 +238,26 @@ def create_serving_app(
             if route is None:
                 raise ModelNotLoadedError(NO_MODEL)
             runtime = route.runtime
-            npy = request.headers.get("content-type", "").startswith(NPY_CONTENT_TYPE)
-            body = await _read_body(request, max_body_bytes)
+            body = await read()
             x = _parse_npy(body, runtime) if npy else _parse_json(body, runtime)
             out = await _run(runtime, x)
         except FedgeError as exc:
             if isinstance(exc, RequestRejectedError | InputRejectedError):  # a bad request, by reason
                 metrics.record_rejection(exc.reason)
             metrics.record_request(status=exc.http_status, version=version)
-            return _error(exc)
-        task = BackgroundTask(slot.run_shadow, route, x, out) if route.shadow is not None else None
+            return Answer(exc.http_status, [_JSON], _error_body(exc))
         metrics.record_request(
             status=200, version=runtime.version_label, seconds=time.perf_counter() - started
         )
+        after = None
+        if route.shadow is not None:
+            shadowed = route
+
+            async def after() -> None:  # after the answer was sent, off the event loop
+                await asyncio.get_running_loop().run_in_executor(None, slot.run_shadow, shadowed, x, out)
+
         if npy:
-            return Response(
-                _npy_bytes(out), media_type=NPY_CONTENT_TYPE, headers=_headers(route), background=task
-            )
+            return Answer(200, headers_for(runtime, True), _npy_bytes(out), after)
         doc: dict[str, Any] = {
             "outputs": out,
             "version": runtime.version_label,
@@ -227,21 +266,57 @@ def create_serving_app(
         labels = runtime.labels(out)
         if labels is not None:
             doc["labels"] = labels
-        payload = _dumps(doc)
-        return Response(payload, media_type="application/json", background=task)
+        return Answer(200, headers_for(runtime, False), _dumps(doc), after)
 
     async def _run(runtime: ModelRuntime, x: np.ndarray) -> np.ndarray:
-        """The model's outputs; a model failure is the server's fault: 500, logged, counted."""
+        """The model's outputs; a model failure is the server's fault: 500, logged, counted.
+
+        Device mode runs the model on the event loop when its fastest observed run of this many
+        rows fits ``INLINE_BUDGET_S`` (a thread hop would cost more than the model), else in the
+        app's model thread.
+        """
         try:
             if batching:
                 return await batcher().submit(runtime, x)
-            out = runtime.predict(x)
-            metrics.record_batch(len(x))
+            rows = len(x)
+            per_row = inline_costs.get(runtime)
+            t0 = time.perf_counter()
+            if per_row is not None and per_row * rows <= INLINE_BUDGET_S:
+                out = runtime.predict(x)
+            else:
+                out = await asyncio.get_running_loop().run_in_executor(model_thread(), runtime.predict, x)
+            cost = (time.perf_counter() - t0) / rows
+            inline_costs[runtime] = min(cost, inline_costs.get(runtime, cost))
+            metrics.record_batch(rows)
             return out
         except Exception as exc:
             log.exception("prediction failed on %s", runtime.version_label)
             metrics.record_error("predict")
             raise PredictionFailedError(f"the model failed on these rows: {exc}") from exc
+
+    @app.post("/v1/predict", openapi_extra=_PREDICT_OPENAPI)
+    async def predict(request: Request) -> Response:
+        # Served by PredictEndpoint before routing; this route documents it (and answers alike).
+        stream = request.stream().__aiter__()
+
+        async def chunks() -> tuple[bytes, bool]:
+            try:
+                return await stream.__anext__(), True
+            except StopAsyncIteration:
+                return b"", False
+
+        npy = request.headers.get("content-type", "").startswith(NPY_CONTENT_TYPE)
+        done = await answer(npy, lambda: read_body(chunks, max_body_bytes, request.headers.get("content-length")))
+        return Response(
+            done.body,
+            status_code=done.status,
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in done.headers},
+            background=BackgroundTask(done.after) if done.after is not None else None,
+        )
+
+    app.add_middleware(
+        PredictEndpoint, predict=answer, max_body_bytes=max_body_bytes, npy_content_type=NPY_CONTENT_TYPE.encode()
+    )
 
     @app.get("/v1/model")
     async def model() -> Response:
@@ -268,26 +343,6 @@ def create_serving_app(
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     return app
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 once it passes ``limit`` bytes (declared or actually sent)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError(f"request body of {declared} bytes exceeds {limit}", reason="too_large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(
-                f"request body exceeds {limit} bytes: send fewer rows per request", reason="too_large"
-            )
-        chunks.append(chunk)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if not body:
-        raise EmptyBodyError('the request body is empty: send {"rows": [[...], ...]}', reason="empty_body")
-    return body
 
 
 def _parse_json(body: bytes, runtime: ModelRuntime) -> np.ndarray:
@@ -325,8 +380,8 @@ def _npy_bytes(out: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _headers(route: Route) -> dict[str, str]:
-    return {"x-fedge-version": route.runtime.version_label, "x-fedge-precision": route.runtime.precision}
+def _error_body(error: FedgeError) -> bytes:
+    return _dumps({"error": {"code": error.code, "message": error.message}})
 
 
 def _error(error: FedgeError) -> Response:
