@@ -133,7 +133,15 @@ def _server(kind: str, ctx: dict[str, Any]) -> Iterator[int]:
     if kind == "fedge":
         cmd = fedge_edge_command(ctx["state"], ctx["public_key"], port, ctx["closed_port"])
     else:
-        cmd = [sys.executable, __file__, "--serve", kind, str(ctx["bundle"]), str(ctx["public_key"]), str(port)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            str(ctx["bundle"]),
+            str(ctx["public_key"]),
+            str(port),
+        ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_ready(proc, port, kind)
@@ -240,7 +248,7 @@ def bench_wrk(ctx: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
                     f"{r['errors']:.0f}", ratio,
                 ])  # fmt: skip
     ctx["table"](
-        f"wrk -t1 -cN -d{ctx['duration']:.0f}s, JSON bodies", 
+        f"wrk -t1 -cN -d{ctx['duration']:.0f}s, JSON bodies",
         ["batch", "conns", "server", "req/s", "p50 ms", "p99 ms", "errors", "x bare"],
         table,
     )
@@ -354,7 +362,9 @@ def main() -> None:
     if len(sys.argv) == 6 and sys.argv[1] == "--serve":
         _serve_baseline(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--quick", action="store_true", help="1 s per wrk run")
@@ -379,7 +389,9 @@ def main() -> None:
         folder = Path(tmp)
         bundle, public, rows = build_bundle(folder, args.hidden)
         seed_edge_state(folder / "state", bundle)
-        console.print(f"digits MLP hidden={args.hidden}, cpus={os.cpu_count()}, python {sys.version.split()[0]}")
+        console.print(
+            f"digits MLP hidden={args.hidden}, cpus={os.cpu_count()}, python {sys.version.split()[0]}"
+        )
         ctx = {
             "tmp": folder,
             "bundle": bundle,
@@ -393,7 +405,9 @@ def main() -> None:
         goals = []
         for name in args.sections.split(","):
             goals += SECTIONS[name.strip()](ctx)
-    table("Goals", ["figure", "value", "goal", "met"], [[f, v, g, "yes" if m else "NO"] for f, v, g, m in goals])
+    table(
+        "Goals", ["figure", "value", "goal", "met"], [[f, v, g, "yes" if m else "NO"] for f, v, g, m in goals]
+    )
 
 
 if __name__ == "__main__":

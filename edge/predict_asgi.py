@@ -1,12 +1,12 @@
 """The hot route at the ASGI level: ``POST /v1/predict`` answered without FastAPI's routing.
 
-:class:`PredictEndpoint`, a pure ASGI middleware of the serving app: a ``POST /v1/predict`` is
-read, answered and sent here (body read with the size limit, one :class:`Answer` built by the serving app's predict
-function, headers precomputed per runtime); everything else goes to the app, whose FastAPI route
-for ``/v1/predict`` stays (the OpenAPI document describes it, and it answers through the same
-predict function if a request ever reaches it). The profile this was built from:
-FastAPI's request/dependency machinery and ``Response`` objects cost more per request than a
-batch-1 run of a small model (see ``benchmarks/serving.py``).
+:class:`PredictEndpoint`, a pure ASGI middleware of the serving app, reads, answers and sends a
+``POST /v1/predict`` itself (the body read under the size limit, one :class:`Answer` built by the
+serving app's predict function, headers precomputed per runtime); everything else goes to the app,
+whose FastAPI route for ``/v1/predict`` stays: the OpenAPI document describes it, and it answers
+through the same predict function if a request ever reaches it. The profile this was built from:
+FastAPI's request and dependency machinery cost more per request than a batch-1 run of a small
+model (see ``benchmarks/serving.py`` and docs/serving-performance.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ class Answer:
     after: Callable[[], Awaitable[None]] | None = None
 
 
-async def read_body(chunks: Callable[[], Awaitable[tuple[bytes, bool]]], limit: int, declared: str | None) -> bytes:
+async def read_body(
+    chunks: Callable[[], Awaitable[tuple[bytes, bool]]], limit: int, declared: str | None
+) -> bytes:
     """The whole body from ``chunks`` (``(data, more)`` pairs), refused with 413 past ``limit`` bytes
     (declared in Content-Length or actually sent) and with 400 when empty."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -84,7 +86,9 @@ class PredictEndpoint:
         The content type that marks a ``.npy`` body.
     """
 
-    def __init__(self, app: Any, predict: PredictFunction, *, max_body_bytes: int, npy_content_type: bytes) -> None:
+    def __init__(
+        self, app: Any, predict: PredictFunction, *, max_body_bytes: int, npy_content_type: bytes
+    ) -> None:
         self.app = app
         self.predict = predict
         self.max_body_bytes = max_body_bytes
@@ -125,4 +129,3 @@ class PredictEndpoint:
         await send({"type": "http.response.body", "body": answer.body})
         if answer.after is not None:
             await answer.after()
-
