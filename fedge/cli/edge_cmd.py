@@ -22,6 +22,7 @@ edge_app = typer.Typer(help="Run the edge agent and its serving endpoint.", no_a
 
 DirOpt = Annotated[str, typer.Option("--dir", help="The agent's state folder")]
 log = logging.getLogger("fedge.cli.edge")
+SHUTDOWN_WAIT_S = 0.5  # how long a stopping `fedge edge run` waits for the agent's current poll
 
 
 @edge_app.command("run")
@@ -111,9 +112,14 @@ def run(
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
-        stop.set()
-        poller.join(timeout=30)
-        agent.close()
+        stop.set()  # the poller's waits end at once
+        # A poll in flight to a registry that does not answer would hold the exit for its timeout:
+        # the poller is a daemon and every state write is atomic, so stop without it.
+        poller.join(timeout=SHUTDOWN_WAIT_S)
+        if poller.is_alive():
+            log.info("stopping while the agent's registry call is in flight")
+        else:
+            agent.close()
 
 
 @edge_app.command("rollback")
