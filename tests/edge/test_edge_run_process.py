@@ -87,7 +87,7 @@ def edge_run(device: tuple[Path, Path, list[list[float]]]) -> Iterator[tuple[sub
             "0.2",
             "--report-interval",
             "0.5",
-        ],  # fmt: skip
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
