@@ -74,8 +74,9 @@ def run(
     """Serve the verified model NAME@ALIAS and keep following the alias."""
     import uvicorn
 
-    from edge import ModelSlot, ServingMetrics, create_serving_app
+    from edge import ModelSlot, ServingMetrics
     from edge.agent import EdgeAgent, EdgeSettings
+    from edge.startup import fast_start_app
     from fedge.config import DriftSettings, validate_drift_settings
     from fedge.crypto import load_public_key
     from fedge.errors import ConfigError
@@ -107,7 +108,8 @@ def run(
     agent.start_offline()
     stop = threading.Event()
     poller = threading.Thread(target=agent.run_forever, args=(stop,), name="edge-agent", daemon=True)
-    app = create_serving_app(slot, batching=cloud, status_provider=agent.status, metrics=metrics)
+    # Answers predictions at once; the rest of the app (FastAPI) is built in a thread meanwhile.
+    app = fast_start_app(slot, batching=cloud, status_provider=agent.status, metrics=metrics)
     poller.start()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-import edge.server as server
+import edge.predictor as predictor_module
 from edge import ModelRuntime, ModelSlot, create_serving_app
 from edge.observe import DriftAccumulator, ObservedRuntime
 from edge.predict_asgi import PredictEndpoint
@@ -178,7 +178,7 @@ def test_device_mode_runs_a_fast_model_inline_and_a_slow_one_in_the_model_thread
 ) -> None:
     runtime = _ThreadRecorder.from_verified(bundle[0], "fp32", "v1")
     runtime.threads = []
-    monkeypatch.setattr(server, "INLINE_BUDGET_S", budget)
+    monkeypatch.setattr(predictor_module, "INLINE_BUDGET_S", budget)
     app = create_serving_app(ModelSlot(runtime), batching=False)
     with TestClient(app) as client:
         answers = [client.post("/v1/predict", json={"rows": [ROW]}).json()["outputs"] for _ in range(3)]
