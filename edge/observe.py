@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge.runtime import ModelRuntime
-from fedge.drift import fixed_bin_edges, histogram_counts
+from fedge.drift import BinCounter, fixed_bin_edges
 from fedge.drift_summary import drift_reduction, reduce_inputs
 from fedge.errors import DataError
 from fedge.protocol import MANIFEST_KEY
@@ -77,6 +77,7 @@ class DriftAccumulator:
         self.reduction = dict(reduction or {})
         width = len(self.features)
         self.edges = fixed_bin_edges(np.full(width, float(lo)), np.full(width, float(hi)), bins)
+        self._counter = BinCounter(self.edges)  # edges checked once, not per served request
         self.counts = np.zeros((width, bins), dtype=np.int64)
         self.served = 0
 
@@ -105,7 +106,7 @@ class DriftAccumulator:
             return
         if values.shape[1] != len(self.features):
             return
-        self.counts += histogram_counts(values, self.edges)
+        self.counts += self._counter.count(values)
         self.served += len(x)
 
     def summary(self) -> dict[str, Any]:

@@ -32,3 +32,18 @@ def test_uneven_edges_per_feature_agree(monkeypatch: pytest.MonkeyPatch) -> None
     fast = drift.histogram_counts(x, edges)
     monkeypatch.setattr(drift, "_BROADCAST_LIMIT", 0)
     np.testing.assert_array_equal(fast, drift.histogram_counts(x, edges))
+
+
+def test_bin_counter_checks_edges_once_and_counts_as_histogram_counts() -> None:
+    rng = np.random.default_rng(1)
+    edges = drift.fixed_bin_edges(np.zeros(4), np.ones(4), 5)
+    counter = drift.BinCounter(edges)
+    x = rng.uniform(-0.5, 1.5, (9, 4))
+
+    np.testing.assert_array_equal(counter.count(x), drift.histogram_counts(x, edges))
+    with pytest.raises(drift.DataError, match="strictly increasing"):
+        drift.BinCounter(np.array([[0.0, 1.0, 1.0]]))
+    with pytest.raises(drift.DataError, match="same number of features"):
+        counter.count(x[:, :3])
+    with pytest.raises(drift.DataError, match="NaN"):
+        counter.count(np.full((1, 4), np.nan))
