@@ -131,7 +131,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, what: str, deadline_s:
 
 
 @contextlib.contextmanager
-def _server(kind: str, ctx: dict[str, Any]) -> Iterator[int]:
+def _server(kind: str, ctx: dict[str, Any]) -> Iterator[tuple[int, int]]:
     port = _free_port()
     if kind == "fedge":
         cmd = fedge_edge_command(ctx["state"], ctx["public_key"], port, ctx["closed_port"])
@@ -148,7 +148,7 @@ def _server(kind: str, ctx: dict[str, Any]) -> Iterator[int]:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_ready(proc, port, kind)
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -235,7 +235,8 @@ def bench_wrk(ctx: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     # benchmark, and interleaving spreads it over the servers alike. Each figure is the median run.
     runs: dict[tuple[str, int, int], list[dict[str, float]]] = {}
     with contextlib.ExitStack() as stack:
-        ports = {kind: stack.enter_context(_server(kind, ctx)) for kind in servers}
+        served = {kind: stack.enter_context(_server(kind, ctx)) for kind in servers}
+        ports = {kind: port for kind, (port, _) in served.items()}
         for batch in BATCHES:
             lua, body = luas[batch]
             for kind in servers:
@@ -244,12 +245,16 @@ def bench_wrk(ctx: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             for c in CONCURRENCY:
                 for _ in range(ctx["rounds"]):
                     for kind in servers:
-                        runs.setdefault((kind, batch, c), []).append(
-                            run_wrk(ports[kind], lua, c, ctx["duration"])
-                        )
+                        pid = served[kind][1]
+                        cpu = _cpu_seconds(pid)
+                        run = run_wrk(ports[kind], lua, c, ctx["duration"])
+                        # CPU per answered request: what a busy, shared machine cannot distort much
+                        run["cpu_us"] = (_cpu_seconds(pid) - cpu) / max(run["requests"], 1) * 1e6
+                        runs.setdefault((kind, batch, c), []).append(run)
     for key, found in runs.items():
         middle = sorted(found, key=lambda r: r["rps"])[len(found) // 2]
-        results[key] = {**middle, "errors": sum(r["errors"] for r in found)}
+        cpu_us = sorted(r["cpu_us"] for r in found)[len(found) // 2]
+        results[key] = {**middle, "cpu_us": cpu_us, "errors": sum(r["errors"] for r in found)}
     table = []
     for batch in BATCHES:
         for c in CONCURRENCY:
@@ -257,20 +262,34 @@ def bench_wrk(ctx: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             for kind in servers:
                 r = results[kind, batch, c]
                 ratio = f"{r['rps'] / bare['rps']:.2f}" if bare["rps"] else "-"
+                cpu_ratio = f"{bare['cpu_us'] / r['cpu_us']:.2f}" if r["cpu_us"] > 0 else "-"
                 table.append([
                     str(batch), str(c), kind, f"{r['rps']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}",
-                    f"{r['errors']:.0f}", ratio,
+                    f"{r['errors']:.0f}", ratio, f"{r['cpu_us']:.0f}", cpu_ratio,
                 ])  # fmt: skip
     ctx["table"](
         f"wrk -t1 -cN -d{ctx['duration']:.0f}s, JSON bodies, median of {ctx['rounds']} interleaved runs",
-        ["batch", "conns", "server", "req/s", "p50 ms", "p99 ms", "errors", "x bare"],
+        [
+            "batch",
+            "conns",
+            "server",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "x bare",
+            "CPU us/req",
+            "x bare CPU",
+        ],
         table,
     )
     fedge, bare = results["fedge", 1, 8], results["bare", 1, 8]
     ratio = fedge["rps"] / bare["rps"] if bare["rps"] else 0.0
     errors = sum(r["errors"] for (kind, _, _), r in results.items() if kind == "fedge")
+    cpu_ratio = bare["cpu_us"] / fedge["cpu_us"] if fedge["cpu_us"] > 0 else 0.0
     return [
         ("fedge / bare req/s, batch 1, c=8", f"{ratio:.2f}", ">= 1.5", ratio >= 1.5),
+        ("bare / fedge server CPU per request, batch 1, c=8", f"{cpu_ratio:.2f}", ">= 1.5", cpu_ratio >= 1.5),
         ("fedge p99 vs bare, batch 1, c=8", f"{fedge['p99']:.2f} vs {bare['p99']:.2f} ms", "<=",
          fedge["p99"] <= bare["p99"]),
         ("fedge errors (all runs)", f"{errors:.0f}", "0", errors == 0),
