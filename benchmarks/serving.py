@@ -436,7 +436,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=150)
 
     def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         t = Table(title=title)
