@@ -10,13 +10,15 @@ verify signature, digests and reference outputs, activate atomically, roll back)
 :class:`DeviceReporter` (health, rows served, drift windows).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from edge.agent import ActivationResult, EdgeAgent, EdgeSettings, NoModelAvailableError
 from edge.batching import MicroBatcher
 from edge.follower import ReleaseFollower
 from edge.metrics import METRICS_CONTENT_TYPE, ServingMetrics
+from edge.predictor import NPY_CONTENT_TYPE
 from edge.reporter import DeviceReporter
 from edge.runtime import PRECISIONS, InputRejectedError, ModelRuntime, Precision
-from edge.server import NPY_CONTENT_TYPE, create_serving_app
 from edge.slot import ModelSlot, Route, SecondaryMode, ShadowStats
 from edge.state import EdgeState, VersionRecord
 
@@ -43,3 +45,16 @@ __all__ = [
     "VersionRecord",
     "create_serving_app",
 ]
+
+
+if TYPE_CHECKING:
+    from edge.server import create_serving_app
+
+
+def __getattr__(name: str) -> Any:
+    # The serving app imports FastAPI: only when asked for (fedge edge run answers before that).
+    if name == "create_serving_app":
+        from edge.server import create_serving_app
+
+        return create_serving_app
+    raise AttributeError(f"module 'edge' has no attribute {name!r}")

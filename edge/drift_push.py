@@ -16,7 +16,7 @@ import numpy as np
 
 from fedge.api_client import ApiClient
 from fedge.config import DriftSettings
-from fedge.drift import histogram_counts
+from fedge.drift import BinCounter, histogram_counts
 from fedge.drift_summary import SiteSummary, add_noise, reduce_inputs, summary_sensitivity
 from fedge.errors import DataError
 from fedge.privacy_ledger import PrivacyLedger
@@ -64,6 +64,10 @@ class EdgeDriftWindow:
             self.reduction = dict(drift.get("reduction") or {})
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"the manifest's drift entry is malformed ({exc}): cannot count drift") from exc
+        try:  # edges checked once, not per served request
+            self._counter: BinCounter | None = BinCounter(self.edges)
+        except DataError:
+            self._counter = None  # refused per request below, as histogram_counts does
         self.model, self.version, self.site = model, int(version), site
         self.settings, self.ledger = settings, ledger
         self.rng = rng or np.random.default_rng()
@@ -91,7 +95,10 @@ class EdgeDriftWindow:
             return
         if self.features and max(self.features) >= rows.shape[1]:
             return
-        counts = histogram_counts(rows[:, self.features], self.edges)
+        picked = rows[:, self.features]
+        counts = (
+            self._counter.count(picked) if self._counter is not None else histogram_counts(picked, self.edges)
+        )
         with self._lock:
             self.counts += counts
             if self.class_counts is not None and predicted is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -52,16 +54,28 @@ class ServingMetrics:
             "fedge_edge_activations", "Model activation attempts by the edge agent, by result and reason.",
             ["result", "reason"], registry=r,
         )  # fmt: skip
+        self._request_children: dict[tuple[int, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
         self.shadow = Counter(
             "fedge_serving_shadow_rows", "Rows a shadow model also ran, by its version and agreement.",
             ["version", "outcome"], registry=r,
         )  # fmt: skip
 
     def record_request(self, *, status: int, version: str, seconds: float | None = None) -> None:
-        """Count one prediction request (and its latency when it reached a model)."""
-        self.requests.labels(str(status), version).inc()
+        """Count one prediction request (and its latency when it reached a model).
+
+        The labelled children are bound once per (status, version) and reused: a ``labels()`` lookup
+        per request costs more than the count itself.
+        """
+        counter = self._request_children.get((status, version))
+        if counter is None:
+            counter = self._request_children[status, version] = self.requests.labels(str(status), version)
+        counter.inc()
         if seconds is not None:
-            self.latency.labels(version).observe(seconds)
+            histogram = self._latency_children.get(version)
+            if histogram is None:
+                histogram = self._latency_children[version] = self.latency.labels(version)
+            histogram.observe(seconds)
 
     def record_batch(self, rows: int) -> None:
         """Record the size of one model run."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge.runtime import ModelRuntime
-from fedge.drift import fixed_bin_edges, histogram_counts
+from fedge.drift import BinCounter, fixed_bin_edges
 from fedge.drift_summary import drift_reduction, reduce_inputs
 from fedge.errors import DataError
 from fedge.protocol import MANIFEST_KEY
@@ -25,6 +25,7 @@ __all__ = ["DRIFT_BINS", "DriftAccumulator", "ObservedRuntime", "manifest_reduct
 log = logging.getLogger(__name__)
 
 DRIFT_BINS = 10
+FLUSH_ROWS = 256  # served rows counted at once (see DriftAccumulator)
 # Summaries of a tensor input when its release names no reduction (a drift-disabled release).
 _DEFAULT_TENSOR_DRIFT = DriftSpec(reductions=("channel_mean", "channel_std", "intensity_histogram"))
 
@@ -77,8 +78,25 @@ class DriftAccumulator:
         self.reduction = dict(reduction or {})
         width = len(self.features)
         self.edges = fixed_bin_edges(np.full(width, float(lo)), np.full(width, float(hi)), bins)
-        self.counts = np.zeros((width, bins), dtype=np.int64)
-        self.served = 0
+        self._counter = BinCounter(self.edges)  # edges checked once, not per served request
+        self._counts = np.zeros((width, bins), dtype=np.int64)
+        self._served = 0
+        # Served inputs wait here and are counted FLUSH_ROWS at a time (or when counts are read):
+        # one reduction and one count per few hundred rows, not per request.
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+
+    @property
+    def counts(self) -> np.ndarray:
+        """``[features, bins]`` counts of everything added so far."""
+        self._flush()
+        return self._counts
+
+    @property
+    def served(self) -> int:
+        """Rows counted so far."""
+        self._flush()
+        return self._served
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], width: int, features: list[str]) -> DriftAccumulator:
@@ -98,6 +116,18 @@ class DriftAccumulator:
         """Count the drift features of served inputs ``x``; values outside the range count in the end bins."""
         if not len(x):
             return
+        if self._pending and self._pending[0].shape[1:] != x.shape[1:]:
+            self._flush()
+        self._pending.append(x)
+        self._pending_rows += len(x)
+        if self._pending_rows >= FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        x = pending[0] if len(pending) == 1 else np.concatenate(pending)
         try:
             values = reduce_inputs(self.reduction, x)
         except DataError as exc:  # never break serving over telemetry
@@ -105,8 +135,8 @@ class DriftAccumulator:
             return
         if values.shape[1] != len(self.features):
             return
-        self.counts += histogram_counts(values, self.edges)
-        self.served += len(x)
+        self._counts += self._counter.count(values)
+        self._served += len(x)
 
     def summary(self) -> dict[str, Any]:
         """``{"bin_edges": [...], "counts": {feature: [...]}}``."""
@@ -116,8 +146,9 @@ class DriftAccumulator:
         }
 
     def reset(self) -> None:
-        self.counts[:] = 0
-        self.served = 0
+        self._pending, self._pending_rows = [], 0
+        self._counts[:] = 0
+        self._served = 0
 
 
 class ObservedRuntime(ModelRuntime):

@@ -10,67 +10,34 @@ Bodies are read raw (never through a pydantic model: parsing with orjson is much
 size limit enforced while reading. Every refusal is a :class:`~fedge.errors.FedgeError` rendered by
 one path as ``{"error": {"code", "message"}}`` with the class's ``http_status``; bad requests are
 counted by reason. The handler parses, calls the slot's runtime (through the micro-batcher in cloud
-mode), and renders.
+mode; in device mode on the event loop when the model is fast, else in a model thread), and renders;
+answers carry ``x-fedge-version`` and ``x-fedge-precision`` headers.
+
+``POST /v1/predict`` is the hot route: :class:`~edge.predict_asgi.PredictEndpoint` answers it below
+FastAPI's routing, through the same :meth:`~edge.predictor.Predictor.answer` the documented FastAPI
+route uses.
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
-import json
-import logging
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
-from edge.batching import MicroBatcher
 from edge.metrics import METRICS_CONTENT_TYPE, ServingMetrics
 from edge.oip import mount_oip
-from edge.runtime import InputRejectedError, ModelRuntime
-from edge.slot import ModelSlot, Route
-from fedge.errors import (
-    BodyTooLargeError,
-    EmptyBodyError,
-    FedgeError,
-    InvalidJsonError,
-    InvalidNpyError,
-    ModelNotLoadedError,
-    PredictionFailedError,
-    RequestRejectedError,
-)
-
-try:
-    import orjson
-
-    def _loads(data: bytes) -> Any:
-        return orjson.loads(data)
-
-    def _dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-
-    _DECODE_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError,)
-except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
-
-    def _loads(data: bytes) -> Any:
-        return json.loads(data)
-
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, default=lambda o: o.tolist()).encode()
-
-    _DECODE_ERRORS = (ValueError, UnicodeDecodeError)
+from edge.predict_asgi import PredictEndpoint, read_body
+from edge.predictor import NO_MODEL, NPY_CONTENT_TYPE, Predictor, dumps
+from edge.slot import ModelSlot
+from fedge.errors import FedgeError, ModelNotLoadedError
 
 __all__ = ["NPY_CONTENT_TYPE", "create_serving_app"]
 
-log = logging.getLogger(__name__)
-NPY_CONTENT_TYPE = "application/x-npy"
 StatusProvider = Callable[[], Mapping[str, Any]]
-NO_MODEL = "no model is loaded yet: the edge agent has not activated one"
 
 
 _ERROR = {
@@ -145,6 +112,7 @@ def create_serving_app(
     max_body_bytes: int = 10 * 2**20,
     status_provider: StatusProvider | None = None,
     metrics: ServingMetrics | None = None,
+    predictor: Predictor | None = None,
 ) -> FastAPI:
     """Build the serving app over ``slot``.
 
@@ -163,27 +131,20 @@ def create_serving_app(
         Returns extra status (for example the edge agent's) shown by ``/healthz`` and ``/v1/model``.
     metrics : ServingMetrics, optional
         The metrics to record into; the slot's own, or a new private registry, by default.
+    predictor : Predictor, optional
+        The predict path to serve (``fedge edge run`` builds it first, to answer before this app
+        exists); by default one over ``slot`` and ``metrics`` with the settings above.
     """
     metrics = metrics or slot.metrics or ServingMetrics()
     slot.attach_metrics(metrics)
-    state: dict[str, MicroBatcher] = {}
-
-    def batcher() -> MicroBatcher:
-        current = state.get("batcher")
-        loop = asyncio.get_running_loop()
-        if current is None or current.loop not in (None, loop):  # a new loop (tests): a new batcher
-            current = MicroBatcher(
-                max_batch=max_batch, max_wait_ms=max_wait_ms, on_batch=metrics.record_batch
-            )
-            state["batcher"] = current
-        return current
+    if predictor is None:
+        predictor = Predictor(slot, metrics, batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    answer = predictor.answer
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        current = state.pop("batcher", None)
-        if current is not None:
-            await current.aclose()
+        await predictor.aclose()
 
     # The OpenAPI document is published (clients and fuzzers read it); no interactive docs page.
     app = FastAPI(
@@ -197,53 +158,22 @@ def create_serving_app(
 
     @app.post("/v1/predict", openapi_extra=_PREDICT_OPENAPI)
     async def predict(request: Request) -> Response:
-        started = time.perf_counter()
-        route = slot.route()
-        version = route.runtime.version_label if route is not None else "none"
-        try:
-            if route is None:
-                raise ModelNotLoadedError(NO_MODEL)
-            runtime = route.runtime
-            npy = request.headers.get("content-type", "").startswith(NPY_CONTENT_TYPE)
-            body = await _read_body(request, max_body_bytes)
-            x = _parse_npy(body, runtime) if npy else _parse_json(body, runtime)
-            out = await _run(runtime, x)
-        except FedgeError as exc:
-            if isinstance(exc, RequestRejectedError | InputRejectedError):  # a bad request, by reason
-                metrics.record_rejection(exc.reason)
-            metrics.record_request(status=exc.http_status, version=version)
-            return _error(exc)
-        task = BackgroundTask(slot.run_shadow, route, x, out) if route.shadow is not None else None
-        metrics.record_request(
-            status=200, version=runtime.version_label, seconds=time.perf_counter() - started
+        # Served by PredictEndpoint before routing; this route documents it (and answers alike).
+        npy = request.headers.get("content-type", "").startswith(NPY_CONTENT_TYPE)
+        done = await answer(npy, lambda: _request_body(request, max_body_bytes))
+        return Response(
+            done.body,
+            status_code=done.status,
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in done.headers},
+            background=BackgroundTask(done.after) if done.after is not None else None,
         )
-        if npy:
-            return Response(
-                _npy_bytes(out), media_type=NPY_CONTENT_TYPE, headers=_headers(route), background=task
-            )
-        doc: dict[str, Any] = {
-            "outputs": out,
-            "version": runtime.version_label,
-            "precision": runtime.precision,
-        }
-        labels = runtime.labels(out)
-        if labels is not None:
-            doc["labels"] = labels
-        payload = _dumps(doc)
-        return Response(payload, media_type="application/json", background=task)
 
-    async def _run(runtime: ModelRuntime, x: np.ndarray) -> np.ndarray:
-        """The model's outputs; a model failure is the server's fault: 500, logged, counted."""
-        try:
-            if batching:
-                return await batcher().submit(runtime, x)
-            out = runtime.predict(x)
-            metrics.record_batch(len(x))
-            return out
-        except Exception as exc:
-            log.exception("prediction failed on %s", runtime.version_label)
-            metrics.record_error("predict")
-            raise PredictionFailedError(f"the model failed on these rows: {exc}") from exc
+    app.add_middleware(
+        PredictEndpoint,
+        predict=answer,
+        max_body_bytes=max_body_bytes,
+        npy_content_type=NPY_CONTENT_TYPE.encode(),
+    )
 
     @app.get("/v1/model")
     async def model() -> Response:
@@ -253,7 +183,7 @@ def create_serving_app(
         body: dict[str, Any] = {**runtime.info, "secondary": slot.secondary_info(), "batching": batching}
         if status_provider is not None:
             body["agent"] = dict(status_provider())
-        return Response(_dumps(body), media_type="application/json")
+        return Response(dumps(body), media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -263,74 +193,17 @@ def create_serving_app(
             body.update(version=runtime.version_label, precision=runtime.precision)
         if status_provider is not None:
             body["agent"] = dict(status_provider())
-        return Response(_dumps(body), status_code=200 if runtime else 503, media_type="application/json")
+        return Response(dumps(body), status_code=200 if runtime else 503, media_type="application/json")
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     # The Open Inference Protocol (KServe v2 / Triton HTTP): same slot, model call and body limit.
-    mount_oip(app, slot, metrics=metrics, run=_run, read_body=lambda r: _read_body(r, max_body_bytes))
+    mount_oip(
+        app, slot, metrics=metrics, run=predictor.run, read_body=lambda r: _request_body(r, max_body_bytes)
+    )
     return app
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 once it passes ``limit`` bytes (declared or actually sent)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError(f"request body of {declared} bytes exceeds {limit}", reason="too_large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(
-                f"request body exceeds {limit} bytes: send fewer rows per request", reason="too_large"
-            )
-        chunks.append(chunk)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if not body:
-        raise EmptyBodyError('the request body is empty: send {"rows": [[...], ...]}', reason="empty_body")
-    return body
-
-
-def _parse_json(body: bytes, runtime: ModelRuntime) -> np.ndarray:
-    try:
-        doc = _loads(body)
-    except _DECODE_ERRORS as exc:
-        raise InvalidJsonError(f"the body is not valid JSON: {exc}", reason="invalid_json") from exc
-    if not isinstance(doc, dict) or "rows" not in doc:
-        raise InputRejectedError(
-            'the body must be a JSON object with "rows": [[...], ...] (nested lists of shape '
-            f"[batch, {', '.join(str(d) for d in runtime.input_shape)}])",
-            reason="missing_rows",
-        )
-    # Not np.array(rows, dtype=float32): that would quietly turn "0.5" (a string) into a number.
-    return runtime.validate(doc["rows"])
-
-
-def _parse_npy(body: bytes, runtime: ModelRuntime) -> np.ndarray:
-    try:
-        x = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidNpyError(f"the body is not a readable .npy array: {exc}", reason="invalid_npy") from exc
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-        raise InputRejectedError(
-            f"a .npy body must hold a float32 array, got {getattr(x, 'dtype', type(x).__name__)}: "
-            "convert with x.astype(np.float32)",
-            reason="dtype",
-        )
-    return runtime.validate(x)
-
-
-def _npy_bytes(out: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(out, dtype=np.float32), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _headers(route: Route) -> dict[str, str]:
-    return {"x-fedge-version": route.runtime.version_label, "x-fedge-precision": route.runtime.precision}
 
 
 def _error(error: FedgeError) -> Response:
@@ -338,3 +211,16 @@ def _error(error: FedgeError) -> Response:
     return JSONResponse(
         {"error": {"code": error.code, "message": error.message}}, status_code=error.http_status
     )
+
+
+async def _request_body(request: Request, limit: int) -> bytes:
+    """A FastAPI request's body through :func:`edge.predict_asgi.read_body` (413 past ``limit``)."""
+    stream = request.stream().__aiter__()
+
+    async def chunks() -> tuple[bytes, bool]:
+        try:
+            return await stream.__anext__(), True
+        except StopAsyncIteration:
+            return b"", False
+
+    return await read_body(chunks, limit, request.headers.get("content-length"))

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import ssl
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -88,9 +89,9 @@ class ApiClient:
         self._unreachable = unreachable
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._owns_http = client is None
-        if client is not None:
-            self._http = client
-        else:
+        self._client: httpx.Client | None = client
+        self._client_lock = threading.Lock()
+        if client is None:
             verify: bool | ssl.SSLContext = True
             if ca is not None:
                 try:
@@ -100,7 +101,19 @@ class ApiClient:
                         f"CA certificate {ca} cannot be used ({type(exc).__name__}): pass the "
                         "federation's ca.crt (PEM) as --ca or FEDGE_CA"
                     ) from exc
-            self._http = httpx.Client(timeout=timeout, verify=verify, transport=transport)
+            # Built at the first request: loading the system's CA store takes ~0.1 s, which a device
+            # serving its stored model should not wait for at start (nor pay at all for http://).
+            self._new_client = lambda: httpx.Client(timeout=timeout, verify=verify, transport=transport)
+
+    @property
+    def _http(self) -> httpx.Client:
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._new_client()
+                client = self._client
+        return client
 
     # --- requests --------------------------------------------------------------------------------
     def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -229,8 +242,8 @@ class ApiClient:
 
     def close(self) -> None:
         """Close the HTTP client (unless it was passed in)."""
-        if self._owns_http:
-            self._http.close()
+        if self._owns_http and self._client is not None:
+            self._client.close()
 
     def __enter__(self) -> ApiClient:
         return self

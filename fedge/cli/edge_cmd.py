@@ -22,6 +22,7 @@ edge_app = typer.Typer(help="Run the edge agent and its serving endpoint.", no_a
 
 DirOpt = Annotated[str, typer.Option("--dir", help="The agent's state folder")]
 log = logging.getLogger("fedge.cli.edge")
+SHUTDOWN_WAIT_S = 0.5  # how long a stopping `fedge edge run` waits for the agent's current poll
 
 
 @edge_app.command("run")
@@ -84,8 +85,9 @@ def run(
     """Serve the verified model NAME@ALIAS and keep following the alias."""
     import uvicorn
 
-    from edge import ModelSlot, ServingMetrics, create_serving_app
+    from edge import ModelSlot, ServingMetrics
     from edge.agent import EdgeAgent, EdgeSettings
+    from edge.startup import fast_start_app
     from fedge.config import DriftSettings, validate_drift_settings
     from fedge.crypto import load_public_key
     from fedge.errors import ConfigError
@@ -125,14 +127,22 @@ def run(
         agent.attach_secondary(shadow, mode="shadow")
     stop = threading.Event()
     poller = threading.Thread(target=agent.run_forever, args=(stop,), name="edge-agent", daemon=True)
-    app = create_serving_app(slot, batching=cloud, status_provider=agent.status, metrics=metrics)
+    # Answers predictions at once; the rest of the app (FastAPI) is built in a thread meanwhile.
+    app = fast_start_app(slot, batching=cloud, status_provider=agent.status, metrics=metrics)
     poller.start()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        # No proxy-header rewriting: the serving app never reads client addresses, and uvicorn's
+        # check of the trusted proxies costs a few percent per request.
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
     finally:
-        stop.set()
-        poller.join(timeout=30)
-        agent.close()
+        stop.set()  # the poller's waits end at once
+        # A poll in flight to a registry that does not answer would hold the exit for its timeout:
+        # the poller is a daemon and every state write is atomic, so stop without it.
+        poller.join(timeout=SHUTDOWN_WAIT_S)
+        if poller.is_alive():
+            log.info("stopping while the agent's registry call is in flight")
+        else:
+            agent.close()
 
 
 @edge_app.command("rollback")
