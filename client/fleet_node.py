@@ -21,6 +21,7 @@ ends the node with :class:`NodeRefusedError`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -69,7 +70,14 @@ from flwr.supernode.node_auth_http_interceptor import NodeAuthHttpInterceptor
 
 from fedge.errors import ConfigError, FederationError, NodeRefusedError
 
-__all__ = ["ACTIVE_WINDOW_S", "POLL_ACTIVE_S", "POLL_IDLE_MAX_S", "FleetNode", "FleetNodeConfig"]
+__all__ = [
+    "ACTIVE_WINDOW_S",
+    "POLL_ACTIVE_S",
+    "POLL_IDLE_MAX_S",
+    "REFUSAL_GRACE_S",
+    "FleetNode",
+    "FleetNodeConfig",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +88,10 @@ ACTIVE_WINDOW_S = 60.0
 HEARTBEAT_INTERVAL_S = 30.0
 _CONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 _REFUSED_CODES = {2001, 2004}
+# A node lost while connected retries refused activations this long (a restarted coordinator
+# registers the enrolled keys with its fresh SuperLink first), then takes the refusal as final.
+REFUSAL_GRACE_S = 30.0
+_REFUSAL_RETRY_S = 2.0
 # Objects (each array of a model, each record) pulled or pushed at once: one HTTPS request each.
 OBJECT_CONCURRENCY = 8
 
@@ -137,17 +149,22 @@ class FleetNode:
         self.node_id: int | None = None
         self.messages = 0
         self._contexts: dict[int, Context] = {}
-        self._refused = threading.Event()
 
     # --- the loop -----------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set.
 
+        A node the SuperLink stops knowing while connected (the coordinator restarted its
+        SuperLink, or revoked the key) activates again; refusals during
+        :data:`REFUSAL_GRACE_S` are retried (a restarted coordinator registers enrolled keys again
+        within seconds), after that the key is refused for good.
+
         Raises
         ------
         NodeRefusedError
-            The SuperLink refused the node's key, at connection or later (revoked).
+            The SuperLink refused the node's key: at the first connection, or for longer than the
+            grace after losing it (revoked).
         FederationError
             ``max_retries`` connection attempts failed.
         """
@@ -158,33 +175,52 @@ class FleetNode:
             NodeAuthHttpInterceptor(private_key, public_key),
         ]
         with FleetHttpClient.from_server_address(self.config.superlink, False, ca, interceptors) as client:
-            node = self._activate(client, public_key, stop)
-            if node is None:
-                return
-            heartbeat = HeartbeatSender(lambda: self._heartbeat(client, node, stop))
-            heartbeat.start()
-            try:
-                self._serve(client, node, stop)
-            finally:
-                if heartbeat.is_running:
-                    heartbeat.stop()
-                self._deactivate(client, node)
-        if self._refused.is_set():
-            raise _refusal(self.config.name)
+            grace = 0.0
+            while not stop.is_set():
+                node = self._activate(client, public_key, stop, refusal_grace_s=grace)
+                if node is None:
+                    return
+                lost = threading.Event()
+                heartbeat = HeartbeatSender(functools.partial(self._heartbeat, client, node, lost))
+                heartbeat.start()
+                try:
+                    self._serve(client, node, stop, lost)
+                finally:
+                    if heartbeat.is_running:
+                        heartbeat.stop()
+                if not lost.is_set():
+                    self._deactivate(client, node)
+                    return
+                log.warning(
+                    "the SuperLink at %s no longer knows node %d (restarted, or the key was revoked): "
+                    "connecting again",
+                    self.config.superlink,
+                    node.node_id,
+                )
+                grace = REFUSAL_GRACE_S
 
     def _activate(
-        self, client: FleetHttpClient, public_key: ec.EllipticCurvePublicKey, stop: threading.Event
+        self,
+        client: FleetHttpClient,
+        public_key: ec.EllipticCurvePublicKey,
+        stop: threading.Event,
+        *,
+        refusal_grace_s: float = 0.0,
     ) -> Node | None:
         request = ActivateNodeRequest(
             public_key=public_key_to_bytes(public_key), heartbeat_interval=HEARTBEAT_INTERVAL_S
         )
         attempt = 0
+        refused_until = time.monotonic() + refusal_grace_s
         while not stop.is_set():
             try:
                 node = Node(node_id=client.ActivateNode(request).node_id)
             except httpx.HTTPStatusError as exc:
                 if _is_refusal(exc):
-                    raise _refusal(self.config.name) from None
+                    if time.monotonic() >= refused_until:
+                        raise _refusal(self.config.name) from None
+                    stop.wait(_REFUSAL_RETRY_S)
+                    continue
                 reason = f"HTTP {exc.response.status_code}"
             except httpx.TransportError as exc:
                 reason = type(exc).__name__
@@ -208,7 +244,7 @@ class FleetNode:
             stop.wait(delay)
         return None
 
-    def _heartbeat(self, client: FleetHttpClient, node: Node, stop: threading.Event) -> bool:
+    def _heartbeat(self, client: FleetHttpClient, node: Node, lost: threading.Event) -> bool:
         try:
             response = client.SendNodeHeartbeat(
                 SendNodeHeartbeatRequest(node=node, heartbeat_interval=HEARTBEAT_INTERVAL_S)
@@ -217,27 +253,25 @@ class FleetNode:
             return False
         except httpx.HTTPStatusError as exc:
             if _is_refusal(exc):
-                self._refuse(stop)
+                lost.set()
                 return True
             return False
-        if not response.success:  # the SuperLink no longer knows this node (deleted)
-            self._refuse(stop)
+        if not response.success:  # the SuperLink no longer knows this node
+            lost.set()
         return True
 
-    def _refuse(self, stop: threading.Event) -> None:
-        self._refused.set()
-        stop.set()
-
-    def _serve(self, client: FleetHttpClient, node: Node, stop: threading.Event) -> None:
+    def _serve(
+        self, client: FleetHttpClient, node: Node, stop: threading.Event, lost: threading.Event
+    ) -> None:
         last_message = -ACTIVE_WINDOW_S
         interval = POLL_ACTIVE_S
         outage = False
-        while not stop.is_set():
+        while not stop.is_set() and not lost.is_set():
             try:
                 response = client.PullMessages(PullMessagesRequest(node=node))
             except httpx.HTTPStatusError as exc:
                 if _is_refusal(exc):
-                    self._refuse(stop)
+                    lost.set()
                     return
                 outage = self._outage(outage, f"HTTP {exc.response.status_code}")
                 stop.wait(POLL_IDLE_MAX_S)
