@@ -84,13 +84,15 @@ log = logging.getLogger(__name__)
 POLL_ACTIVE_S = 0.1
 POLL_IDLE_MAX_S = 3.0
 ACTIVE_WINDOW_S = 60.0
-# Heartbeats tell the SuperLink the node is alive; it marks the node offline after about twice this.
-HEARTBEAT_INTERVAL_S = 30.0
+# Heartbeats tell the SuperLink the node is alive; it marks the node offline after twice this
+# (Flower's shortest interval: a dead agent's node goes offline, and its restart can activate, in 20 s).
+HEARTBEAT_INTERVAL_S = 10.0
 _CONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 _REFUSED_CODES = {2001, 2004}
 # A node lost while connected retries refused activations this long (a restarted coordinator
 # registers the enrolled keys with its fresh SuperLink first), then takes the refusal as final.
 REFUSAL_GRACE_S = 30.0
+STARTUP_REFUSAL_GRACE_S = 2 * 10.0 + 5.0  # two heartbeat intervals of an earlier session, and a margin
 _REFUSAL_RETRY_S = 2.0
 # Objects (each array of a model, each record) pulled or pushed at once: one HTTPS request each.
 OBJECT_CONCURRENCY = 8
@@ -175,7 +177,9 @@ class FleetNode:
             NodeAuthHttpInterceptor(private_key, public_key),
         ]
         with FleetHttpClient.from_server_address(self.config.superlink, False, ca, interceptors) as client:
-            grace = 0.0
+            # Flower refuses to activate a key it does not know and a node it still sees online alike
+            # (code 2004): an agent restarted within two heartbeats of its last session is the latter.
+            grace = STARTUP_REFUSAL_GRACE_S
             while not stop.is_set():
                 node = self._activate(client, public_key, stop, refusal_grace_s=grace)
                 if node is None:
@@ -211,6 +215,7 @@ class FleetNode:
             public_key=public_key_to_bytes(public_key), heartbeat_interval=HEARTBEAT_INTERVAL_S
         )
         attempt = 0
+        warned = False
         refused_until = time.monotonic() + refusal_grace_s
         while not stop.is_set():
             try:
@@ -219,6 +224,15 @@ class FleetNode:
                 if _is_refusal(exc):
                     if time.monotonic() >= refused_until:
                         raise _refusal(self.config.name) from None
+                    if not warned:
+                        log.warning(
+                            "the SuperLink at %s refused to activate this node; trying again for "
+                            "%.0f s (an earlier session of it may still be online, or the "
+                            "coordinator is registering enrolled keys again)",
+                            self.config.superlink,
+                            refused_until - time.monotonic(),
+                        )
+                        warned = True
                     stop.wait(_REFUSAL_RETRY_S)
                     continue
                 reason = f"HTTP {exc.response.status_code}"

@@ -130,7 +130,7 @@ def test_a_coordinator_killed_mid_run_marks_it_interrupted_and_resume_completes_
     assert created.status_code == 201, created.text
     run_id = created.json()["run_id"]
     before = _wait_rounds(dep, run_id, 1)
-    assert before["status"] == "running", before.get("error")
+    assert before["status"] == "running", (before.get("error"), {n: dep.agents[n].output()[-2500:] for n in SITES})
     assert dep.coordinator is not None and dep.coordinator.pid is not None
     os.kill(dep.coordinator.pid, signal.SIGKILL)
     dep.coordinator.wait(timeout=30)
