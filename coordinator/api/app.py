@@ -19,6 +19,7 @@ from coordinator.device_reports import DeviceReportStore
 from coordinator.drift.launch import open_drift_service
 from coordinator.drift.metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
+from coordinator.ui.routes import CONSOLE_MARKER, mount_console
 from coordinator.telemetry_limits import TelemetryLimiter, TelemetryLimits
 from fedge.config import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, RateLimitedError
@@ -94,6 +95,8 @@ def create_app(
 
     async def authenticate_headers(headers: Mapping[str, str]) -> str | None:
         """The 401 message for a request's bearer token, before its body is read (None: let it in)."""
+        if headers.get(CONSOLE_MARKER) == "1":
+            return None  # a /ui request: the console authenticates its session cookie itself
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return "missing bearer token: send 'Authorization: Bearer fedge_...'"
@@ -111,6 +114,7 @@ def create_app(
     app.include_router(operations.router, prefix=API_PREFIX)
     app.include_router(drift_routes.router, prefix=f"{API_PREFIX}/drift")
     app.include_router(device_routes.router, prefix=f"{API_PREFIX}/edge")
+    mount_console(app)  # the operator web console at /ui (coordinator/ui, docs/console.md)
 
     def nodes_online() -> int:
         if deployment is None:
