@@ -600,9 +600,16 @@ def audit_page(request: Request) -> Response:
         action = _text_param(request, "action", 64)
         page = _page_number(request)
         seq, head = registry.store.audit_head()
-        verification = verify_chain(registry.store.list_audit(), head_seq=seq, head_hash=head)
-        # Newest first: read the tail of the (filtered) log.
-        entries = registry.store.list_audit(action=action)
+        # The walk reads the whole log: done once per head (a new entry moves the head).
+        cached = getattr(request.app.state, "console_audit_verified", None)
+        if cached is not None and cached[0] == (seq, head):
+            verification = cached[1]
+        else:
+            verification = verify_chain(registry.store.list_audit(), head_seq=seq, head_hash=head)
+            request.app.state.console_audit_verified = ((seq, head), verification)
+        # Newest first: read the tail of the (filtered) log; unfiltered, only the page's tail.
+        after = 0 if action is not None else max(0, seq - page * PAGE_SIZE - 1)
+        entries = registry.store.list_audit(action=action, after_seq=after)
         entries.reverse()
         pager = Pager(request, page, lambda limit: entries[:limit])
         return _page(
