@@ -29,13 +29,23 @@ def populate(app, runs: int, versions: int, devices: int) -> None:  # type: igno
     artifact = registry.put_artifact("onnx", b"onnx")
     for i in range(runs):
         registry.store.create_run(
-            RunCreate(run_id=f"run-{i:05d}", task="digits", strategy="fedavg", num_rounds=3, config={}, config_hash="0" * 64)
+            RunCreate(
+                run_id=f"run-{i:05d}",
+                task="digits",
+                strategy="fedavg",
+                num_rounds=3,
+                config={},
+                config_hash="0" * 64,
+            )
         )
-    nodes = [{"node_id": n, "name": f"site-{n}", "data_fingerprint": f"{n:064x}", "data_rows": 100} for n in range(3)]
+    nodes = [
+        {"node_id": n, "name": f"site-{n}", "data_fingerprint": f"{n:064x}", "data_rows": 100}
+        for n in range(3)
+    ]
     for i in range(versions):
         registry.store.create_version(
             ModelVersionCreate(
-                name=f"model-{i % 10}", run_id=f"run-{i % runs:05d}", checkpoint_id=None, artifacts=(artifact,),
+                name=f"model-{i % 10}", run_id=f"run-{i % runs:05d}", checkpoint_id=None, artifacts=(artifact,),  # noqa: E501
                 metrics={"central-accuracy": 0.9, "central-loss": 0.3, "onnx-parity-max-abs-diff": 1e-6},
                 lineage={"round": 3, "nodes": nodes, "privacy": {"mode": "none"}}, model_config={},
             ),
@@ -73,9 +83,11 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.1)
             client.post("/ui/signin", data={"token": tokens["operator"]})
-            pages = ["/ui/runs", "/ui/runs?page=40", "/ui/runs/run-00001", "/ui/registry", "/ui/registry?page=400",
-                     "/ui/registry/versions/model-0:1", "/ui/drift", "/ui/fleet", "/ui/fleet?page=4", "/ui/audit"]  # fmt: skip
-            print(f"{'page':<36}{'TTFB p50':>10}{'p95':>8}{'full p50':>10}{'p95':>8}  (ms, {args.requests} requests)")
+            pages = ["/ui/runs", "/ui/runs?page=40", "/ui/runs/run-00001", "/ui/registry", "/ui/registry?page=400",  # noqa: E501
+                     "/ui/registry/versions/model-0:1", "/ui/drift", "/ui/fleet", "/ui/fleet?page=4", "/ui/audit"]  # fmt: skip  # noqa: E501
+            print(
+                f"{'page':<36}{'TTFB p50':>10}{'p95':>8}{'full p50':>10}{'p95':>8}  (ms, {args.requests} requests)"  # noqa: E501
+            )
             for path in pages:
                 ttfb, full = [], []
                 for _ in range(args.requests):
@@ -93,7 +105,9 @@ def main() -> None:
                 def p(xs: list[float], q: int) -> float:
                     return statistics.quantiles(xs, n=100)[q - 1] if len(xs) > 1 else xs[0]
 
-                print(f"{path:<36}{p(ttfb, 50):>10.1f}{p(ttfb, 95):>8.1f}{p(full, 50):>10.1f}{p(full, 95):>8.1f}")
+                print(
+                    f"{path:<36}{p(ttfb, 50):>10.1f}{p(ttfb, 95):>8.1f}{p(full, 50):>10.1f}{p(full, 95):>8.1f}"  # noqa: E501
+                )
         server.should_exit = True
 
 

@@ -48,16 +48,32 @@ def lineage_svg(version: ModelVersion, parent: ModelVersion | None) -> str:
         fingerprint = str(node.get("data_fingerprint") or "no fingerprint")[:16]
         rows = node.get("data_rows")
         parts.append(
-            _box(_COLS[0], _y(i), name, [f"data {fingerprint}… · {rows if rows is not None else '?'} rows"], "client")
+            _box(
+                _COLS[0],
+                _y(i),
+                name,
+                [f"data {fingerprint}… · {rows if rows is not None else '?'} rows"],
+                "client",
+            )
         )
     if len(nodes) > len(shown):
-        parts.append(f'<text x="{_COLS[0]}" y="{_y(len(shown)) + 16}">+ {len(nodes) - len(shown)} more clients</text>')
+        parts.append(
+            f'<text x="{_COLS[0]}" y="{_y(len(shown)) + 16}">+ {len(nodes) - len(shown)} more clients</text>'
+        )
     run_y = _y(max(0, (len(shown) - 1) // 2))
     run_lines = [f"{rounds} round(s) · {lineage.get('strategy', '?')}"]
     failed = lineage.get("failed_nodes")
     if failed:
         run_lines = [f"{rounds} round(s) · {failed} node(s) dropped"]
-    parts.append(_box(_COLS[1], run_y, f"run {str(version.run_id or lineage.get('run_id') or '?')[:24]}", run_lines, "run"))
+    parts.append(
+        _box(
+            _COLS[1],
+            run_y,
+            f"run {str(version.run_id or lineage.get('run_id') or '?')[:24]}",
+            run_lines,
+            "run",
+        )
+    )
     for i in range(len(shown)):
         parts.append(_edge(_COLS[0] + _BOX_W, _y(i) + _BOX_H // 2, _COLS[1], run_y + _BOX_H // 2))
     privacy = lineage.get("privacy") or {}
@@ -68,14 +84,16 @@ def lineage_svg(version: ModelVersion, parent: ModelVersion | None) -> str:
     parts.append(_edge(_COLS[1] + _BOX_W, run_y + _BOX_H // 2, _COLS[2], run_y + _BOX_H // 2))
     if parent is not None:
         parent_y = max(0, run_y - _BOX_H - _GAP_Y - 10) if run_y > _BOX_H else run_y + _BOX_H + _GAP_Y + 10
-        parts.append(_box(_COLS[2], parent_y, f"parent {parent.name}:{parent.number}", ["warm start"], "parent"))
+        parts.append(
+            _box(_COLS[2], parent_y, f"parent {parent.name}:{parent.number}", ["warm start"], "parent")
+        )
         start, end = (parent_y + _BOX_H, run_y) if parent_y < run_y else (parent_y, run_y + _BOX_H)
         parts.append(_edge(_COLS[2] + _BOX_W // 2, start, _COLS[2] + _BOX_W // 2, end))
     height = max(_y(max(len(shown), 1)) + 30, run_y + 2 * (_BOX_H + _GAP_Y) + 40)
     width = _COLS[2] + _BOX_W + 10
     return (
         f'<svg class="lineage" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" aria-label="lineage of {escape(version.name)}:{version.number}">'
+        f'width="{width}" height="{height}" role="img" aria-label="lineage of {escape(version.name)}:{version.number}">'  # noqa: E501
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" '
         'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z"/></marker></defs>'
         f'<text x="{_COLS[0]}" y="22" class="h">clients (data fingerprints)</text>'

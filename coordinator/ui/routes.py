@@ -258,7 +258,9 @@ async def signin(request: Request) -> Response:
             principal = tokens.authenticate(token)
             require_role(principal, "viewer")  # a device token has no console
         except (AuthenticationError, PermissionDeniedError) as exc:
-            raise ConsoleError(401 if isinstance(exc, AuthenticationError) else 403, "Sign-in refused", str(exc))
+            raise ConsoleError(
+                401 if isinstance(exc, AuthenticationError) else 403, "Sign-in refused", str(exc)
+            ) from exc
     except ConsoleError as exc:
         return _page(request, "signin.html", status=exc.status, title="Sign in", message=exc.message)
     session = _sessions(request).open(token)
@@ -276,20 +278,27 @@ async def signin(request: Request) -> Response:
 
 
 async def _action(
-    request: Request, role: str, act: Callable[[Principal, dict[str, str]], Response], on_refusal: Callable[[Principal, ConsoleError], Response] | None = None
+    request: Request,
+    role: str,
+    act: Callable[[Principal, dict[str, str]], Response],
+    on_refusal: Callable[[Principal, ConsoleError], Response] | None = None,
 ) -> Response:
     """A state-changing POST: session, same origin, CSRF token, role; then ``act``."""
     session = _session(request)
     principal = _principal(request, session)
     try:
         if principal is None or session is None:
-            raise ConsoleError(401, "Signed out", "sign in again: this session is unknown, expired or revoked")
+            raise ConsoleError(
+                401, "Signed out", "sign in again: this session is unknown, expired or revoked"
+            )
         why = _same_origin(request)
         if why is not None:
             raise ConsoleError(403, "Not allowed", f"refused: {why} (the console accepts its own forms only)")
         form = await _form(request)
         if not session.csrf_matches(form.get("csrf")):
-            raise ConsoleError(403, "Not allowed", "refused: the form's CSRF token is missing or wrong (reload the page)")
+            raise ConsoleError(
+                403, "Not allowed", "refused: the form's CSRF token is missing or wrong (reload the page)"
+            )
         try:
             require_role(principal, role)
             return act(principal, form)
@@ -321,7 +330,9 @@ def runs_page(request: Request) -> Response:
         pager = Pager(
             request,
             _page_number(request),
-            lambda limit: [r for r in registry.store.list_runs(limit=limit) if status is None or r.status == status],
+            lambda limit: [
+                r for r in registry.store.list_runs(limit=limit) if status is None or r.status == status
+            ],
         )
         rows = [(r, len(registry.store.list_checkpoints(r.run_id))) for r in pager.items]
         return _page(request, "runs.html", principal=principal, title="Runs", pager=pager, rows=rows)
@@ -407,7 +418,9 @@ async def stop_run(request: Request, run_id: str) -> Response:
     def act(principal: Principal, _form: dict[str, str]) -> Response:
         deployment = request.app.state.deployment
         if deployment is None or not getattr(deployment, "started", False):
-            raise ConsoleError(409, "Refused", "this coordinator manages no running SuperLink: nothing to stop")
+            raise ConsoleError(
+                409, "Refused", "this coordinator manages no running SuperLink: nothing to stop"
+            )
         deployment.runs.stop(_run_id(run_id), actor=principal.name)
         return RedirectResponse(f"{CONSOLE_PREFIX}/runs/{run_id}?done=stopped", status_code=303)
 
@@ -420,8 +433,12 @@ def registry_page(request: Request) -> Response:
     def build(principal: Principal) -> Response:
         registry = _registry(request)
         name = _text_param(request, "name")
-        pager = Pager(request, _page_number(request), lambda limit: registry.store.list_versions(name=name, limit=limit))
-        return _page(request, "registry.html", principal=principal, title="Registry", pager=pager, name=name or "")
+        pager = Pager(
+            request, _page_number(request), lambda limit: registry.store.list_versions(name=name, limit=limit)
+        )
+        return _page(
+            request, "registry.html", principal=principal, title="Registry", pager=pager, name=name or ""
+        )
 
     return _render(request, "viewer", build)
 
@@ -438,7 +455,11 @@ def _version_context(request: Request, principal: Principal, ref: str) -> dict[s
     gate_rows = []
     for alias in aliases:
         gate = gates.aliases.get(alias)
-        checks = [] if gate is None else check_gates(version, gate, registry.store.list_approvals(version.id, alias))
+        checks = (
+            []
+            if gate is None
+            else check_gates(version, gate, registry.store.list_approvals(version.id, alias))
+        )
         gate_rows.append({"alias": alias, "checks": checks, "lacks": [c for c in checks if not c.passed]})
     parent = None
     if version.parent_version_id is not None:
@@ -469,7 +490,12 @@ def version_page(request: Request, ref: str) -> Response:
 
 def _alias_field(form: dict[str, str]) -> str:
     alias = form.get("alias", "")
-    if not alias or len(alias) > 128 or not all(c.isalnum() or c in "_.-" for c in alias) or not alias.isascii():
+    if (
+        not alias
+        or len(alias) > 128
+        or not all(c.isalnum() or c in "_.-" for c in alias)
+        or not alias.isascii()
+    ):
         raise ConsoleError(400, "Bad request", "alias must be 1 to 128 letters, digits, '_', '.' or '-'")
     return alias
 
@@ -500,7 +526,8 @@ async def approve_version(request: Request, ref: str) -> Response:
         )
         version = registry.store.get_version(approval.version_id)
         return RedirectResponse(
-            f"{CONSOLE_PREFIX}/registry/versions/{version.name}:{version.number}?done=approved", status_code=303
+            f"{CONSOLE_PREFIX}/registry/versions/{version.name}:{version.number}?done=approved",
+            status_code=303,
         )
 
     return await _action(request, "operator", act, _version_refusal(request, ref))
@@ -537,15 +564,17 @@ def drift_page(request: Request) -> Response:
         status = service.status(model)
         streams: list[dict[str, Any]] = status["versions"]
         pager = Pager(request, _page_number(request), lambda limit: streams[:limit])
-        chosen = next(
-            (s for s in streams if version_text is None or s["version"] == int(version_text)), None
-        )
+        chosen = next((s for s in streams if version_text is None or s["version"] == int(version_text)), None)
         chart: dict[str, Any] = {"rounds": [], "series": {}}
         statistic = ""
         if chosen is not None:
             statistic = chosen["statistic"]
             reports = service.store.reports(
-                chosen["model"], version=chosen["version"], source=chosen["source"], stream=chosen["stream"], limit=200
+                chosen["model"],
+                version=chosen["version"],
+                source=chosen["source"],
+                stream=chosen["stream"],
+                limit=200,
             )
             top = [f["feature"] for f in chosen["top_features"]]
             chart["rounds"] = [r.window for r in reports]
@@ -586,7 +615,13 @@ def fleet_page(request: Request) -> Response:
             except FedgeError as exc:
                 nodes, nodes_note = None, str(exc)
         return _page(
-            request, "fleet.html", principal=principal, title="Fleet", pager=pager, nodes=nodes, nodes_note=nodes_note
+            request,
+            "fleet.html",
+            principal=principal,
+            title="Fleet",
+            pager=pager,
+            nodes=nodes,
+            nodes_note=nodes_note,
         )
 
     return _render(request, "viewer", build)
@@ -631,4 +666,3 @@ def unknown_page(request: Request, rest: str) -> Response:
         raise ConsoleError(404, "Not found", "no such console page")
 
     return _render(request, "viewer", build)
-

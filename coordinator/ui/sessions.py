@@ -45,7 +45,10 @@ class SessionStore:
         """A new session for ``token`` (already authenticated by the caller)."""
         now = time.monotonic()
         session = ConsoleSession(
-            id=secrets.token_urlsafe(32), token=token, csrf=secrets.token_urlsafe(32), expires_at=now + self._ttl_s
+            id=secrets.token_urlsafe(32),
+            token=token,
+            csrf=secrets.token_urlsafe(32),
+            expires_at=now + self._ttl_s,
         )
         with self._lock:
             if len(self._sessions) >= MAX_SESSIONS:

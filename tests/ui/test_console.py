@@ -23,7 +23,9 @@ Console = tuple[TestClient, dict[str, str], Registry]
 
 def _populate(registry: Registry) -> None:
     registry.store.create_run(
-        RunCreate(run_id="r1", task="digits", strategy="fedavg", num_rounds=3, config={}, config_hash="0" * 64)
+        RunCreate(
+            run_id="r1", task="digits", strategy="fedavg", num_rounds=3, config={}, config_hash="0" * 64
+        )
     )
     nodes = [
         {"node_id": 7, "name": "site-a", "data_fingerprint": "f" * 64, "data_rows": 120, "num_examples": 96},
@@ -150,13 +152,17 @@ def test_a_cross_origin_post_is_refused_even_with_the_csrf_token(console: Consol
     assert registry.resolve("digits:1").aliases == ("candidate",)
 
 
-def test_a_viewer_sees_no_buttons_and_its_posts_get_403_even_with_a_valid_csrf_token(console: Console) -> None:
+def test_a_viewer_sees_no_buttons_and_its_posts_get_403_even_with_a_valid_csrf_token(
+    console: Console,
+) -> None:
     client, tokens, registry = console
     csrf = sign_in(client, tokens["viewer"])
     page = client.get("/ui/registry/versions/digits:1").text
     assert 'id="promote"' not in page and 'id="approve"' not in page
     for action in ("promote", "approve"):
-        response = client.post(f"/ui/registry/versions/digits:1/{action}", data={"csrf": csrf, "alias": "staging"})
+        response = client.post(
+            f"/ui/registry/versions/digits:1/{action}", data={"csrf": csrf, "alias": "staging"}
+        )
         assert response.status_code == 403 and "needs 'operator'" in _refusal(response)
     assert client.get("/ui/audit").status_code == 403  # the API's audit routes need an operator too
     assert registry.resolve("digits:1").aliases == ("candidate",)
@@ -172,7 +178,9 @@ def test_a_gate_refusal_shows_its_reason_then_approve_and_promote_succeed(consol
     assert refused.status_code == 409
     (reason,) = re.findall(r'id="refusal"[^>]*>([^<]*)', refused.text)
     assert "digits:1 -&gt; production: gate approvals failed: 0 of 1 approvals" in reason
-    approved = client.post("/ui/registry/versions/digits:1/approve", data={"csrf": csrf, "alias": "production"})
+    approved = client.post(
+        "/ui/registry/versions/digits:1/approve", data={"csrf": csrf, "alias": "production"}
+    )
     assert approved.status_code == 200 and "Approval recorded" in approved.text
     promoted = client.post(
         "/ui/registry/versions/digits:1/promote", data={"csrf": csrf, "alias": "production", "reason": "ship"}
@@ -203,7 +211,7 @@ def test_the_run_page_has_one_chart_point_per_round_and_its_participants(console
     page = client.get("/ui/runs/r1").text
     assert re.findall(r'data-points="(\d+)"', page) == ["3"]
     assert "site-a" in page and "site-b" in page and "f" * 16 in page
-    assert '<td>2</td><td>2</td><td>1</td>' in page  # round 2: two participants, one dropped node
+    assert "<td>2</td><td>2</td><td>1</td>" in page  # round 2: two participants, one dropped node
 
 
 def test_the_version_page_draws_the_lineage_and_names_what_each_gate_lacks(console: Console) -> None:
@@ -214,7 +222,7 @@ def test_the_version_page_draws_the_lineage_and_names_what_each_gate_lacks(conso
     assert "0 of 1 approvals from distinct operators: 1 missing" in page
 
 
-@pytest.mark.parametrize("page", ["0", "-1", "abc", "401", "1e3", "９"])
+@pytest.mark.parametrize("page", ["0", "-1", "abc", "401", "1e3", "\uff19"])
 def test_a_bad_page_number_is_a_400_page(console: Console, page: str) -> None:
     client, tokens, _ = console
     sign_in(client, tokens["operator"])
@@ -227,7 +235,14 @@ def test_lists_are_paginated(console: Console) -> None:
     client, tokens, registry = console
     for i in range(30):
         registry.store.create_run(
-            RunCreate(run_id=f"x{i:02d}", task="digits", strategy="fedavg", num_rounds=1, config={}, config_hash="0" * 64)
+            RunCreate(
+                run_id=f"x{i:02d}",
+                task="digits",
+                strategy="fedavg",
+                num_rounds=1,
+                config={},
+                config_hash="0" * 64,
+            )
         )
     sign_in(client, tokens["viewer"])
     first = client.get("/ui/runs").text
@@ -240,7 +255,12 @@ def test_lists_are_paginated(console: Console) -> None:
 def test_unknown_runs_versions_and_pages_are_404_pages(console: Console) -> None:
     client, tokens, _ = console
     sign_in(client, tokens["viewer"])
-    for path in ("/ui/runs/nope", "/ui/registry/versions/digits:9", "/ui/registry/versions/nope@production",
-                 "/ui/registry/versions/99999999999999999999", "/ui/nothing"):
+    for path in (
+        "/ui/runs/nope",
+        "/ui/registry/versions/digits:9",
+        "/ui/registry/versions/nope@production",
+        "/ui/registry/versions/99999999999999999999",
+        "/ui/nothing",
+    ):
         response = client.get(path)
         assert response.status_code == 404 and response.headers["content-type"].startswith("text/html")

@@ -50,7 +50,7 @@ def simulated_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry filled by a real 2-round, 2-client simulation."""
     work = tmp_path_factory.mktemp("console-sim")
     result = subprocess.run(
-        [FEDGE, "simulate", "strategy.num_rounds=2", "simulation.num_clients=2", f"registry.root={work / 'reg'}"],
+        [FEDGE, "simulate", "strategy.num_rounds=2", "simulation.num_clients=2", f"registry.root={work / 'reg'}"],  # noqa: E501
         cwd=work, capture_output=True, text=True, timeout=900, env={**os.environ, "NO_COLOR": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
