@@ -30,6 +30,7 @@ from coordinator.drift.metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
 from coordinator.rollouts import RolloutService, RolloutStore
 from coordinator.telemetry_limits import TelemetryLimiter, TelemetryLimits
+from coordinator.ui.routes import CONSOLE_MARKER, mount_console
 from fedge.config import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, RateLimitedError
 from fedge.http_limits import RequestGuard, RequestLimits
@@ -109,6 +110,8 @@ def create_app(
 
     async def authenticate_headers(headers: Mapping[str, str]) -> str | None:
         """The 401 message for a request's bearer token, before its body is read (None: let it in)."""
+        if headers.get(CONSOLE_MARKER) == "1":
+            return None  # a /ui request: the console authenticates its session cookie itself
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return "missing bearer token: send 'Authorization: Bearer fedge_...'"
@@ -129,6 +132,7 @@ def create_app(
     app.include_router(rollout_routes.router, prefix=f"{API_PREFIX}/rollouts")
     app.include_router(webhook_routes.router, prefix=f"{API_PREFIX}/webhooks")
     app.include_router(report_routes.router, prefix=API_PREFIX)
+    mount_console(app)  # the operator web console at /ui (coordinator/ui, docs/console.md)
 
     def nodes_online() -> int:
         if deployment is None:
