@@ -42,7 +42,7 @@ def prometheus() -> str:
     return _binary("prometheus")
 
 
-def scrape_config(tmp: Path, *, coordinator: str, edge: str, token: str) -> Path:
+def scrape_config(tmp: Path, *, coordinator: str, edge: str, token: str, interval: str = "15s") -> Path:
     """deploy/prometheus/prometheus.yml with its targets, token file and rule path made local to ``tmp``.
 
     Only the lines a user edits are changed, so that the shipped file is what is checked.
@@ -56,6 +56,7 @@ def scrape_config(tmp: Path, *, coordinator: str, edge: str, token: str) -> Path
         ("rules/fedge.yml", str(DEPLOY / "prometheus" / "rules" / "fedge.yml")),
         ('"127.0.0.1:8080"', f'"{coordinator}"'),
         ('"127.0.0.1:8090"', f'"{edge}"'),
+        ("scrape_interval: 15s", f"scrape_interval: {interval}"),
     ):
         assert old in text, f"deploy/prometheus/prometheus.yml no longer contains {old!r}"
         text = text.replace(old, new)
