@@ -179,7 +179,9 @@ class CoordinatorCollector(Collector):
             yield GaugeMetricFamily("fedge_nodes_online", "SuperNodes connected now.", value=online)
         if states is not None:
             node = GaugeMetricFamily(
-                "fedge_node_online", "1 while the enrolled node is online at the SuperLink, else 0.", labels=["node"]
+                "fedge_node_online",
+                "1 while the enrolled node is online at the SuperLink, else 0.",
+                labels=["node"],
             )
             for name, state in sorted(states.items()):
                 node.add_metric([name], 1.0 if state == "online" else 0.0)
@@ -307,9 +309,11 @@ def metrics_registry(
         A registry to pass to :func:`render_metrics`.
     """
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(CoordinatorCollector(
+    reg.register(
+        CoordinatorCollector(
             registry, nodes_online=nodes_online, node_states=node_states, recent_runs=recent_runs
-        ))
+        )
+    )
     return reg
 
 

@@ -51,7 +51,7 @@ def _get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _wait_until(what: str, procs: list[subprocess.Popen[bytes]], logs: list[Path], check) -> object:  # noqa: ANN001
+def _wait_until(what: str, procs: list[subprocess.Popen[bytes]], logs: list[Path], check) -> object:
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         for proc, log in zip(procs, logs, strict=True):
@@ -69,7 +69,9 @@ def _wait_until(what: str, procs: list[subprocess.Popen[bytes]], logs: list[Path
 
 @pytest.fixture
 def stack(
-    tmp_path: Path, prometheus: str, device: tuple[Path, Path, list[list[float]]]  # noqa: F811
+    tmp_path: Path,
+    prometheus: str,
+    device: tuple[Path, Path, list[list[float]]],  # noqa: F811
 ) -> Iterator[tuple[str, list[subprocess.Popen[bytes]], list[Path]]]:
     state, public, _ = device
     coordinator_port, edge_port, prometheus_port = _free_port(), _free_port(), _free_port()
@@ -138,5 +140,8 @@ def test_prometheus_scrapes_the_coordinator_with_its_token_and_the_edge(
     assert registry_up[0]["value"][1] == "1"  # the token file was sent: a 401 yields no series
     assert model_info[0]["metric"]["version"] == "digits:1"
     assert model_info[0]["metric"]["device"] == "edge-1"
-    assert {t["labels"]["job"]: t["health"] for t in targets} == {"fedge-coordinator": "up", "fedge-edge": "up"}
+    assert {t["labels"]["job"]: t["health"] for t in targets} == {
+        "fedge-coordinator": "up",
+        "fedge-edge": "up",
+    }
     assert _query(base, 'fedge_runs{job="fedge-coordinator", status="failed"}')[0]["value"][1] == "0"

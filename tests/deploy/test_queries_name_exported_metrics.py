@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
@@ -56,7 +55,9 @@ def query_names(expr: str) -> set[str]:
 
 def _run(registry: Registry, run_id: str) -> None:
     registry.store.create_run(
-        RunCreate(run_id=run_id, task="digits", strategy="fedavg", num_rounds=2, config={}, config_hash="0" * 64)
+        RunCreate(
+            run_id=run_id, task="digits", strategy="fedavg", num_rounds=2, config={}, config_hash="0" * 64
+        )
     )
 
 
@@ -140,7 +141,9 @@ def test_every_alert_rule_names_an_exported_metric(coordinator_names: set[str], 
     assert _unknown(_rule_queries(), coordinator_names | edge_names) == []
 
 
-def test_the_dashboard_covers_what_operators_look_at(coordinator_names: set[str], edge_names: set[str]) -> None:
+def test_the_dashboard_covers_what_operators_look_at(
+    coordinator_names: set[str], edge_names: set[str]
+) -> None:
     used = {name for _, expr in _dashboard_queries() for name in query_names(expr)}
     for needed in (
         "fedge_last_aggregate_accuracy",
@@ -164,7 +167,7 @@ def test_the_dashboard_covers_what_operators_look_at(coordinator_names: set[str]
 
 
 def test_the_check_catches_a_metric_fedge_does_not_export(coordinator_names: set[str]) -> None:
-    assert _unknown([("p", 'rate(fedge_serving_requestz_total[5m])')], coordinator_names) == [
+    assert _unknown([("p", "rate(fedge_serving_requestz_total[5m])")], coordinator_names) == [
         "p: fedge_serving_requestz_total is not exported"
     ]
     assert query_names("histogram_quantile(0.5, rate(fedge_round_duration_seconds_bucket[5m]))") == {
