@@ -134,12 +134,14 @@ def create_app(
     app.include_router(report_routes.router, prefix=API_PREFIX)
     mount_console(app)  # the operator web console at /ui (coordinator/ui, docs/console.md)
 
-    def nodes_online() -> int:
+    def node_states() -> dict[str, str]:
         if deployment is None:
             raise RuntimeError("no deployment")
-        return deployment.nodes.online_count()  # a stopped deployment raises: the gauge is left out
+        # one SuperLink query per scrape gives both fedge_nodes_online and fedge_node_online;
+        # a stopped deployment raises: both are left out
+        return {n.name: n.state for n in deployment.nodes.list() if n.state != "revoked"}
 
-    scrape_registry = metrics_registry(registry, nodes_online=nodes_online if deployment else None)
+    scrape_registry = metrics_registry(registry, node_states=node_states if deployment else None)
     scrape_registry.register(
         DriftMetrics(drift.store, settings.drift.policy)
     )  # fedge_drift_* from the reports
