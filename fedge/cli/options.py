@@ -21,6 +21,7 @@ __all__ = [
     "CaOpt",
     "DatabaseUrlOpt",
     "JsonOpt",
+    "ShowJsonOpt",
     "RootOpt",
     "TokenOpt",
     "actor_name",
@@ -44,6 +45,9 @@ DatabaseUrlOpt = Annotated[
 
 # Every list and show command takes it: one JSON array (list) or object (show) on stdout, nothing else.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (machine output) instead of a table")]
+
+# A show command prints JSON either way; it takes --json too, so scripts pass it everywhere alike.
+ShowJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (what show always prints)")]
 
 
 ApiUrlOpt = Annotated[str, typer.Option("--url", envvar="FEDGE_URL", help="The coordinator's operator API")]
