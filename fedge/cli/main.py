@@ -54,7 +54,10 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print fedge's version and its runtimes'"
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the versions of fedge, flwr, torch, onnxruntime",
         ),
     ] = False,
 ) -> None:

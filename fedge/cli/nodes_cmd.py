@@ -45,7 +45,10 @@ def nodes_add(
 @nodes_app.command("list")
 @reports_errors
 def nodes_list(
-    url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None, as_json: JsonOpt = False
+    url: ApiUrlOpt = "https://127.0.0.1:8080",
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Enrolled nodes and their state (online, offline, registered, revoked)."""
     with operator_api(url, token, ca) as api:

@@ -100,9 +100,14 @@ def show_version(
     out["approvals"] = [_version_dict(a) for a in approvals]
     out["artifact_paths"] = {k: str(p) if p else None for k, p in paths.items()}
     out["checkpoints"] = [
-        {"id": c.id, "round": c.round, "weights_sha256": c.weights.sha256, "metrics": c.metrics,
-         # who dropped out of the round and why (timeout, error, rejected)
-         "dropped": c.lineage.get("dropped", [])}
+        {
+            "id": c.id,
+            "round": c.round,
+            "weights_sha256": c.weights.sha256,
+            "metrics": c.metrics,
+            # who dropped out of the round and why (timeout, error, rejected)
+            "dropped": c.lineage.get("dropped", []),
+        }
         for c in checkpoints
     ]
     print_json(out)

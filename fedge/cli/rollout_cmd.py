@@ -1,4 +1,4 @@
-"""``fedge registry rollout start|list|status|halt``: staged rollouts of an alias, through the coordinator's API.
+"""``fedge registry rollout start|list|status|halt``: staged rollouts of an alias, through the API.
 
 The coordinator keeps the rollout's state and judges each step on its devices' reports
 (docs/rollout.md); these commands only ask it.

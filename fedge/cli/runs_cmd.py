@@ -45,7 +45,10 @@ def runs_create(
 @runs_app.command("list")
 @reports_errors
 def runs_list(
-    url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None, as_json: JsonOpt = False
+    url: ApiUrlOpt = "https://127.0.0.1:8080",
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Runs, newest first."""
     with operator_api(url, token, ca) as api:

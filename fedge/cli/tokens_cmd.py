@@ -64,7 +64,9 @@ def tokens_create(
 
 @tokens_app.command("list")
 @reports_errors
-def tokens_list(root: RootOpt = ".fedge", database_url: DatabaseUrlOpt = "", as_json: JsonOpt = False) -> None:
+def tokens_list(
+    root: RootOpt = ".fedge", database_url: DatabaseUrlOpt = "", as_json: JsonOpt = False
+) -> None:
     """List tokens (never their secrets)."""
     from dataclasses import asdict
 
