@@ -167,7 +167,7 @@ def audit_list(
 
 
 AUDIT_COLUMNS = (
-    Column("seq", justify="right"),
+    Column("seq"),
     Column("time", priority=3, min_width=10),
     Column("action", min_width=12),
     Column("actor", priority=2, min_width=10),

@@ -81,7 +81,7 @@ DRIFT_COLUMNS = (
     Column("stream", priority=2, min_width=12),
     Column("window", priority=3),
     Column("sites", priority=2, min_width=9),
-    Column("rows", priority=5, justify="right"),
+    Column("rows", priority=5),
     Column("epsilon", priority=6),
     Column("flagged"),
     Column("top features", priority=4, min_width=14),
@@ -192,7 +192,7 @@ def print_scenario_report(console: Console, report: Any, policy: Any) -> None:
 
     windows = Table(title="drift per window (all sites)")
     for col in ("window", "sites", "rows", "epsilon", "max psi", "max js", "flagged", "flagged sites"):
-        windows.add_column(col, justify="right")
+        windows.add_column(col)
     for r in report.reports:
         flagged_sites = len(window_verdict(r, policy).flagged_sites)
         windows.add_row(
@@ -208,7 +208,7 @@ def print_scenario_report(console: Console, report: Any, policy: Any) -> None:
     console.print(windows)
     versions = Table(title="accuracy per version")
     for col in ("version", "shifted clients' data", "held-out rows"):
-        versions.add_column(col, justify="right")
+        versions.add_column(col)
     for a in report.accuracies:
         versions.add_row(a.version, f"{a.shifted_accuracy:.4f}", f"{a.holdout_accuracy:.4f}")
     console.print(versions)

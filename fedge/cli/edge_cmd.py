@@ -222,7 +222,7 @@ DEVICE_COLUMNS = (
     Column("device", min_width=10),
     Column("version", min_width=10),
     Column("health", priority=2, min_width=10),
-    Column("served", priority=3, justify="right"),
+    Column("served", priority=3),
     Column("last seen", priority=2, min_width=10),
     Column("reported by", priority=4, min_width=10),
 )

@@ -70,10 +70,10 @@ VERSION_COLUMNS = (
     Column("id"),
     Column("version", min_width=12),
     Column("aliases", priority=2, min_width=10),
-    Column("accuracy", priority=2, justify="right"),
     Column("run", priority=3, min_width=12),
-    Column("created", priority=4, min_width=10),
+    Column("accuracy", priority=2),
     Column("onnx parity", priority=5),
+    Column("created", priority=4, min_width=10),
 )
 
 
@@ -528,8 +528,8 @@ DELIVERY_COLUMNS = (
     Column("created", priority=3, min_width=10),
     Column("event", min_width=12),
     Column("status"),
-    Column("tries", priority=4, justify="right"),
-    Column("code", priority=2, justify="right"),
+    Column("tries", priority=4),
+    Column("code", priority=2),
     Column("receiver", priority=2, min_width=16),
     Column("last error", priority=3, min_width=12),
 )

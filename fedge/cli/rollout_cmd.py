@@ -134,7 +134,7 @@ def list_rollouts(
 
 
 ROLLOUT_COLUMNS = (
-    Column("id", justify="right"),
+    Column("id"),
     Column("alias", min_width=12),
     Column("versions", priority=2, min_width=10),
     Column("state", min_width=8),

@@ -14,13 +14,20 @@ import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-__all__ = ["DEFAULT_WIDTH", "Column", "fitting_columns", "output_width", "plain_output", "print_table"]
+__all__ = [
+    "DEFAULT_WIDTH",
+    "Column",
+    "column_widths",
+    "fitting_columns",
+    "output_width",
+    "plain_output",
+    "print_table",
+]
 
 DEFAULT_WIDTH = 80  # when stdout is not a terminal and COLUMNS says nothing
-CELL_PADDING = 2  # one space either side of every cell
-SEPARATOR = 1  # the (blank) rule between two columns
+GAP = 3  # between two columns: a space of padding either side of a blank rule
 
 
 @dataclass(frozen=True)
@@ -28,18 +35,17 @@ class Column:
     """One column of a list command's table.
 
     ``priority``: 1 is never dropped; on a narrow terminal the highest number goes first (the
-    rightmost among equals). ``min_width``: the narrowest the column wraps to (default: its
-    header's length, at least 4).
+    rightmost among equals). ``min_width``: the narrowest the column wraps to (never narrower
+    than its header, nor than 4).
     """
 
     header: str
     priority: int = 1
-    min_width: int | None = None
-    justify: Literal["left", "right"] = "left"
+    min_width: int = 4
 
     @property
     def narrowest(self) -> int:
-        return self.min_width if self.min_width is not None else max(len(self.header), 4)
+        return max(self.min_width, len(self.header))
 
 
 def _ascii_head() -> Any:
@@ -76,7 +82,7 @@ def fitting_columns(columns: Sequence[Column], width: int) -> list[int]:
     kept = list(range(len(columns)))
 
     def needed(indices: list[int]) -> int:
-        return sum(columns[i].narrowest + CELL_PADDING for i in indices) + SEPARATOR * (len(indices) - 1)
+        return sum(columns[i].narrowest for i in indices) + GAP * (len(indices) - 1)
 
     while len(kept) > 1 and needed(kept) > width:
         droppable = [i for i in kept[1:] if columns[i].priority > 1]
@@ -84,6 +90,25 @@ def fitting_columns(columns: Sequence[Column], width: int) -> list[int]:
             break
         kept.remove(max(droppable, key=lambda i: (columns[i].priority, i)))
     return kept
+
+
+def column_widths(columns: Sequence[Column], cells: Sequence[Sequence[str]], width: int) -> list[int]:
+    """Each column's width: as wide as its longest cell or header, then the widest ones narrowed
+    in turn (never below their ``narrowest``) until the table fits ``width``."""
+    from rich.cells import cell_len
+
+    widths = [
+        max([cell_len(col.header), *(cell_len(row[i]) for row in cells)]) for i, col in enumerate(columns)
+    ]
+    excess = sum(widths) + GAP * (len(widths) - 1) - width
+    while excess > 0:
+        shrinkable = [i for i, w in enumerate(widths) if w > columns[i].narrowest]
+        if not shrinkable:
+            break  # even the narrowest layout is wider: the terminal wraps what is left
+        widest = max(shrinkable, key=lambda i: widths[i])
+        widths[widest] -= 1
+        excess -= 1
+    return widths
 
 
 def print_table(
@@ -102,6 +127,13 @@ def print_table(
     width = width or output_width()
     plain = plain_output()
     kept = fitting_columns(columns, width)
+    shown = [columns[i] for i in kept]
+    rows = list(rows)
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"a row of {len(row)} values for {len(columns)} columns: {row!r}")
+    cells = [["-" if row[i] is None else str(row[i]) for i in kept] for row in rows]
+    widths = column_widths(shown, cells, width)
     table = Table(
         title=Text(title) if title else None,
         box=ASCII_HEAD if plain else box.SIMPLE_HEAD,
@@ -111,11 +143,10 @@ def print_table(
         title_style="" if plain else "bold",
         expand=False,
     )
-    for i in kept:
-        col = columns[i]
-        table.add_column(col.header, justify=col.justify, overflow="fold", min_width=col.narrowest)
-    for row in rows:
-        table.add_row(*(Text("-" if row[i] is None else str(row[i])) for i in kept))
+    for col, col_width in zip(shown, widths, strict=True):
+        table.add_column(col.header, overflow="fold", width=col_width)
+    for row_cells in cells:
+        table.add_row(*(Text(cell) for cell in row_cells))
     console = Console(
         file=sys.stdout,
         width=width,

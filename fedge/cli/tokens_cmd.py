@@ -87,7 +87,7 @@ def tokens_list(
 
 
 TOKEN_COLUMNS = (
-    Column("id", justify="right"),
+    Column("id"),
     Column("name", min_width=12),
     Column("role", min_width=8),
     Column("state", min_width=8),
