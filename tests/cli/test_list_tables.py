@@ -368,3 +368,26 @@ def test_version_prints_fedge_first_then_its_runtimes() -> None:
         f"torch {version('torch')}",
         f"onnxruntime {version('onnxruntime')}",
     ]
+
+
+# --- nodes: a real deployment (coordinator and SuperLink processes) -----------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_nodes_list_fits_and_json_carries_the_enrolled_nodes(tmp_path: Path) -> None:
+    from simulations.local_deployment import LocalDeployment
+
+    names = ["radiology-department-of-the-northern-hospitals-consortium", "site-b"]
+    with LocalDeployment(tmp_path / "deployment") as dep:
+        for name in names:
+            dep.institution(name)
+            enrolled = dep.enroll(name)
+            assert enrolled.status_code == 201, enrolled.text
+        columns, nodes = table_and_json(
+            "nodes", "list", "--url", dep.api_url, "--token", dep.tokens["viewer"],
+            "--ca", str(dep.tls_dir / "ca.crt"),
+        )  # fmt: skip
+
+    assert isinstance(nodes, list) and sorted(n["name"] for n in nodes) == sorted(names)
+    assert columns["name"] == joined([n["name"] for n in nodes])
+    assert columns["state"] == joined([n["state"] for n in nodes])
+    assert columns["key sha256"] == joined([n["key_sha256"][:16] for n in nodes])
