@@ -187,13 +187,14 @@ def _text_param(request: Request, name: str, max_length: int = 256) -> str | Non
 
 
 class Pager:
-    """One page of a list read with ``limit = page * size + 1`` (the extra row says a next page exists)."""
+    """One page of a list read as ``fetch(offset, PAGE_SIZE + 1)`` (the extra row says a next page
+    exists): page N reads its own rows, not the N - 1 pages before it."""
 
-    def __init__(self, request: Request, page: int, fetch: Callable[[int], Sequence[T]]) -> None:
-        rows = list(fetch(page * PAGE_SIZE + 1))
+    def __init__(self, request: Request, page: int, fetch: Callable[[int, int], Sequence[T]]) -> None:
+        rows = list(fetch((page - 1) * PAGE_SIZE, PAGE_SIZE + 1))
         self.page = page
-        self.items: list[Any] = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-        self.has_next = len(rows) > page * PAGE_SIZE
+        self.items: list[Any] = rows[:PAGE_SIZE]
+        self.has_next = len(rows) > PAGE_SIZE
         params = {k: v for k, v in request.query_params.items() if k != "page"}
         self.prev_url = f"?{urlencode({**params, 'page': page - 1})}" if page > 1 else None
         self.next_url = f"?{urlencode({**params, 'page': page + 1})}" if self.has_next else None
@@ -330,9 +331,13 @@ def runs_page(request: Request) -> Response:
         pager = Pager(
             request,
             _page_number(request),
-            lambda limit: [
-                r for r in registry.store.list_runs(limit=limit) if status is None or r.status == status
-            ],
+            lambda offset, limit: (
+                registry.store.list_runs(limit=limit, offset=offset)
+                if status is None
+                else [r for r in registry.store.list_runs(limit=offset + limit * 20) if r.status == status][
+                    offset : offset + limit
+                ]
+            ),
         )
         rows = [(r, len(registry.store.list_checkpoints(r.run_id))) for r in pager.items]
         return _page(request, "runs.html", principal=principal, title="Runs", pager=pager, rows=rows)
@@ -434,7 +439,9 @@ def registry_page(request: Request) -> Response:
         registry = _registry(request)
         name = _text_param(request, "name")
         pager = Pager(
-            request, _page_number(request), lambda limit: registry.store.list_versions(name=name, limit=limit)
+            request,
+            _page_number(request),
+            lambda offset, limit: registry.store.list_versions(name=name, limit=limit, offset=offset),
         )
         return _page(
             request, "registry.html", principal=principal, title="Registry", pager=pager, name=name or ""
@@ -563,7 +570,7 @@ def drift_page(request: Request) -> Response:
             raise ConsoleError(400, "Bad request", "version must be a whole number")
         status = service.status(model)
         streams: list[dict[str, Any]] = status["versions"]
-        pager = Pager(request, _page_number(request), lambda limit: streams[:limit])
+        pager = Pager(request, _page_number(request), lambda offset, limit: streams[offset : offset + limit])
         chosen = next((s for s in streams if version_text is None or s["version"] == int(version_text)), None)
         chart: dict[str, Any] = {"rounds": [], "series": {}}
         statistic = ""
@@ -606,7 +613,7 @@ def drift_page(request: Request) -> Response:
 def fleet_page(request: Request) -> Response:
     def build(principal: Principal) -> Response:
         devices = request.app.state.device_reports.latest_by_device()
-        pager = Pager(request, _page_number(request), lambda limit: devices[:limit])
+        pager = Pager(request, _page_number(request), lambda offset, limit: devices[offset : offset + limit])
         nodes, nodes_note = None, "no deployment is attached (served without --tls-dir): no nodes to show"
         deployment = request.app.state.deployment
         if deployment is not None:
@@ -646,7 +653,7 @@ def audit_page(request: Request) -> Response:
         after = 0 if action is not None else max(0, seq - page * PAGE_SIZE - 1)
         entries = registry.store.list_audit(action=action, after_seq=after)
         entries.reverse()
-        pager = Pager(request, page, lambda limit: entries[:limit])
+        pager = Pager(request, page, lambda offset, limit: entries[offset : offset + limit])
         return _page(
             request,
             "audit.html",
