@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -129,7 +129,14 @@ class CoordinatorCollector(Collector):
         From the newest checkpoint overall: its central evaluation, else the nodes' weighted
         evaluation; absent when that checkpoint has neither.
     ``fedge_nodes_online``
-        What ``nodes_online`` returns; absent without it or when it fails.
+        What ``nodes_online`` returns (else the online nodes ``node_states`` lists); absent without
+        either or when it fails.
+    ``fedge_node_online{node}``
+        Per enrolled, unrevoked node: 1 while the SuperLink reports it online, else 0 (registered,
+        offline, unknown); from ``node_states``, absent without it or when it fails.
+    ``fedge_run_last_failure_timestamp_seconds``
+        Unix time the newest failed run of the recent runs finished (or was created, without a
+        finish time); absent while none failed. An alert fires while it is recent.
 
     Parameters
     ----------
@@ -137,6 +144,8 @@ class CoordinatorCollector(Collector):
         The registry to read.
     nodes_online : Callable[[], int] | None
         Counts the SuperNodes connected now.
+    node_states : Callable[[], Mapping[str, str]] | None
+        Each unrevoked node's name and its state at the SuperLink (``online``, ``offline``...).
     recent_runs : int
         How many of the newest runs a scrape reads.
     """
@@ -146,12 +155,14 @@ class CoordinatorCollector(Collector):
         registry: Registry,
         *,
         nodes_online: Callable[[], int] | None = None,
+        node_states: Callable[[], Mapping[str, str]] | None = None,
         recent_runs: int = 200,
     ) -> None:
         if recent_runs < 1:
             raise ValueError(f"recent_runs must be at least 1, got {recent_runs}")
         self._registry = registry
         self._nodes_online = nodes_online
+        self._node_states = node_states
         self._recent_runs = recent_runs
 
     def collect(self) -> Iterator[Metric]:
@@ -160,9 +171,21 @@ class CoordinatorCollector(Collector):
         up = GaugeMetricFamily("fedge_registry_up", "1 when the registry answered this scrape, else 0.")
         up.add_metric([], 1.0 if snapshot is not None else 0.0)
         yield up
+        states = self._read_node_states()
         online = self._count_online()
+        if online is None and states is not None:
+            online = float(sum(1 for state in states.values() if state == "online"))
         if online is not None:
             yield GaugeMetricFamily("fedge_nodes_online", "SuperNodes connected now.", value=online)
+        if states is not None:
+            node = GaugeMetricFamily(
+                "fedge_node_online",
+                "1 while the enrolled node is online at the SuperLink, else 0.",
+                labels=["node"],
+            )
+            for name, state in sorted(states.items()):
+                node.add_metric([name], 1.0 if state == "online" else 0.0)
+            yield node
         if snapshot is not None:
             yield from _families(snapshot)
 
@@ -176,6 +199,15 @@ class CoordinatorCollector(Collector):
             log.warning("metrics scrape: the registry is unavailable: %s", exc)
             return None
         return _Snapshot(runs=runs, checkpoints=checkpoints)
+
+    def _read_node_states(self) -> Mapping[str, str] | None:
+        if self._node_states is None:
+            return None
+        try:
+            return dict(self._node_states())
+        except Exception as exc:
+            log.warning("metrics scrape: reading the nodes' states failed: %s", exc)
+            return None
 
     def _count_online(self) -> float | None:
         if self._nodes_online is None:
@@ -192,6 +224,15 @@ def _families(snapshot: _Snapshot) -> Iterator[Metric]:
     for status in RUN_STATUSES:
         runs.add_metric([status], float(sum(1 for r in snapshot.runs if r.status == status)))
     yield runs
+
+    failed = [r for r in snapshot.runs if r.status == RunStatus.FAILED]
+    if failed:
+        newest_failure = max(_utc(r.finished_at or r.created_at) for r in failed)
+        yield GaugeMetricFamily(
+            "fedge_run_last_failure_timestamp_seconds",
+            "Unix time the newest failed run (of the recent runs) finished.",
+            value=newest_failure.timestamp(),
+        )
 
     all_checkpoints = [c for cps in snapshot.checkpoints.values() for c in cps]
     yield CounterMetricFamily(
@@ -243,7 +284,11 @@ def _participant_runs(snapshot: _Snapshot) -> list[RunInfo]:
 
 
 def metrics_registry(
-    registry: Registry, *, nodes_online: Callable[[], int] | None = None, recent_runs: int = 200
+    registry: Registry,
+    *,
+    nodes_online: Callable[[], int] | None = None,
+    node_states: Callable[[], Mapping[str, str]] | None = None,
+    recent_runs: int = 200,
 ) -> CollectorRegistry:
     """Return a fresh :class:`CollectorRegistry` (never the global one) holding a coordinator collector.
 
@@ -253,6 +298,8 @@ def metrics_registry(
         The registry the metrics are read from.
     nodes_online : Callable[[], int] | None
         Counts the SuperNodes connected now; ``fedge_nodes_online`` is omitted without it.
+    node_states : Callable[[], Mapping[str, str]] | None
+        Each unrevoked node's state; ``fedge_node_online`` is omitted without it.
     recent_runs : int
         How many of the newest runs a scrape reads.
 
@@ -262,7 +309,11 @@ def metrics_registry(
         A registry to pass to :func:`render_metrics`.
     """
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(CoordinatorCollector(registry, nodes_online=nodes_online, recent_runs=recent_runs))
+    reg.register(
+        CoordinatorCollector(
+            registry, nodes_online=nodes_online, node_states=node_states, recent_runs=recent_runs
+        )
+    )
     return reg
 
 

@@ -150,22 +150,26 @@ def run_federation(
             record=lambda cls: with_round_recording(cls, recorder),
         )
         try:
-            result = None if num_rounds <= 0 else strategy.start(
-                grid=NodeWaitGrid(
-                    grid,
-                    required=max(
-                        strategy_cfg.min_available_nodes,
-                        strategy_cfg.min_train_nodes,
-                        strategy_cfg.min_evaluate_nodes,
+            result = (
+                None
+                if num_rounds <= 0
+                else strategy.start(
+                    grid=NodeWaitGrid(
+                        grid,
+                        required=max(
+                            strategy_cfg.min_available_nodes,
+                            strategy_cfg.min_train_nodes,
+                            strategy_cfg.min_evaluate_nodes,
+                        ),
+                        limit_s=strategy_cfg.wait_for_nodes_s,
+                        names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
                     ),
-                    limit_s=strategy_cfg.wait_for_nodes_s,
-                    names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
-                ),
-                initial_arrays=state_dict_to_arrays(model.state_dict()),
-                num_rounds=num_rounds,
-                timeout=strategy_cfg.round_timeout_s,
-                train_config=ConfigRecord({"lr": task_cfg.lr, "local-epochs": task_cfg.local_epochs}),
-                evaluate_fn=recorder.evaluate_fn,
+                    initial_arrays=state_dict_to_arrays(model.state_dict()),
+                    num_rounds=num_rounds,
+                    timeout=strategy_cfg.round_timeout_s,
+                    train_config=ConfigRecord({"lr": task_cfg.lr, "local-epochs": task_cfg.local_epochs}),
+                    evaluate_fn=recorder.evaluate_fn,
+                )
             )
         except PrivacyBudgetStop as stop:
             # The budget is spent: the rounds trained so far are the release; no round past it runs.

@@ -8,7 +8,10 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from pathlib import Path
 
-__all__ = ["fedge_version", "git_commit"]
+__all__ = ["RUNTIME_DISTRIBUTIONS", "distribution_version", "fedge_version", "git_commit"]
+
+# What `fedge --version` reports besides fedge: the libraries a model's behaviour depends on.
+RUNTIME_DISTRIBUTIONS = ("flwr", "torch", "onnxruntime")
 
 
 def fedge_version() -> str:
@@ -17,6 +20,14 @@ def fedge_version() -> str:
         return _dist_version("fedge")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def distribution_version(name: str) -> str | None:
+    """An installed distribution's version, read from its metadata (not imported); ``None``: absent."""
+    try:
+        return _dist_version(name)
+    except PackageNotFoundError:
+        return None
 
 
 @lru_cache(maxsize=1)

@@ -129,9 +129,10 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
         with self._session() as s:
             return _get(s, RunRow, run_id, f"run {run_id!r}").to_info()
 
-    def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
+    def list_runs(self, *, limit: int = 100, offset: int = 0) -> list[RunInfo]:
         with self._session() as s:
-            rows = s.exec(select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)).all()  # type: ignore[attr-defined]
+            query = select(RunRow).order_by(RunRow.created_at.desc())  # type: ignore[attr-defined]
+            rows = s.exec(query.offset(offset).limit(limit)).all()
             return [r.to_info() for r in rows]
 
     # --- checkpoints --------------------------------------------------------------------------
@@ -209,7 +210,7 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
             return _version(s, row)
 
     def list_versions(
-        self, *, name: str | None = None, run_id: str | None = None, limit: int = 100
+        self, *, name: str | None = None, run_id: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[ModelVersion]:
         table = ModelVersionRow.__table__  # type: ignore[attr-defined]
         # Plain rows, not ORM objects: listing is the hot path and object validation dominated it.
@@ -222,7 +223,7 @@ class SqlRegistryStore(SqlStoreBase, RegistryStore):
         if run_id is not None:
             query = query.where(table.c.run_id == run_id)
         with self._session() as s:
-            rows = s.connection().execute(query.limit(limit)).all()
+            rows = s.connection().execute(query.offset(offset).limit(limit)).all()
             return _versions(s, rows)
 
     def move_aliases(self, moves: Sequence[AliasMove], *, actor: str, reason: str = "") -> list[ModelVersion]:

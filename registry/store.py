@@ -56,8 +56,8 @@ class RegistryStore(ABC):
         """Return one run."""
 
     @abstractmethod
-    def list_runs(self, *, limit: int = 100) -> list[RunInfo]:
-        """Return the newest runs first."""
+    def list_runs(self, *, limit: int = 100, offset: int = 0) -> list[RunInfo]:
+        """Return the newest runs first (``offset`` skips that many: pages of a long list)."""
 
     # --- checkpoints --------------------------------------------------------------------------
     @abstractmethod
@@ -97,9 +97,10 @@ class RegistryStore(ABC):
 
     @abstractmethod
     def list_versions(
-        self, *, name: str | None = None, run_id: str | None = None, limit: int = 100
+        self, *, name: str | None = None, run_id: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[ModelVersion]:
-        """Return the newest versions first, optionally only of one model or one run."""
+        """Return the newest versions first, optionally only of one model or one run (``offset``
+        skips that many: pages of a long list)."""
 
     @abstractmethod
     def move_aliases(self, moves: Sequence[AliasMove], *, actor: str, reason: str = "") -> list[ModelVersion]:

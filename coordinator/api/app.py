@@ -30,6 +30,7 @@ from coordinator.drift.metrics import DriftMetrics
 from coordinator.metrics import metrics_registry, render_metrics
 from coordinator.rollouts import RolloutService, RolloutStore
 from coordinator.telemetry_limits import TelemetryLimiter, TelemetryLimits
+from coordinator.ui.routes import CONSOLE_MARKER, mount_console
 from fedge.config import DriftSettings
 from fedge.errors import AuthenticationError, FedgeError, RateLimitedError
 from fedge.http_limits import RequestGuard, RequestLimits
@@ -109,6 +110,8 @@ def create_app(
 
     async def authenticate_headers(headers: Mapping[str, str]) -> str | None:
         """The 401 message for a request's bearer token, before its body is read (None: let it in)."""
+        if headers.get(CONSOLE_MARKER) == "1":
+            return None  # a /ui request: the console authenticates its session cookie itself
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return "missing bearer token: send 'Authorization: Bearer fedge_...'"
@@ -129,13 +132,16 @@ def create_app(
     app.include_router(rollout_routes.router, prefix=f"{API_PREFIX}/rollouts")
     app.include_router(webhook_routes.router, prefix=f"{API_PREFIX}/webhooks")
     app.include_router(report_routes.router, prefix=API_PREFIX)
+    mount_console(app)  # the operator web console at /ui (coordinator/ui, docs/console.md)
 
-    def nodes_online() -> int:
+    def node_states() -> dict[str, str]:
         if deployment is None:
             raise RuntimeError("no deployment")
-        return deployment.nodes.online_count()  # a stopped deployment raises: the gauge is left out
+        # one SuperLink query per scrape gives both fedge_nodes_online and fedge_node_online;
+        # a stopped deployment raises: both are left out
+        return {n.name: n.state for n in deployment.nodes.list() if n.state != "revoked"}
 
-    scrape_registry = metrics_registry(registry, nodes_online=nodes_online if deployment else None)
+    scrape_registry = metrics_registry(registry, node_states=node_states if deployment else None)
     scrape_registry.register(
         DriftMetrics(drift.store, settings.drift.policy)
     )  # fedge_drift_* from the reports

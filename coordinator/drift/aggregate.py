@@ -17,7 +17,14 @@ from fedge.drift import aggregate_summaries, compare
 from fedge.drift_summary import DriftReference, SiteSummary, class_edges
 from fedge.errors import DataError
 
-__all__ = ["STATISTICS", "WindowAggregate", "aggregate_window", "check_summaries", "check_summary", "site_statistics"]
+__all__ = [
+    "STATISTICS",
+    "WindowAggregate",
+    "aggregate_window",
+    "check_summaries",
+    "check_summary",
+    "site_statistics",
+]
 
 STATISTICS = ("psi", "js", "kl", "wasserstein")
 

@@ -135,7 +135,9 @@ def run_window_tests(
     # float32: per-site tests need no more precision, and 10,000 sites x 100 features x 20 bins is
     # 80 MB rather than 160; the federation's sum is taken in float64.
     stacked = np.stack([np.asarray(s.counts, dtype=np.float32) for s in summaries])
-    federation = calibrate(p, design, alpha=alpha).test(reference.counts, stacked.sum(axis=0, dtype=np.float64))
+    federation = calibrate(p, design, alpha=alpha).test(
+        reference.counts, stacked.sum(axis=0, dtype=np.float64)
+    )
     site_p = np.empty(len(summaries))
     groups: dict[tuple[int, CountNoise], list[int]] = {}
     for i, (rows, noise) in enumerate(zip(design.site_rows, design.site_noise, strict=True)):

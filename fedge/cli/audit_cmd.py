@@ -1,4 +1,5 @@
-"""``fedge audit verify|head|export``: check the audit log, export its signed tree head or its entries."""
+"""``fedge audit verify|head|export|list``: check the audit log, export its signed tree head or its entries,
+list its latest entries."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import DatabaseUrlOpt, RootOpt, opened_registry
+from fedge.cli.options import DatabaseUrlOpt, JsonOpt, RootOpt, opened_registry, print_json
+from fedge.cli.tables import Column, print_table
 
 if TYPE_CHECKING:
     from fedge.transparency import SignedTreeHead
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["audit_app"]
 
 audit_app = typer.Typer(
-    help="Verify the audit log and export its signed head or entries.", no_args_is_help=True
+    help="Verify the audit log, export its signed head or entries, list the latest.", no_args_is_help=True
 )
 
 
@@ -137,3 +139,38 @@ def audit_export(
     else:
         out.write_text(text)
         typer.echo(f"wrote {len(lines)} entries to {out}", err=True)
+
+
+@audit_app.command("list")
+@reports_errors
+def audit_list(
+    root: RootOpt = ".fedge",
+    database_url: DatabaseUrlOpt = "",
+    limit: Annotated[int, typer.Option(min=1, help="The latest this many entries")] = 50,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. alias.moved")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The latest entries of the audit log, oldest first (`fedge audit verify` checks them)."""
+    from dataclasses import asdict
+
+    with opened_registry(root, database_url) as registry:
+        entries = registry.store.list_audit(action=action)[-limit:]
+    if as_json:
+        print_json([asdict(e) for e in entries])
+        return
+    rows = [
+        (e.seq, str(e.created_at)[:19].replace("T", " "), e.action, e.actor, e.subject,
+         json.dumps(e.details, sort_keys=True, default=str) if e.details else None)
+        for e in entries
+    ]  # fmt: skip
+    print_table(AUDIT_COLUMNS, rows)
+
+
+AUDIT_COLUMNS = (
+    Column("seq"),
+    Column("time", priority=3, min_width=10),
+    Column("action", min_width=12),
+    Column("actor", priority=2, min_width=10),
+    Column("subject", priority=2, min_width=12),
+    Column("details", priority=4, min_width=16),
+)

@@ -64,7 +64,7 @@ def print_byzantine_report(console: Console, report: Any) -> None:
     table = Table(title="final central accuracy per strategy x attack (fast harness; dropped updates)")
     table.add_column("strategy")
     for attack in attacks:
-        table.add_column("clean" if attack == "none" else attack, justify="right")
+        table.add_column("clean" if attack == "none" else attack)
     for name in strategies:
         row = [name]
         for attack in attacks:

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import DatabaseUrlOpt, RootOpt, opened_registry
+from fedge.cli.options import DatabaseUrlOpt, JsonOpt, RootOpt, opened_registry, print_json
+from fedge.cli.tables import Column, print_table
 
 __all__ = ["drift_app", "plan_input", "print_scenario_report"]
 
@@ -25,7 +26,7 @@ def drift_status(
     root: RootOpt = ".fedge",
     database_url: DatabaseUrlOpt = "",
     model: Annotated[str | None, typer.Option(help="Only this model")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOpt = False,
     overrides: Annotated[
         list[str] | None,
         typer.Argument(help="Hydra overrides of the drift settings, e.g. drift.policy.threshold=0.3"),
@@ -45,48 +46,47 @@ def drift_status(
         finally:
             service.store.close()
     if as_json:
-        typer.echo(json.dumps(status, indent=2, default=str))
+        print_json(status)
         return
-    console = Console()
     policy = status["policy"]
     test = (
         "calibrated test"
         if policy.get("test") == "calibrated"
         else f"{policy['statistic']} > {policy['threshold']}"
     )
-    table = Table(title=f"drift ({test})")
-    columns = (
-        "version",
-        "stream",
-        "window",
-        "sites",
-        "rows",
-        "epsilon",
-        "flagged",
-        "top features",
-        "decision",
-    )
-    for col in columns:
-        table.add_column(col)
+    rows = []
     for v in status["versions"]:
         stat = v["statistic"]
         top = ", ".join(f"{t['feature']} {t[stat]:.3f}" for t in v["top_features"][:3])
-        table.add_row(
+        rows.append((
             f"{v['model']}:{v['version']}",
-            f"{v['source']} {v['stream']}".strip() or "-",  # a monitor run's id or one edge device
-            str(v["window"]),
+            f"{v['source']} {v['stream']}".strip() or None,  # a monitor run's id or one edge device
+            v["window"],
             f"{len(v['flagged_sites'])}/{v['sites']} flagged",
-            str(v["window_rows"]),
+            v["window_rows"],
             f"{v['epsilon']:g}",
             "yes" if v["flagged"] else "no",
             top,
             v["decision"],
-        )
-    console.print(table)
+        ))  # fmt: skip
+    print_table(DRIFT_COLUMNS, rows, title=f"drift ({test})")
     if not status["versions"]:
-        console.print("no drift reports yet")
+        typer.echo("no drift reports yet")
     for t in status["triggers"]:
-        console.print(f"trigger {t['id']} [{t['outcome']}] run {t['run_id'] or '-'}: {t['reason']}")
+        typer.echo(f"trigger {t['id']} [{t['outcome']}] run {t['run_id'] or '-'}: {t['reason']}")
+
+
+DRIFT_COLUMNS = (
+    Column("version", min_width=10),
+    Column("stream", priority=2, min_width=12),
+    Column("window", priority=3),
+    Column("sites", priority=2, min_width=9),
+    Column("rows", priority=5),
+    Column("epsilon", priority=6),
+    Column("flagged"),
+    Column("top features", priority=4, min_width=14),
+    Column("decision", min_width=10),
+)
 
 
 def plan_input(config: Any, *, rows: int, sites: int, **changes: Any) -> Any:
@@ -192,7 +192,7 @@ def print_scenario_report(console: Console, report: Any, policy: Any) -> None:
 
     windows = Table(title="drift per window (all sites)")
     for col in ("window", "sites", "rows", "epsilon", "max psi", "max js", "flagged", "flagged sites"):
-        windows.add_column(col, justify="right")
+        windows.add_column(col)
     for r in report.reports:
         flagged_sites = len(window_verdict(r, policy).flagged_sites)
         windows.add_row(
@@ -208,7 +208,7 @@ def print_scenario_report(console: Console, report: Any, policy: Any) -> None:
     console.print(windows)
     versions = Table(title="accuracy per version")
     for col in ("version", "shifted clients' data", "held-out rows"):
-        versions.add_column(col, justify="right")
+        versions.add_column(col)
     for a in report.accuracies:
         versions.add_row(a.version, f"{a.shifted_accuracy:.4f}", f"{a.holdout_accuracy:.4f}")
     console.print(versions)

@@ -1,4 +1,5 @@
-"""``fedge edge run|rollback|status``: follow a registry alias on a device and serve it.
+"""``fedge edge run|rollback|status|devices``: follow a registry alias on a device and serve it; list the
+fleet's devices as the coordinator last heard from them.
 
 Imports of ``edge`` happen inside each command, so ``fedge edge ...`` loads neither torch nor flwr.
 """
@@ -14,7 +15,17 @@ from typing import Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import CaOpt, checked_ca
+from fedge.cli.options import (
+    ApiUrlOpt,
+    CaOpt,
+    JsonOpt,
+    ShowJsonOpt,
+    TokenOpt,
+    checked_ca,
+    operator_api,
+    print_json,
+)
+from fedge.cli.tables import Column, print_table
 
 __all__ = ["edge_app"]
 
@@ -167,8 +178,10 @@ def rollback(state_dir: DirOpt = ".fedge-edge") -> None:
 def status(
     state_dir: DirOpt = ".fedge-edge",
     history: Annotated[int, typer.Option(help="How many history entries to show")] = 10,
+    as_json: ShowJsonOpt = False,
 ) -> None:
-    """Show the active and previous versions, versions refused, and recent outcomes."""
+    """Show the active and previous versions, versions refused, and recent outcomes (JSON)."""
+    del as_json  # JSON either way
     from edge.state import EdgeState
 
     state = EdgeState(state_dir)
@@ -181,3 +194,42 @@ def status(
         "history": state.history(history),
     }
     typer.echo(json.dumps(body, indent=2))
+
+
+@edge_app.command("devices")
+@reports_errors
+def devices(
+    url: ApiUrlOpt = "https://127.0.0.1:8080",
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The fleet's devices: each one's newest report to the coordinator (version served, health, counts)."""
+    with operator_api(url, token, ca) as api:
+        reports = api.call("GET", "/edge/devices")
+    if as_json:
+        print_json(reports)
+        return
+    rows = [
+        (r["device"], f"{r['model_name']}:{r['model_version']}", _health(r["health"]), r["served"],
+         str(r["received_at"])[:19].replace("T", " "), r["reported_by"])
+        for r in reports
+    ]  # fmt: skip
+    print_table(DEVICE_COLUMNS, rows)
+
+
+DEVICE_COLUMNS = (
+    Column("device", min_width=10),
+    Column("version", min_width=10),
+    Column("health", priority=2, min_width=10),
+    Column("served", priority=3),
+    Column("last seen", priority=2, min_width=10),
+    Column("reported by", priority=4, min_width=10),
+)
+
+
+def _health(health: dict[str, object]) -> str:
+    """A device's health in one cell: its status when it reports one, else its fields."""
+    if "status" in health:
+        return str(health["status"])
+    return ", ".join(f"{k}={v}" for k, v in sorted(health.items())) or "-"

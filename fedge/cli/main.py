@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import typer
 
@@ -30,6 +31,39 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def version_text() -> str:
+    """``fedge --version``: ``fedge X.Y.Z`` first, then flwr, torch and onnxruntime (or ``not installed``)."""
+    from fedge.version import RUNTIME_DISTRIBUTIONS, distribution_version, fedge_version
+
+    lines = [f"fedge {fedge_version()}"]
+    for name in RUNTIME_DISTRIBUTIONS:
+        lines.append(f"{name} {distribution_version(name) or 'not installed'}")
+    return "\n".join(lines)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the versions of fedge, flwr, torch, onnxruntime",
+        ),
+    ] = False,
+) -> None:
+    """Federated and edge-aware MLOps: train with Flower, version, package to ONNX, serve."""
+
+
 app.command(
     "simulate",
     context_settings={"allow_extra_args": False},

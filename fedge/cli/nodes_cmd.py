@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import ApiUrlOpt, CaOpt, TokenOpt, operator_api
+from fedge.cli.options import ApiUrlOpt, CaOpt, JsonOpt, TokenOpt, operator_api, print_json
+from fedge.cli.tables import Column, print_table
 
 __all__ = ["nodes_app"]
 
@@ -43,11 +44,31 @@ def nodes_add(
 
 @nodes_app.command("list")
 @reports_errors
-def nodes_list(url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None) -> None:
+def nodes_list(
+    url: ApiUrlOpt = "https://127.0.0.1:8080",
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Enrolled nodes and their state (online, offline, registered, revoked)."""
     with operator_api(url, token, ca) as api:
-        for n in api.call("GET", "/nodes"):
-            typer.echo(f"{n['name']}\t{n['state']}\t{n['last_seen'] or '-'}\t{n['key_sha256'][:16]}")
+        nodes = api.call("GET", "/nodes")
+    if as_json:
+        print_json(nodes)
+        return
+    print_table(
+        NODE_COLUMNS,
+        [(n["name"], n["state"], n["last_seen"], n["key_sha256"][:16], n["flower_node_id"]) for n in nodes],
+    )
+
+
+NODE_COLUMNS = (
+    Column("name", min_width=12),
+    Column("state"),
+    Column("last seen", priority=2, min_width=10),
+    Column("key sha256", priority=3, min_width=16),
+    Column("flower node", priority=4, min_width=12),
+)
 
 
 @nodes_app.command("revoke")

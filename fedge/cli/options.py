@@ -20,7 +20,9 @@ __all__ = [
     "ApiUrlOpt",
     "CaOpt",
     "DatabaseUrlOpt",
+    "JsonOpt",
     "RootOpt",
+    "ShowJsonOpt",
     "TokenOpt",
     "actor_name",
     "checked_ca",
@@ -39,6 +41,13 @@ DatabaseUrlOpt = Annotated[
     str,
     typer.Option("--database-url", envvar="FEDGE_REGISTRY_DATABASE_URL", help="SQLAlchemy URL of the store"),
 ]
+
+
+# Every list and show command takes it: one JSON array (list) or object (show) on stdout, nothing else.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (machine output) instead of a table")]
+
+# A show command prints JSON either way; it takes --json too, so scripts pass it everywhere alike.
+ShowJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (what show always prints)")]
 
 
 ApiUrlOpt = Annotated[str, typer.Option("--url", envvar="FEDGE_URL", help="The coordinator's operator API")]
@@ -114,4 +123,5 @@ def operator_api(url: str, token: str, ca: Path | None) -> ApiClient:
 
 
 def print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, sort_keys=True))
+    """``value`` as indented JSON on stdout (datetimes and paths as strings): ``--json``'s output."""
+    typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import CaOpt, DatabaseUrlOpt, RootOpt, actor_name, checked_ca, opened_registry
+from fedge.cli.options import (
+    CaOpt,
+    DatabaseUrlOpt,
+    JsonOpt,
+    RootOpt,
+    ShowJsonOpt,
+    actor_name,
+    checked_ca,
+    opened_registry,
+    print_json,
+)
+from fedge.cli.tables import Column, print_table
 
 if TYPE_CHECKING:
     from fedge.crypto import Ed25519PublicKey
@@ -34,30 +42,39 @@ def list_versions(
     root: RootOpt = ".fedge",
     database_url: DatabaseUrlOpt = "",
     name: Annotated[str | None, typer.Option(help="Only this model")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List model versions, newest first."""
     with opened_registry(root, database_url) as registry:
         versions = registry.store.list_versions(name=name)
     if as_json:
-        print(json.dumps([_version_dict(v) for v in versions], indent=2, default=str))
+        print_json([_version_dict(v) for v in versions])
         return
-    table = Table(title=f"model versions in {root}")
-    for col in ("id", "version", "aliases", "run", "accuracy", "onnx parity", "created"):
-        table.add_column(col)
+    rows = []
     for v in versions:
         acc = v.metrics.get("central-accuracy", v.metrics.get("eval-accuracy"))
         parity = v.metrics.get("onnx-parity-max-abs-diff")
-        table.add_row(
-            str(v.id),
+        rows.append((
+            v.id,
             f"{v.name}:{v.number}",
-            ", ".join(v.aliases) or "-",
-            v.run_id or "-",
-            "-" if acc is None else f"{acc:.4f}",
-            "-" if parity is None else f"{parity:.1e}",
+            ", ".join(v.aliases) or None,
+            v.run_id,
+            None if acc is None else f"{acc:.4f}",
+            None if parity is None else f"{parity:.1e}",
             f"{v.created_at:%Y-%m-%d %H:%M:%S}",
-        )
-    Console().print(table)
+        ))  # fmt: skip
+    print_table(VERSION_COLUMNS, rows)
+
+
+VERSION_COLUMNS = (
+    Column("id"),
+    Column("version", min_width=12),
+    Column("aliases", priority=2, min_width=10),
+    Column("run", priority=3, min_width=12),
+    Column("accuracy", priority=2),
+    Column("onnx parity", priority=5),
+    Column("created", priority=4, min_width=10),
+)
 
 
 @registry_app.command("show")
@@ -66,8 +83,10 @@ def show_version(
     version: Annotated[str, typer.Argument(help="ID, NAME:NUMBER or NAME@ALIAS")],
     root: RootOpt = ".fedge",
     database_url: DatabaseUrlOpt = "",
+    as_json: ShowJsonOpt = False,
 ) -> None:
     """Show one version: artifacts, metrics, lineage, approvals, its run (config whole) and checkpoints."""
+    del as_json  # JSON either way
     with opened_registry(root, database_url) as registry:
         v = registry.resolve(version)
         checkpoints = registry.store.list_checkpoints(v.run_id) if v.run_id else []
@@ -81,36 +100,47 @@ def show_version(
     out["approvals"] = [_version_dict(a) for a in approvals]
     out["artifact_paths"] = {k: str(p) if p else None for k, p in paths.items()}
     out["checkpoints"] = [
-        {"id": c.id, "round": c.round, "weights_sha256": c.weights.sha256, "metrics": c.metrics,
-         # who dropped out of the round and why (timeout, error, rejected)
-         "dropped": c.lineage.get("dropped", [])}
+        {
+            "id": c.id,
+            "round": c.round,
+            "weights_sha256": c.weights.sha256,
+            "metrics": c.metrics,
+            # who dropped out of the round and why (timeout, error, rejected)
+            "dropped": c.lineage.get("dropped", []),
+        }
         for c in checkpoints
     ]
-    print(json.dumps(out, indent=2, default=str))
+    print_json(out)
 
 
 @registry_app.command("runs")
 @reports_errors
-def list_runs(root: RootOpt = ".fedge", database_url: DatabaseUrlOpt = "") -> None:
-    """List runs, newest first."""
+def list_runs(root: RootOpt = ".fedge", database_url: DatabaseUrlOpt = "", as_json: JsonOpt = False) -> None:
+    """List runs, newest first (rounds: checkpoints stored / rounds planned)."""
     with opened_registry(root, database_url) as registry:
         runs = registry.store.list_runs()
         counts = {r.run_id: len(registry.store.list_checkpoints(r.run_id)) for r in runs}
-    table = Table(title=f"runs in {root}")
-    for col in ("run", "status", "task", "strategy", "rounds", "flower run", "reason", "error"):
-        table.add_column(col)
-    for r in runs:
-        table.add_row(
-            r.run_id,
-            r.status,
-            r.task,
-            r.strategy,
-            f"{counts[r.run_id]}/{r.num_rounds}",
-            str(r.flower_run_id or "-"),
-            r.reason,
-            (r.error or "")[:60],
-        )
-    Console().print(table)
+    if as_json:
+        print_json([_version_dict(r) | {"checkpoints": counts[r.run_id]} for r in runs])
+        return
+    rows = [
+        (r.run_id, r.status, r.task, r.strategy, f"{counts[r.run_id]}/{r.num_rounds}",
+         r.flower_run_id, r.reason, (r.error or "")[:60] or None)
+        for r in runs
+    ]  # fmt: skip
+    print_table(REGISTRY_RUN_COLUMNS, rows)
+
+
+REGISTRY_RUN_COLUMNS = (
+    Column("run", min_width=12),
+    Column("status"),
+    Column("task", priority=2, min_width=6),
+    Column("strategy", priority=4),
+    Column("rounds", priority=2),
+    Column("flower run", priority=6),
+    Column("reason", priority=5, min_width=8),
+    Column("error", priority=3, min_width=12),
+)
 
 
 @registry_app.command("download")
@@ -388,6 +418,7 @@ def list_aliases_cmd(
     token: TokenOpt = None,
     ca: CaOpt = None,
     override: OverrideOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """The aliases a model may take: the config's, its gates' and those an admin declared."""
     if url:
@@ -399,7 +430,10 @@ def list_aliases_cmd(
         config = _registry_config(root, override)
         with opened_registry(root, database_url) as registry:
             declared = declared_aliases(registry, config.aliases, config.gates)
-    typer.echo("\n".join(declared))
+    if as_json:
+        print_json(list(declared))
+        return
+    print_table((Column("alias", min_width=12),), [(a,) for a in declared])
 
 
 @aliases_app.command("add")
@@ -451,7 +485,7 @@ def webhook_deliveries_cmd(
     limit: Annotated[int, typer.Option(min=1, max=500, help="Deliveries per page")] = 50,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many (newest first)")] = 0,
     event: Annotated[str | None, typer.Option(help="Only this event, e.g. version_registered")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The webhook delivery log, newest first: event, receiver, attempts, status, last error."""
     params: dict[str, Any] = {"limit": limit, "offset": offset}
@@ -475,22 +509,27 @@ def webhook_deliveries_cmd(
                 log.close()
         page = {"items": [d.to_dict() for d in items], "total": total, "limit": limit, "offset": offset}
     if as_json:
-        print(json.dumps(page, indent=2))
+        print_json(page)
         return
     shown = len(page["items"])
-    table = Table(
-        title=f"webhook deliveries {offset + 1 if shown else 0}-{offset + shown} of {page['total']}"
+    rows = [
+        (str(d["created_at"])[:19].replace("T", " "), d["event"], d["status"], d["attempts"],
+         d["status_code"], d["url"], (d["last_error"] or "")[:80] or None)
+        for d in page["items"]
+    ]  # fmt: skip
+    print_table(
+        DELIVERY_COLUMNS,
+        rows,
+        title=f"webhook deliveries {offset + 1 if shown else 0}-{offset + shown} of {page['total']}",
     )
-    for col in ("created", "event", "status", "tries", "code", "receiver", "last error"):
-        table.add_column(col, overflow="fold")
-    for d in page["items"]:
-        table.add_row(
-            str(d["created_at"])[:19].replace("T", " "),
-            d["event"],
-            d["status"],
-            str(d["attempts"]),
-            str(d["status_code"] or "-"),
-            d["url"],
-            (d["last_error"] or "")[:80],
-        )
-    Console().print(table)
+
+
+DELIVERY_COLUMNS = (
+    Column("created", priority=3, min_width=10),
+    Column("event", min_width=12),
+    Column("status"),
+    Column("tries", priority=4),
+    Column("code", priority=2),
+    Column("receiver", priority=2, min_width=16),
+    Column("last error", priority=3, min_width=12),
+)

@@ -1,4 +1,4 @@
-"""``fedge registry rollout start|status|halt``: staged rollouts of an alias, through the coordinator's API.
+"""``fedge registry rollout start|list|status|halt``: staged rollouts of an alias, through the API.
 
 The coordinator keeps the rollout's state and judges each step on its devices' reports
 (docs/rollout.md); these commands only ask it.
@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import CaOpt, checked_ca
+from fedge.cli.options import CaOpt, JsonOpt, ShowJsonOpt, checked_ca, print_json
+from fedge.cli.tables import Column, print_table
 
 __all__ = ["rollout_app"]
 
@@ -89,8 +90,10 @@ def status(
     url: UrlOpt = "http://127.0.0.1:8080",
     token: TokenOpt = "",
     ca: CaOpt = None,
+    as_json: ShowJsonOpt = False,
 ) -> None:
-    """Show a rollout: its steps, where it stands and its timeline."""
+    """Show a rollout: its steps, where it stands and its timeline (JSON)."""
+    del as_json  # JSON either way
     typer.echo(json.dumps(_call(url, token, ca, "GET", f"{PATH}/{rollout_id}"), indent=2))
 
 
@@ -106,3 +109,36 @@ def halt(
     """Halt a rollout: its cohort goes back to the previous version."""
     result = _call(url, token, ca, "POST", f"{PATH}/{rollout_id}/halt", {"reason": reason})
     typer.echo(json.dumps(result, indent=2))
+
+
+@rollout_app.command("list")
+@reports_errors
+def list_rollouts(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="The newest this many")] = 100,
+    url: UrlOpt = "http://127.0.0.1:8080",
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rollouts, newest first."""
+    rollouts = _call(url, token, ca, "GET", f"{PATH}?limit={limit}")
+    if as_json:
+        print_json(rollouts)
+        return
+    rows = [
+        (r["id"], f"{r['model']}@{r['alias']}", f"{r['from_version']} -> {r['to_version']}", r["state"],
+         f"{min(r['step'] + 1, len(r['steps']))}/{len(r['steps'])}", r["started_by"], r["reason"])
+        for r in rollouts
+    ]  # fmt: skip
+    print_table(ROLLOUT_COLUMNS, rows)
+
+
+ROLLOUT_COLUMNS = (
+    Column("id"),
+    Column("alias", min_width=12),
+    Column("versions", priority=2, min_width=10),
+    Column("state", min_width=8),
+    Column("step", priority=2),
+    Column("started by", priority=3, min_width=10),
+    Column("reason", priority=4, min_width=10),
+)

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import ApiUrlOpt, CaOpt, TokenOpt, operator_api, print_json
+from fedge.cli.options import ApiUrlOpt, CaOpt, JsonOpt, ShowJsonOpt, TokenOpt, operator_api, print_json
+from fedge.cli.tables import Column, print_table
 
 __all__ = ["runs_app"]
 
@@ -43,19 +44,49 @@ def runs_create(
 
 @runs_app.command("list")
 @reports_errors
-def runs_list(url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None) -> None:
+def runs_list(
+    url: ApiUrlOpt = "https://127.0.0.1:8080",
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Runs, newest first."""
     with operator_api(url, token, ca) as api:
-        for r in api.call("GET", "/runs"):
-            typer.echo(f"{r['run_id']}\t{r['status']}\t{r['rounds_done']}/{r['num_rounds']}\t{r['reason']}")
+        runs = api.call("GET", "/runs")
+    if as_json:
+        print_json(runs)
+        return
+    rows = [
+        (r["run_id"], r["status"], f"{r['rounds_done']}/{r['num_rounds']}", r["task"], r["strategy"],
+         r["reason"], str(r["created_at"])[:19].replace("T", " "), r["error"])
+        for r in runs
+    ]  # fmt: skip
+    print_table(RUN_COLUMNS, rows)
+
+
+RUN_COLUMNS = (
+    Column("run", min_width=12),
+    Column("status"),
+    Column("rounds", priority=2),
+    Column("task", priority=3, min_width=6),
+    Column("strategy", priority=5),
+    Column("reason", priority=2, min_width=8),
+    Column("created", priority=4, min_width=10),
+    Column("error", priority=3, min_width=12),
+)
 
 
 @runs_app.command("show")
 @reports_errors
 def runs_show(
-    run_id: str, url: ApiUrlOpt = "https://127.0.0.1:8080", token: TokenOpt = "", ca: CaOpt = None
+    run_id: str,
+    url: ApiUrlOpt = "https://127.0.0.1:8080",
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+    as_json: ShowJsonOpt = False,
 ) -> None:
     """A run with its rounds' metrics and participants (JSON)."""
+    del as_json  # JSON either way
     with operator_api(url, token, ca) as api:
         print_json(api.call("GET", f"/runs/{run_id}"))
 

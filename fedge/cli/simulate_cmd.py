@@ -113,7 +113,7 @@ def _print_report(console: Console, report: object) -> None:
         "train loss",
         "participants",
     ):
-        table.add_column(col, justify="right")
+        table.add_column(col)
 
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from fedge.cli.errors import reports_errors
+from fedge.cli.options import JsonOpt, print_json
+from fedge.cli.tables import Column, print_table
 
 __all__ = ["new_command", "tasks_app"]
 
@@ -23,7 +22,7 @@ tasks_app = typer.Typer(
 @tasks_app.command("list")
 @reports_errors
 def tasks_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List built-in and installed tasks with their input spec and target kind (broken ones with why)."""
     from dataclasses import asdict
@@ -32,21 +31,26 @@ def tasks_list(
 
     infos = list_tasks()
     if as_json:
-        typer.echo(json.dumps([asdict(i) for i in infos], indent=2))
+        print_json([asdict(i) for i in infos])
         return
-    table = Table(title="fedge tasks (task=NAME, or task=package.module:Class)")
-    for col in ("name", "source", "input", "target", "models"):
-        table.add_column(col, overflow="fold")
-    broken = []
+    rows = [
+        (i.name, i.source, "broken", None, None) if i.error
+        else (i.name, i.source, i.input, i.target, ", ".join(i.models))
+        for i in infos
+    ]  # fmt: skip
+    print_table(TASK_COLUMNS, rows, title="fedge tasks (task=NAME, or task=package.module:Class)")
     for info in infos:
         if info.error:
-            broken.append(info)
-            table.add_row(info.name, info.source, "[red]broken[/red]", "-", "-")
-        else:
-            table.add_row(info.name, info.source, info.input, info.target, ", ".join(info.models))
-    Console().print(table)
-    for info in broken:
-        typer.secho(f"{info.name}: {info.error}", fg=typer.colors.RED, err=True)
+            typer.secho(f"{info.name}: {info.error}", fg=typer.colors.RED, err=True)
+
+
+TASK_COLUMNS = (
+    Column("name", min_width=12),
+    Column("source", priority=3, min_width=8),
+    Column("input", priority=2, min_width=10),
+    Column("target", priority=2, min_width=10),
+    Column("models", priority=4, min_width=10),
+)
 
 
 @reports_errors

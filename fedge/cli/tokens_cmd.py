@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import DatabaseUrlOpt, RootOpt, actor_name, opened_registry
+from fedge.cli.options import DatabaseUrlOpt, JsonOpt, RootOpt, actor_name, opened_registry, print_json
+from fedge.cli.tables import Column, print_table
 
 if TYPE_CHECKING:
     from coordinator.auth import TokenStore
@@ -63,16 +64,35 @@ def tokens_create(
 
 @tokens_app.command("list")
 @reports_errors
-def tokens_list(root: RootOpt = ".fedge", database_url: DatabaseUrlOpt = "") -> None:
+def tokens_list(
+    root: RootOpt = ".fedge", database_url: DatabaseUrlOpt = "", as_json: JsonOpt = False
+) -> None:
     """List tokens (never their secrets)."""
+    from dataclasses import asdict
+
     store = _tokens(root, database_url)
     try:
-        for t in store.list():
-            state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
-            role = f"{t.role}:{t.device}" if t.device else t.role
-            typer.echo(f"{t.id}\t{t.name}\t{role}\t{state}")
+        tokens = store.list()
     finally:
         store.close()
+    if as_json:
+        print_json([asdict(t) for t in tokens])
+        return
+    rows = [
+        (t.id, t.name, f"{t.role}:{t.device}" if t.device else t.role,
+         f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active", f"{t.created_at:%Y-%m-%d %H:%M}")
+        for t in tokens
+    ]  # fmt: skip
+    print_table(TOKEN_COLUMNS, rows)
+
+
+TOKEN_COLUMNS = (
+    Column("id"),
+    Column("name", min_width=12),
+    Column("role", min_width=8),
+    Column("state", min_width=8),
+    Column("created", priority=2, min_width=10),
+)
 
 
 @tokens_app.command("revoke")

@@ -93,13 +93,16 @@ def test_tokens_are_shown_once_and_stored_hashed(tmp_path: Path) -> None:
     created = run_fedge(
         "tokens", "create", "--role", "viewer", "--name", "dashboard", "--root", str(root), cwd=tmp_path
     )
-    listed = run_fedge("tokens", "list", "--root", str(root), cwd=tmp_path)
+    listed = run_fedge("tokens", "list", "--root", str(root), "--json", cwd=tmp_path)
     bad_role = run_fedge(
         "tokens", "create", "--role", "root", "--name", "x", "--root", str(root), cwd=tmp_path
     )
 
     secret = created.stdout.strip()
     assert created.returncode == 0 and secret.startswith("fedge_")
-    assert "dashboard\tviewer\tactive" in listed.stdout and secret not in listed.stdout
+    assert [(t["name"], t["role"], t["revoked_at"]) for t in json.loads(listed.stdout)] == [
+        ("dashboard", "viewer", None)
+    ]
+    assert secret not in listed.stdout
     assert secret.encode() not in (root / "registry.db").read_bytes()
     assert bad_role.returncode == 2 and "unknown role 'root'" in bad_role.stderr

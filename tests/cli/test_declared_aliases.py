@@ -5,6 +5,7 @@ declares a new alias, and every refusal and declaration is in the audit log."""
 from __future__ import annotations
 
 import getpass
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -96,7 +97,7 @@ def test_cli_refuses_a_typo_naming_the_declared_then_accepts_it_once_declared(tm
     added = run_fedge(
         "registry", "aliases", "add", "canary", "--reason", "fleet", "--as", "root", *common, cwd=tmp_path
     )
-    listed = run_fedge("registry", "aliases", "list", *common, cwd=tmp_path)
+    listed = run_fedge("registry", "aliases", "list", *common, "--json", cwd=tmp_path)
     moved = run_fedge("registry", "promote", "digits:1=canary", "--reason", "r", *common, cwd=tmp_path)
 
     assert typo.returncode == 2, typo.stderr
@@ -106,7 +107,7 @@ def test_cli_refuses_a_typo_naming_the_declared_then_accepts_it_once_declared(tm
     )
     assert approve_typo.returncode == 2 and "'prodcution' is not declared" in approve_typo.stderr
     assert added.returncode == 0, added.stderr
-    assert listed.stdout.split() == ["canary", "candidate", "production", "staging"]
+    assert json.loads(listed.stdout) == ["canary", "candidate", "production", "staging"]
     assert moved.returncode == 0, moved.stderr
     assert "digits:1 (id 1) now holds" in moved.stdout and "canary" in moved.stdout
     registry = open_registry(RegistryConfig(root=str(root)))

@@ -73,10 +73,19 @@ def fedge(*args: str) -> tuple[int, str, str]:
 
 # --- tests ----------------------------------------------------------------------------------------
 def test_runs_list_prints_each_run(coordinator: Coordinator) -> None:
-    code, out, err = fedge("runs", "list", "--url", coordinator.url, "--token", coordinator.tokens["viewer"])
+    code, out, err = fedge(
+        "runs", "list", "--url", coordinator.url, "--token", coordinator.tokens["viewer"], "--json"
+    )
 
     assert code == 0, err
-    assert "run-cli-1\tpending\t0/4\tnightly" in out.splitlines()
+    [run] = json.loads(out)
+    assert (run["run_id"], run["status"], run["rounds_done"], run["num_rounds"], run["reason"]) == (
+        "run-cli-1",
+        "pending",
+        0,
+        4,
+        "nightly",
+    )
 
 
 def test_runs_show_prints_the_run_as_json(coordinator: Coordinator) -> None:

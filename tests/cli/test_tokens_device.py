@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from coordinator.auth import TokenStore
@@ -23,13 +24,15 @@ def test_a_device_token_needs_its_device_and_authenticates_as_it(tmp_path: Path)
         "tokens", "create", "--role", "device", "--name", "cam", "--device", "cam-17", "--root", str(root),
         cwd=tmp_path,
     )  # fmt: skip
-    listed = run_fedge("tokens", "list", "--root", str(root), cwd=tmp_path)
+    listed = run_fedge("tokens", "list", "--root", str(root), "--json", cwd=tmp_path)
 
     assert unbound.returncode == 2 and "add --device NAME" in unbound.stderr
     assert viewer_bound.returncode == 2 and "a 'viewer' token takes none" in viewer_bound.stderr
     assert created.returncode == 0, created.stderr
     assert "(cam, device, device cam-17)" in created.stderr
-    assert "cam\tdevice:cam-17\tactive" in listed.stdout
+    assert {"name": "cam", "role": "device", "device": "cam-17", "revoked_at": None}.items() <= json.loads(
+        listed.stdout
+    )[0].items()
     url = RegistryConfig(root=str(root)).resolved_database_url()
     store = TokenStore.from_url(url)
     try:

@@ -276,3 +276,40 @@ def test_failing_node_count_is_omitted_not_raised(
     assert samples[("fedge_registry_up", ())] == 1.0
     assert "fedge_nodes_online" not in _names(samples)
     assert "superlink unreachable" in caplog.text
+
+
+# --- the series the alert rules in deploy/prometheus/rules/fedge.yml need -----------------------
+def test_a_run_failing_sets_the_last_failure_timestamp(registry: Registry) -> None:
+    _create_run(registry, "ok", status="completed")
+    _create_run(registry, "bad")
+    assert "fedge_run_last_failure_timestamp_seconds" not in _names(_scrape(registry))
+
+    registry.store.update_run("bad", status="failed")
+
+    failed_at = registry.store.get_run("bad").finished_at
+    assert failed_at is not None
+    expected = (failed_at if failed_at.tzinfo else failed_at.replace(tzinfo=UTC)).timestamp()
+    assert _scrape(registry)[("fedge_run_last_failure_timestamp_seconds", ())] == pytest.approx(expected)
+
+
+def test_node_states_give_a_gauge_per_node_and_the_online_count(registry: Registry) -> None:
+    states = {"site-a": "online", "site-b": "online"}
+    samples = _scrape(registry, node_states=lambda: states)
+    assert samples[("fedge_node_online", (("node", "site-a"),))] == 1.0
+    assert samples[("fedge_node_online", (("node", "site-b"),))] == 1.0
+    assert samples[("fedge_nodes_online", ())] == 2.0
+
+    states["site-b"] = "offline"  # the node disconnects
+
+    samples = _scrape(registry, node_states=lambda: states)
+    assert samples[("fedge_node_online", (("node", "site-b"),))] == 0.0
+    assert samples[("fedge_nodes_online", ())] == 1.0
+
+
+def test_failing_node_states_are_omitted_not_raised(registry: Registry) -> None:
+    def broken() -> dict[str, str]:
+        raise RuntimeError("the SuperLink is gone")
+
+    names = _names(_scrape(registry, node_states=broken))
+    assert "fedge_node_online" not in names and "fedge_nodes_online" not in names
+    assert "fedge_runs" in names

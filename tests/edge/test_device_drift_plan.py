@@ -32,7 +32,9 @@ def drift_entry() -> dict[str, object]:
 
 def window(settings: DriftSettings, tmp_path: Path) -> EdgeDriftWindow:
     ledger = PrivacyLedger(tmp_path / "ledger.json", budget_epsilon=10.0)
-    return EdgeDriftWindow(drift_entry(), model="digits", version=1, site="cam-1", settings=settings, ledger=ledger)
+    return EdgeDriftWindow(
+        drift_entry(), model="digits", version=1, site="cam-1", settings=settings, ledger=ledger
+    )
 
 
 def test_the_default_device_settings_hold_the_false_alarm_rate_and_name_the_detectable_shift(
@@ -71,9 +73,10 @@ def test_a_device_whose_false_alarm_rate_cannot_hold_counts_nothing_and_says_wha
     assert rep._window is None
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and "digits:1" in errors[0] and "drift windows" in errors[0]
-    assert not (tmp_path / "privacy-ledger.json").exists() or "edge drift window" not in (
-        tmp_path / "privacy-ledger.json"
-    ).read_text()
+    assert (
+        not (tmp_path / "privacy-ledger.json").exists()
+        or "edge drift window" not in (tmp_path / "privacy-ledger.json").read_text()
+    )
 
 
 def test_a_device_whose_plan_holds_opens_its_window_and_logs_the_plan(

@@ -125,6 +125,12 @@ class StoreContract:
         assert store.get_version_by_number("digits", 1).id == v1.id
         assert [v.id for v in store.list_versions(name="digits")] == [v2.id, v1.id]
         assert [v.id for v in store.list_versions(run_id="run-1")][:1] == [other.id]
+        # Pages: offset skips the newest ones (the console reads page N with one query).
+        assert [v.id for v in store.list_versions(name="digits", limit=1, offset=1)] == [v1.id]
+        assert [v.id for v in store.list_versions(limit=2, offset=1)] == [v2.id, v1.id]
+        assert store.list_versions(name="digits", offset=2) == []
+        assert [r.run_id for r in store.list_runs(limit=5, offset=0)] == ["run-1"]
+        assert store.list_runs(offset=1) == []
 
         moved = store.set_alias("digits", "candidate", v1.id)
         assert moved.aliases == ("candidate",)
