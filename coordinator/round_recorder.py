@@ -122,18 +122,24 @@ def train_attendance(
         return {"node_id": node_id, "name": name}
 
     answered = sorted({int(m.metadata.src_node_id) for m in replies if not m.has_error()})
-    errors = {
-        int(m.metadata.src_node_id): _client_reason(str(m.error.reason or "")) or f"error code {m.error.code}"
-        for m in replies
-        if m.has_error()
-    }
+    errors: dict[int, str] = {}
+    # Errors the SuperLink answers for a node (e.g. one that went offline mid-round) come from the
+    # SuperLink, not from a node asked: they name no node, so they explain the silent ones instead.
+    unattributed: list[str] = []
+    for m in replies:
+        if not m.has_error():
+            continue
+        reason = _client_reason(str(m.error.reason or "")) or f"error code {m.error.code}"
+        if int(m.metadata.src_node_id) in asked_ids:
+            errors[int(m.metadata.src_node_id)] = reason
+        else:
+            unattributed.append(reason)
     replied = set(answered) | set(errors)
     dropped = [{**who(n), "reason": "error", "detail": errors[n]} for n in sorted(errors)]
-    dropped += [
-        {**who(n), "reason": "timeout", "detail": "no reply within strategy.round_timeout_s"}
-        for n in asked_ids
-        if n not in replied
-    ]
+    silent = "no reply within strategy.round_timeout_s"
+    if unattributed:
+        silent += f" (the SuperLink reported: {'; '.join(sorted(set(unattributed)))})"
+    dropped += [{**who(n), "reason": "timeout", "detail": silent} for n in asked_ids if n not in replied]
     return {
         "asked": [who(n) for n in asked_ids],
         "answered": [who(n) for n in answered],
