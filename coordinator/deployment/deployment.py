@@ -47,7 +47,7 @@ class DeploymentSettings:
     poll_interval_s: float = 1.0
     drift_poll_interval_s: float = 2.0
     # Flower's state in a SQLite file under state_dir (see ManagedSuperLink.state_file); off: memory.
-    superlink_state_file: bool = False
+    superlink_state_file: bool = True
 
 
 class Deployment:

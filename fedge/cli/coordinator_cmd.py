@@ -36,10 +36,11 @@ def serve(
     superlink_state: Annotated[
         str,
         typer.Option(
-            help="memory: Flower's run and message state in memory (fedge's database keeps enrolments, "
-            "runs and checkpoints); file: in <state-dir>/superlink/superlink-state.db (slower rounds)",
+            help="file: Flower's run and message state in <state-dir>/superlink/superlink-state.db; "
+            "memory: in memory (faster rounds; fedge's database keeps enrolments, runs and checkpoints, "
+            "and a restart registers the enrolled keys again)",
         ),
-    ] = "memory",
+    ] = "file",
     telemetry_rate: Annotated[
         float,
         typer.Option(help="Telemetry posts (drift summaries and reports) one device may make per minute"),
