@@ -22,8 +22,7 @@ from fedge.cli.options import (
     ShowJsonOpt,
     TokenOpt,
     checked_ca,
-    operator_api,
-    print_json,
+    listed,
 )
 from fedge.cli.tables import Column, print_table
 
@@ -205,10 +204,8 @@ def devices(
     as_json: JsonOpt = False,
 ) -> None:
     """The fleet's devices: each one's newest report to the coordinator (version served, health, counts)."""
-    with operator_api(url, token, ca) as api:
-        reports = api.call("GET", "/edge/devices")
-    if as_json:
-        print_json(reports)
+    reports = listed(url, token, ca, "/edge/devices", as_json=as_json)
+    if reports is None:
         return
     rows = [
         (r["device"], f"{r['model_name']}:{r['model_version']}", _health(r["health"]), r["served"],

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import ApiUrlOpt, CaOpt, JsonOpt, TokenOpt, operator_api, print_json
+from fedge.cli.options import ApiUrlOpt, CaOpt, JsonOpt, TokenOpt, listed, operator_api
 from fedge.cli.tables import Column, print_table
 
 __all__ = ["nodes_app"]
@@ -51,10 +51,8 @@ def nodes_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Enrolled nodes and their state (online, offline, registered, revoked)."""
-    with operator_api(url, token, ca) as api:
-        nodes = api.call("GET", "/nodes")
-    if as_json:
-        print_json(nodes)
+    nodes = listed(url, token, ca, "/nodes", as_json=as_json)
+    if nodes is None:
         return
     print_table(
         NODE_COLUMNS,

@@ -122,6 +122,17 @@ def operator_api(url: str, token: str, ca: Path | None) -> ApiClient:
     return ApiClient(url.rstrip("/") + "/api/v1", token=token, ca=checked_ca(ca), timeout=60.0)
 
 
+def listed(url: str, token: str, ca: Path | None, path: str, *, as_json: bool) -> list[Any] | None:
+    """``GET path`` of the operator API: printed as JSON with ``--json`` (then ``None``), else the
+    rows for the command's table."""
+    with operator_api(url, token, ca) as api:
+        rows: list[Any] = api.call("GET", path)
+    if as_json:
+        print_json(rows)
+        return None
+    return rows
+
+
 def print_json(value: Any) -> None:
     """``value`` as indented JSON on stdout (datetimes and paths as strings): ``--json``'s output."""
     typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))

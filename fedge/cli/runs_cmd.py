@@ -12,7 +12,16 @@ from typing import Annotated
 import typer
 
 from fedge.cli.errors import reports_errors
-from fedge.cli.options import ApiUrlOpt, CaOpt, JsonOpt, ShowJsonOpt, TokenOpt, operator_api, print_json
+from fedge.cli.options import (
+    ApiUrlOpt,
+    CaOpt,
+    JsonOpt,
+    ShowJsonOpt,
+    TokenOpt,
+    listed,
+    operator_api,
+    print_json,
+)
 from fedge.cli.tables import Column, print_table
 
 __all__ = ["runs_app"]
@@ -51,10 +60,8 @@ def runs_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Runs, newest first."""
-    with operator_api(url, token, ca) as api:
-        runs = api.call("GET", "/runs")
-    if as_json:
-        print_json(runs)
+    runs = listed(url, token, ca, "/runs", as_json=as_json)
+    if runs is None:
         return
     rows = [
         (r["run_id"], r["status"], f"{r['rounds_done']}/{r['num_rounds']}", r["task"], r["strategy"],
