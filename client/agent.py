@@ -303,6 +303,8 @@ class ClientAgent:
             env=flower_env(self.state_dir / "flwr-home"),
             cwd=self.state_dir,
             install_hint="install fedge[server]",
+            # Its SuperExec and ClientApp processes go with it, even when this agent is SIGKILLed.
+            guard_descendants=True,
         )
         self.process.start()
         self._started_at = time.monotonic()

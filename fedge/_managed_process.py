@@ -26,6 +26,7 @@ from fedge._process_tree import descendants, log_tail, open_private_log, stop_pr
 from fedge.errors import FederationError
 from fedge.interrupts import raise_if_interrupted
 from fedge.private_fs import PRIVATE_UMASK
+from fedge.process_guard import guarded_command
 
 __all__ = ["ManagedProcess", "resolve_program"]
 
@@ -141,6 +142,9 @@ class ManagedProcess:
     death_signal : int or None
         Signal the child receives when its parent dies; ``None`` to let it outlive the parent.
         SIGTERM lets a child stop its own children in turn (a client agent its SuperNode).
+    guard_descendants : bool
+        Run the command under :mod:`fedge.process_guard`, which adopts and stops every process the
+        command starts, even once the command or this process died without cleaning up (Linux).
     """
 
     def __init__(
@@ -153,6 +157,7 @@ class ManagedProcess:
         name: str | None = None,
         install_hint: str | None = None,
         death_signal: int | None = signal.SIGTERM,
+        guard_descendants: bool = False,
     ) -> None:
         if not command:
             raise ValueError("a ManagedProcess needs a command")
@@ -163,6 +168,7 @@ class ManagedProcess:
         self.name = name or Path(self.command[0]).name
         self.install_hint = install_hint
         self.death_signal = death_signal
+        self.guard_descendants = guard_descendants
         self._popen: subprocess.Popen[bytes] | None = None
         self._tracked: set[psutil.Process] = set()
 
@@ -198,6 +204,10 @@ class ManagedProcess:
         preexec = _die_with_parent(self.death_signal) if self.death_signal is not None else None
         command = [resolve_program(self.command[0]), *self.command[1:]]
         try:
+            if self.guard_descendants:
+                if shutil.which(command[0]) is None:  # said below, as for an unguarded command
+                    raise FileNotFoundError(command[0])
+                command = guarded_command(command)
             self._popen = subprocess.Popen(
                 command,
                 env=_with_interpreter_on_path(self.env),
