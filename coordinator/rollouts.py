@@ -17,6 +17,11 @@ groups) waits: nothing was tried on it. It runs
 on each device report, alias resolution and status read, at most once per :data:`CHECK_EVERY_S`
 per rollout: no thread of its own. Every step is in the registry's audit log (``rollout.start``,
 ``rollout.widen``, ``rollout.complete``, ``rollout.halt``) and in the rollout's timeline.
+
+A rollout moves an alias as a promotion does: its target must pass the alias's gates
+(``registry.gates``: metrics, parity, approvals) and the alias must be declared, checked when the
+rollout starts (refused as a promotion is) and again when it completes (a gate that no longer
+holds then halts the rollout instead of moving the alias).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime
@@ -34,8 +40,9 @@ from sqlmodel import Field, select
 
 from coordinator.device_reports import DeviceReport, DeviceReportStore
 from coordinator.tables import CoordinatorRow, CoordinatorStore
-from fedge.errors import ConfigError, ConflictError, NotFoundError
+from fedge.errors import ConfigError, ConflictError, GateRefusedError, NotFoundError, UndeclaredAliasError
 from registry import ModelVersion, Registry
+from registry.governance import DEFAULT_ALIASES, GatesConfig, check_promotion, promote
 
 __all__ = [
     "CHECK_EVERY_S",
@@ -281,10 +288,24 @@ class RolloutService:
         Versions, the alias moved on completion, and the audit log.
     reports : DeviceReportStore
         The device reports each step is judged on.
+    gates : GatesConfig or None
+        The promotion gates (``registry.gates``) the target must pass, at start and on completion.
+    aliases : Collection[str]
+        The configured aliases (``registry.aliases``): a rollout of an undeclared alias is refused.
     """
 
-    def __init__(self, store: RolloutStore, registry: Registry, reports: DeviceReportStore) -> None:
+    def __init__(
+        self,
+        store: RolloutStore,
+        registry: Registry,
+        reports: DeviceReportStore,
+        *,
+        gates: GatesConfig | None = None,
+        aliases: Collection[str] = DEFAULT_ALIASES,
+    ) -> None:
         self.store, self.registry, self.reports = store, registry, reports
+        self.gates = gates if gates is not None else GatesConfig()
+        self.aliases = tuple(aliases)
         self._checked: dict[int, float] = {}
         self._lock = threading.Lock()
         self._judging = threading.Lock()
@@ -313,6 +334,10 @@ class RolloutService:
             The version or the alias does not exist.
         ConflictError
             The alias already points at the version, or another rollout of it is active.
+        GateRefusedError
+            The version fails a gate of the alias (audited ``gate.refused``, as a promotion).
+        UndeclaredAliasError
+            The alias is not declared (audited ``alias.refused``).
         """
         parsed = parse_steps(steps, groups)
         if not (math.isfinite(min_healthy_s) and 0 <= min_healthy_s <= 86_400):
@@ -325,6 +350,7 @@ class RolloutService:
         current = self.registry.store.get_alias(model, alias)
         if current.id == target.id:
             raise ConflictError(f"{model}@{alias} already points at {model}:{target.number}")
+        self._check_gates(target, alias, actor=actor, reason="rollout start")
         now = datetime.now(UTC)
         event = _event("start", 0, f"{model}:{current.number} -> {model}:{target.number}, step {parsed[0]}")
         rollout = self.store.add(
@@ -451,12 +477,15 @@ class RolloutService:
             if moved is not None:
                 self._audit("rollout.widen", "rollout", moved, {"step": nxt, "healthy": cohort})
             return moved
-        # The alias moves first: a device resolving between the two writes gets the new version
-        # either way (the rollout still sends every device there), never the old one back.
-        self.registry.store.set_alias(
-            rollout.model, rollout.alias, rollout.to_version_id,
-            actor=rollout.started_by, reason=f"rollout {rollout.id} complete",
-        )  # fmt: skip
+        # The alias moves first, through the promotion gates: a device resolving between the two
+        # writes gets the new version either way (the rollout still sends every device there).
+        try:
+            promote(
+                self.registry, moves=[(rollout.to_label, rollout.alias)], actor=rollout.started_by,
+                reason=f"rollout {rollout.id} complete", gates=self.gates, aliases=self.aliases,
+            )  # fmt: skip
+        except (GateRefusedError, UndeclaredAliasError) as exc:
+            return self._halt(rollout, actor="rollout", reason=f"not promoted on completion: {exc}", device=None)
         moved = self.store.transition(
             rollout.id, expect_step=rollout.step, state=COMPLETE, step=rollout.step, reason="",
             event=_event("complete", rollout.step, f"{len(cohort)} devices healthy on {rollout.to_label}"),
@@ -478,6 +507,12 @@ class RolloutService:
         return halted
 
     # --- helpers ---------------------------------------------------------------------------------
+    def _check_gates(self, target: ModelVersion, alias: str, *, actor: str, reason: str) -> None:
+        check_promotion(
+            self.registry, moves=[(f"{target.name}:{target.number}", alias)], actor=actor, reason=reason,
+            gates=self.gates, aliases=self.aliases,
+        )  # fmt: skip
+
     def _version(self, model: str, ref: str) -> ModelVersion:
         ref = ref.strip()
         if not ref or len(ref) > 256:

@@ -24,6 +24,7 @@ __all__ = [
     "GatesConfig",
     "approve",
     "check_gates",
+    "check_promotion",
     "declare_alias",
     "declared_aliases",
     "default_gates",
@@ -195,7 +196,7 @@ def _refuse_undeclared(
     )
 
 
-def promote(
+def check_promotion(
     registry: Registry,
     *,
     moves: Sequence[tuple[str, str]],
@@ -203,13 +204,13 @@ def promote(
     reason: str,
     gates: GatesConfig,
     aliases: Collection[str] = DEFAULT_ALIASES,
-) -> list[ModelVersion]:
-    """Move one or more aliases (``(version ref, alias)`` pairs) at once, if every gate passes.
+) -> list[tuple[ModelVersion, str]]:
+    """Check that each ``(version ref, alias)`` move may happen; the resolved moves, nothing moved.
 
-    Either every move happens, in one transaction, or none does. An alias that is neither in
-    ``aliases`` (the config's ``registry.aliases``), nor gated, nor declared at runtime is refused
-    first. A refusal is recorded in the audit log (``alias.refused``, ``gate.refused``) and raised,
-    naming the declared aliases, or each failed gate and by how much.
+    An alias that is neither in ``aliases`` (the config's ``registry.aliases``), nor gated, nor
+    declared at runtime is refused first. A refusal is recorded in the audit log
+    (``alias.refused``, ``gate.refused``) and raised, naming the declared aliases, or each failed
+    gate and by how much. A staged rollout checks its target with this before its first step.
 
     Raises
     ------
@@ -258,6 +259,33 @@ def promote(
             )
     if failures:
         raise GateRefusedError("promotion refused: " + " | ".join(failures))
+    return resolved
+
+
+def promote(
+    registry: Registry,
+    *,
+    moves: Sequence[tuple[str, str]],
+    actor: str,
+    reason: str,
+    gates: GatesConfig,
+    aliases: Collection[str] = DEFAULT_ALIASES,
+) -> list[ModelVersion]:
+    """Move one or more aliases (``(version ref, alias)`` pairs) at once, if every gate passes.
+
+    Either every move happens, in one transaction, or none does; what is refused, and how, is
+    :func:`check_promotion`'s.
+
+    Raises
+    ------
+    UndeclaredAliasError
+        When a move names an alias that is not declared.
+    GateRefusedError
+        When any gate of any move fails.
+    """
+    resolved = check_promotion(
+        registry, moves=moves, actor=actor, reason=reason, gates=gates, aliases=aliases
+    )
     moved = registry.store.move_aliases(
         [AliasMove(v.name, alias, v.id) for v, alias in resolved], actor=actor, reason=reason
     )

@@ -79,7 +79,10 @@ def create_app(
     tokens = TokenStore(coordinator_engine)
     reports = DeviceReportStore(coordinator_engine)
     drift = open_drift_service(settings.drift, registry, coordinator_engine)
-    rollouts = RolloutService(RolloutStore(coordinator_engine), registry, reports)
+    rollouts = RolloutService(
+        RolloutStore(coordinator_engine), registry, reports,
+        gates=settings.registry.gates, aliases=settings.registry.aliases,
+    )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:

@@ -15,6 +15,7 @@ from coordinator.api import CoordinatorSettings, create_app
 from coordinator.rollouts import Rollout, cohort_point, parse_steps
 from coordinator.telemetry_limits import TelemetryLimits
 from fedge.errors import ConfigError
+from fedge.config.schemas import AliasGate, GatesConfig
 from registry import ModelVersionCreate, Registry, RegistryConfig
 from tests.apps import device_token, role_tokens
 
@@ -22,9 +23,8 @@ ROLLOUTS = "/api/v1/rollouts"
 FLEET = [f"cam-{i}" for i in range(6)]
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Registry]]:
-    config = RegistryConfig(root=str(tmp_path / "reg"))
+def _api(tmp_path: Path, gates: GatesConfig) -> Iterator[tuple[TestClient, dict[str, str], Registry]]:
+    config = RegistryConfig(root=str(tmp_path / "reg"), gates=gates)
     app = create_app(CoordinatorSettings(registry=config, telemetry=TelemetryLimits(burst=1000)))
     url = config.resolved_database_url()
     tokens = role_tokens(url)
@@ -37,6 +37,18 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Registry]]
         )
     with TestClient(app) as client:
         yield client, tokens, registry
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Registry]]:
+    """No promotion gates: these tests are about steps and reports (gated rollouts are tested below)."""
+    yield from _api(tmp_path, GatesConfig(aliases={}))
+
+
+@pytest.fixture
+def gated_api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Registry]]:
+    """``production`` needs one approval (the only gate these unevaluated versions can pass)."""
+    yield from _api(tmp_path, GatesConfig(aliases={"production": AliasGate(required_approvals=1)}))
 
 
 def auth(token: str) -> dict[str, str]:
@@ -242,3 +254,67 @@ def test_the_cli_starts_reads_and_halts_a_rollout(api) -> None:  # type: ignore[
     assert json.loads(status.stdout)["groups"] == {"lab": ["cam-0", "cam-1"]}
     assert json.loads(halted.stdout)["state"] == "halted"
     assert again.exit_code != 0 and "halted, not active" in again.output
+
+
+# --- promotion gates ---------------------------------------------------------------------------------
+def test_a_rollout_to_a_gated_alias_needs_the_gates_a_promotion_needs(gated_api) -> None:  # type: ignore[no-untyped-def]
+    client, tokens, registry = gated_api
+    refused = start(client, tokens["operator"])
+    assert refused.status_code == 409, refused.text
+    assert "gate approvals failed: 0 of 1 approvals" in refused.json()["error"]["message"]
+    unknown = start(client, tokens["operator"], alias="nightly")  # nothing to roll out from
+    assert unknown.status_code == 404 and "nightly" in unknown.json()["error"]["message"]
+    actions = [e.action for e in registry.store.list_audit()]
+    assert "gate.refused" in actions and "rollout.start" not in actions
+
+    approved = client.post(
+        "/api/v1/registry/versions/digits:2/approvals", json={"alias": "production", "comment": "ok"},
+        headers=auth(tokens["admin"]),
+    )  # fmt: skip
+    assert approved.status_code in (200, 201), approved.text
+    started = start(client, tokens["operator"], steps=["1.0"])
+    assert started.status_code == 201, started.text
+    for device in FLEET:
+        report(client, tokens[device], 1)
+        report(client, tokens[device], 2, requests=10, errors=0, error_rate=0.0, p99_ms=3.0)
+    status = client.get(f"{ROLLOUTS}/{started.json()['id']}", headers=auth(tokens["viewer"])).json()
+    assert status["state"] == "complete", status
+    assert registry.store.get_alias("digits", "production").number == 2
+
+
+def test_a_gate_that_no_longer_holds_at_completion_halts_instead_of_moving_the_alias(
+    tmp_path: Path,
+) -> None:
+    """The coordinator restarted with a stricter gate mid-rollout: the last step does not promote."""
+    from coordinator.device_reports import DeviceReportStore
+    from coordinator.rollouts import RolloutService, RolloutStore
+    from registry import open_registry
+
+    config = RegistryConfig(root=str(tmp_path / "reg"), gates=GatesConfig(aliases={}))
+    registry = open_registry(config)
+    for content in (b"one", b"two"):
+        registry.register_version(
+            ModelVersionCreate("digits", None, None, (registry.put_artifact("onnx", content),), {}, {}, {}),
+            aliases=("production",) if content == b"one" else (),
+        )
+    from registry import open_engine
+
+    engine = open_engine(config.resolved_database_url())
+    store, reports = RolloutStore(engine), DeviceReportStore(engine)
+    lenient = RolloutService(store, registry, reports, gates=GatesConfig(aliases={}))
+    rollout = lenient.start(
+        model="digits", alias="production", version="2", steps=["1.0"], groups={}, min_healthy_s=0,
+        max_error_rate=0.1, max_p99_ms=1000, actor="ops",
+    )  # fmt: skip
+    strict = RolloutService(
+        store, registry, reports, gates=GatesConfig(aliases={"production": AliasGate(required_approvals=2)})
+    )
+    for version in (1, 2):
+        reports.add(
+            device="cam-0", model_name="digits", model_version=str(version), served=1,
+            health={"status": "ok", "last_result": "unchanged"}, drift={}, reported_by="cam-0",
+        )  # fmt: skip
+    judged = strict.check(rollout, force=True)
+    assert judged.state == "halted", judged
+    assert judged.reason.startswith("not promoted on completion: promotion refused") and "0 of 2" in judged.reason
+    assert registry.store.get_alias("digits", "production").number == 1

@@ -35,8 +35,10 @@ COORDINATOR = (
     "import sys, uvicorn\n"
     "from coordinator.api import CoordinatorSettings, create_app\n"
     "from coordinator.telemetry_limits import TelemetryLimits\n"
+    "from fedge.config.schemas import AliasGate, GatesConfig\n"
     "from registry import RegistryConfig\n"
-    "settings = CoordinatorSettings(registry=RegistryConfig(root=sys.argv[1]),\n"
+    "gates = GatesConfig(aliases={'production': AliasGate(required_approvals=1)})\n"
+    "settings = CoordinatorSettings(registry=RegistryConfig(root=sys.argv[1], gates=gates),\n"
     "                               telemetry=TelemetryLimits(rate_per_minute=6000, burst=1000))\n"
     "uvicorn.run(create_app(settings), host='127.0.0.1', port=int(sys.argv[2]), log_level='warning')\n"
 )
@@ -161,6 +163,11 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
     def rollout(rid: int) -> dict[str, Any]:
         return httpx.get(f"{coord.url}/api/v1/rollouts/{rid}", headers=viewer).json()
 
+    def approve(number: int) -> None:  # production is gated: a rollout needs what a promotion needs
+        r = httpx.post(f"{coord.url}/api/v1/registry/versions/{NAME}:{number}/approvals", headers=ops,
+                       json={"alias": ALIAS, "comment": "staged rollout"})  # fmt: skip
+        assert r.status_code == 201, r.text
+
     try:
         for device in fleet:
             wait_for(f"http://127.0.0.1:{ports[device]}/healthz", timeout=STEP_TIMEOUT_S)
@@ -178,6 +185,7 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
         start_a = mark(
             f"rollout A: {label(v1)} -> {label(v2)}, steps 0.33,1.0 (canaries {', '.join(canaries)})"
         )
+        approve(v2.number)
         created = httpx.post(f"{coord.url}/api/v1/rollouts", headers=ops, json={
             "model": NAME, "alias": ALIAS, "version": str(v2.number), "steps": ["0.33", "1.0"],
             "min_healthy_s": 1.0, "max_error_rate": 0.01, "max_p99_ms": 2000,
@@ -201,6 +209,7 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
 
         v3 = coord.release(0, alias="candidate", spoil_expected=True)
         start_b = mark(f"rollout B: {label(v2)} -> {label(v3)} (spoiled), steps canary,1.0")
+        approve(v3.number)
         created = httpx.post(f"{coord.url}/api/v1/rollouts", headers=ops, json={
             "model": NAME, "alias": ALIAS, "version": str(v3.number), "steps": ["canary", "1.0"],
             "groups": {"canary": canaries}, "min_healthy_s": 1.0,
@@ -214,6 +223,7 @@ def test_staged_rollout_widens_then_a_failing_step_halts_and_rolls_back_only_the
 
         v4 = coord.release(0, alias="candidate")
         start_c = mark(f"rollout C: {label(v2)} -> {label(v4)}, steps canary,1.0, halted by an operator")
+        approve(v4.number)
         created = httpx.post(f"{coord.url}/api/v1/rollouts", headers=ops, json={
             "model": NAME, "alias": ALIAS, "version": str(v4.number), "steps": ["canary", "1.0"],
             "groups": {"canary": canaries}, "min_healthy_s": 3600,
