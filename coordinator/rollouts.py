@@ -30,9 +30,9 @@ import hashlib
 import math
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime
@@ -485,7 +485,9 @@ class RolloutService:
                 reason=f"rollout {rollout.id} complete", gates=self.gates, aliases=self.aliases,
             )  # fmt: skip
         except (GateRefusedError, UndeclaredAliasError) as exc:
-            return self._halt(rollout, actor="rollout", reason=f"not promoted on completion: {exc}", device=None)
+            return self._halt(
+                rollout, actor="rollout", reason=f"not promoted on completion: {exc}", device=None
+            )
         moved = self.store.transition(
             rollout.id, expect_step=rollout.step, state=COMPLETE, step=rollout.step, reason="",
             event=_event("complete", rollout.step, f"{len(cohort)} devices healthy on {rollout.to_label}"),

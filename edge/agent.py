@@ -15,9 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 
 from edge.follower import ReleaseFollower, RuntimeFactory
@@ -32,6 +31,9 @@ from fedge.api_client import ApiClient
 from fedge.config import DriftSettings
 from fedge.crypto import Ed25519PublicKey
 from fedge.errors import ConfigError, NoModelAvailableError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "ActivationResult",
@@ -185,8 +187,15 @@ class EdgeAgent:
         """Read the alias once and activate what it points at if it is new; never raises."""
         return self.follower.poll_once()
 
-    def run_forever(self, stop_event: threading.Event) -> None:
-        """Poll until ``stop_event`` is set; back off exponentially with full jitter on failures."""
+    def run_forever(self, stop_event: threading.Event, *, first_poll_after_s: float = 0.0) -> None:
+        """Poll until ``stop_event`` is set; back off exponentially with full jitter on failures.
+
+        ``first_poll_after_s`` delays the first poll (``fedge edge run`` serves its stored model
+        first: the HTTP client's imports would otherwise compete with the first predictions).
+        """
+        if first_poll_after_s > 0 and stop_event.wait(first_poll_after_s):
+            self.close()
+            return
         next_report = time.monotonic() + self.settings.report_interval_s
         while not stop_event.is_set():
             try:

@@ -31,12 +31,18 @@ class DeferredApp:
     """An ASGI app built in a thread at lifespan startup; requests before it is ready wait for it.
 
     The lifespan is answered here (the built app's own lifespan never runs): ``on_shutdown`` runs
-    at shutdown.
+    at shutdown. With ``quiet_s``, the build waits that long after startup unless a request needs
+    the app sooner: its imports (~0.3 s of CPU, holding the GIL) then do not slow the first
+    predictions, which do not need it.
     """
 
-    def __init__(self, build: Callable[[], AsgiApp], on_shutdown: Callable[[], Any]) -> None:
+    def __init__(
+        self, build: Callable[[], AsgiApp], on_shutdown: Callable[[], Any], *, quiet_s: float = 0.0
+    ) -> None:
         self._build = build
         self._on_shutdown = on_shutdown
+        self._quiet_s = quiet_s
+        self._wanted = threading.Event()
         self._app: AsgiApp | None = None
         self._error: BaseException | None = None
         self._done = threading.Event()
@@ -49,6 +55,8 @@ class DeferredApp:
             self._thread.start()
 
     def _run_build(self) -> None:
+        if self._quiet_s > 0:
+            self._wanted.wait(self._quiet_s)
         try:
             self._app = self._build()
         except BaseException as exc:  # surfaced to the requests that need the app
@@ -59,6 +67,7 @@ class DeferredApp:
 
     async def app(self) -> AsgiApp:
         """The built app (waits for the build without blocking the event loop)."""
+        self._wanted.set()
         self.start()
         if not self._done.is_set():
             await asyncio.get_running_loop().run_in_executor(None, self._done.wait)
@@ -94,9 +103,11 @@ def fast_start_app(
     metrics: ServingMetrics,
     status_provider: Callable[[], Mapping[str, Any]] | None = None,
     max_body_bytes: int = 10 * 2**20,
+    quiet_s: float = 0.0,
 ) -> PredictEndpoint:
     """The serving app of ``slot`` as ``fedge edge run`` serves it: predictions answered before the
-    rest of the app (:func:`edge.server.create_serving_app`) has been imported and built."""
+    rest of the app (:func:`edge.server.create_serving_app`) has been imported and built (after
+    ``quiet_s`` seconds, or at once when a request needs it: see :class:`DeferredApp`)."""
     slot.attach_metrics(metrics)
     predictor = Predictor(slot, metrics, batching=batching)
 
@@ -113,7 +124,7 @@ def fast_start_app(
         )
 
     return PredictEndpoint(
-        DeferredApp(build, predictor.aclose),
+        DeferredApp(build, predictor.aclose, quiet_s=quiet_s),
         predict=predictor.answer,
         max_body_bytes=max_body_bytes,
         npy_content_type=NPY_CONTENT_TYPE.encode(),

@@ -16,17 +16,25 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from fedge.errors import ArtifactError, ConfigError, FedgeError, error_for_code
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["DIGEST_HEADER", "ApiClient", "error_from_response"]
 
 # The header in which fedge's servers announce the sha256 of a body they send.
 DIGEST_HEADER = "X-Content-SHA256"
 _CHUNK = 1 << 16
+
+
+def _httpx() -> Any:
+    """httpx, imported at the first request (~70 ms: a device serves its stored model before)."""
+    import httpx
+
+    return httpx
 
 
 def error_from_response(response: httpx.Response) -> FedgeError:
@@ -103,7 +111,7 @@ class ApiClient:
                     ) from exc
             # Built at the first request: loading the system's CA store takes ~0.1 s, which a device
             # serving its stored model should not wait for at start (nor pay at all for http://).
-            self._new_client = lambda: httpx.Client(timeout=timeout, verify=verify, transport=transport)
+            self._new_client = lambda: _httpx().Client(timeout=timeout, verify=verify, transport=transport)
 
     @property
     def _http(self) -> httpx.Client:
@@ -126,7 +134,7 @@ class ApiClient:
         """
         try:
             return self._http.request(method, self._url(path), headers=self._headers, **kwargs)
-        except httpx.HTTPError as exc:
+        except _httpx().HTTPError as exc:
             raise self._unreachable_error(method, path, exc) from exc
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -208,7 +216,7 @@ class ApiClient:
                         raise _too_large(url, size, max_bytes)
                     hasher.update(chunk)
                     write(chunk)
-        except httpx.HTTPError as exc:
+        except _httpx().HTTPError as exc:
             raise self._unreachable_error("GET", path, exc) from exc
         actual = hasher.hexdigest()
         if actual != expected:
@@ -225,7 +233,7 @@ class ApiClient:
 
     def _display(self, path: str) -> str:
         """The URL for messages: without credentials a user may have put in it."""
-        url = httpx.URL(self._url(path))
+        url = _httpx().URL(self._url(path))
         return str(url.copy_with(username=None, password=None)) if url.userinfo else str(url)
 
     def _unreachable_error(self, method: str, path: str, exc: httpx.HTTPError) -> FedgeError:

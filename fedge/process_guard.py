@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
     try:
-        child = subprocess.Popen(args, preexec_fn=_child_dies_with_guard())  # noqa: S603 - our own argv
+        child = subprocess.Popen(args, preexec_fn=_child_dies_with_guard())
     except OSError as exc:
         print(f"process_guard: cannot start {args[0]}: {exc.strerror or exc}", file=sys.stderr)
         return 127

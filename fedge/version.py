@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _dist_version
 from pathlib import Path
 
 __all__ = ["RUNTIME_DISTRIBUTIONS", "distribution_version", "fedge_version", "git_commit"]
@@ -16,16 +14,18 @@ RUNTIME_DISTRIBUTIONS = ("flwr", "torch", "onnxruntime")
 
 def fedge_version() -> str:
     """Return the installed distribution's version (``0+unknown`` when not installed)."""
-    try:
-        return _dist_version("fedge")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return distribution_version("fedge") or "0+unknown"
 
 
 def distribution_version(name: str) -> str | None:
     """An installed distribution's version, read from its metadata (not imported); ``None``: absent."""
+    # importlib.metadata costs ~50 ms to import: only processes that ask for a version pay it
+    # (`fedge edge run` answers its first prediction without).
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
     try:
-        return _dist_version(name)
+        return dist_version(name)
     except PackageNotFoundError:
         return None
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["byzantine_scenario", "print_byzantine_report"]
 
 
 def byzantine_scenario(config: Any) -> None:
     """Run ``scenario=byzantine`` and print its tables (exit 1 if the real Flower run failed)."""
+    from rich.console import Console
+
     from simulations.byzantine_scenario import run_byzantine_scenario
 
     console = Console()
@@ -42,6 +45,8 @@ def byzantine_scenario(config: Any) -> None:
 
 def print_byzantine_report(console: Console, report: Any) -> None:
     """The real run's dropped updates, then final accuracy per strategy x attack."""
+    from rich.table import Table
+
     if report.real_run is not None:
         run = report.real_run.outcome.run
         table = Table(title=f"real Flower run {run.run_id} · {run.status}: updates validation dropped")

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, replace
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from fedge.cli.errors import reports_errors
 from fedge.cli.options import DatabaseUrlOpt, JsonOpt, RootOpt, opened_registry, print_json
 from fedge.cli.tables import Column, print_table
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["drift_app", "plan_input", "print_scenario_report"]
 
@@ -188,6 +189,8 @@ def drift_plan(
 
 def print_scenario_report(console: Console, report: Any, policy: Any) -> None:
     """The final table of ``fedge simulate scenario=drift`` (sites flagged as ``policy`` counts them)."""
+    from rich.table import Table
+
     from coordinator.drift.policy import window_verdict
 
     windows = Table(title="drift per window (all sites)")
@@ -232,6 +235,8 @@ def print_scenario_report(console: Console, report: Any, policy: Any) -> None:
 
 def drift_scenario(config: Any) -> None:
     """Run ``scenario=drift`` and print its table (exit 1 unless detected within 2 windows and retrained)."""
+    from rich.console import Console
+
     from simulations.drift_scenario import run_drift_scenario
 
     console = Console()

@@ -33,6 +33,7 @@ edge_app = typer.Typer(help="Run the edge agent and its serving endpoint.", no_a
 DirOpt = Annotated[str, typer.Option("--dir", help="The agent's state folder")]
 log = logging.getLogger("fedge.cli.edge")
 SHUTDOWN_WAIT_S = 0.5  # how long a stopping `fedge edge run` waits for the agent's current poll
+QUIET_START_S = 0.5  # the first poll and the FastAPI build wait this long after start (first answers first)
 
 
 @edge_app.command("run")
@@ -136,14 +137,24 @@ def run(
     elif shadow is not None:
         agent.attach_secondary(shadow, mode="shadow")
     stop = threading.Event()
-    poller = threading.Thread(target=agent.run_forever, args=(stop,), name="edge-agent", daemon=True)
-    # Answers predictions at once; the rest of the app (FastAPI) is built in a thread meanwhile.
-    app = fast_start_app(slot, batching=cloud, status_provider=agent.status, metrics=metrics)
+    # Predictions are answered at once; the first registry poll and the rest of the app (FastAPI,
+    # built in a thread unless a request needs it sooner) wait a moment, so their imports do not
+    # compete with the first answers for the interpreter.
+    poller = threading.Thread(
+        target=agent.run_forever, args=(stop,), kwargs={"first_poll_after_s": QUIET_START_S},
+        name="edge-agent", daemon=True,
+    )  # fmt: skip
+    app = fast_start_app(
+        slot, batching=cloud, status_provider=agent.status, metrics=metrics, quiet_s=QUIET_START_S
+    )
     poller.start()
     try:
         # No proxy-header rewriting: the serving app never reads client addresses, and uvicorn's
         # check of the trusted proxies costs a few percent per request.
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
+        uvicorn.run(
+            app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False,
+            ws="none",  # no websocket route: skip loading a websocket protocol (~30 ms of start)
+        )  # fmt: skip
     finally:
         stop.set()  # the poller's waits end at once
         # A poll in flight to a registry that does not answer would hold the exit for its timeout:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from fedge.cli.errors import reports_errors
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["simulate_command"]
 
@@ -23,6 +23,9 @@ def simulate_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log fedge's steps")] = False,
 ) -> None:
     """Run a local multi-client federation end to end."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from coordinator import RunProgress
     from fedge.config import load_config
     from simulations import simulate
@@ -97,6 +100,8 @@ def simulate_command(
 
 
 def _print_report(console: Console, report: object) -> None:
+    from rich.table import Table
+
     from simulations import SimulationReport
 
     assert isinstance(report, SimulationReport)

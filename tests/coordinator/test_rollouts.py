@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from coordinator.api import CoordinatorSettings, create_app
 from coordinator.rollouts import Rollout, cohort_point, parse_steps
 from coordinator.telemetry_limits import TelemetryLimits
-from fedge.errors import ConfigError
 from fedge.config.schemas import AliasGate, GatesConfig
+from fedge.errors import ConfigError
 from registry import ModelVersionCreate, Registry, RegistryConfig
 from tests.apps import device_token, role_tokens
 
@@ -316,5 +316,8 @@ def test_a_gate_that_no_longer_holds_at_completion_halts_instead_of_moving_the_a
         )  # fmt: skip
     judged = strict.check(rollout, force=True)
     assert judged.state == "halted", judged
-    assert judged.reason.startswith("not promoted on completion: promotion refused") and "0 of 2" in judged.reason
+    assert (
+        judged.reason.startswith("not promoted on completion: promotion refused")
+        and "0 of 2" in judged.reason
+    )
     assert registry.store.get_alias("digits", "production").number == 1

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from fedge.errors import FederationError
-from fedge.processes import ManagedProcess
 from fedge.process_guard import guarded_command
+from fedge.processes import ManagedProcess
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="subreapers are Linux's")
 
