@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import functools
 import logging
 import os
 import shlex
@@ -26,52 +24,16 @@ from fedge._process_tree import descendants, log_tail, open_private_log, stop_pr
 from fedge.errors import FederationError
 from fedge.interrupts import raise_if_interrupted
 from fedge.private_fs import PRIVATE_UMASK
-from fedge.process_guard import guarded_command
+from fedge.process_guard import die_with_parent, guarded_command
 
 __all__ = ["ManagedProcess", "resolve_program"]
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Every started, not yet stopped process: stopped when the interpreter exits normally.
 _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 _ATEXIT_LOCK = threading.Lock()
 _atexit_registered = False
-
-
-@functools.cache
-def _prctl() -> Callable[..., int] | None:
-    """libc's ``prctl`` on Linux, ``None`` elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def _die_with_parent(signum: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has Linux send ``signum`` to the child when its parent dies.
-
-    A coordinator or client agent killed with SIGKILL runs no cleanup: without this its SuperLink
-    or SuperNode would live on as an orphan, holding the port and the node's identity. The
-    request is made between fork and exec, so it covers the child from its first instruction.
-    Linux ties it to the *thread* that forked: start long-lived processes from a thread that
-    outlives them (the main thread, or the thread that also stops them).
-    """
-    prctl = _prctl()
-    if prctl is None:
-        return None
-    # Built before the fork: the hook only makes the system call.
-    args = (ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signum), *(ctypes.c_ulong(0),) * 3)
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(*args)
-        if os.getppid() != parent:  # the parent died before the request took effect
-            os.kill(os.getpid(), signum)
-
-    return hook
 
 
 def resolve_program(program: str) -> str:
@@ -201,7 +163,7 @@ class ManagedProcess:
         if self._popen is not None:
             raise RuntimeError(f"{self.name} was already started (pid {self._popen.pid})")
         fd = open_private_log(self.log_path)
-        preexec = _die_with_parent(self.death_signal) if self.death_signal is not None else None
+        preexec = die_with_parent(self.death_signal) if self.death_signal is not None else None
         command = [resolve_program(self.command[0]), *self.command[1:]]
         try:
             if self.guard_descendants:
@@ -217,7 +179,7 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 umask=PRIVATE_UMASK,  # what Flower and Ray write (FLWR_HOME apps, state) stays private
-                preexec_fn=preexec,  # only calls prctl: see _die_with_parent
+                preexec_fn=preexec,  # only calls prctl: see die_with_parent
             )
         except FileNotFoundError as exc:
             if self.cwd is not None and not self.cwd.is_dir():

@@ -1,4 +1,7 @@
-"""Run a command so that nothing it starts outlives it: ``python -m fedge.process_guard PROGRAM [ARG...]``.
+"""Processes that die with their parent: the parent-death request, and a guard that nothing outlives.
+
+``die_with_parent`` is the ``preexec_fn`` every process fedge starts gets. The guard runs a
+command so that nothing it starts outlives it: ``python -m fedge.process_guard PROGRAM [ARG...]``.
 
 Flower's SuperNode starts a SuperExec, which starts a ClientApp process per message; each watches
 its parent's pid and exits when that pid is gone. That watch fails where a dead parent lingers as
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -31,7 +35,7 @@ from collections.abc import Callable, Sequence
 
 import psutil
 
-__all__ = ["GRACE_S", "guarded_command", "main"]
+__all__ = ["GRACE_S", "die_with_parent", "guarded_command", "main"]
 
 GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -44,7 +48,9 @@ def guarded_command(command: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "fedge.process_guard", *command]
 
 
+@functools.cache
 def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux, ``None`` elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -53,27 +59,36 @@ def _prctl() -> Callable[..., int] | None:
         return None
 
 
+def die_with_parent(signum: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux send ``signum`` to the child when its parent dies.
+
+    A coordinator or client agent killed with SIGKILL runs no cleanup: without this its SuperLink
+    or SuperNode would live on as an orphan, holding the port and the node's identity. The
+    request is made between fork and exec, so it covers the child from its first instruction.
+    Linux ties it to the *thread* that forked: start long-lived processes from a thread that
+    outlives them (the main thread, or the thread that also stops them).
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    # Built before the fork: the hook only makes the system call.
+    args = (ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signum), *(ctypes.c_ulong(0),) * 3)
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(*args)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signum)
+
+    return hook
+
+
 def _make_subreaper() -> bool:
     prctl = _prctl()
     if prctl is None:
         return False
     zero = ctypes.c_ulong(0)
     return prctl(ctypes.c_int(_PR_SET_CHILD_SUBREAPER), ctypes.c_ulong(1), zero, zero, zero) == 0
-
-
-def _child_dies_with_guard() -> Callable[[], None] | None:
-    prctl = _prctl()
-    if prctl is None:
-        return None
-    args = (ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM), *(ctypes.c_ulong(0),) * 3)
-    guard = os.getpid()
-
-    def hook() -> None:
-        prctl(*args)
-        if os.getppid() != guard:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
 
 
 _REAPED: dict[int, int] = {}  # pid -> wait status of every child this guard reaped
@@ -133,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
     try:
-        child = subprocess.Popen(args, preexec_fn=_child_dies_with_guard())
+        child = subprocess.Popen(args, preexec_fn=die_with_parent(signal.SIGTERM))
     except OSError as exc:
         print(f"process_guard: cannot start {args[0]}: {exc.strerror or exc}", file=sys.stderr)
         return 127
