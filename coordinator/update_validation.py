@@ -3,9 +3,11 @@
 In order, per reply: the record layout (only the records a fedge client sends, exactly one
 ArrayRecord), the array keys against the global model's, each array's declared and decoded dtype
 and shape (a payload whose bytes disagree with its header is malformed or oversized), NaN/Inf,
-the ``num-examples`` metric (present, finite, > 0), and the L2 norm of the update (reply minus
+the ``num-examples`` metric (present, finite, > 0), the L2 norm of the update (reply minus
 global) against ``strategy.validation.max_update_norm`` and ``norm_multiple`` x the median norm
-of the round's replies that passed the other checks. See docs/robustness.md.
+of the round's replies that passed the other checks, and the ``num-examples`` claimed (a reply's
+weight in the aggregate) against ``max_num_examples`` and ``num_examples_multiple`` x the median
+claim of those replies. See docs/robustness.md.
 
 The arithmetic is one pass over each reply's bytes: the ``.npy`` payload is read in place (no
 copy), subtracted from the global values and dotted with itself (``benchmarks/byzantine.py``).
@@ -135,7 +137,7 @@ def _short(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _update_norm(msg: Message, model: GlobalModel) -> float:
+def _update_norm(msg: Message, model: GlobalModel) -> tuple[float, float]:
     """Check one reply's layout, arrays and sample count; return its update's L2 norm."""
     content = msg.content
     unknown = sorted(set(content.keys()) - ALLOWED_RECORDS)
@@ -188,7 +190,15 @@ def _update_norm(msg: Message, model: GlobalModel) -> float:
         or count <= 0
     ):
         raise _Rejected("num-examples", _short(count), "> 0")
-    return math.sqrt(total)
+    return math.sqrt(total), float(count)
+
+
+def _bound(absolute: float | None, multiple: float | None, values: list[float]) -> float | None:
+    """The tighter of an absolute bound and ``multiple`` x the median of ``values`` (None: none)."""
+    if multiple is None or not values:
+        return absolute
+    relative = multiple * float(np.median(values))
+    return relative if absolute is None else min(absolute, relative)
 
 
 def validate_replies(
@@ -204,7 +214,7 @@ def validate_replies(
         return ValidationResult(replies, [], {})
     rejected: list[Rejection] = []
     norms: dict[int, float] = {}
-    passed: list[tuple[Message, float]] = []
+    passed: list[tuple[Message, float, float]] = []
     kept_errors: list[Message] = []
     for msg in replies:
         if msg.has_error():
@@ -212,21 +222,21 @@ def validate_replies(
             continue
         node = int(msg.metadata.src_node_id)
         try:
-            norm = _update_norm(msg, model)
+            norm, count = _update_norm(msg, model)
         except _Rejected as why:
             rejected.append(Rejection(node, why.check, why.value, why.bound, _node_name(msg)))
             continue
         norms[node] = norm
-        passed.append((msg, norm))
-    bound = config.max_update_norm
-    if config.norm_multiple is not None and passed:
-        relative = config.norm_multiple * float(np.median([n for _, n in passed]))
-        bound = relative if bound is None else min(bound, relative)
+        passed.append((msg, norm, count))
+    bound = _bound(config.max_update_norm, config.norm_multiple, [n for _, n, _ in passed])
+    examples_bound = _bound(config.max_num_examples, config.num_examples_multiple, [c for *_, c in passed])
     accepted_ids = set()
-    for msg, norm in passed:
+    for msg, norm, count in passed:
+        node = int(msg.metadata.src_node_id)
         if bound is not None and norm > bound:
-            node = int(msg.metadata.src_node_id)
             rejected.append(Rejection(node, "update-norm", round(norm, 6), round(bound, 6), _node_name(msg)))
+        elif examples_bound is not None and count > examples_bound:
+            rejected.append(Rejection(node, "num-examples", count, round(examples_bound, 6), _node_name(msg)))
         else:
             accepted_ids.add(id(msg))
     accepted = [m for m in replies if id(m) in accepted_ids or m.has_error()]

@@ -127,12 +127,17 @@ class UpdateValidationConfig:
     Keys, shapes and dtypes against the global model, NaN/Inf and the sample count are always
     checked when ``enabled``; the update's L2 norm (reply minus global) is bounded by
     ``max_update_norm`` (absolute; ``null``: off) and by ``norm_multiple`` times the round's median
-    update norm (``null``: off). See docs/robustness.md.
+    update norm (``null``: off). The ``num-examples`` a reply claims (its weight in FedAvg and
+    its kin) is bounded likewise by ``max_num_examples`` (absolute; ``null``: off) and by
+    ``num_examples_multiple`` times the round's median claim (``null``: off): a client that claims
+    a huge count to outweigh the others is dropped. See docs/robustness.md.
     """
 
     enabled: bool = True
     max_update_norm: float | None = None
     norm_multiple: float | None = 10.0
+    max_num_examples: int | None = None
+    num_examples_multiple: float | None = 100.0
 
 
 @dataclass

@@ -142,6 +142,20 @@ def validate_strategy(strategy: StrategyConfig) -> None:
             "strategy.validation.max_update_norm must be a finite number > 0 (null: no absolute bound), "
             f"got {check.max_update_norm}"
         )
+    if check.max_num_examples is not None and not (
+        isinstance(check.max_num_examples, int) and 0 < check.max_num_examples <= 2**53 - 1
+    ):
+        raise ConfigError(
+            "strategy.validation.max_num_examples must be an integer in [1, 2^53-1] (null: no "
+            f"absolute bound), got {check.max_num_examples}"
+        )
+    if check.num_examples_multiple is not None and not (
+        math.isfinite(check.num_examples_multiple) and check.num_examples_multiple > 1
+    ):
+        raise ConfigError(
+            "strategy.validation.num_examples_multiple must be a finite number > 1 (null: no bound "
+            f"relative to the round's median claim), got {check.num_examples_multiple}"
+        )
     if check.norm_multiple is not None and not (
         math.isfinite(check.norm_multiple) and check.norm_multiple > 1
     ):

@@ -212,3 +212,35 @@ def test_a_malformed_or_oversized_payload_is_dropped(setting) -> None:  # type: 
         2: "malformed-array", 3: "payload-size", 4: "malformed-array",
     }  # fmt: skip
     assert [int(m.metadata.src_node_id) for m in result.accepted] == [1, 5]
+
+
+def test_a_client_claiming_a_huge_sample_count_is_dropped_not_let_outweigh_the_rest(setting) -> None:  # type: ignore[no-untyped-def]
+    """FedAvg weighs each update by its claimed ``num-examples``: a liar claiming 10^9 would own the
+    aggregate. Its update here is a plain, small one (it passes every norm check)."""
+    registry, recorder, base = setting
+    honest = [_reply(n, _record(_shifted(base, 0.01, n))) for n in (1, 2, 3)]
+    liar_values = {k: (v + 0.02).astype(v.dtype) for k, v in base.items()}  # its pull, if it weighed in
+    liar = _reply(4, _record(liar_values), num_examples=10**9)
+    big_site = _reply(5, _record(_shifted(base, 0.01, 5)), num_examples=500)  # 50x the median: kept
+
+    result = validate_replies([*honest, liar, big_site], GlobalModel(_record(base)), UpdateValidationConfig())
+    assert [(r.node_id, r.check, r.value, r.bound) for r in result.rejected] == [
+        (4, "num-examples", 1e9, 1000.0)
+    ]
+    assert {int(m.metadata.src_node_id) for m in result.accepted} == {1, 2, 3, 5}
+    capped = validate_replies(
+        [*honest, big_site], GlobalModel(_record(base)), UpdateValidationConfig(max_num_examples=100)
+    )
+    assert [(r.node_id, r.check, r.bound) for r in capped.rejected] == [(5, "num-examples", 100)]
+
+    strategy = _strategy(recorder)
+    _configure(strategy, base)
+    arrays, _ = strategy.aggregate_train(1, [*honest, liar])
+    recorder.evaluate_fn(1, arrays)
+    key = next(iter(base))
+    aggregate = arrays[key].numpy()
+    honest_mean = np.mean([r.content["arrays"][key].numpy() for r in honest], axis=0)
+    np.testing.assert_allclose(aggregate, honest_mean, atol=1e-6)  # the liar did not pull it
+    (checkpoint,) = registry.store.list_checkpoints("r")
+    (dropped,) = checkpoint.lineage["rejected_updates"]
+    assert (dropped["node_id"], dropped["check"], dropped["bound"]) == (4, "num-examples", 1000.0)  # 100 x 10

@@ -26,6 +26,14 @@ from fedge.errors import ConfigError
             "strategy.validation.norm_multiple=0.5",
             "strategy.validation.norm_multiple must be a finite number > 1",
         ),
+        (
+            "strategy.validation.max_num_examples=0",
+            "strategy.validation.max_num_examples must be an integer in [1, 2^53-1]",
+        ),
+        (
+            "strategy.validation.num_examples_multiple=1",
+            "strategy.validation.num_examples_multiple must be a finite number > 1",
+        ),
         # outside scenario=byzantine the harness keys are not in the scenario's schema at all ...
         ("scenario.attack=random", "unknown config key 'scenario.attack'"),
         # ... and forced in with Hydra's +, the config still refuses them
