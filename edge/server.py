@@ -20,6 +20,7 @@ route uses.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,7 +34,7 @@ from edge.oip import mount_oip
 from edge.predict_asgi import PredictEndpoint, read_body
 from edge.predictor import NO_MODEL, NPY_CONTENT_TYPE, Predictor, dumps
 from edge.slot import ModelSlot
-from fedge.errors import FedgeError, ModelNotLoadedError
+from fedge.errors import AuthenticationError, FedgeError, ModelNotLoadedError
 
 __all__ = ["NPY_CONTENT_TYPE", "create_serving_app"]
 
@@ -113,6 +114,7 @@ def create_serving_app(
     status_provider: StatusProvider | None = None,
     metrics: ServingMetrics | None = None,
     predictor: Predictor | None = None,
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """Build the serving app over ``slot``.
 
@@ -134,6 +136,9 @@ def create_serving_app(
     predictor : Predictor, optional
         The predict path to serve (``fedge edge run`` builds it first, to answer before this app
         exists); by default one over ``slot`` and ``metrics`` with the settings above.
+    metrics_token : str, optional
+        When set, ``/metrics`` answers only ``Authorization: Bearer <metrics_token>`` (401
+        otherwise); by default it is open, like any Prometheus exporter on a private port.
     """
     metrics = metrics or slot.metrics or ServingMetrics()
     slot.attach_metrics(metrics)
@@ -195,8 +200,16 @@ def create_serving_app(
             body["agent"] = dict(status_provider())
         return Response(dumps(body), status_code=200 if runtime else 503, media_type="application/json")
 
+    expected = f"Bearer {metrics_token}".encode() if metrics_token else None
+
     @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
+    async def metrics_endpoint(request: Request) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode("utf-8", "replace")
+            if not hmac.compare_digest(given, expected):
+                refused = _error(AuthenticationError("/metrics needs this device's metrics bearer token"))
+                refused.headers["WWW-Authenticate"] = "Bearer"
+                return refused
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     # The Open Inference Protocol (KServe v2 / Triton HTTP): same slot, model call and body limit.

@@ -104,6 +104,7 @@ def fast_start_app(
     status_provider: Callable[[], Mapping[str, Any]] | None = None,
     max_body_bytes: int = 10 * 2**20,
     quiet_s: float = 0.0,
+    metrics_token: str | None = None,
 ) -> PredictEndpoint:
     """The serving app of ``slot`` as ``fedge edge run`` serves it: predictions answered before the
     rest of the app (:func:`edge.server.create_serving_app`) has been imported and built (after
@@ -121,6 +122,7 @@ def fast_start_app(
             status_provider=status_provider,
             metrics=metrics,
             predictor=predictor,
+            metrics_token=metrics_token,
         )
 
     return PredictEndpoint(

@@ -23,6 +23,7 @@ from fedge.cli.options import (
     TokenOpt,
     checked_ca,
     listed,
+    read_token_file,
 )
 from fedge.cli.tables import Column, print_table
 
@@ -92,6 +93,13 @@ def run(
         int | None,
         typer.Option("--shadow", help="Also run this version NUMBER on every request, answering nothing"),
     ] = None,
+    metrics_token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-token-file",
+            help="A file holding the bearer token /metrics then requires (default: /metrics is open)",
+        ),
+    ] = None,
 ) -> None:
     """Serve the verified model NAME@ALIAS and keep following the alias."""
     import uvicorn
@@ -109,6 +117,7 @@ def run(
         raise ConfigError("--canary and --shadow exclude each other: the slot holds one secondary version")
     if not 0.0 <= canary_weight <= 1.0:
         raise ConfigError(f"--canary-weight {canary_weight} is outside [0, 1]")
+    metrics_token = read_token_file(metrics_token_file, "--metrics-token-file")
     logging.getLogger("edge").setLevel(logging.INFO)
     drift = None
     if drift_epsilon > 0:
@@ -145,8 +154,9 @@ def run(
         name="edge-agent", daemon=True,
     )  # fmt: skip
     app = fast_start_app(
-        slot, batching=cloud, status_provider=agent.status, metrics=metrics, quiet_s=QUIET_START_S
-    )
+        slot, batching=cloud, status_provider=agent.status, metrics=metrics, quiet_s=QUIET_START_S,
+        metrics_token=metrics_token,
+    )  # fmt: skip
     poller.start()
     try:
         # No proxy-header rewriting: the serving app never reads client addresses, and uvicorn's

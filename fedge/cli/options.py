@@ -88,6 +88,37 @@ def checked_ca(ca: Path | str | None) -> Path | None:
     return path
 
 
+def read_token_file(path: Path | str | None, option: str) -> str | None:
+    """The secret in the file an option names (stripped; ``None`` when no file is named).
+
+    A secret is read from a file, never taken on the command line (where ``ps`` shows it).
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read, is empty, or holds more than one line (naming the option, not
+        the content).
+    """
+    from fedge.errors import ConfigError
+
+    if path is None or str(path) == "":
+        return None
+    file = Path(path).expanduser()
+    try:
+        raw = file.read_bytes()[:4097]
+    except OSError as exc:
+        raise ConfigError(f"{option} {path} cannot be read ({exc.strerror or type(exc).__name__})") from exc
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if not token or len(raw) > 4096 or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"{option} {path} must hold one token: one line of 1-4096 printable ASCII characters"
+        )
+    return token
+
+
 @contextmanager
 def opened_registry(
     root: str, database_url: str, *, create: bool = False, webhooks: list[Any] | None = None

@@ -64,8 +64,14 @@ def device(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[l
 
 
 @pytest.fixture
-def edge_run(device: tuple[Path, Path, list[list[float]]]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def edge_run(
+    device: tuple[Path, Path, list[list[float]]], request: pytest.FixtureRequest
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     state, public, _ = device
+    token_file = state.parent / "metrics-token"  # "{token_file}" in a param: a token written here
+    token_file.write_text("device-metrics-7f3a\n")
+    token_file.chmod(0o600)
+    extra = [a.format(token_file=token_file) for a in getattr(request, "param", [])]
     port = _free_port()
     closed = _free_port()  # nothing listens: the registry is unreachable
     proc = subprocess.Popen(
@@ -87,6 +93,7 @@ def edge_run(device: tuple[Path, Path, list[list[float]]]) -> Iterator[tuple[sub
             "0.2",
             "--report-interval",
             "0.5",
+            *extra,
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -136,3 +143,42 @@ def test_sigterm_while_the_registry_is_unreachable_exits_promptly_and_cleanly(
 
     assert code == 0, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
     assert "Traceback" not in proc.stderr.read().decode()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("edge_run", [["--metrics-token-file", "{token_file}"]], indirect=True)
+def test_metrics_take_the_token_from_the_file_the_cli_names(
+    edge_run: tuple[subprocess.Popen[bytes], int], device: tuple[Path, Path, list[list[float]]]
+) -> None:
+    proc, port = edge_run
+    status, _, _ = _wait_for_first_answer(proc, port, device[2])
+    assert status == 200
+
+    def metrics(headers: dict[str, str]) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/metrics", headers=headers)
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    assert metrics({}) == 401
+    assert metrics({"Authorization": "Bearer device-metrics-7f3a"}) == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"), [(None, "cannot be read"), ("two words\n", "must hold one token")]
+)
+def test_a_bad_metrics_token_file_is_one_line_and_exit_2(
+    tmp_path: Path, device: tuple[Path, Path, list[list[float]]], content: str | None, problem: str
+) -> None:
+    state, public, _ = device
+    file = tmp_path / "token"
+    if content is not None:
+        file.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "fedge.cli.main", "edge", "run", "--registry", "http://127.0.0.1:9",
+         "--public-key", str(public), "--dir", str(state), "--metrics-token-file", str(file)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert problem in result.stderr and "Traceback" not in result.stderr and "words" not in result.stderr

@@ -231,3 +231,21 @@ def test_shadow_records_agreement(verified: VerifiedBundle, rows: np.ndarray) ->
     assert info["mode"] == "shadow" and info["shadow"]["rows"] == 30
     assert info["shadow"]["agreement"] > 0.5
     assert 'fedge_serving_shadow_rows_total{outcome="agreed",version="v1-int8"}' in metrics
+
+
+def test_metrics_can_require_a_bearer_token(verified: VerifiedBundle) -> None:
+    slot = ModelSlot(runtime(verified), seed=1)
+    app = create_serving_app(slot, batching=False, metrics_token="s3cret-token")
+    with TestClient(app) as c:
+        assert c.post("/v1/predict", json={"rows": [ROW]}).status_code == 200  # serving stays open
+        anonymous = c.get("/metrics")
+        wrong = c.get("/metrics", headers={"Authorization": "Bearer s3cret-tokeN"})
+        right = c.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+    assert anonymous.json()["error"]["code"] == "unauthenticated"
+    assert wrong.status_code == 401 and "s3cret" not in wrong.text
+    assert (
+        right.status_code == 200
+        and 'fedge_serving_requests_total{status="200",version="v1"} 1.0' in right.text
+    )
