@@ -44,7 +44,7 @@ from flwr.supercore.inflatable.inflatable_utils import (
 from fedge.errors import FederationError
 from fedge.packed_content import is_packed, pack_content, unpack_content
 
-__all__ = ["FIRST_POLL_S", "MAX_POLL_S", "OBJECT_CONCURRENCY", "PromptGrid"]
+__all__ = ["FIRST_POLL_S", "MAX_POLL_S", "OBJECT_CONCURRENCY", "PromptGrid", "packed_message", "unpacked_reply"]
 
 FIRST_POLL_S = 0.05
 MAX_POLL_S = 0.5
@@ -68,7 +68,7 @@ class PromptGrid:
     def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
         """Push ``messages``, then pull their replies until all arrived or ``timeout`` seconds passed."""
         if getattr(self._grid, "_runtime_client", None) is not None:
-            messages = [_packed(m) for m in messages]
+            messages = [packed_message(m) for m in messages]
         waiting = {i for i in self._grid.push_messages(messages) if i}
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Any] = []
@@ -97,7 +97,7 @@ class PromptGrid:
             if message is None:  # objects never arrived: Flower's pull makes the error reply
                 message = next(iter(self._grid.pull_messages([proto.metadata.reply_to_message_id])), None)
             if message is not None:
-                replies.append(_unpacked(message))
+                replies.append(unpacked_reply(message))
         return replies
 
     def _fetch(self, runtime: Any, message_id: str, tree: ObjectTree) -> Message | None:
@@ -127,7 +127,7 @@ class PromptGrid:
         return getattr(self._grid, name)
 
 
-def _packed(message: Message) -> Message:
+def packed_message(message: Message) -> Message:
     """``message`` with its content packed into one object (as it is when too large to pack)."""
     if message.has_error():
         return message
@@ -137,7 +137,7 @@ def _packed(message: Message) -> Message:
     return make_message(metadata=copy.copy(message.metadata), content=content)
 
 
-def _unpacked(reply: Message) -> Message:
+def unpacked_reply(reply: Message) -> Message:
     """``reply`` with its packed content unpacked; an error reply from its node if it does not decode."""
     if reply.has_error() or not is_packed(reply.content):
         return reply
