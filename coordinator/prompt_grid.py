@@ -44,7 +44,14 @@ from flwr.supercore.inflatable.inflatable_utils import (
 from fedge.errors import FederationError
 from fedge.packed_content import is_packed, pack_content, unpack_content
 
-__all__ = ["FIRST_POLL_S", "MAX_POLL_S", "OBJECT_CONCURRENCY", "PromptGrid", "packed_message", "unpacked_reply"]
+__all__ = [
+    "FIRST_POLL_S",
+    "MAX_POLL_S",
+    "OBJECT_CONCURRENCY",
+    "PromptGrid",
+    "packed_message",
+    "unpacked_reply",
+]
 
 FIRST_POLL_S = 0.05
 MAX_POLL_S = 0.5

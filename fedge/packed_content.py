@@ -67,9 +67,7 @@ def unpack_content(content: Any) -> Any:
 
     record = content[PACKED_KEY]
     if len(content) != 1 or not isinstance(record, ConfigRecord):
-        raise FederationError(
-            f"packed message content must be a single ConfigRecord named {PACKED_KEY!r}"
-        )
+        raise FederationError(f"packed message content must be a single ConfigRecord named {PACKED_KEY!r}")
     if record.get(_FORMAT_KEY) != PACKED_FORMAT:
         raise FederationError(
             f"packed message content has format {str(record.get(_FORMAT_KEY))[:40]!r}, "

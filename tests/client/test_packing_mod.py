@@ -45,7 +45,8 @@ def test_a_packed_message_is_handled_unpacked_and_answered_packed() -> None:
     assert is_packed(reply.content)
     assert reply.metadata.reply_to_message_id == "m-1" and reply.metadata.dst_node_id == 1
     np.testing.assert_array_equal(
-        unpack_content(reply.content)["arrays"]["w"].numpy(), np.arange(12, dtype=np.float32).reshape(3, 4) * 2
+        unpack_content(reply.content)["arrays"]["w"].numpy(),
+        np.arange(12, dtype=np.float32).reshape(3, 4) * 2,
     )
 
 

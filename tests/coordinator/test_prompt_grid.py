@@ -98,7 +98,12 @@ def test_messages_travel_packed_and_replies_come_back_plain() -> None:
     from coordinator.prompt_grid import packed_message, unpacked_reply
     from fedge.packed_content import is_packed, pack_content
 
-    content = RecordDict({"arrays": ArrayRecord({"w": Array(np.ones((4, 4), np.float32))}), "config": ConfigRecord({"lr": 0.1})})
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(np.ones((4, 4), np.float32))}),
+            "config": ConfigRecord({"lr": 0.1}),
+        }
+    )
     sent = packed_message(_message(content, src=1))
     assert is_packed(sent.content) and sent.metadata.group_id == "2" and sent.metadata.dst_node_id == 1
 

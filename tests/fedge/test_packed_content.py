@@ -20,7 +20,9 @@ from fedge.packed_content import (
 
 def model_content() -> RecordDict:
     rng = np.random.default_rng(0)
-    arrays = ArrayRecord({f"layer{i}.weight": Array(rng.normal(size=(64, 64)).astype(np.float32)) for i in range(3)})
+    arrays = ArrayRecord(
+        {f"layer{i}.weight": Array(rng.normal(size=(64, 64)).astype(np.float32)) for i in range(3)}
+    )
     return RecordDict(
         {
             "arrays": arrays,
@@ -72,7 +74,9 @@ def test_content_over_the_limit_or_already_packed_is_left_as_it_is() -> None:
             "no bytes",
         ),
         (
-            lambda p: RecordDict({PACKED_KEY: ConfigRecord({"format": PACKED_FORMAT, "content": b"\xff\xff"})}),
+            lambda p: RecordDict(
+                {PACKED_KEY: ConfigRecord({"format": PACKED_FORMAT, "content": b"\xff\xff"})}
+            ),
             "does not decode",
         ),
         (
