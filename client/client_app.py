@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.packing_mod import packing_mod
 from client.training_privacy import privacy_mod
 from fedge.protocol import DRIFT_QUERY, RUN_CONFIG_KEY, WORKER_SOCKET_KEY, decode_run_config
 
@@ -29,8 +30,9 @@ __all__ = ["app"]
 
 log = logging.getLogger(__name__)
 
-# Differential privacy for training (docs/privacy.md): LocalDpMod or client-side clipping, per the run.
-app = ClientApp(mods=[privacy_mod])
+# Packed content (fedge/packed_content.py) is unpacked first; then differential privacy for training
+# (docs/privacy.md): LocalDpMod or client-side clipping, per the run.
+app = ClientApp(mods=[packing_mod, privacy_mod])
 
 
 @lru_cache(maxsize=4)

@@ -11,15 +11,23 @@ itself, :data:`OBJECT_CONCURRENCY` at a time, asking again for one still uploadi
 (growing to 0.5 s); a reply whose objects never arrive is left to Flower's own pull, which turns it
 into an error reply. The deadline (``timeout``) and what is returned are the grid's contract: every
 reply received by then, late replies left behind.
+
+On Flower's HTTP grid the messages' content is packed into one object (:mod:`fedge.packed_content`:
+3 objects a message instead of 17 for a six-tensor model), the ClientApp's first mod unpacks it and
+packs its reply, and the replies are unpacked here: callers send and receive plain content. A reply
+whose packed content does not decode becomes an error reply from its node.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from flwr.app import Message
+from flwr.app import Error, Message
+from flwr.app.message import make_message
+from flwr.common.constant import ErrorCode
 from flwr.proto.message_pb2 import (  # pylint: disable=no-name-in-module
     ConfirmMessageReceivedRequest,
     ObjectTree,
@@ -33,7 +41,17 @@ from flwr.supercore.inflatable.inflatable_utils import (
     pull_objects,
 )
 
-__all__ = ["FIRST_POLL_S", "MAX_POLL_S", "OBJECT_CONCURRENCY", "PromptGrid"]
+from fedge.errors import FederationError
+from fedge.packed_content import is_packed, pack_content, unpack_content
+
+__all__ = [
+    "FIRST_POLL_S",
+    "MAX_POLL_S",
+    "OBJECT_CONCURRENCY",
+    "PromptGrid",
+    "packed_message",
+    "unpacked_reply",
+]
 
 FIRST_POLL_S = 0.05
 MAX_POLL_S = 0.5
@@ -56,6 +74,8 @@ class PromptGrid:
 
     def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
         """Push ``messages``, then pull their replies until all arrived or ``timeout`` seconds passed."""
+        if getattr(self._grid, "_runtime_client", None) is not None:
+            messages = [packed_message(m) for m in messages]
         waiting = {i for i in self._grid.push_messages(messages) if i}
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Any] = []
@@ -84,7 +104,7 @@ class PromptGrid:
             if message is None:  # objects never arrived: Flower's pull makes the error reply
                 message = next(iter(self._grid.pull_messages([proto.metadata.reply_to_message_id])), None)
             if message is not None:
-                replies.append(message)
+                replies.append(unpacked_reply(message))
         return replies
 
     def _fetch(self, runtime: Any, message_id: str, tree: ObjectTree) -> Message | None:
@@ -112,3 +132,27 @@ class PromptGrid:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
+
+
+def packed_message(message: Message) -> Message:
+    """``message`` with its content packed into one object (as it is when too large to pack)."""
+    if message.has_error():
+        return message
+    content = pack_content(message.content)
+    if content is None:
+        return message
+    return make_message(metadata=copy.copy(message.metadata), content=content)
+
+
+def unpacked_reply(reply: Message) -> Message:
+    """``reply`` with its packed content unpacked; an error reply from its node if it does not decode."""
+    if reply.has_error() or not is_packed(reply.content):
+        return reply
+    try:
+        content = unpack_content(reply.content)
+    except FederationError as exc:
+        return make_message(
+            metadata=copy.copy(reply.metadata),
+            error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(exc)),
+        )
+    return make_message(metadata=copy.copy(reply.metadata), content=content)

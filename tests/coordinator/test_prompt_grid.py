@@ -78,3 +78,53 @@ def test_other_attributes_are_the_grid_s_own() -> None:
     assert PromptGrid(grid).get_node_ids() == [1, 2]
     with pytest.raises(AttributeError):
         _ = PromptGrid(grid).no_such_attribute
+
+
+def _message(content: Any, *, src: int, reply_to: str = "") -> Any:
+    from flwr.app import Metadata
+    from flwr.app.message import make_message
+
+    metadata = Metadata(
+        run_id=7, message_id="r-1", src_node_id=src, dst_node_id=1, reply_to_message_id=reply_to,
+        group_id="2", created_at=time.time(), ttl=600.0, message_type="train",
+    )  # fmt: skip
+    return make_message(metadata=metadata, content=content)
+
+
+def test_messages_travel_packed_and_replies_come_back_plain() -> None:
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+    from coordinator.prompt_grid import packed_message, unpacked_reply
+    from fedge.packed_content import is_packed, pack_content
+
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(np.ones((4, 4), np.float32))}),
+            "config": ConfigRecord({"lr": 0.1}),
+        }
+    )
+    sent = packed_message(_message(content, src=1))
+    assert is_packed(sent.content) and sent.metadata.group_id == "2" and sent.metadata.dst_node_id == 1
+
+    reply = unpacked_reply(_message(pack_content(content), src=42, reply_to="m-1"))
+    assert not reply.has_error() and reply.content.object_id == content.object_id
+    assert reply.metadata.src_node_id == 42 and reply.metadata.reply_to_message_id == "m-1"
+
+
+def test_a_reply_whose_packed_content_does_not_decode_is_an_error_reply_from_its_node() -> None:
+    from flwr.app import ConfigRecord, RecordDict
+
+    from coordinator.prompt_grid import unpacked_reply
+    from coordinator.round_recorder import train_attendance
+    from fedge.packed_content import PACKED_FORMAT, PACKED_KEY
+
+    bad = RecordDict({PACKED_KEY: ConfigRecord({"format": PACKED_FORMAT, "content": b"\xff\xff"})})
+
+    reply = unpacked_reply(_message(bad, src=42, reply_to="m-1"))
+
+    assert reply.has_error() and "does not decode" in reply.error.reason
+    # The round's attendance names the node and why it dropped.
+    dropped = train_attendance([42], [reply])["dropped"]
+    assert dropped == [{"node_id": 42, "name": "", "reason": "error", "detail": dropped[0]["detail"]}]
+    assert "does not decode" in dropped[0]["detail"]
