@@ -41,8 +41,7 @@ from sqlmodel import Field, select
 from coordinator.device_reports import DeviceReport, DeviceReportStore
 from coordinator.tables import CoordinatorRow, CoordinatorStore
 from fedge.errors import ConfigError, ConflictError, GateRefusedError, NotFoundError, UndeclaredAliasError
-from registry import ModelVersion, Registry
-from registry.governance import DEFAULT_ALIASES, GatesConfig, check_promotion, promote
+from registry import DEFAULT_ALIASES, GatesConfig, ModelVersion, Registry, check_promotion, promote
 
 __all__ = [
     "CHECK_EVERY_S",

@@ -16,11 +16,13 @@ from registry.client import RegistryClient
 from registry.db import SqlStoreBase, open_engine, redact_url, session_scope
 from registry.factory import RegistryConfig, open_registry
 from registry.governance import (
+    DEFAULT_ALIASES,
     AliasGate,
     GateCheck,
     GatesConfig,
     approve,
     check_gates,
+    check_promotion,
     declare_alias,
     declared_aliases,
     gates_from_dict,
@@ -58,6 +60,7 @@ from registry.store import RegistryStore
 from registry.webhooks import WebhookDelivery, WebhookDeliveryStore, WebhookDispatcher
 
 __all__ = [
+    "DEFAULT_ALIASES",
     "DEFAULT_PARITY_TOLERANCE",
     "OPSET",
     "AliasEvent",
@@ -97,6 +100,7 @@ __all__ = [
     "check_exportable",
     "check_gates",
     "check_parity",
+    "check_promotion",
     "declare_alias",
     "declared_aliases",
     "export_onnx",
