@@ -7,6 +7,12 @@ message). Flower 1.42 sends every array as chunked objects; the agents' resident
 every 0.2 s while the run lasts.
 
     python benchmarks/large_model.py [--clients 2] [--rounds 1] [--hidden 7050]
+
+Measured on a shared 2-core machine (2026-12-03, 2 agents, 1 round, TLS and node auth): the run
+completed in 187 s from creation to the registered version (training, 201 MB each way per agent,
+ONNX export, parity check and signing of the 50.2M-parameter model); each agent grew from 298 MB
+to a peak of 1,648-1,770 MB resident (the model, its gradients and optimizer state, and the
+serialized message).
 """
 
 from __future__ import annotations
