@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -18,6 +19,9 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+
+# Import the checkout's packages (and its test app factory), ahead of any installed copy.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from coordinator.api import CoordinatorSettings
 from registry import ModelVersionCreate, RegistryConfig, RunCreate
