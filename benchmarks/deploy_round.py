@@ -23,6 +23,12 @@ before packing, fedge 5.47 s vs bare 19.63 s (ratio 0.28); with packing, fedge 2
 most of what is left: about 1.4 s of CPU per round.
 
     python benchmarks/deploy_round.py [--rounds 4]
+
+``--secagg`` measures SecAgg+ instead of bare Flower: in the same fedge deployment (same agents),
+one plain run, then one run with ``strategy.secure_aggregation=true`` (3 shares, threshold 2),
+and the ratio of their mean round wall times (docs/privacy.md).
+
+    python benchmarks/deploy_round.py --secagg [--rounds 4]
 """
 
 from __future__ import annotations
@@ -44,6 +50,13 @@ from fedge.protocol import TRAIN_SECONDS
 
 GOAL_OVERHEAD_S = 1.0
 CLIENTS = 3
+
+
+SECAGG = [
+    "strategy.secure_aggregation=true",
+    "privacy.secagg.num_shares=3",
+    "privacy.secagg.reconstruction_threshold=2",
+]
 
 
 def _overrides(rounds: int) -> list[str]:
@@ -76,8 +89,11 @@ def round_times(registry_config: Any, run_id: str) -> list[tuple[int, float, flo
     return out
 
 
-def run_fedge(root: Path, rounds: int, console: Console) -> list[tuple[int, float, float]]:
-    """Coordinator + 3 agents with TLS and node auth; one run through the operator API."""
+def run_fedge(
+    root: Path, rounds: int, console: Console, extra: list[list[str]] | None = None
+) -> list[list[tuple[int, float, float]]]:
+    """Coordinator + 3 agents with TLS and node auth; runs through the operator API, one after
+    the other on the same agents: a plain run, then one per overrides list in ``extra``."""
     from simulations.local_deployment import LocalDeployment
 
     with LocalDeployment(root) as dep:
@@ -87,14 +103,19 @@ def run_fedge(root: Path, rounds: int, console: Console) -> list[tuple[int, floa
             dep.enroll(name).raise_for_status()
             dep.start_agent(name, key, data)
         dep.wait_online(names)
-        response = dep.api("POST", "/runs", role="operator", json={"overrides": _overrides(rounds)})
-        response.raise_for_status()
-        run_id = response.json()["run_id"]
-        with console.status(f"fedge deployment: run {run_id}, {rounds} rounds"):
-            run = dep.wait_run(run_id)
-        if run["status"] != "completed":
-            raise SystemExit(f"fedge run ended {run['status']}: {run.get('error')}")
-        return round_times(dep.registry_config, run_id)
+        out = []
+        for more in [[], *(extra or [])]:
+            response = dep.api(
+                "POST", "/runs", role="operator", json={"overrides": [*_overrides(rounds), *more]}
+            )
+            response.raise_for_status()
+            run_id = response.json()["run_id"]
+            with console.status(f"fedge deployment: run {run_id}, {rounds} rounds {' '.join(more)}"):
+                run = dep.wait_run(run_id)
+            if run["status"] != "completed":
+                raise SystemExit(f"fedge run ended {run['status']}: {run.get('error')}")
+            out.append(round_times(dep.registry_config, run_id))
+        return out
 
 
 def run_bare(root: Path, rounds: int, console: Console) -> list[tuple[int, float, float]]:
@@ -184,12 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=4, help="rounds per run (round 1 is not averaged)")
     parser.add_argument("--skip-bare", action="store_true", help="measure fedge only (no ratios)")
+    parser.add_argument(
+        "--secagg", action="store_true", help="plain vs SecAgg+ rounds in one fedge deployment (no bare run)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error("--rounds must be >= 2: round 1 includes the ServerApp's start and is not averaged")
     console = Console()
+    if args.secagg:
+        return _secagg(args.rounds, console)
     with tempfile.TemporaryDirectory(prefix="fedge-deploy-bench-") as tmp:
-        fedge_rows = run_fedge(Path(tmp) / "fedge", args.rounds, console)
+        (fedge_rows,) = run_fedge(Path(tmp) / "fedge", args.rounds, console)
         bare_rows = [] if args.skip_bare else run_bare(Path(tmp) / "bare", args.rounds, console)
     table = Table(title=f"deployment round time, {CLIENTS} clients on 127.0.0.1 (rounds 2..{args.rounds})")
     for column in ("", "mean round wall s", "mean slowest compute s", "mean overhead s"):
@@ -205,6 +231,20 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"overhead ratio fedge/bare: {f_over / b_over:.2f}")
     verdict = "met" if f_over <= GOAL_OVERHEAD_S else "MISSED"
     console.print(f"fedge overhead per round {f_over:.2f} s (goal <= {GOAL_OVERHEAD_S:.1f} s): {verdict}")
+    return 0
+
+
+def _secagg(rounds: int, console: Console) -> int:
+    with tempfile.TemporaryDirectory(prefix="fedge-deploy-bench-") as tmp:
+        plain, secure = run_fedge(Path(tmp) / "fedge", rounds, console, extra=[SECAGG])
+    table = Table(title=f"deployment round time, {CLIENTS} agents on 127.0.0.1 (rounds 2..{rounds})")
+    for column in ("", "mean round wall s", "mean slowest compute s", "mean overhead s"):
+        table.add_column(column, justify="right")
+    for label, rows in (("plain FedAvg", plain), ("SecAgg+ (3 shares, threshold 2)", secure)):
+        wall, over, comp = _summary(rows)
+        table.add_row(label, f"{wall:.2f}", f"{comp:.2f}", f"{over:.2f}")
+    console.print(table)
+    console.print(f"round wall ratio SecAgg+/plain: {_summary(secure)[0] / _summary(plain)[0]:.2f}")
     return 0
 
 

@@ -13,6 +13,7 @@ import os
 import ssl
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -210,8 +211,17 @@ class LocalDeployment:
             "POST", "/nodes", json={"name": name, "public_key": self.public_key(name).read_text()}
         )
 
-    def start_agent(self, name: str, key: Path, data: Path, *, node_mode: str = "in-process") -> AgentProcess:
-        """Start ``fedge client start`` for an institution (``node_mode``: ``--node``)."""
+    def start_agent(
+        self,
+        name: str,
+        key: Path,
+        data: Path,
+        *,
+        node_mode: str = "in-process",
+        options: Sequence[str] = (),
+    ) -> AgentProcess:
+        """Start ``fedge client start`` for an institution (``node_mode``: ``--node``; ``options``:
+        more of its options, e.g. ``["--privacy-budget", "2"]``)."""
         folder = self.root / "institutions" / name
         process = ManagedProcess(
             [
@@ -234,6 +244,7 @@ class LocalDeployment:
                 str(folder / "state"),
                 "--node",
                 node_mode,
+                *options,
                 f"task={self.task}",
             ],
             log_path=folder / "agent.log",
