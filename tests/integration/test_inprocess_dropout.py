@@ -51,8 +51,8 @@ def test_an_inprocess_agent_killed_holding_the_train_message_is_dropped_and_rejo
             dep.start_agent(name, key, data)  # the default node mode: in-process
         dep.wait_online(SITES)
         overrides = [
-            # 20 epochs: a round's training lasts about a second, long enough to kill site-c in it.
-            "task.local_epochs=20",
+            # 60 epochs: training lasts about 0.7 s from round 2 on, the window to kill site-c in.
+            "task.local_epochs=60",
             "drift.enabled=false",
             "strategy.num_rounds=3",
             "strategy.min_train_nodes=2",
