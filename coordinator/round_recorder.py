@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
 from coordinator.update_validation import GlobalModel, Rejection, validate_replies
 from fedge.config import UpdateValidationConfig
@@ -101,9 +102,10 @@ def train_attendance(
     asked: Iterable[int], replies: Iterable[Message], names: Callable[[], Mapping[int, str]] = dict
 ) -> dict[str, list[dict[str, Any]]]:
     """Who was asked to train, who answered in time, and who dropped: ``timeout`` (no reply before
-    ``strategy.round_timeout_s``; a late reply is never read) or ``error`` (the node's reply was an
-    error, its reason kept). A node is named as it named itself in its reply, else by ``names()``
-    (the enrolled names, read only when a node did not name itself)."""
+    ``strategy.round_timeout_s``, or the SuperLink reported the node unavailable; a late reply is
+    never read) or ``error`` (the node's reply was an error, its reason kept). A node is named as it
+    named itself in its reply, else by ``names()`` (the enrolled names, read only when a node did
+    not name itself)."""
     replies = list(replies)
     asked_ids = sorted(set(asked))
     info = _node_info(replies)
@@ -124,27 +126,49 @@ def train_attendance(
     answered = sorted({int(m.metadata.src_node_id) for m in replies if not m.has_error()})
     errors: dict[int, str] = {}
     # Errors the SuperLink answers for a node (e.g. one that went offline mid-round) come from the
-    # SuperLink, not from a node asked: they name no node, so they explain the silent ones instead.
+    # SuperLink (its own node id), not from a node asked: they name no node, so they explain the
+    # silent ones instead.
+    unavailable: list[str] = []
     unattributed: list[str] = []
     for m in replies:
         if not m.has_error():
             continue
         reason = _client_reason(str(m.error.reason or "")) or f"error code {m.error.code}"
-        if int(m.metadata.src_node_id) in asked_ids:
-            errors[int(m.metadata.src_node_id)] = reason
+        src = int(m.metadata.src_node_id)
+        if src in asked_ids and src != SUPERLINK_NODE_ID:
+            errors[src] = reason
+        elif m.error.code == ErrorCode.NODE_UNAVAILABLE:
+            unavailable.append(reason)
         else:
             unattributed.append(reason)
     replied = set(answered) | set(errors)
+    silent_ids = [n for n in asked_ids if n not in replied]
     dropped = [{**who(n), "reason": "error", "detail": errors[n]} for n in sorted(errors)]
-    silent = "no reply within strategy.round_timeout_s"
-    if unattributed:
-        silent += f" (the SuperLink reported: {'; '.join(sorted(set(unattributed)))})"
-    dropped += [{**who(n), "reason": "timeout", "detail": silent} for n in asked_ids if n not in replied]
+    silent = _silent_detail(len(silent_ids), unavailable, unattributed)
+    dropped += [{**who(n), "reason": "timeout", "detail": silent} for n in silent_ids]
     return {
         "asked": [who(n) for n in asked_ids],
         "answered": [who(n) for n in answered],
         "dropped": sorted(dropped, key=lambda d: d["node_id"]),
     }
+
+
+def _silent_detail(silent: int, unavailable: list[str], unattributed: list[str]) -> str:
+    """Why the asked nodes that sent nothing dropped: the SuperLink's unavailability replies (one per
+    node it saw go offline, naming no node), else the deadline."""
+    reasons = "; ".join(sorted(set(unavailable)))
+    if unavailable and len(unavailable) >= silent:
+        detail = f"the SuperLink reported the node unavailable ({reasons})"
+    elif unavailable:
+        detail = (
+            f"no reply within strategy.round_timeout_s, or unavailable: the SuperLink reported "
+            f"{len(unavailable)} of the {silent} silent nodes unavailable ({reasons})"
+        )
+    else:
+        detail = "no reply within strategy.round_timeout_s"
+    if unattributed:
+        detail += f" (the SuperLink reported: {'; '.join(sorted(set(unattributed)))})"
+    return detail
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Round recording: per-task central metrics, and a round every client failed ends with their error."""
+"""Round recording: per-task central metrics, a round every client failed ends with their error, and
+what a silent node's drop says happened."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import pytest
 import torch
 from flwr.app import Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
+from flwr.server.superlink.linkstate.utils import (
+    NODE_UNAVAILABLE_ERROR_REASON,
+    REPLY_MESSAGE_UNAVAILABLE_ERROR_REASON,
+    create_message_error_unavailable_res_message,
+)
 
-from coordinator.round_recorder import RoundRecorder, raise_if_every_reply_failed
+from coordinator.round_recorder import RoundRecorder, raise_if_every_reply_failed, train_attendance
 from fedge.errors import FederationError
 from fedge.serde import state_dict_to_arrays
 from fedge.tasks import TaskConfig, get_task
@@ -87,3 +93,61 @@ def test_central_evaluation_reports_the_tasks_metrics(tmp_path, name: str, keys:
 
     assert record is not None and set(record) == keys
     assert recorder.central[0] == dict(record)
+
+
+def _unavailable(node: int) -> Message:
+    """The error reply Flower's SuperLink makes for a message whose node went offline (no node named)."""
+    sent = Metadata(
+        run_id=1, message_id=f"q{node}", src_node_id=1, dst_node_id=node, reply_to_message_id="",
+        group_id="2", created_at=0.0, ttl=60.0, message_type="train",
+    )  # fmt: skip
+    return create_message_error_unavailable_res_message(sent, "node_unavail")
+
+
+def test_a_silent_node_the_superlink_reported_unavailable_says_so_not_timeout() -> None:
+    names = lambda: {1: "site-a", 2: "site-b", 3: "site-c"}  # noqa: E731
+
+    reported = train_attendance([1, 2, 3], [_ok(1), _ok(2), _unavailable(3)], names)["dropped"]
+    timed_out = train_attendance([1, 2, 3], [_ok(1), _ok(2)], names)["dropped"]
+
+    assert reported == [
+        {
+            "node_id": 3,
+            "name": "site-c",
+            "reason": "timeout",
+            "detail": f"the SuperLink reported the node unavailable ({NODE_UNAVAILABLE_ERROR_REASON})",
+        }
+    ]
+    assert timed_out == [
+        {
+            "node_id": 3,
+            "name": "site-c",
+            "reason": "timeout",
+            "detail": "no reply within strategy.round_timeout_s",
+        }
+    ]
+
+
+def test_fewer_unavailability_reports_than_silent_nodes_name_both_causes() -> None:
+    dropped = train_attendance([1, 2, 3], [_ok(1), _unavailable(3)])["dropped"]
+
+    assert [d["node_id"] for d in dropped] == [2, 3]
+    assert {d["detail"] for d in dropped} == {
+        "no reply within strategy.round_timeout_s, or unavailable: the SuperLink reported 1 of the 2 "
+        f"silent nodes unavailable ({NODE_UNAVAILABLE_ERROR_REASON})"
+    }
+
+
+def test_another_superlink_error_keeps_the_timeout_wording_and_quotes_the_superlink() -> None:
+    sent = Metadata(
+        run_id=1, message_id="q3", src_node_id=1, dst_node_id=3, reply_to_message_id="",
+        group_id="2", created_at=0.0, ttl=60.0, message_type="train",
+    )  # fmt: skip
+    expired = create_message_error_unavailable_res_message(sent, "msg_unavail")
+
+    (dropped,) = train_attendance([1, 3], [_ok(1), expired])["dropped"]
+
+    assert dropped["detail"] == (
+        "no reply within strategy.round_timeout_s (the SuperLink reported: "
+        f"{REPLY_MESSAGE_UNAVAILABLE_ERROR_REASON})"
+    )
