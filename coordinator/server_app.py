@@ -41,12 +41,35 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Flower entry point: decode the fedge config and run the federation (or, ``mode=monitor``, the
     drift monitoring windows of the ``production`` version)."""
+    _show_fedge_logs()
     config = decode_run_config(context.run_config)
     grid = PromptGrid(grid)  # replies pulled at sub-second intervals, not Flower's 3 s
     if config.mode == "monitor":
         run_monitor(grid=grid, config=config, flower_run_id=context.run_id)
         return
     run_federation(grid=grid, config=config, flower_run_id=context.run_id, context=context)
+
+
+FEDGE_LOGGERS = ("coordinator", "registry", "fedge")
+
+
+def _show_fedge_logs() -> None:
+    """fedge's own INFO lines in the run's log.
+
+    In a deployment the ServerApp runs in Flower's ``flwr-serverapp`` process, which mirrors its
+    stderr into the run's log; no logging handler is configured there, so only warnings reached
+    stderr (through logging's last resort) and lines such as a round's attendance or a release were
+    missing. A process whose root logger already has handlers (``fedge simulate``) is left as it is.
+    """
+    if logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()  # sys.stderr, which Flower mirrors into the run's log
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in FEDGE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
 
 
 def run_federation(
