@@ -75,9 +75,21 @@ def _ledger(dep: LocalDeployment, name: str) -> list[dict[str, Any]]:
     return list(json.loads(path.read_text())["entries"]) if path.exists() else []
 
 
-def _version(registry: Any, run: dict[str, Any]) -> Any:
-    name, number = run["versions"][0].split(":")
-    return registry.store.get_version_by_number(name, int(number))
+def _completed(
+    dep: LocalDeployment, overrides: list[str], reason: str
+) -> tuple[dict[str, Any], list[Any], Any]:
+    """Run 2 rounds to completion: the run, its checkpoints (rounds 1 and 2) and its version."""
+    run = _run(dep, overrides, reason)
+    assert run["rounds_done"] == 2 and run["versions"], run
+    registry = open_registry(dep.registry_config)
+    try:
+        checkpoints = registry.store.list_checkpoints(run["run_id"])
+        name, number = run["versions"][0].split(":")
+        version = registry.store.get_version_by_number(name, int(number))
+    finally:
+        registry.close()
+    assert [c.round for c in checkpoints] == [1, 2]
+    return run, checkpoints, version
 
 
 def _numbers(value: Any) -> int:
@@ -93,15 +105,7 @@ def test_secure_aggregation_run_completes_and_the_coordinator_keeps_no_individua
     federation: LocalDeployment,
 ) -> None:
     dep = federation
-    run = _run(dep, SECAGG, "secagg")
-    assert run["rounds_done"] == 2 and run["versions"], run
-    registry = open_registry(dep.registry_config)
-    try:
-        checkpoints = registry.store.list_checkpoints(run["run_id"])
-        version = _version(registry, run)
-    finally:
-        registry.close()
-    assert [c.round for c in checkpoints] == [1, 2]
+    run, checkpoints, version = _completed(dep, SECAGG, "secagg")
     secagg = version.lineage["secure_aggregation"]
     assert secagg["protocol"] == "secagg+" and secagg["num_shares"] == 3
     assert secagg["reconstruction_threshold"] == 2
@@ -129,15 +133,7 @@ def test_local_dp_run_is_paid_from_each_institutions_ledger_and_one_that_cannot_
     federation: LocalDeployment,
 ) -> None:
     dep = federation
-    run = _run(dep, LOCAL_DP, "local-dp")
-    assert run["rounds_done"] == 2 and run["versions"], run
-    registry = open_registry(dep.registry_config)
-    try:
-        checkpoints = registry.store.list_checkpoints(run["run_id"])
-        version = _version(registry, run)
-    finally:
-        registry.close()
-    assert [c.round for c in checkpoints] == [1, 2]
+    run, checkpoints, version = _completed(dep, LOCAL_DP, "local-dp")
     for checkpoint in checkpoints:  # the round went on with the two that paid
         assert sorted(n["name"] for n in checkpoint.lineage["nodes"]) == ["site-a", "site-b"]
     privacy = version.lineage["privacy"]
