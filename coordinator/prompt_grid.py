@@ -47,6 +47,7 @@ from fedge.packed_content import is_packed, pack_content, unpack_content
 __all__ = [
     "FIRST_POLL_S",
     "MAX_POLL_S",
+    "NODE_IDS_REUSE_S",
     "OBJECT_CONCURRENCY",
     "PromptGrid",
     "packed_message",
@@ -57,6 +58,9 @@ FIRST_POLL_S = 0.05
 MAX_POLL_S = 0.5
 OBJECT_CONCURRENCY = 8
 _GROWTH = 1.5
+# Flower's strategies ask for the connected nodes twice when a phase starts (to size the sample,
+# then to sample it); a second ask this soon after the first gets the same answer without a request.
+NODE_IDS_REUSE_S = 0.25
 # Longest wait for the objects of one listed reply (its client is uploading them) before Flower's
 # own pull takes over.
 _OBJECT_WAIT_S = 60.0
@@ -71,6 +75,14 @@ class PromptGrid:
         self._grid = grid
         self._first = first_poll_s
         self._max = max_poll_s
+        self._node_ids: tuple[float, list[int]] | None = None
+
+    def get_node_ids(self) -> list[int]:
+        """The connected nodes (the grid's answer, reused for :data:`NODE_IDS_REUSE_S` seconds)."""
+        now = time.monotonic()
+        if self._node_ids is None or now - self._node_ids[0] >= NODE_IDS_REUSE_S:
+            self._node_ids = (now, list(self._grid.get_node_ids()))
+        return list(self._node_ids[1])
 
     def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
         """Push ``messages``, then pull their replies until all arrived or ``timeout`` seconds passed."""
@@ -89,6 +101,9 @@ class PromptGrid:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
+            # Replies come in bunches (the nodes got the message at the same time): after one
+            # arrived, the next poll is prompt again.
+            interval = self._first if received else interval
             time.sleep(interval if left is None else min(interval, left))
             interval = min(self._max, interval * _GROWTH)
         return replies

@@ -36,7 +36,10 @@ class ScriptedGrid:
         self.delivered.update(ready)
         return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in ready]
 
+    node_asks: int = 0
+
     def get_node_ids(self) -> list[int]:
+        self.node_asks += 1
         return [1, 2]
 
 
@@ -71,6 +74,30 @@ def test_polls_back_off_to_the_cap_during_a_long_wait() -> None:
 
     # Intervals grow from 0.05 s to MAX_POLL_S: a 1.5 s wait takes a handful of polls, not hundreds.
     assert 2 <= len(grid.pulls) <= 1.5 / 0.05
+
+
+def test_after_a_reply_arrives_the_next_poll_is_prompt_again() -> None:
+    grid = ScriptedGrid({"a": 0.3, "b": 0.5})
+
+    PromptGrid(grid).send_and_receive(["a", "b"], timeout=10)
+
+    found_a = next(i for i, t in enumerate(grid.pulls) if t >= 0.3)
+    gaps = [later - earlier for earlier, later in zip(grid.pulls, grid.pulls[1:], strict=False)]
+    # The poll that found "a" came after a grown interval; the one after it, after the first one again.
+    assert gaps[found_a] < gaps[found_a - 1]
+
+
+def test_the_connected_nodes_asked_twice_at_once_cost_one_request() -> None:
+    from coordinator.prompt_grid import NODE_IDS_REUSE_S
+
+    grid = ScriptedGrid({})
+    prompt = PromptGrid(grid)
+
+    assert prompt.get_node_ids() == [1, 2] and prompt.get_node_ids() == [1, 2]
+    assert grid.node_asks == 1
+    time.sleep(NODE_IDS_REUSE_S)
+    assert prompt.get_node_ids() == [1, 2]
+    assert grid.node_asks == 2  # a later ask is the grid's answer again (a node that left is gone)
 
 
 def test_other_attributes_are_the_grid_s_own() -> None:
