@@ -11,6 +11,9 @@ process, on the agent's warm worker (torch, the model code and the validated row
 
 Cadence: while a run is active (a message in the last :data:`ACTIVE_WINDOW_S` seconds) the node
 pulls every :data:`POLL_ACTIVE_S` seconds; idle, the interval grows to :data:`POLL_IDLE_MAX_S`.
+After sending a reply it first waits :data:`POLL_AFTER_REPLY_S`: the run's next message comes only
+once the ServerApp has every node's reply (or the deadline passed), fetched and aggregated them,
+and each pull is a SuperLink request (about 25 ms of its CPU with its state in a file).
 
 The node runs the agent's own ClientApp (:data:`client.client_app.app`), never code a run ships:
 the run's FAB only supplies the run config. A SuperLink that cannot be reached is said on the
@@ -71,6 +74,7 @@ from fedge.errors import ConfigError, FederationError, NodeRefusedError
 __all__ = [
     "ACTIVE_WINDOW_S",
     "POLL_ACTIVE_S",
+    "POLL_AFTER_REPLY_S",
     "POLL_IDLE_MAX_S",
     "REFUSAL_GRACE_S",
     "FleetNode",
@@ -80,6 +84,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 POLL_ACTIVE_S = 0.1
+POLL_AFTER_REPLY_S = 0.2
 POLL_IDLE_MAX_S = 3.0
 ACTIVE_WINDOW_S = 60.0
 # Heartbeats tell the SuperLink the node is alive; it marks the node offline after twice this
@@ -317,6 +322,7 @@ class FleetNode:
             self._handle(client, node, response.messages_list[0], response.message_object_trees[0])
             last_message = time.monotonic()
             interval = POLL_ACTIVE_S
+            stop.wait(POLL_AFTER_REPLY_S)
 
     def _outage(self, already: bool, reason: str) -> bool:
         if not already:
