@@ -90,13 +90,17 @@ def round_times(registry_config: Any, run_id: str) -> list[tuple[int, float, flo
 
 
 def run_fedge(
-    root: Path, rounds: int, console: Console, extra: list[list[str]] | None = None
+    root: Path,
+    rounds: int,
+    console: Console,
+    extra: list[list[str]] | None = None,
+    superlink_state: str = "file",
 ) -> list[list[tuple[int, float, float]]]:
     """Coordinator + 3 agents with TLS and node auth; runs through the operator API, one after
     the other on the same agents: a plain run, then one per overrides list in ``extra``."""
     from simulations.local_deployment import LocalDeployment
 
-    with LocalDeployment(root) as dep:
+    with LocalDeployment(root, superlink_state=superlink_state) as dep:
         names = [f"site-{i}" for i in range(CLIENTS)]
         for i, name in enumerate(names):
             key, data = dep.institution(name, partition=i, parts=CLIENTS)
@@ -208,20 +212,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--secagg", action="store_true", help="plain vs SecAgg+ rounds in one fedge deployment (no bare run)"
     )
+    parser.add_argument(
+        "--superlink-state",
+        choices=("file", "memory"),
+        default="file",
+        help="Flower's state: in a SQLite file (the default of `fedge coordinator serve`) or in memory",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error("--rounds must be >= 2: round 1 includes the ServerApp's start and is not averaged")
     console = Console()
     if args.secagg:
-        return _secagg(args.rounds, console)
+        return _secagg(args.rounds, console, args.superlink_state)
     with tempfile.TemporaryDirectory(prefix="fedge-deploy-bench-") as tmp:
-        (fedge_rows,) = run_fedge(Path(tmp) / "fedge", args.rounds, console)
+        (fedge_rows,) = run_fedge(
+            Path(tmp) / "fedge", args.rounds, console, superlink_state=args.superlink_state
+        )
         bare_rows = [] if args.skip_bare else run_bare(Path(tmp) / "bare", args.rounds, console)
     table = Table(title=f"deployment round time, {CLIENTS} clients on 127.0.0.1 (rounds 2..{args.rounds})")
     for column in ("", "mean round wall s", "mean slowest compute s", "mean overhead s"):
         table.add_column(column, justify="right")
     f_wall, f_over, f_comp = _summary(fedge_rows)
-    table.add_row("fedge (TLS, node auth, warm agents)", f"{f_wall:.2f}", f"{f_comp:.2f}", f"{f_over:.2f}")
+    label = f"fedge (TLS, node auth, warm agents, SuperLink state in {args.superlink_state})"
+    table.add_row(label, f"{f_wall:.2f}", f"{f_comp:.2f}", f"{f_over:.2f}")
     if bare_rows:
         b_wall, b_over, b_comp = _summary(bare_rows)
         table.add_row("bare Flower (insecure)", f"{b_wall:.2f}", f"{b_comp:.2f}", f"{b_over:.2f}")
@@ -234,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _secagg(rounds: int, console: Console) -> int:
+def _secagg(rounds: int, console: Console, superlink_state: str = "file") -> int:
     with tempfile.TemporaryDirectory(prefix="fedge-deploy-bench-") as tmp:
-        plain, secure = run_fedge(Path(tmp) / "fedge", rounds, console, extra=[SECAGG])
+        plain, secure = run_fedge(
+            Path(tmp) / "fedge", rounds, console, extra=[SECAGG], superlink_state=superlink_state
+        )
     table = Table(title=f"deployment round time, {CLIENTS} agents on 127.0.0.1 (rounds 2..{rounds})")
     for column in ("", "mean round wall s", "mean slowest compute s", "mean overhead s"):
         table.add_column(column, justify="right")

@@ -83,6 +83,8 @@ class LocalDeployment:
     python: str = sys.executable
     api_port: int = field(default_factory=free_port)
     superlink_port: int = field(default_factory=free_port)
+    # `fedge coordinator serve --superlink-state`: Flower's state in a SQLite file, or in memory
+    superlink_state: str = "file"
     coordinator: ManagedProcess | None = None
     agents: dict[str, AgentProcess] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
@@ -142,6 +144,8 @@ class LocalDeployment:
                 str(self.root / "hub" / "state"),
                 "--superlink-port",
                 str(self.superlink_port),
+                "--superlink-state",
+                self.superlink_state,
                 f"registry.root={self.registry_root}",
                 f"task={self.task}",
             ],
