@@ -7,7 +7,8 @@ One invocation runs the same ServerApp, task, model, partitions and FedAvg twice
    ``fedge client start`` agents on their own data files (CSV); the run is created through the
    operator API. Each agent holds its Flower Fleet connection itself (in-process node: no
    SuperNode, no SuperExec, no process per message) with torch, the model and the data loaded,
-   and pulls every 0.1 s while a run is active; the ServerApp polls for replies every 0.05-0.5 s.
+   and pulls every 0.1 s while a run is active (first 0.2 s after sending a reply); the ServerApp
+   polls for replies every 0.05-0.5 s (promptly again after one arrived).
 2. bare Flower: ``flower-superlink --insecure`` and 3 ``flower-supernode --insecure`` running the
    same ClientApp without a worker, so every message pays a fresh process with torch imported.
 
@@ -18,11 +19,14 @@ overhead <= 1 s per round. Both halves run fedge's ServerApp and ClientApp, so b
 content packed into one Flower object (``fedge/packed_content.py``).
 
 Measured on a shared, noisy 2-core machine (``--rounds 4``; mean overhead per round, rounds 2-4):
-before packing, fedge 5.47 s vs bare 19.63 s (ratio 0.28); with packing, fedge 2.06 s vs bare
-23.88 s (ratio 0.09). The SuperLink's CPU (one Python process serving every object request) is
-most of what is left: about 1.4 s of CPU per round.
+before packing, fedge 5.47 s vs bare 19.63 s (ratio 0.28); with packing, fedge 2.06-2.26 s vs
+bare 20.05-23.88 s (ratio 0.09-0.11); with the agents' wait after a reply and the ServerApp's
+prompt polls (about 113 SuperLink requests a round instead of 125), fedge 1.47 s vs bare 28.47 s
+(0.05), and 0.75 s with ``--superlink-state memory``. What is left is the SuperLink's CPU per
+request (one Python process): about 25 ms with Flower's state in a SQLite file (the default of
+``fedge coordinator serve``; mostly Flower's SQL), 10 ms in memory (docs/deployment.md).
 
-    python benchmarks/deploy_round.py [--rounds 4]
+    python benchmarks/deploy_round.py [--rounds 4] [--superlink-state file|memory]
 
 ``--secagg`` measures SecAgg+ instead of bare Flower: in the same fedge deployment (same agents),
 one plain run, then one run with ``strategy.secure_aggregation=true`` (3 shares, threshold 2),
