@@ -207,6 +207,22 @@ def _summary(rows: list[tuple[int, float, float]]) -> tuple[float, float, float]
     return statistics.fmean(walls), statistics.fmean(overheads), statistics.fmean(computes)
 
 
+def _print_table(
+    console: Console, title: str, runs: list[tuple[str, list[tuple[int, float, float]]]]
+) -> list[tuple[float, float, float]]:
+    """One row per labelled run (mean wall, slowest compute, overhead); the runs' summaries."""
+    table = Table(title=title)
+    for column in ("", "mean round wall s", "mean slowest compute s", "mean overhead s"):
+        table.add_column(column, justify="right")
+    summaries = []
+    for label, rows in runs:
+        wall, over, comp = _summary(rows)
+        table.add_row(label, f"{wall:.2f}", f"{comp:.2f}", f"{over:.2f}")
+        summaries.append((wall, over, comp))
+    console.print(table)
+    return summaries
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,17 +249,14 @@ def main(argv: list[str] | None = None) -> int:
             Path(tmp) / "fedge", args.rounds, console, superlink_state=args.superlink_state
         )
         bare_rows = [] if args.skip_bare else run_bare(Path(tmp) / "bare", args.rounds, console)
-    table = Table(title=f"deployment round time, {CLIENTS} clients on 127.0.0.1 (rounds 2..{args.rounds})")
-    for column in ("", "mean round wall s", "mean slowest compute s", "mean overhead s"):
-        table.add_column(column, justify="right")
-    f_wall, f_over, f_comp = _summary(fedge_rows)
-    label = f"fedge (TLS, node auth, warm agents, SuperLink state in {args.superlink_state})"
-    table.add_row(label, f"{f_wall:.2f}", f"{f_comp:.2f}", f"{f_over:.2f}")
+    runs = [(f"fedge (TLS, node auth, warm agents, SuperLink state in {args.superlink_state})", fedge_rows)]
     if bare_rows:
-        b_wall, b_over, b_comp = _summary(bare_rows)
-        table.add_row("bare Flower (insecure)", f"{b_wall:.2f}", f"{b_comp:.2f}", f"{b_over:.2f}")
-    console.print(table)
+        runs.append(("bare Flower (insecure)", bare_rows))
+    title = f"deployment round time, {CLIENTS} clients on 127.0.0.1 (rounds 2..{args.rounds})"
+    summaries = _print_table(console, title, runs)
+    f_wall, f_over, _ = summaries[0]
     if bare_rows:
+        b_wall, b_over, _ = summaries[1]
         console.print(f"round wall ratio fedge/bare: {f_wall / b_wall:.2f}")
         console.print(f"overhead ratio fedge/bare: {f_over / b_over:.2f}")
     verdict = "met" if f_over <= GOAL_OVERHEAD_S else "MISSED"
@@ -256,14 +269,11 @@ def _secagg(rounds: int, console: Console, superlink_state: str = "file") -> int
         plain, secure = run_fedge(
             Path(tmp) / "fedge", rounds, console, extra=[SECAGG], superlink_state=superlink_state
         )
-    table = Table(title=f"deployment round time, {CLIENTS} agents on 127.0.0.1 (rounds 2..{rounds})")
-    for column in ("", "mean round wall s", "mean slowest compute s", "mean overhead s"):
-        table.add_column(column, justify="right")
-    for label, rows in (("plain FedAvg", plain), ("SecAgg+ (3 shares, threshold 2)", secure)):
-        wall, over, comp = _summary(rows)
-        table.add_row(label, f"{wall:.2f}", f"{comp:.2f}", f"{over:.2f}")
-    console.print(table)
-    console.print(f"round wall ratio SecAgg+/plain: {_summary(secure)[0] / _summary(plain)[0]:.2f}")
+    title = f"deployment round time, {CLIENTS} agents on 127.0.0.1 (rounds 2..{rounds})"
+    (p_wall, _, _), (s_wall, _, _) = _print_table(
+        console, title, [("plain FedAvg", plain), ("SecAgg+ (3 shares, threshold 2)", secure)]
+    )
+    console.print(f"round wall ratio SecAgg+/plain: {s_wall / p_wall:.2f}")
     return 0
 
 

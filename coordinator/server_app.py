@@ -50,7 +50,7 @@ def main(grid: Grid, context: Context) -> None:
     run_federation(grid=grid, config=config, flower_run_id=context.run_id, context=context)
 
 
-FEDGE_LOGGERS = ("coordinator", "registry", "fedge")
+_FEDGE_LOGGERS = ("coordinator", "registry", "fedge")
 
 
 def _show_fedge_logs() -> None:
@@ -65,7 +65,7 @@ def _show_fedge_logs() -> None:
         return
     handler = logging.StreamHandler()  # sys.stderr, which Flower mirrors into the run's log
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    for name in FEDGE_LOGGERS:
+    for name in _FEDGE_LOGGERS:
         logger = logging.getLogger(name)
         if not logger.handlers:
             logger.addHandler(handler)
