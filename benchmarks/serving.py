@@ -446,6 +446,9 @@ def main() -> None:
             t.add_row(*r)
         console.print(t)
 
+    unknown = sorted({n.strip() for n in args.sections.split(",")} - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     if "wrk" in args.sections:
         _require_wrk()
     with tempfile.TemporaryDirectory() as tmp:
