@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
+from coordinator.strategy_state import STATE_KIND, encode
 from coordinator.update_validation import GlobalModel, Rejection, validate_replies
 from fedge.config import UpdateValidationConfig
 from fedge.errors import FederationError
@@ -201,6 +202,9 @@ class RoundRecorder:
     resumed: Checkpoint | None = None
     # Flower node id -> enrolled name (deployment), read when a round's attendance is recorded.
     node_names: Callable[[], Mapping[int, str]] = dict
+    # The strategy's server-side state at a checkpoint (coordinator.strategy_state), and its name.
+    strategy_state: Callable[[], Mapping[str, Any]] | None = None
+    strategy_name: str = ""
     asked_by_round: dict[int, list[int]] = field(default_factory=dict)
     attendance_by_round: dict[int, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
 
@@ -339,6 +343,9 @@ class RoundRecorder:
                 "rejected_updates": rejected,
             }
         )
+        state = self._strategy_state()
+        if state is not None:
+            lineage["strategy_state"] = state
         weights = state_dict_to_safetensors(
             self.model.state_dict(), {"run_id": self.run_id, "round": str(server_round + self.round_offset)}
         )
@@ -352,6 +359,15 @@ class RoundRecorder:
         self.checkpoints.append(checkpoint)
         log.info("round %d: checkpoint %d %s", server_round, checkpoint.id, metrics)
         return MetricRecord(metrics) if metrics else None
+
+    def _strategy_state(self) -> dict[str, Any] | None:
+        """Store the strategy's server-side state (FedAdam's moments...); its reference for the
+        checkpoint's lineage, ``None`` for a stateless strategy."""
+        arrays = dict(self.strategy_state()) if self.strategy_state is not None else {}
+        if not arrays:
+            return None
+        ref = self.registry.put_artifact(STATE_KIND, encode(arrays, self.strategy_name))
+        return {"kind": ref.kind, "sha256": ref.sha256, "size": ref.size, "media_type": ref.media_type}
 
     def _federated_summary(self, server_round: int) -> dict[str, float]:
         """Sample-weighted means of the nodes' train and eval metrics for the round."""
@@ -370,12 +386,32 @@ class RoundRecorder:
         return out
 
 
+def keep_dtypes(aggregate: ArrayRecord | None, like: ArrayRecord | None) -> ArrayRecord | None:
+    """``aggregate`` with each array in the dtype of the same array of ``like`` (the round's model).
+
+    Flower's FedOpt strategies (FedAdam, FedYogi, FedAdagrad) return float64 aggregates of a
+    float32 model: sent as the next round's model, every client's float32 reply would then fail
+    update validation's dtype check.
+    """
+    if aggregate is None or like is None:
+        return aggregate
+    if all(key not in like or aggregate[key].dtype == like[key].dtype for key in aggregate):
+        return aggregate
+    return ArrayRecord(
+        {
+            key: Array(array.numpy().astype(like[key].dtype)) if key in like else array
+            for key, array in aggregate.items()
+        }
+    )
+
+
 def with_round_recording(strategy_cls: type, recorder: RoundRecorder) -> type:
     """Subclass a Flower strategy so its replies reach ``recorder`` before aggregation.
 
     This is the one hook between Flower and fedge's round handling: ``configure_train`` hands the
     round's global arrays to the recorder, and ``aggregate_train`` drops the replies that fail
-    update validation before the strategy sees them.
+    update validation before the strategy sees them (and returns the aggregate in the model's
+    dtypes: :func:`keep_dtypes`).
     """
 
     class Recording(strategy_cls):
@@ -393,7 +429,8 @@ def with_round_recording(strategy_cls: type, recorder: RoundRecorder) -> type:
                 server_round, replies, int(getattr(self, "min_train_nodes", 1))
             )
             recorder.on_train_replies(server_round, replies)
-            return super().aggregate_train(server_round, replies)
+            arrays, metrics = super().aggregate_train(server_round, replies)
+            return keep_dtypes(arrays, recorder.global_arrays), metrics
 
         def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
             replies = list(replies)

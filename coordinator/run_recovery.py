@@ -3,7 +3,8 @@
 A coordinator's ServerApps die with it (its SuperLink and their processes die together), so when
 ``fedge coordinator serve`` starts again no deployment run recorded as ``pending`` or ``running``
 can still be live unless Flower says it is finished. :func:`mark_interrupted_runs` records the
-finished ones as Flower reports them and every other one as ``interrupted``.
+finished ones as Flower reports them (a run that registered its version as completed, also when
+Flower's state was in memory and is gone) and every other one as ``interrupted``.
 
 :func:`plan_resume` decides whether a run may be continued (``fedge runs resume``): from its last
 registered checkpoint, with the same config, the remaining rounds only. A run is resumed once: it
@@ -58,6 +59,10 @@ def mark_interrupted_runs(
         if run.mode != "deployment" or run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
             continue
         ended = finished_state(run.flower_run_id) if run.flower_run_id is not None else None
+        if ended is None and registry.store.list_versions(run_id=run.run_id, limit=1):
+            # Registering the version is the last thing a run's ServerApp does: it completed, and
+            # Flower's state (in memory by default) died before the coordinator saw it finish.
+            ended = (RunStatus.COMPLETED, None)
         if ended is not None:
             finish_run(registry, run.run_id, *ended)
             log.info("run %s had finished while the coordinator was down: %s", run.run_id, ended[0])

@@ -20,7 +20,9 @@ from coordinator.round_recorder import RoundRecorder, with_round_recording
 from coordinator.run_recovery import checkpoint_chain, resume_point
 from coordinator.secure_aggregation import run_secure_rounds
 from coordinator.strategies import strategy_class, strategy_kwargs
-from coordinator.warm_start import resume_from_checkpoint, warm_start
+from coordinator.strategy_state import capture as capture_strategy_state
+from coordinator.strategy_state import restore as restore_strategy_state
+from coordinator.warm_start import resume_from_checkpoint, resumed_strategy_state, warm_start
 from fedge.config import FedgeConfig
 from fedge.errors import FederationError
 from fedge.protocol import config_hash, decode_run_config
@@ -135,6 +137,7 @@ def run_federation(
             task=task,
             validation=strategy_cfg.validation,
             resumed=resumed,
+            strategy_name=strategy_cfg.name,
             node_names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
         )
         if resumed is not None:
@@ -172,6 +175,14 @@ def run_federation(
             lineage=lineage,
             record=lambda cls: with_round_recording(cls, recorder),
         )
+        recorder.strategy_state = lambda: capture_strategy_state(strategy)
+        if resumed is not None:
+            # FedAdam's moments, FedAvgM's momentum...: the resumed rounds continue the optimiser.
+            restored = restore_strategy_state(strategy, resumed_strategy_state(registry, resumed))
+            lineage["resumed_from"] = {
+                "run_id": config.resume_from, "checkpoint_id": resumed.id, "round": resumed.round,
+                "strategy_state": restored,
+            }  # fmt: skip
         try:
             result = (
                 None

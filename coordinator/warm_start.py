@@ -1,16 +1,18 @@
 """Warm start: a run's initial weights from a registered version (``warm_start_from: digits@production``)
-or, when a run resumes another, from that run's last checkpoint."""
+or, when a run resumes another, from that run's last checkpoint (and its strategy's state)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from fedge.errors import ConfigError, NotFoundError
+from coordinator.strategy_state import STATE_KIND, decode
+from fedge.errors import ArtifactError, ConfigError, NotFoundError
 from fedge.serde import state_dict_from_safetensors
 from fedge.tasks.training import load_weights
-from registry import Checkpoint, Registry
+from registry import ArtifactRef, Checkpoint, Registry
 
-__all__ = ["resume_from_checkpoint", "warm_start"]
+__all__ = ["resume_from_checkpoint", "resumed_strategy_state", "warm_start"]
 
 
 def warm_start(registry: Registry, model: torch.nn.Module, ref: str) -> str:
@@ -39,3 +41,27 @@ def resume_from_checkpoint(registry: Registry, model: torch.nn.Module, checkpoin
     """
     registry.verify_artifact(checkpoint.weights)
     load_weights(model, state_dict_from_safetensors(registry.artifacts.get(checkpoint.weights.sha256)))
+
+
+def resumed_strategy_state(registry: Registry, checkpoint: Checkpoint) -> dict[str, np.ndarray]:
+    """The strategy state ``checkpoint`` stored (``lineage.strategy_state``; digest checked), empty
+    for a stateless strategy.
+
+    Raises
+    ------
+    ArtifactError
+        If the recorded state is missing from the artifact store, altered, or not safetensors.
+    """
+    recorded = checkpoint.lineage.get("strategy_state")
+    if not isinstance(recorded, dict):
+        return {}
+    try:
+        ref = ArtifactRef(
+            STATE_KIND, str(recorded["sha256"]), int(recorded["size"]), str(recorded["media_type"])
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(
+            f"checkpoint {checkpoint.id}'s lineage records a malformed strategy_state ({exc!r})"
+        ) from exc
+    registry.verify_artifact(ref)
+    return decode(registry.artifacts.get(ref.sha256))

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MEDIA_TYPES = {
     "weights": "application/safetensors",
+    "strategy_state": "application/safetensors",
     "onnx": "application/onnx",
     "onnx-int8": "application/onnx",
     "manifest": "application/json",

@@ -46,8 +46,9 @@ class DeploymentSettings:
     superlink_host: str = "127.0.0.1"
     poll_interval_s: float = 1.0
     drift_poll_interval_s: float = 2.0
-    # Flower's state in a SQLite file under state_dir (see ManagedSuperLink.state_file); off: memory.
-    superlink_state_file: bool = True
+    # Flower's state in a SQLite file under state_dir (see ManagedSuperLink.state_file); off (the
+    # default, as Flower's own): in memory, and fedge's database keeps what a restart needs.
+    superlink_state_file: bool = False
 
 
 class Deployment:

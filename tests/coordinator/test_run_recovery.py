@@ -110,6 +110,29 @@ def test_unfinished_deployment_runs_are_marked_interrupted_and_finished_ones_rec
     assert mark_interrupted_runs(registry, finished_state) == []
 
 
+def test_a_run_that_registered_its_version_is_completed_though_flower_forgot_it(
+    registry: Registry,
+) -> None:
+    # Flower's state in memory (the default) died with the SuperLink: the run's registered version
+    # says it finished; a run without one is interrupted.
+    _run(registry, "finished", flower_run_id=21)
+    _run(registry, "unfinished", flower_run_id=22)
+    checkpoint = _checkpoint(registry, "finished", 4)
+    _checkpoint(registry, "unfinished", 1)
+    registry.register_version(
+        ModelVersionCreate(
+            name="digits", run_id="finished", checkpoint_id=checkpoint,
+            artifacts=(registry.put_artifact("onnx", b"onnx-bytes"),), metrics={}, lineage={},
+            model_config={},
+        )
+    )  # fmt: skip
+
+    assert mark_interrupted_runs(registry, lambda flower_run_id: None) == ["unfinished"]
+    assert registry.store.get_run("finished").status == RunStatus.COMPLETED
+    assert registry.store.get_run("finished").error is None
+    assert registry.store.get_run("unfinished").status == RunStatus.INTERRUPTED
+
+
 def test_a_restarted_superlink_that_lost_the_run_gets_it_marked_interrupted(
     registry: Registry, tmp_path: Path
 ) -> None:

@@ -128,7 +128,11 @@ def test_a_coordinator_killed_mid_run_marks_it_interrupted_and_resume_completes_
 ) -> None:
     dep = federation
     dep.wait_online(SITES)
-    overrides = [*BASE, "strategy.num_rounds=3", "strategy.min_train_nodes=3", "strategy.round_timeout_s=60"]
+    # FedAdam: its moments must survive the crash too (stored with each checkpoint, restored on resume).
+    overrides = [
+        *BASE, "strategy.name=fedadam", "strategy.num_rounds=3", "strategy.min_train_nodes=3",
+        "strategy.round_timeout_s=60",
+    ]  # fmt: skip
     created = dep.api("POST", "/runs", role="operator", json={"overrides": overrides, "reason": "crash"})
     assert created.status_code == 201, created.text
     run_id = created.json()["run_id"]
@@ -167,6 +171,11 @@ def test_a_coordinator_killed_mid_run_marks_it_interrupted_and_resume_completes_
         new_checkpoints = registry.store.list_checkpoints(new_id)
         assert new_checkpoints[0].lineage["parent_checkpoint_id"] == old_ids[-1]
         assert new_checkpoints[0].lineage["resumed_from"]["run_id"] == run_id
+        # The optimiser continued: the interrupted run's last checkpoint stored FedAdam's moments,
+        # and the resumed run loaded them.
+        last_old = registry.store.get_checkpoint(old_ids[-1])
+        assert last_old.lineage["strategy_state"]["kind"] == "strategy_state"
+        assert new_checkpoints[0].lineage["resumed_from"]["strategy_state"] == ["m_t", "v_t"]
         # Nothing lost or duplicated: one version for the two runs, its lineage chains every round.
         assert registry.store.list_versions(run_id=run_id, limit=10) == []
         (version,) = registry.store.list_versions(run_id=new_id, limit=10)
