@@ -98,7 +98,7 @@ def run_fedge(
     rounds: int,
     console: Console,
     extra: list[list[str]] | None = None,
-    superlink_state: str = "file",
+    superlink_state: str = "memory",
 ) -> list[list[tuple[int, float, float]]]:
     """Coordinator + 3 agents with TLS and node auth; runs through the operator API, one after
     the other on the same agents: a plain run, then one per overrides list in ``extra``."""
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--superlink-state",
         choices=("file", "memory"),
-        default="file",
-        help="Flower's state: in a SQLite file (the default of `fedge coordinator serve`) or in memory",
+        default="memory",
+        help="Flower's state: in memory (the default of `fedge coordinator serve`) or in a SQLite file",
     )
     args = parser.parse_args(argv)
     if args.rounds < 2:
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _secagg(rounds: int, console: Console, superlink_state: str = "file") -> int:
+def _secagg(rounds: int, console: Console, superlink_state: str = "memory") -> int:
     with tempfile.TemporaryDirectory(prefix="fedge-deploy-bench-") as tmp:
         plain, secure = run_fedge(
             Path(tmp) / "fedge", rounds, console, extra=[SECAGG], superlink_state=superlink_state

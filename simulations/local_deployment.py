@@ -84,7 +84,7 @@ class LocalDeployment:
     api_port: int = field(default_factory=free_port)
     superlink_port: int = field(default_factory=free_port)
     # `fedge coordinator serve --superlink-state`: Flower's state in a SQLite file, or in memory
-    superlink_state: str = "file"
+    superlink_state: str = "memory"
     coordinator: ManagedProcess | None = None
     agents: dict[str, AgentProcess] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)

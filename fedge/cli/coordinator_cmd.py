@@ -36,11 +36,12 @@ def serve(
     superlink_state: Annotated[
         str,
         typer.Option(
-            help="file: Flower's run and message state in <state-dir>/superlink/superlink-state.db; "
-            "memory: in memory (faster rounds; fedge's database keeps enrolments, runs and checkpoints, "
-            "and a restart registers the enrolled keys again)",
+            help="memory (Flower's default): Flower's run and message state in memory, about 1 s less "
+            "per round; fedge's database keeps enrolments, runs and checkpoints, a restart registers "
+            "the enrolled keys again and marks unfinished runs interrupted (`fedge runs resume`). "
+            "file: in <state-dir>/superlink/superlink-state.db",
         ),
-    ] = "file",
+    ] = "memory",
     telemetry_rate: Annotated[
         float,
         typer.Option(help="Telemetry posts (drift summaries and reports) one device may make per minute"),
