@@ -22,9 +22,10 @@ Measured on a shared, noisy 2-core machine (``--rounds 4``; mean overhead per ro
 before packing, fedge 5.47 s vs bare 19.63 s (ratio 0.28); with packing, fedge 2.06-2.26 s vs
 bare 20.05-23.88 s (ratio 0.09-0.11); with the agents' wait after a reply and the ServerApp's
 prompt polls (about 113 SuperLink requests a round instead of 125), fedge 1.47 s vs bare 28.47 s
-(0.05), and 0.75 s with ``--superlink-state memory``. What is left is the SuperLink's CPU per
-request (one Python process): about 25 ms with Flower's state in a SQLite file (the default of
-``fedge coordinator serve``; mostly Flower's SQL), 10 ms in memory (docs/deployment.md).
+(0.05) with Flower's state in a SQLite file, 0.75 s in memory. What is left is the SuperLink's CPU
+per request (one Python process): about 25 ms with the state in a file (mostly Flower's SQL), 10 ms
+in memory, now the default of ``fedge coordinator serve``: 0.69-0.83 s per round on a quiet machine
+(docs/deployment.md).
 
     python benchmarks/deploy_round.py [--rounds 4] [--superlink-state file|memory]
 

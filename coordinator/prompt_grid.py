@@ -76,6 +76,8 @@ class PromptGrid:
         self._first = first_poll_s
         self._max = max_poll_s
         self._node_ids: tuple[float, list[int]] | None = None
+        # message id -> the node it was sent to: the SuperLink's error replies name no node.
+        self._destinations: dict[str, int] = {}
 
     def get_node_ids(self) -> list[int]:
         """The connected nodes (the grid's answer, reused for :data:`NODE_IDS_REUSE_S` seconds)."""
@@ -84,11 +86,23 @@ class PromptGrid:
             self._node_ids = (now, list(self._grid.get_node_ids()))
         return list(self._node_ids[1])
 
+    def destination_of(self, message_id: str) -> int | None:
+        """The node a message this grid pushed was sent to (``None`` for an unknown id): what a
+        reply the SuperLink made for that message (a node gone offline) does not say itself."""
+        return self._destinations.get(message_id)
+
     def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
         """Push ``messages``, then pull their replies until all arrived or ``timeout`` seconds passed."""
         if getattr(self._grid, "_runtime_client", None) is not None:
             messages = [packed_message(m) for m in messages]
-        waiting = {i for i in self._grid.push_messages(messages) if i}
+        else:
+            messages = list(messages)
+        pushed = list(self._grid.push_messages(messages))
+        for message, message_id in zip(messages, pushed, strict=False):
+            metadata = getattr(message, "metadata", None)
+            if message_id and metadata is not None:
+                self._destinations[message_id] = int(metadata.dst_node_id)
+        waiting = {i for i in pushed if i}
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Any] = []
         interval = self._first

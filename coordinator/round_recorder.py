@@ -99,14 +99,24 @@ def _client_reason(reason: str) -> str:
     return lines[0].removesuffix("'>") if lines else ""
 
 
+def _no_destination(message_id: str) -> int | None:
+    return None
+
+
 def train_attendance(
-    asked: Iterable[int], replies: Iterable[Message], names: Callable[[], Mapping[int, str]] = dict
+    asked: Iterable[int],
+    replies: Iterable[Message],
+    names: Callable[[], Mapping[int, str]] = dict,
+    destination_of: Callable[[str], int | None] = _no_destination,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Who was asked to train, who answered in time, and who dropped: ``timeout`` (no reply before
-    ``strategy.round_timeout_s``, or the SuperLink reported the node unavailable; a late reply is
-    never read) or ``error`` (the node's reply was an error, its reason kept). A node is named as it
-    named itself in its reply, else by ``names()`` (the enrolled names, read only when a node did
-    not name itself)."""
+    """Who was asked to train, who answered in time, and who dropped: ``unavailable`` (the SuperLink
+    answered the node's message with its unavailability error: the node went offline mid-round),
+    ``timeout`` (no reply before ``strategy.round_timeout_s``; a late reply is never read) or
+    ``error`` (the node's reply was an error, its reason kept). ``destination_of(message_id)`` says
+    which node a message went to (:meth:`coordinator.prompt_grid.PromptGrid.destination_of`): the
+    SuperLink's error replies name no node, only the message they answer; without it such errors
+    explain the silent nodes' ``timeout`` detail. A node is named as it named itself in its reply,
+    else by ``names()`` (the enrolled names, read only when a node did not name itself)."""
     replies = list(replies)
     asked_ids = sorted(set(asked))
     info = _node_info(replies)
@@ -130,6 +140,7 @@ def train_attendance(
     # SuperLink (its own node id), not from a node asked: they name no node, so they explain the
     # silent ones instead.
     unavailable: list[str] = []
+    offline: dict[int, str] = {}  # node -> the SuperLink's unavailability reason for its message
     unattributed: list[str] = []
     for m in replies:
         if not m.has_error():
@@ -139,12 +150,20 @@ def train_attendance(
         if src in asked_ids and src != SUPERLINK_NODE_ID:
             errors[src] = reason
         elif m.error.code == ErrorCode.NODE_UNAVAILABLE:
-            unavailable.append(reason)
+            node = destination_of(str(m.metadata.reply_to_message_id))
+            if node is not None and node in asked_ids:
+                offline[node] = reason
+            else:
+                unavailable.append(reason)
         else:
             unattributed.append(reason)
-    replied = set(answered) | set(errors)
+    replied = set(answered) | set(errors) | set(offline)
     silent_ids = [n for n in asked_ids if n not in replied]
     dropped = [{**who(n), "reason": "error", "detail": errors[n]} for n in sorted(errors)]
+    dropped += [
+        {**who(n), "reason": "unavailable", "detail": f"the SuperLink reported the node unavailable ({why})"}
+        for n, why in sorted(offline.items())
+    ]
     silent = _silent_detail(len(silent_ids), unavailable, unattributed)
     dropped += [{**who(n), "reason": "timeout", "detail": silent} for n in silent_ids]
     return {
@@ -202,6 +221,8 @@ class RoundRecorder:
     resumed: Checkpoint | None = None
     # Flower node id -> enrolled name (deployment), read when a round's attendance is recorded.
     node_names: Callable[[], Mapping[int, str]] = dict
+    # Which node a pushed message went to (PromptGrid.destination_of): attributes unavailability.
+    destination_of: Callable[[str], int | None] = _no_destination
     # The strategy's server-side state at a checkpoint (coordinator.strategy_state), and its name.
     strategy_state: Callable[[], Mapping[str, Any]] | None = None
     strategy_name: str = ""
@@ -229,7 +250,9 @@ class RoundRecorder:
         FederationError
             When nodes dropped and fewer than ``min_train_nodes`` answered: naming the dropped nodes.
         """
-        attendance = train_attendance(self.asked_by_round.get(server_round, []), replies, self.node_names)
+        attendance = train_attendance(
+            self.asked_by_round.get(server_round, []), replies, self.node_names, self.destination_of
+        )
         self.attendance_by_round[server_round] = attendance
         dropped = attendance["dropped"]
         for d in dropped:

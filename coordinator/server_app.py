@@ -138,6 +138,7 @@ def run_federation(
             validation=strategy_cfg.validation,
             resumed=resumed,
             strategy_name=strategy_cfg.name,
+            destination_of=grid.destination_of if isinstance(grid, PromptGrid) else lambda message_id: None,
             node_names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
         )
         if resumed is not None:

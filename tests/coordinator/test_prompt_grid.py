@@ -155,3 +155,16 @@ def test_a_reply_whose_packed_content_does_not_decode_is_an_error_reply_from_its
     dropped = train_attendance([42], [reply])["dropped"]
     assert dropped == [{"node_id": 42, "name": "", "reason": "error", "detail": dropped[0]["detail"]}]
     assert "does not decode" in dropped[0]["detail"]
+
+
+def test_the_grid_remembers_which_node_each_pushed_message_went_to() -> None:
+    # The SuperLink's error reply for a node gone offline names only the message it answers.
+    grid = ScriptedGrid({"m1": 0.0, "m2": 0.0})
+    messages = [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n)) for n in (11, 12)]
+    grid.push_messages = lambda pushed: ["m1", "m2"]  # type: ignore[method-assign]
+
+    prompt = PromptGrid(grid)
+    prompt.send_and_receive(messages, timeout=5)
+
+    assert (prompt.destination_of("m1"), prompt.destination_of("m2")) == (11, 12)
+    assert prompt.destination_of("never-sent") is None

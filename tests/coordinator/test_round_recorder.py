@@ -128,6 +128,22 @@ def test_a_silent_node_the_superlink_reported_unavailable_says_so_not_timeout() 
     ]
 
 
+def test_an_unavailability_error_for_a_known_message_names_its_node_unavailable() -> None:
+    # The grid knows where message "q3" went: node 3 dropped as unavailable, node 2 timed out.
+    sent_to = {"q2": 2, "q3": 3}
+    dropped = train_attendance([1, 2, 3], [_ok(1), _unavailable(3)], destination_of=sent_to.get)["dropped"]
+
+    assert dropped == [
+        {"node_id": 2, "name": "", "reason": "timeout", "detail": "no reply within strategy.round_timeout_s"},
+        {
+            "node_id": 3,
+            "name": "",
+            "reason": "unavailable",
+            "detail": f"the SuperLink reported the node unavailable ({NODE_UNAVAILABLE_ERROR_REASON})",
+        },
+    ]
+
+
 def test_fewer_unavailability_reports_than_silent_nodes_name_both_causes() -> None:
     dropped = train_attendance([1, 2, 3], [_ok(1), _unavailable(3)])["dropped"]
 

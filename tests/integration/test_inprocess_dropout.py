@@ -99,7 +99,11 @@ def test_an_inprocess_agent_killed_holding_the_train_message_is_dropped_and_rejo
         assert {a["name"] for a in second["asked"]} == set(SITES)
         assert {a["name"] for a in second["answered"]} == {"site-a", "site-b"}
         (dropped,) = second["dropped"]
-        assert (dropped["name"], str(dropped["node_id"]), dropped["reason"]) == ("site-c", node_id, "timeout")
+        assert (dropped["name"], str(dropped["node_id"]), dropped["reason"]) == (
+            "site-c",
+            node_id,
+            "unavailable",
+        )
         assert dropped["detail"].startswith(
             "the SuperLink reported the node unavailable (Error: Node Unavailable"
         )
