@@ -34,12 +34,21 @@ one plain run, then one run with ``strategy.secure_aggregation=true`` (3 shares,
 and the ratio of their mean round wall times (docs/privacy.md).
 
     python benchmarks/deploy_round.py --secagg [--rounds 4]
+
+``--dead-client`` times how long a round takes to close when one of its 3 agents is SIGKILLed right
+after pulling round 2's train message, with ``strategy.round_timeout_s`` = ``--deadline`` (5 s):
+from the kill to the ServerApp's log line recording the drop. Goal: deadline + <= 1 s.
+
+    python benchmarks/deploy_round.py --dead-client [--deadline 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -94,6 +103,17 @@ def round_times(registry_config: Any, run_id: str) -> list[tuple[int, float, flo
     return out
 
 
+def _start_agents(dep: Any) -> None:
+    """Enrol ``CLIENTS`` institutions (site-0...) with their data partitions, start their agents
+    (in-process nodes) and wait until every node is online."""
+    names = [f"site-{i}" for i in range(CLIENTS)]
+    for i, name in enumerate(names):
+        key, data = dep.institution(name, partition=i, parts=CLIENTS)
+        dep.enroll(name).raise_for_status()
+        dep.start_agent(name, key, data)
+    dep.wait_online(names)
+
+
 def run_fedge(
     root: Path,
     rounds: int,
@@ -106,12 +126,7 @@ def run_fedge(
     from simulations.local_deployment import LocalDeployment
 
     with LocalDeployment(root, superlink_state=superlink_state) as dep:
-        names = [f"site-{i}" for i in range(CLIENTS)]
-        for i, name in enumerate(names):
-            key, data = dep.institution(name, partition=i, parts=CLIENTS)
-            dep.enroll(name).raise_for_status()
-            dep.start_agent(name, key, data)
-        dep.wait_online(names)
+        _start_agents(dep)
         out = []
         for more in [[], *(extra or [])]:
             response = dep.api(
@@ -234,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         "--secagg", action="store_true", help="plain vs SecAgg+ rounds in one fedge deployment (no bare run)"
     )
     parser.add_argument(
+        "--dead-client",
+        action="store_true",
+        help="time to close a round whose client was SIGKILLed holding its train message (no bare run)",
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=5.0, help="strategy.round_timeout_s of --dead-client"
+    )
+    parser.add_argument(
         "--superlink-state",
         choices=("file", "memory"),
         default="memory",
@@ -245,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if args.secagg:
         return _secagg(args.rounds, console, args.superlink_state)
+    if args.dead_client:
+        return _dead_client(console, args.deadline, args.superlink_state)
     with tempfile.TemporaryDirectory(prefix="fedge-deploy-bench-") as tmp:
         (fedge_rows,) = run_fedge(
             Path(tmp) / "fedge", args.rounds, console, superlink_state=args.superlink_state
@@ -275,6 +300,66 @@ def _secagg(rounds: int, console: Console, superlink_state: str = "memory") -> i
         console, title, [("plain FedAvg", plain), ("SecAgg+ (3 shares, threshold 2)", secure)]
     )
     console.print(f"round wall ratio SecAgg+/plain: {s_wall / p_wall:.2f}")
+    return 0
+
+
+RECEIVED = "train message received"  # what an in-process agent logs when it pulled a train message
+
+
+def _dead_client(console: Console, deadline_s: float, superlink_state: str) -> int:
+    """SIGKILL one of 3 agents right after it pulled round 2's train message; time from then until
+    the ServerApp records the round's attendance without it (the run's log line naming the drop).
+
+    The deadline is shorter than the SuperLink takes to see a killed node offline (13-20 s), so the
+    deadline is what closes the round. Goal: close within deadline + 1 s.
+    """
+    from simulations.local_deployment import LocalDeployment
+
+    victim_name = f"site-{CLIENTS - 1}"
+    overrides = [
+        "strategy.num_rounds=2", "strategy.min_train_nodes=2", "strategy.min_evaluate_nodes=2",
+        "strategy.min_available_nodes=2", f"strategy.round_timeout_s={deadline_s:g}",
+        "task.local_epochs=60",  # about 0.7 s of training: the window in which the agent is killed
+        "drift.enabled=false",
+    ]  # fmt: skip
+    dropped = re.compile(rf"round 2: node \d+ \({victim_name}\) dropped")
+    with (
+        tempfile.TemporaryDirectory(prefix="fedge-deploy-bench-") as tmp,
+        LocalDeployment(Path(tmp) / "fedge", superlink_state=superlink_state) as dep,
+    ):
+        _start_agents(dep)
+        response = dep.api("POST", "/runs", role="operator", json={"overrides": overrides})
+        response.raise_for_status()
+        run_id = response.json()["run_id"]
+        victim = dep.agents[victim_name]
+        with console.status(f"waiting for {victim_name} to pull round 2's train message"):
+            limit = time.monotonic() + 180
+            while victim.output().count(RECEIVED) < 2:
+                if time.monotonic() > limit:
+                    raise SystemExit(f"{victim_name} got no round 2 train message within 180 s")
+                time.sleep(0.005)
+        assert victim.process.pid is not None
+        os.kill(victim.process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        with console.status(f"{victim_name} killed; waiting for round 2 to close without it"):
+            while True:
+                text = dep.api("GET", f"/runs/{run_id}/logs", role="viewer").json()["text"]
+                if dropped.search(text):
+                    closed = time.monotonic() - killed
+                    break
+                if time.monotonic() - killed > deadline_s + 60:
+                    raise SystemExit(f"round 2 did not close within the deadline + 60 s:\n{text[-2000:]}")
+                time.sleep(0.05)
+        run = dep.wait_run(run_id)
+    (drop,) = [d for d in run["rounds"][1]["dropped"] if d["name"] == victim_name]
+    console.print(
+        f"round 2 closed {closed:.2f} s after {victim_name} was SIGKILLed holding its train message "
+        f"(deadline {deadline_s:g} s; the message was pushed up to 0.1 s before it was pulled): "
+        f"{closed - deadline_s:+.2f} s past the deadline; lineage: {drop['reason']} ({drop['detail']}); "
+        f"run {run['status']}"
+    )
+    verdict = "met" if closed <= deadline_s + 1.0 else "MISSED"
+    console.print(f"close within deadline + 1 s: {verdict}")
     return 0
 
 

@@ -21,19 +21,10 @@ from coordinator.run_recovery import checkpoint_chain, mark_interrupted_runs, pl
 from fedge.errors import ConflictError, FederationError
 from fedge.serde import state_dict_to_arrays, state_dict_to_safetensors
 from fedge.tasks import TaskConfig, get_task
-from registry import ModelVersionCreate, Registry, RegistryConfig, RunCreate, RunStatus, open_registry
+from registry import ModelVersionCreate, Registry, RegistryConfig, RunCreate, RunStatus
 from tests.apps import operator_app
 
 Api = tuple[TestClient, dict[str, str], Registry]
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = open_registry(RegistryConfig(root=str(tmp_path / "reg")))
-    try:
-        yield reg
-    finally:
-        reg.close()
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ Real Flower strategies, a real SQLite registry and artifact store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,18 +19,9 @@ from coordinator.warm_start import resumed_strategy_state
 from fedge.errors import ArtifactError
 from fedge.serde import state_dict_to_arrays
 from fedge.tasks import TaskConfig, get_task
-from registry import Registry, RegistryConfig, RunCreate, open_registry
+from registry import Registry, RunCreate
 
 GLOBAL0 = {"w": np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4), "b": np.zeros(4, np.float32)}
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = open_registry(RegistryConfig(root=str(tmp_path / "reg")))
-    try:
-        yield reg
-    finally:
-        reg.close()
 
 
 def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
