@@ -140,6 +140,18 @@ class ManagedProcess:
         return self._popen.pid if self._popen is not None else None
 
     @property
+    def program_pid(self) -> int | None:
+        """The command's own process: under :mod:`fedge.process_guard` the guard's child, else
+        :attr:`pid`; ``None`` before the start or once it is gone."""
+        if not self.guard_descendants or self._popen is None:
+            return self.pid
+        try:
+            children = psutil.Process(self._popen.pid).children()
+        except psutil.NoSuchProcess:
+            return None
+        return children[0].pid if children else None
+
+    @property
     def returncode(self) -> int | None:
         """The exit code (negative: killed by that signal); ``None`` while running or unstarted."""
         return self.poll()

@@ -171,10 +171,14 @@ class ManagedSuperLink:
             cwd=self.home,
             name=f"flower-superlink on {self.address}",
             install_hint="install fedge (it depends on flwr) in this environment",
+            # A deployment's ServerApp processes (flwr-serverapp, one per run) die with the SuperLink
+            # even where Flower's own parent watch fails (a zombie parent): the guard adopts them.
+            guard_descendants=not self.simulation,
         )
         self.process.start(health=self.healthy, timeout=self.startup_timeout)
-        self.pid_path.write_text(f"{self.process.pid} {os.getpid()}\n")  # the SuperLink, its fedge
-        log.info("SuperLink up on %s (pid %d)", self.address, self.process.pid)
+        pid = self.process.program_pid or self.process.pid
+        self.pid_path.write_text(f"{pid} {os.getpid()}\n")  # the SuperLink, its fedge
+        log.info("SuperLink up on %s (pid %d)", self.address, pid)
         return self
 
     def stop_stale(self) -> int | None:

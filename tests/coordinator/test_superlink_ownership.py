@@ -227,3 +227,22 @@ def test_a_superlink_whose_coordinator_is_alive_is_not_taken_over(tmp_path: Path
             ManagedSuperLink(home, port=running.port).start()
         assert running.healthy(), "the running SuperLink was left alone"
     assert processes_under(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_deployment_superlink_runs_under_the_guard_and_its_pid_file_names_the_superlink(
+    tmp_path: Path,
+) -> None:
+    # The guard (fedge.process_guard, tested on its own) adopts what the SuperLink starts (a run's
+    # flwr-serverapp) and stops it with the SuperLink.
+    with ManagedSuperLink(tmp_path / "sl", simulation=False) as link:
+        assert link.process is not None and link.process.pid is not None
+        guard = psutil.Process(link.process.pid)
+        assert "fedge.process_guard" in guard.cmdline()
+        (superlink,) = guard.children()
+        assert os.path.basename(superlink.cmdline()[1]) == "flower-superlink"
+        assert link.pid_path.read_text().split() == [str(superlink.pid), str(os.getpid())]
+        assert link.healthy() and link.owns_port()
+    assert not link.pid_path.exists()
+    assert _wait(lambda: processes_under(tmp_path) == [], 15), processes_under(tmp_path)
+    assert _gone(superlink.pid) and _gone(guard.pid)
