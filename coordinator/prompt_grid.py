@@ -99,9 +99,8 @@ class PromptGrid:
             messages = list(messages)
         pushed = list(self._grid.push_messages(messages))
         for message, message_id in zip(messages, pushed, strict=False):
-            metadata = getattr(message, "metadata", None)
-            if message_id and metadata is not None:
-                self._destinations[message_id] = int(metadata.dst_node_id)
+            if message_id:
+                self._destinations[message_id] = int(message.metadata.dst_node_id)
         waiting = {i for i in pushed if i}
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Any] = []

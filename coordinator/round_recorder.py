@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -99,15 +99,11 @@ def _client_reason(reason: str) -> str:
     return lines[0].removesuffix("'>") if lines else ""
 
 
-def _no_destination(message_id: str) -> int | None:
-    return None
-
-
 def train_attendance(
     asked: Iterable[int],
     replies: Iterable[Message],
     names: Callable[[], Mapping[int, str]] = dict,
-    destination_of: Callable[[str], int | None] = _no_destination,
+    destination_of: Callable[[str], int | None] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Who was asked to train, who answered in time, and who dropped: ``unavailable`` (the SuperLink
     answered the node's message with its unavailability error: the node went offline mid-round),
@@ -150,7 +146,7 @@ def train_attendance(
         if src in asked_ids and src != SUPERLINK_NODE_ID:
             errors[src] = reason
         elif m.error.code == ErrorCode.NODE_UNAVAILABLE:
-            node = destination_of(str(m.metadata.reply_to_message_id))
+            node = destination_of(str(m.metadata.reply_to_message_id)) if destination_of else None
             if node is not None and node in asked_ids:
                 offline[node] = reason
             else:
@@ -222,7 +218,7 @@ class RoundRecorder:
     # Flower node id -> enrolled name (deployment), read when a round's attendance is recorded.
     node_names: Callable[[], Mapping[int, str]] = dict
     # Which node a pushed message went to (PromptGrid.destination_of): attributes unavailability.
-    destination_of: Callable[[str], int | None] = _no_destination
+    destination_of: Callable[[str], int | None] | None = None
     # The strategy's server-side state at a checkpoint (coordinator.strategy_state), and its name.
     strategy_state: Callable[[], Mapping[str, Any]] | None = None
     strategy_name: str = ""
@@ -389,8 +385,7 @@ class RoundRecorder:
         arrays = dict(self.strategy_state()) if self.strategy_state is not None else {}
         if not arrays:
             return None
-        ref = self.registry.put_artifact(STATE_KIND, encode(arrays, self.strategy_name))
-        return {"kind": ref.kind, "sha256": ref.sha256, "size": ref.size, "media_type": ref.media_type}
+        return asdict(self.registry.put_artifact(STATE_KIND, encode(arrays, self.strategy_name)))
 
     def _federated_summary(self, server_round: int) -> dict[str, float]:
         """Sample-weighted means of the nodes' train and eval metrics for the round."""

@@ -102,6 +102,11 @@ def run_federation(
             resume_from_checkpoint(registry, model, resumed)
             log.info("resuming run %s after its round %d", config.resume_from, resumed.round)
         central = config.central_evaluation
+        resumed_from: dict[str, Any] | None = (
+            {"run_id": config.resume_from, "checkpoint_id": resumed.id, "round": resumed.round}
+            if resumed is not None
+            else None
+        )
         lineage = {
             "run_id": run_id,
             "flower_run_id": flower_run_id,
@@ -113,11 +118,7 @@ def run_federation(
             "git_commit": git_commit(),
             "reason": config.reason,
             "warm_start_from": warm,
-            "resumed_from": (
-                {"run_id": config.resume_from, "checkpoint_id": resumed.id, "round": resumed.round}
-                if resumed is not None
-                else None
-            ),
+            "resumed_from": resumed_from,
         }
         if strategy_cfg.secure_aggregation:
             secagg = config.privacy.secagg
@@ -138,7 +139,7 @@ def run_federation(
             validation=strategy_cfg.validation,
             resumed=resumed,
             strategy_name=strategy_cfg.name,
-            destination_of=grid.destination_of if isinstance(grid, PromptGrid) else lambda message_id: None,
+            destination_of=grid.destination_of if isinstance(grid, PromptGrid) else None,
             node_names=lambda: enrolled_node_names(registry_config.resolved_database_url()),
         )
         if resumed is not None:
@@ -177,13 +178,10 @@ def run_federation(
             record=lambda cls: with_round_recording(cls, recorder),
         )
         recorder.strategy_state = lambda: capture_strategy_state(strategy)
-        if resumed is not None:
+        if resumed is not None and resumed_from is not None:
             # FedAdam's moments, FedAvgM's momentum...: the resumed rounds continue the optimiser.
-            restored = restore_strategy_state(strategy, resumed_strategy_state(registry, resumed))
-            lineage["resumed_from"] = {
-                "run_id": config.resume_from, "checkpoint_id": resumed.id, "round": resumed.round,
-                "strategy_state": restored,
-            }  # fmt: skip
+            state = resumed_strategy_state(registry, resumed)
+            resumed_from["strategy_state"] = restore_strategy_state(strategy, state)
         try:
             result = (
                 None

@@ -56,12 +56,12 @@ def resumed_strategy_state(registry: Registry, checkpoint: Checkpoint) -> dict[s
     if not isinstance(recorded, dict):
         return {}
     try:
-        ref = ArtifactRef(
-            STATE_KIND, str(recorded["sha256"]), int(recorded["size"]), str(recorded["media_type"])
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        ref = ArtifactRef(**recorded)
+    except TypeError as exc:
         raise ArtifactError(
-            f"checkpoint {checkpoint.id}'s lineage records a malformed strategy_state ({exc!r})"
+            f"checkpoint {checkpoint.id}'s lineage records a malformed strategy_state ({exc})"
         ) from exc
+    if ref.kind != STATE_KIND:
+        raise ArtifactError(f"checkpoint {checkpoint.id}'s strategy_state names a {ref.kind!r} artifact")
     registry.verify_artifact(ref)
     return decode(registry.artifacts.get(ref.sha256))

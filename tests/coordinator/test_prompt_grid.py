@@ -25,9 +25,9 @@ class ScriptedGrid:
     pulls: list[float] = field(default_factory=list)
     delivered: set[str] = field(default_factory=set)
 
-    def push_messages(self, messages: list[str]) -> list[str]:
+    def push_messages(self, messages: list[Any]) -> list[str]:
         self.pushed_at = time.monotonic()
-        return list(messages)
+        return [m.metadata.message_id for m in messages]
 
     def pull_messages(self, ids: set[str]) -> list[Any]:
         now = time.monotonic()
@@ -43,6 +43,14 @@ class ScriptedGrid:
         return [1, 2]
 
 
+def outgoing(*message_ids: str) -> list[Any]:
+    """Messages as the grid pushes them: an id (the grid's answer to the push), node 1, 2... each."""
+    return [
+        SimpleNamespace(metadata=SimpleNamespace(message_id=m, dst_node_id=n))
+        for n, m in enumerate(message_ids, start=1)
+    ]
+
+
 def replied(replies: list[Any]) -> set[str]:
     return {r.metadata.reply_to_message_id for r in replies}
 
@@ -50,7 +58,7 @@ def replied(replies: list[Any]) -> set[str]:
 def test_every_reply_is_returned_and_the_wait_ends_with_the_last_one() -> None:
     grid = ScriptedGrid({"a": 0.0, "b": 0.3})
 
-    replies = PromptGrid(grid).send_and_receive(["a", "b"], timeout=30)
+    replies = PromptGrid(grid).send_and_receive(outgoing("a", "b"), timeout=30)
 
     assert replied(replies) == {"a", "b"}
     # The pull that found "b" is the first one after it was ready: the wait ended with it.
@@ -60,7 +68,7 @@ def test_every_reply_is_returned_and_the_wait_ends_with_the_last_one() -> None:
 def test_the_deadline_returns_what_arrived_and_leaves_the_late_reply_behind() -> None:
     grid = ScriptedGrid({"a": 0.0, "late": 60.0})
 
-    replies = PromptGrid(grid).send_and_receive(["a", "late"], timeout=0.4)
+    replies = PromptGrid(grid).send_and_receive(outgoing("a", "late"), timeout=0.4)
 
     assert replied(replies) == {"a"}
     assert "late" not in grid.delivered
@@ -70,7 +78,7 @@ def test_the_deadline_returns_what_arrived_and_leaves_the_late_reply_behind() ->
 def test_polls_back_off_to_the_cap_during_a_long_wait() -> None:
     grid = ScriptedGrid({"slow": 1.5})
 
-    PromptGrid(grid).send_and_receive(["slow"], timeout=10)
+    PromptGrid(grid).send_and_receive(outgoing("slow"), timeout=10)
 
     # Intervals grow from 0.05 s to MAX_POLL_S: a 1.5 s wait takes a handful of polls, not hundreds.
     assert 2 <= len(grid.pulls) <= 1.5 / 0.05
@@ -79,7 +87,7 @@ def test_polls_back_off_to_the_cap_during_a_long_wait() -> None:
 def test_after_a_reply_arrives_the_next_poll_is_prompt_again() -> None:
     grid = ScriptedGrid({"a": 0.3, "b": 0.5})
 
-    PromptGrid(grid).send_and_receive(["a", "b"], timeout=10)
+    PromptGrid(grid).send_and_receive(outgoing("a", "b"), timeout=10)
 
     found_a = next(i for i, t in enumerate(grid.pulls) if t >= 0.3)
     gaps = [later - earlier for earlier, later in zip(grid.pulls, grid.pulls[1:], strict=False)]
@@ -160,11 +168,9 @@ def test_a_reply_whose_packed_content_does_not_decode_is_an_error_reply_from_its
 def test_the_grid_remembers_which_node_each_pushed_message_went_to() -> None:
     # The SuperLink's error reply for a node gone offline names only the message it answers.
     grid = ScriptedGrid({"m1": 0.0, "m2": 0.0})
-    messages = [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n)) for n in (11, 12)]
-    grid.push_messages = lambda pushed: ["m1", "m2"]  # type: ignore[method-assign]
 
     prompt = PromptGrid(grid)
-    prompt.send_and_receive(messages, timeout=5)
+    prompt.send_and_receive(outgoing("m1", "m2"), timeout=5)
 
-    assert (prompt.destination_of("m1"), prompt.destination_of("m2")) == (11, 12)
+    assert (prompt.destination_of("m1"), prompt.destination_of("m2")) == (1, 2)
     assert prompt.destination_of("never-sent") is None
